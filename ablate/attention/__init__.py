@@ -1,0 +1,58 @@
+"""Attention mechanisms as presets of one vocabulary; ``MECHANISMS`` is the registry."""
+from __future__ import annotations
+
+from .lowrank import LowRankBlock
+from .none import NoAttention
+from .pairwise import NonLocalBlock
+from .vocab import Factor, Preset
+
+_NL = "Non-local Neural Networks (Wang et al., CVPR 2018)"
+_BOOL = dict(kind="bool")
+
+
+def _nonlocal_factors(affinity: str, normalization: str, qk: bool) -> tuple[Factor, ...]:
+    return (
+        Factor("reduction", 2, "int", minimum=1, help="inner width C/reduction (paper: 2)"),
+        Factor("theta", qk, **_BOOL, help="query transform (identity when off)"),
+        Factor("phi", qk, **_BOOL, help="key transform (identity when off)"),
+        Factor("sigma", True, **_BOOL, help="value transform g (identity when off)"),
+        Factor("shared_qk", False, **_BOOL, help="phi is theta: symmetric affinity"),
+        Factor("affinity", affinity, "choice", choices=("dot", "concat")),
+        Factor("normalization", normalization, "choice", choices=("softmax", "mean")),
+        Factor("scale", False, **_BOOL, help="divide dot products by sqrt(d)"),
+        Factor("pattern", "full", "choice", choices=("full",)),
+        Factor("zero_init", True, **_BOOL, help="zero BN gamma on the output transform"),
+    )
+
+
+MECHANISMS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("none", "none", NoAttention, (), "-", "no attention block (control)"),
+        Preset("nonlocal", "pairwise", NonLocalBlock, _nonlocal_factors("dot", "softmax", True), _NL,
+               "embedded Gaussian: softmax(theta_i . phi_j) over all pixels"),
+        Preset("nonlocal_gaussian", "pairwise", NonLocalBlock, _nonlocal_factors("dot", "softmax", False), _NL,
+               "Gaussian: softmax(x_i . x_j), theta and phi are the identity"),
+        Preset("nonlocal_dot", "pairwise", NonLocalBlock, _nonlocal_factors("dot", "mean", True), _NL,
+               "dot product: (theta_i . phi_j) / N"),
+        Preset("nonlocal_concat", "pairwise", NonLocalBlock, _nonlocal_factors("concat", "mean", True), _NL,
+               "concatenation: ReLU(w . [theta_i; phi_j]) / N"),
+        Preset("glore", "lowrank", LowRankBlock, (
+            Factor("K", 16, "int", minimum=1, help="number of graph nodes"),
+            Factor("state_reduction", 2, "int", minimum=1, help="state channels C/state_reduction"),
+            Factor("gcn", True, **_BOOL, help="graph convolution between projection and reprojection"),
+            Factor("mapping", "learned", "choice", choices=("learned",)),
+        ), "Graph-Based Global Reasoning Networks (Chen et al., CVPR 2019)",
+            "project to K nodes, GCN over nodes, reproject with the same projection"),
+    )
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return MECHANISMS[name]
+    except KeyError:
+        raise KeyError(f"unknown mechanism {name!r}; valid: {', '.join(sorted(MECHANISMS))}") from None
+
+
+__all__ = ["MECHANISMS", "Factor", "Preset", "get_preset", "NoAttention", "NonLocalBlock", "LowRankBlock"]

@@ -1,0 +1,119 @@
+"""Pairwise family: every pixel meets other pixels through an affinity.
+
+Non-local Neural Networks, Wang, Girshick, Gupta, He, CVPR 2018,
+https://arxiv.org/abs/1711.07971 (official code consulted: facebookresearch/video-nonlocal-net;
+mmsegmentation's ``NonLocal2d`` for the segmentation variant).
+
+The block is written in the survey's slots:
+
+* transforms ``theta`` (query), ``phi`` (key), ``sigma`` (value; the paper's g), each a
+  1x1 conv when on and the identity when off; ``shared_qk`` makes phi the same module
+  as theta, so the affinity is symmetric;
+* ``affinity``: ``dot`` (theta_i . phi_j) or ``concat`` (ReLU(w . [theta_i; phi_j]));
+* ``normalization``: ``softmax`` over j, or ``mean`` (divide by N, the paper's choice for
+  the dot-product and concatenation forms);
+* ``pattern``: which pixels meet; ``full`` here, the sparse patterns come with their
+  mechanisms;
+* output transform W (1x1 conv + BN, BN gamma zero-initialised so the block starts as the
+  identity, as the paper does) and the residual.
+
+The paper's four forms are presets: embedded Gaussian = dot + softmax with theta/phi on;
+Gaussian = dot + softmax with theta/phi off; dot product = dot + mean; concatenation =
+concat + mean. The paper does not scale the dot product; ``scale`` adds 1/sqrt(d)
+(mmsegmentation's default) for parity checks and as a switch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv1x1(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=1, bias=bias)
+
+
+class NonLocalBlock(nn.Module):
+    """Non-local block with every transform, affinity and normalisation as a switch."""
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 2,
+        theta: bool = True,
+        phi: bool = True,
+        sigma: bool = True,
+        shared_qk: bool = False,
+        affinity: str = "dot",
+        normalization: str = "softmax",
+        scale: bool = False,
+        pattern: str = "full",
+        zero_init: bool = True,
+    ):
+        super().__init__()
+        if pattern != "full":
+            raise ValueError(f"NonLocalBlock implements pattern 'full' only, got {pattern!r}")
+        inter = max(1, channels // reduction)
+        # A transform that is off is the identity, so the query and key widths must agree:
+        # if either is the identity both live in the input's C channels.
+        qk_dim = inter if (theta and phi) else channels
+        if shared_qk:
+            phi = theta
+            qk_dim = inter if theta else channels
+        v_dim = inter if sigma else channels
+        self.channels, self.qk_dim, self.v_dim = channels, qk_dim, v_dim
+        self.affinity, self.normalization, self.scale = affinity, normalization, scale
+        self.shared_qk = shared_qk
+        self.theta = _conv1x1(channels, qk_dim) if theta else nn.Identity()
+        if shared_qk:
+            self.phi = self.theta
+        else:
+            self.phi = _conv1x1(channels, qk_dim) if phi else nn.Identity()
+        self.sigma = _conv1x1(channels, v_dim) if sigma else nn.Identity()
+        if affinity == "concat":
+            # w . [theta_i; phi_j] split into its query and key halves.
+            self.concat_q = nn.Linear(qk_dim, 1, bias=False)
+            self.concat_k = nn.Linear(qk_dim, 1, bias=False)
+        elif affinity != "dot":
+            raise ValueError(f"affinity must be 'dot' or 'concat', got {affinity!r}")
+        if normalization not in ("softmax", "mean"):
+            raise ValueError(f"normalization must be 'softmax' or 'mean', got {normalization!r}")
+        self.out = nn.Sequential(_conv1x1(v_dim, channels, bias=False), nn.BatchNorm2d(channels))
+        if zero_init:
+            nn.init.zeros_(self.out[1].weight)
+
+    def _qkv(self, x: torch.Tensor):
+        q = self.theta(x).flatten(2).transpose(1, 2)  # B, N, d
+        k = self.phi(x).flatten(2).transpose(1, 2)  # B, N, d
+        v = self.sigma(x).flatten(2).transpose(1, 2)  # B, N, dv
+        return q, k, v
+
+    def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if self.affinity == "dot":
+            s = q @ k.transpose(1, 2)
+            return s * self.qk_dim ** -0.5 if self.scale else s
+        return F.relu(self.concat_q(q) + self.concat_k(k).transpose(1, 2))
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised N x N affinity (materialised; for inspection and tests)."""
+        q, k, _ = self._qkv(x)
+        s = self._scores(q, k)
+        return s.softmax(-1) if self.normalization == "softmax" else s / s.shape[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        q, k, v = self._qkv(x)
+        if self.affinity == "dot" and self.normalization == "softmax":
+            scale = self.qk_dim ** -0.5 if self.scale else 1.0
+            y = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale)
+            y = y.squeeze(1)
+        elif self.affinity == "dot":
+            # (q k^T / N) v = q (k^T v) / N: linear in N, no N x N matrix.
+            kv = k.transpose(1, 2) @ v
+            y = (q @ kv) / k.shape[1]
+            if self.scale:
+                y = y * self.qk_dim ** -0.5
+        else:
+            y = self.attention_map(x) @ v
+        y = y.transpose(1, 2).reshape(b, self.v_dim, h, w)
+        return x + self.out(y)

@@ -1,0 +1,1 @@
+"""Backbones, the segmentation model and its LightningModule."""

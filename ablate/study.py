@@ -1,0 +1,434 @@
+"""Study files: schema, validation and expansion into trials.
+
+A study file is the whole truth of a run. It is parsed into a frozen :class:`Study`, every
+key checked before anything runs, and expanded into cells (one assignment of the factors)
+times seeds. ``Study.trial_config(cell, seed)`` is the fully resolved configuration of one
+trial, which the runner prints with ``--print-config`` and hands, unchanged, to the trainer.
+
+Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
+
+    name: gcn_effect                 # default: the file's stem
+    question: "Does GloRe's GCN step help?"
+    model:
+      backbone: {name: small_cnn, width: 32, depth: 3}
+      mechanism: glore               # a preset name (python -m ablate list)
+      args: {K: 16}                  # overrides of the preset's factors
+    data: {name: synthetic, task: global_cue, size: 32, ...}
+    train: {epochs: 12, batch_size: 32, lr: 0.003, weight_decay: 0.0001, threads: 0}
+    factors:                         # grid: factor -> list of values
+      gcn: [on, off]                 # a mechanism factor, 'mechanism', or train.X / data.X / backbone.X
+    references:                      # extra cells outside the grid (optional)
+      - {mechanism: none}
+    seeds: [0, 1, 2]                 # or a count: 3 -> [0, 1, 2]
+    metric: val_miou                 # val_miou (last epoch) or best_val_miou
+    baseline: {gcn: on}              # the cell the deltas are taken against (default: first)
+    search: {n_trials: 20, sampler: tpe}   # only with range factors: {low, high, log} / {choices}
+    tracking: {wandb: true, project: ablate}
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .attention import MECHANISMS
+from .data.synthetic import TASKS, SceneConfig
+from .errors import StudyError
+from .models.backbone import BACKBONES
+
+TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references", "seeds", "metric",
+            "baseline", "search", "tracking")
+METRICS = ("val_miou", "best_val_miou")
+SAMPLERS = ("tpe", "random", "grid")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    threads: int = 0  # torch threads per worker; 0 = cores / workers
+
+    _rules = {"epochs": ("int", 1), "batch_size": ("int", 1), "lr": ("float", 0.0),
+              "weight_decay": ("float", 0.0), "threads": ("int", 0)}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str = "small_cnn"
+    width: int = 32
+    depth: int = 3
+
+    _rules = {"width": ("int", 1), "depth": ("int", 2)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One assignment of the factors: ``label`` is what the study varied, ``key`` a stable hash."""
+
+    label: tuple  # ((factor, value), ...) in the study's order
+    mechanism: str
+    args: tuple  # resolved mechanism arguments ((name, value), ...)
+    backbone: BackboneSpec
+    data: SceneConfig
+    train: TrainSpec
+    key: str = ""
+
+    @property
+    def label_dict(self) -> dict:
+        return dict(self.label)
+
+    def title(self) -> str:
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in self.label) or "(base)"
+
+
+@dataclass(frozen=True)
+class Study:
+    path: str
+    name: str
+    question: str
+    mechanism: str
+    args: dict
+    backbone: BackboneSpec
+    data: SceneConfig
+    train: TrainSpec
+    factors: dict  # factor -> list of values (grid) or dict (search range)
+    references: tuple
+    seeds: tuple
+    metric: str
+    baseline: dict
+    search: dict | None
+    tracking: dict = field(default_factory=dict)
+
+    # ----------------------------------------------------------------------------------
+    def cells(self) -> list[Cell]:
+        if self.search:
+            return []
+        names = list(self.factors)
+        combos = [dict(zip(names, vals)) for vals in itertools.product(*(self.factors[n] for n in names))]
+        combos += [dict(r) for r in self.references]
+        return [self._cell(c) for c in combos]
+
+    def _cell(self, assignment: dict, key_prefix: str = "factors") -> Cell:
+        return build_cell(self, assignment, key_prefix)
+
+    def trials(self) -> list[tuple[Cell, int]]:
+        """The grid plan: every cell times every seed, cells outermost."""
+        return [(c, s) for c in self.cells() for s in self.seeds]
+
+    def baseline_cell(self) -> Cell | None:
+        cells = self.cells()
+        if not cells:
+            return None
+        if not self.baseline:
+            return cells[0]
+        for c in cells:
+            if all(c.label_dict.get(k) == v for k, v in self.baseline.items()):
+                return c
+        return None
+
+    def trial_config(self, cell: Cell, seed: int) -> dict:
+        return {
+            "study": self.name,
+            "cell": cell.label_dict,
+            "cell_key": cell.key,
+            "seed": seed,
+            "mechanism": cell.mechanism,
+            "args": dict(cell.args),
+            "backbone": _asdict(cell.backbone),
+            "data": cell.data.as_dict(),
+            "train": _asdict(cell.train),
+            "metric": self.metric,
+        }
+
+
+def _asdict(obj) -> dict:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
+
+
+# ======================================================================================
+# parsing and validation
+# ======================================================================================
+
+def _expect_mapping(obj, where: str, key: str) -> dict:
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise StudyError(where, key, f"expected a mapping (key: value lines), got {type(obj).__name__} {obj!r}.")
+    return obj
+
+
+def _unknown(obj: dict, allowed, where: str, prefix: str) -> None:
+    for k in obj:
+        if k not in allowed:
+            raise StudyError(where, f"{prefix}{k}", f"unknown key; valid keys here are: {', '.join(allowed)}.")
+
+
+def _typed(value, kind: str, minimum, where: str, key: str):
+    ok = (kind == "int" and isinstance(value, int) and not isinstance(value, bool)) or \
+         (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not ok:
+        raise StudyError(where, key, f"expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}.")
+    value = float(value) if kind == "float" else value
+    if minimum is not None and (value < minimum or (kind == "float" and minimum == 0.0 and key.endswith("lr") and value == 0)):
+        raise StudyError(where, key, f"{value!r} is out of range: it must be {'> 0' if key.endswith('lr') else f'>= {minimum:g}'}.")
+    return value
+
+
+def _spec(cls, raw: dict, where: str, prefix: str, base=None):
+    """Build a frozen spec dataclass from ``raw``, checking keys and types against its defaults."""
+    base = base or cls()
+    allowed = [f.name for f in fields(cls)]
+    _unknown(raw, allowed, where, prefix)
+    rules = getattr(cls, "_rules", {})
+    values = _asdict(base)
+    for k, v in raw.items():
+        default = values[k]
+        if k in rules:
+            v = _typed(v, rules[k][0], rules[k][1], where, prefix + k)
+        elif isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise StudyError(where, prefix + k, f"expected true or false, got {v!r}.")
+        elif isinstance(default, int):
+            v = _typed(v, "int", 0, where, prefix + k)
+        elif isinstance(default, float):
+            v = _typed(v, "float", 0.0, where, prefix + k)
+        elif isinstance(default, str) and not isinstance(v, str):
+            raise StudyError(where, prefix + k, f"expected a string, got {v!r}.")
+        values[k] = v
+    return cls(**values)
+
+
+def _data_spec(raw: dict, where: str, base: SceneConfig | None = None, prefix: str = "data.") -> SceneConfig:
+    raw = dict(raw)
+    name = raw.pop("name", "synthetic")
+    if name != "synthetic":
+        raise StudyError(where, prefix + "name", f"unknown dataset {name!r}; valid: 'synthetic' (real datasets "
+                         "PASCAL VOC, Cityscapes and ADE20K are not wired in yet).")
+    cfg = _spec(SceneConfig, raw, where, prefix, base)
+    if cfg.task not in TASKS:
+        raise StudyError(where, prefix + "task", f"unknown synthetic task {cfg.task!r}; valid: {', '.join(TASKS)}.")
+    checks = [
+        ("size", cfg.size >= 16, "must be >= 16"),
+        ("train_images", cfg.train_images >= 1, "must be >= 1"),
+        ("val_images", cfg.val_images >= 1, "must be >= 1"),
+        ("min_objects", 1 <= cfg.min_objects <= cfg.max_objects, "must be >= 1 and <= max_objects"),
+        ("min_side", 1 <= cfg.min_side <= cfg.max_side, "must be >= 1 and <= max_side"),
+        ("max_side", cfg.max_side * 2 + cfg.cue_gap * 2 + cfg.cue_side <= cfg.size,
+         "leaves no room for the cue: need 2*max_side + 2*cue_gap + cue_side <= size"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise StudyError(where, prefix + key, f"{getattr(cfg, key)!r} {why}.")
+    return cfg
+
+
+def _backbone_spec(raw: dict, where: str, base=None, prefix="model.backbone.") -> BackboneSpec:
+    spec = _spec(BackboneSpec, raw, where, prefix, base)
+    if spec.name not in BACKBONES:
+        raise StudyError(where, prefix + "name", f"unknown backbone {spec.name!r}; valid: {', '.join(BACKBONES)}.")
+    return spec
+
+
+def _mechanism(name, where: str, key: str) -> str:
+    if name not in MECHANISMS:
+        raise StudyError(where, key, f"unknown mechanism {name!r}; valid: {', '.join(sorted(MECHANISMS))} "
+                         "(python -m ablate list shows each one's factors).")
+    return name
+
+
+def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
+    """Resolve one assignment of factors against the study's base into a :class:`Cell`."""
+    where = study.path
+    mech = study.mechanism
+    mech_args: dict = {}
+    train, data, backbone = study.train, study.data, study.backbone
+    if "mechanism" in assignment:
+        mech = _mechanism(assignment["mechanism"], where, f"{key_prefix}.mechanism")
+    preset = MECHANISMS[mech]
+    # base args apply where the cell's mechanism has them (a reference cell may switch mechanism)
+    base_args = {k: v for k, v in study.args.items() if k in preset.defaults} if mech != study.mechanism else dict(study.args)
+    overrides = dict(base_args)
+    for k, v in assignment.items():
+        if k == "mechanism":
+            continue
+        if k.startswith("train."):
+            train = _spec(TrainSpec, {k[6:]: v}, where, "train.", train)
+        elif k.startswith("data."):
+            data = _data_spec({**data.as_dict(), k[5:]: v, "name": "synthetic"}, where, None)
+        elif k.startswith("backbone."):
+            backbone = _backbone_spec({k[9:]: v}, where, backbone, "model.backbone.")
+        else:
+            if k not in preset.defaults:
+                have = ", ".join(preset.defaults) or "none"
+                raise StudyError(where, f"{key_prefix}.{k}",
+                                 f"mechanism {mech!r} has no factor {k!r}; its factors are: {have} "
+                                 "(also valid: mechanism, train.<key>, data.<key>, backbone.<key>).")
+            overrides[k] = v
+    try:
+        mech_args = preset.resolve(overrides)
+    except (KeyError, ValueError) as e:
+        bad = next((k for k in overrides if k not in preset.defaults), None)
+        raise StudyError(where, f"{key_prefix}.{bad or ''}".rstrip("."), str(e).strip('"') + ".") from None
+    label = tuple((k, _canon(preset, k, v)) for k, v in assignment.items())
+    cell = Cell(label, mech, tuple(sorted(mech_args.items())), backbone, data, train)
+    payload = json.dumps({"mechanism": mech, "args": mech_args, "backbone": _asdict(backbone),
+                          "data": data.as_dict(), "train": _asdict(train)}, sort_keys=True, default=str)
+    return Cell(label, mech, cell.args, backbone, data, train, hashlib.sha1(payload.encode()).hexdigest()[:12])
+
+
+def _canon(preset, key, value):
+    if key in preset.defaults:
+        try:
+            return preset.factor(key).coerce(value)
+        except ValueError:
+            return value
+    return value
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and validate a study file; raises :class:`StudyError` on any mistake."""
+    path = Path(path)
+    where = str(path)
+    if not path.exists():
+        raise StudyError(where, "", "the study file does not exist; give the path of a YAML study file such as "
+                         "studies/gcn_effect.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise StudyError(where, "", f"the file is not valid YAML{at} ({getattr(e, 'problem', e)}).") from None
+    raw = _expect_mapping(raw, where, "")
+    _unknown(raw, TOP_KEYS, where, "")
+
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+        raise StudyError(where, "name", f"{name!r} is not a valid study name: use letters, digits, '-' and '_'.")
+    question = raw.get("question", "")
+    if not isinstance(question, str):
+        raise StudyError(where, "question", "expected a string stating the question the study answers.")
+
+    model = _expect_mapping(raw.get("model"), where, "model")
+    _unknown(model, ("backbone", "mechanism", "args"), where, "model.")
+    if "mechanism" not in model:
+        raise StudyError(where, "model.mechanism", "missing; name the mechanism under study, one of: "
+                         f"{', '.join(sorted(MECHANISMS))}.")
+    mech = _mechanism(model["mechanism"], where, "model.mechanism")
+    args = _expect_mapping(model.get("args"), where, "model.args")
+    preset = MECHANISMS[mech]
+    for k, v in args.items():
+        if k not in preset.defaults:
+            raise StudyError(where, f"model.args.{k}", f"mechanism {mech!r} has no factor {k!r}; its factors are: "
+                             f"{', '.join(preset.defaults) or 'none'}.")
+        try:
+            preset.factor(k).coerce(v)
+        except ValueError as e:
+            raise StudyError(where, f"model.args.{k}", f"{e}.") from None
+    backbone = _backbone_spec(_expect_mapping(model.get("backbone"), where, "model.backbone"), where)
+    data = _data_spec(_expect_mapping(raw.get("data"), where, "data"), where)
+    train = _spec(TrainSpec, _expect_mapping(raw.get("train"), where, "train"), where, "train.")
+
+    factors = _expect_mapping(raw.get("factors"), where, "factors")
+    search = raw.get("search")
+    if search is not None:
+        search = _expect_mapping(search, where, "search")
+        _unknown(search, ("n_trials", "sampler"), where, "search.")
+        n = search.get("n_trials")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise StudyError(where, "search.n_trials", f"expected a whole number of trials >= 1, got {n!r}.")
+        sampler = search.get("sampler", "tpe")
+        if sampler not in SAMPLERS:
+            raise StudyError(where, "search.sampler", f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}.")
+        search = {"n_trials": n, "sampler": sampler}
+    for k, values in factors.items():
+        key = f"factors.{k}"
+        if search is None:
+            if not isinstance(values, list) or not values:
+                raise StudyError(where, key, f"expected a non-empty list of values to try, e.g. {k}: [a, b]; got "
+                                 f"{values!r}. (Ranges such as {{low, high}} need a 'search:' section.)")
+            if len(set(map(repr, values))) != len(values):
+                raise StudyError(where, key, f"the list {values!r} repeats a value; each cell must be distinct.")
+        else:
+            _check_range(values, where, key)
+
+    refs = raw.get("references") or []
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        raise StudyError(where, "references", "expected a list of mappings, each one cell, e.g. - {mechanism: none}.")
+    seeds = raw.get("seeds", 3)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise StudyError(where, "seeds", f"{seeds} seeds: give a count >= 1 or a list of integers.")
+        seeds = list(range(seeds))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                           for s in seeds) or len(set(seeds)) != len(seeds):
+        raise StudyError(where, "seeds", f"expected a count or a list of distinct integers >= 0, got {seeds!r}.")
+    metric = raw.get("metric", "val_miou")
+    if metric not in METRICS:
+        raise StudyError(where, "metric", f"unknown metric {metric!r}; valid: {', '.join(METRICS)}.")
+    baseline = _expect_mapping(raw.get("baseline"), where, "baseline")
+    tracking = _expect_mapping(raw.get("tracking"), where, "tracking")
+    _unknown(tracking, ("wandb", "project", "entity"), where, "tracking.")
+    if "wandb" in tracking and not isinstance(tracking["wandb"], bool):
+        raise StudyError(where, "tracking.wandb", f"expected true or false, got {tracking['wandb']!r}.")
+
+    study = Study(where, name, question, mech, dict(args), backbone, data, train,
+                  {k: v for k, v in factors.items()}, tuple(tuple(r.items()) for r in refs), tuple(seeds),
+                  metric, dict(baseline), search, dict(tracking))
+    if search is None:
+        # resolve every cell now: a factor the mechanism lacks fails here, before anything runs
+        names = list(factors)
+        for vals in itertools.product(*(factors[n] for n in names)):
+            build_cell(study, dict(zip(names, vals)), "factors")
+        for i, r in enumerate(refs):
+            build_cell(study, r, f"references[{i}]")
+        cells = study.cells()
+        keys = [c.key for c in cells]
+        if len(set(keys)) != len(keys):
+            dup = next(c for c in cells if keys.count(c.key) > 1)
+            raise StudyError(where, "references", f"two cells resolve to the same configuration ({dup.title()}); "
+                             "remove the duplicate.")
+        if baseline and study.baseline_cell() is None:
+            raise StudyError(where, "baseline", f"{baseline!r} matches no cell; cells are: "
+                             f"{'; '.join(c.title() for c in cells)}.")
+    else:
+        if refs:
+            raise StudyError(where, "references", "references are grid cells; they cannot be combined with 'search:'.")
+        if not factors:
+            raise StudyError(where, "factors", "a search needs at least one factor with a range or choices.")
+        for k in factors:
+            if k != "mechanism" and not k.startswith(("train.", "data.", "backbone.")) and k not in preset.defaults:
+                raise StudyError(where, f"factors.{k}", f"mechanism {mech!r} has no factor {k!r}; its factors are: "
+                                 f"{', '.join(preset.defaults) or 'none'}.")
+    return study
+
+
+def _check_range(spec, where: str, key: str) -> None:
+    if isinstance(spec, list):
+        if not spec:
+            raise StudyError(where, key, "an empty list of choices.")
+        return
+    if not isinstance(spec, dict):
+        raise StudyError(where, key, "in a search, give {low: L, high: H[, log: true][, step: S]} or a list of choices.")
+    _unknown(spec, ("low", "high", "log", "step", "choices"), where, key + ".")
+    if "choices" in spec:
+        if not isinstance(spec["choices"], list) or not spec["choices"]:
+            raise StudyError(where, key + ".choices", "expected a non-empty list.")
+        return
+    low, high = spec.get("low"), spec.get("high")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low >= high:
+        raise StudyError(where, key, f"expected numbers low < high, got low={low!r}, high={high!r}.")
+    if spec.get("log") and low <= 0:
+        raise StudyError(where, key + ".low", "a log-scale range needs low > 0.")
