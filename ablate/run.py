@@ -1,0 +1,271 @@
+"""``python -m ablate.run STUDY.yaml``: run every cell x seed of a study, then write its report.
+
+Re-running the same command resumes: finished trials are kept, interrupted or lost ones are run
+again, nothing finished is run twice. ``--workers N`` starts N local worker processes on the
+same storage; the same command on other machines with one ``--storage postgresql://...`` URL
+joins the same study.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .errors import StudyError, exit_with
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ablate.run", description=__doc__.split("\n")[0])
+    p.add_argument("study", help="study file (YAML), e.g. studies/gcn_effect.yaml")
+    p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run folder); "
+                   "e.g. sqlite:///runs/x.db or postgresql://user:pass@host/db")
+    p.add_argument("--run-dir", help="run folder (default: runs/<study name>)")
+    p.add_argument("--reports-dir", default="reports", help="where the report goes (default: reports)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--dry-run", action="store_true", help="print the trial plan (cells x seeds) and exit")
+    p.add_argument("--print-config", metavar="N", help="print the resolved config of plan trial N (1-based) or 'all'")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
+    p.add_argument("--max-trials", type=int, default=0, help="stop this worker after N trials (0: no limit)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # child process of --workers
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def _fmt_cell(cell) -> str:
+    return cell.title()
+
+
+def print_plan(study, out=sys.stdout) -> None:
+    plan = study.trials()
+    cells = study.cells()
+    base = study.baseline_cell()
+    print(f"study {study.name}: {len(cells)} cells x {len(study.seeds)} seeds = {len(plan)} trials "
+          f"({study.train.epochs} epochs each)", file=out)
+    if study.question:
+        print(f"question: {' '.join(study.question.split())}", file=out)
+    for i, c in enumerate(cells):
+        mark = "  <- baseline" if base is not None and c.key == base.key else ""
+        print(f"  cell {i + 1}: {_fmt_cell(c):40s} mechanism={c.mechanism:18s} key={c.key}{mark}", file=out)
+    print(f"  seeds: {', '.join(map(str, study.seeds))}", file=out)
+
+
+def _threads(args) -> int:
+    if args.threads > 0:
+        return args.threads
+    return max(1, (os.cpu_count() or 1) // max(1, args.workers))
+
+
+class Progress:
+    """One line per trial start and end, and a few epoch lines in between."""
+
+    def __init__(self, prefix: str, total: int):
+        self.prefix, self.total = prefix, total
+
+    def say(self, msg: str) -> None:
+        print(f"{self.prefix}{msg}", flush=True)
+
+    def epoch_printer(self, index: int, title: str, seed: int, epochs: int, t0: float):
+        every = max(1, epochs // 4)
+
+        def on_epoch(epoch: int, miou: float) -> None:
+            e = epoch + 1
+            if e % every == 0 and e != epochs:
+                self.say(f"trial {index}/{self.total} {title} seed={seed}  epoch {e}/{epochs}  "
+                         f"val mIoU {miou:.3f}  ({time.perf_counter() - t0:.0f}s)")
+        return on_epoch
+
+
+def worker_loop(study, url: str, run_dir: Path, args) -> dict:
+    """Claim and run trials until none is free; returns this worker's totals."""
+    import optuna
+
+    from . import storage as st
+    from .trainer import TrialFailed, run_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    threads = _threads(args)
+    store = st.open_storage(url)
+    with st.study_lock(url, study.name):
+        ostudy = st.load_or_create(store, study.name)
+    plan = study.trials()
+    index_of = {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}
+    choices: dict[str, list] = {}
+    for c in study.cells():
+        for k, v in c.label:
+            if v not in choices.setdefault(k, []):
+                choices[k].append(v)
+    tag = f"[w{args.worker_index}] " if args.worker else ""
+    progress = Progress(tag, len(plan))
+    use_wandb = study.tracking.get("wandb", True) and not args.no_wandb
+    totals = {"trials": 0, "compute_s": 0.0, "wall_s": 0.0}
+    while not args.max_trials or totals["trials"] < args.max_trials:
+        with st.study_lock(url, study.name):
+            trials = ostudy.get_trials(deepcopy=False)
+            if st.reap_lost(store, trials):
+                trials = ostudy.get_trials(deepcopy=False)
+            taken = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed"))
+                     for t in trials if st.trial_status(t) in ("done", "running")}
+            todo = [(c, s) for c, s in plan if (c.key, s) not in taken]
+            if not todo:
+                break
+            cell, seed = todo[0]
+            config = study.trial_config(cell, seed)
+            tid = st.create_running_trial(ostudy, dict(cell.label), choices,
+                                          {"cell_key": cell.key, "seed": seed, "cell": json.dumps(cell.label_dict),
+                                           "config": json.dumps(config)})
+        t0 = time.perf_counter()
+        index = index_of[(cell.key, seed)]
+        title = cell.title()
+        progress.say(f"trial {index}/{len(plan)} {title} seed={seed}: started")
+        trial = optuna.trial.Trial(ostudy, tid)
+
+        def on_epoch(epoch, miou, _print=progress.epoch_printer(index, title, seed, study.train.epochs, t0)):
+            trial.report(miou, epoch)
+            _print(epoch, miou)
+
+        logger = None
+        try:
+            with st.Heartbeat(store, tid):
+                if use_wandb:
+                    from .tracking import make_logger
+                    logger = make_logger(config, run_dir, study.tracking.get("project", "ablate"),
+                                         study.tracking.get("entity"), f"{title} seed={seed}")
+                result = run_trial(config, on_epoch, logger=logger, threads=threads)
+                if logger is not None:
+                    logger.experiment.summary.update({"final_val_miou": result["final_val_miou"],
+                                                      "best_val_miou": result["best_val_miou"],
+                                                      "attention_params": result["attention_params"]})
+        except KeyboardInterrupt:
+            store.set_trial_system_attr(tid, st.ATTR + "fail_kind", "interrupted")
+            store.set_trial_system_attr(tid, st.ATTR + "fail_reason", "interrupted (Ctrl-C); run again to resume")
+            store.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
+            _finish_wandb(logger, 130)
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure is recorded, the study goes on
+            reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, TrialFailed):
+                traceback.print_exc()
+            store.set_trial_system_attr(tid, st.ATTR + "fail_kind", "error")
+            store.set_trial_system_attr(tid, st.ATTR + "fail_reason", reason[:500])
+            store.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
+            progress.say(f"trial {index}/{len(plan)} {title} seed={seed}: FAILED: {reason[:200]}")
+            _finish_wandb(logger, 1)
+            continue
+        _finish_wandb(logger, 0)
+        wall = time.perf_counter() - t0
+        result["wall_s"] = wall
+        for k, v in result.items():
+            store.set_trial_user_attr(tid, k, v)
+        store.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [result["value"]])
+        totals["trials"] += 1
+        totals["compute_s"] += result["compute_s"]
+        totals["wall_s"] += wall
+        progress.say(f"trial {index}/{len(plan)} {title} seed={seed}: val mIoU {result['value']:.3f}  "
+                     f"({wall:.0f}s)")
+    return totals
+
+
+def _finish_wandb(logger, code: int) -> None:
+    if logger is not None:
+        try:
+            logger.experiment.finish(exit_code=code)
+        except Exception:  # noqa: BLE001 - tracking must never break a study
+            pass
+
+
+def _spawn_workers(args, url: str, run_dir: Path) -> int:
+    procs = []
+    threads = _threads(args)
+    for i in range(args.workers):
+        cmd = [sys.executable, "-m", "ablate.run", args.study, "--worker", "--worker-index", str(i),
+               "--storage", url, "--run-dir", str(run_dir), "--threads", str(threads), "--no-report"]
+        if args.no_wandb:
+            cmd.append("--no-wandb")
+        if args.max_trials:
+            cmd += ["--max-trials", str(args.max_trials)]
+        procs.append(subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    return max(codes)
+
+
+def main(argv=None) -> int:
+    t_start = time.perf_counter()
+    args = parse_args(argv)
+    from .study import load_study
+
+    try:
+        study = load_study(args.study)
+        if args.workers < 1:
+            raise StudyError("command line", "--workers", f"{args.workers} workers: give 1 or more.")
+        if study.search:
+            raise StudyError(args.study, "search", "search studies are validated but not run by this version; "
+                             "use a grid of values for each factor.")
+    except StudyError as e:
+        exit_with(e)
+    if args.dry_run:
+        print_plan(study)
+        return 0
+    if args.print_config:
+        plan = study.trials()
+        picks = range(1, len(plan) + 1) if args.print_config == "all" else None
+        if picks is None:
+            if not args.print_config.isdigit() or not 1 <= int(args.print_config) <= len(plan):
+                exit_with(StudyError("command line", "--print-config",
+                                     f"{args.print_config!r}: give a trial number from 1 to {len(plan)} or 'all'."))
+            picks = [int(args.print_config)]
+        for i in picks:
+            cell, seed = plan[i - 1]
+            print(json.dumps({"trial": i, **study.trial_config(cell, seed)}, indent=2))
+        return 0
+
+    from . import storage as st
+
+    run_dir = Path(args.run_dir) if args.run_dir else st.default_run_dir(study.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    url = st.storage_url(run_dir, args.storage)
+    os.environ.setdefault("WANDB_DIR", str(run_dir))
+    if not args.worker:
+        print(f"ablate: study {study.name} -> storage {st.redact(url)}; {len(study.trials())} trials; "
+              f"{args.workers} worker(s) x {_threads(args)} thread(s)", flush=True)
+    try:
+        if args.workers > 1 and not args.worker:
+            code = _spawn_workers(args, url, run_dir)
+            totals = None
+        else:
+            totals = worker_loop(study, url, run_dir, args)
+            code = 0
+    except KeyboardInterrupt:
+        print("\nablate: interrupted; run the same command again to resume (finished trials are kept).",
+              file=sys.stderr)
+        return 130
+    if args.worker:
+        return code
+    wall = time.perf_counter() - t_start
+    if not args.no_report:
+        from .report import write_report
+
+        path = write_report(study, url, args.reports_dir, run_info={
+            "wall_s": wall, "workers": args.workers, "command": " ".join(["python -m ablate.run"] + (argv or sys.argv[1:]))})
+        print(f"ablate: report written to {path}")
+    print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials run here)" if totals else ""))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
