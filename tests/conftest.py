@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny study files that train in seconds on a CPU."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def tiny_study(tmp_path: Path, name: str = "tiny", **overrides) -> Path:
+    """Write a small but real study (global-cue task, width-8 CNN) and return its path."""
+    study = {
+        "name": name,
+        "question": "test study",
+        "model": {"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "glore", "args": {"K": 4}},
+        "data": {"task": "global_cue", "train_images": 64, "val_images": 32},
+        "train": {"epochs": 2, "batch_size": 16, "threads": 1},
+        "factors": {"gcn": [True, False]},
+        "seeds": [0, 1],
+        "baseline": {"gcn": True},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(study.get(key), dict):
+            study[key] = {**study[key], **value}
+        else:
+            study[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def run_cli(args: list[str], cwd: Path, **kw):
+    import subprocess
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture
+def study_factory(tmp_path):
+    def make(**overrides):
+        return tiny_study(tmp_path, **overrides)
+    return make
