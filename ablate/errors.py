@@ -22,5 +22,5 @@ class StudyError(Exception):
 
 
 def exit_with(err: StudyError) -> "NoReturn":  # noqa: F821
-    print(textwrap.fill(err.paragraph(), width=100), file=sys.stderr)
+    print(textwrap.fill(err.paragraph(), width=100, break_on_hyphens=False, break_long_words=False), file=sys.stderr)
     raise SystemExit(2)

@@ -49,7 +49,7 @@ SAMPLERS = ("tpe", "random", "grid")
 
 @dataclass(frozen=True)
 class TrainSpec:
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -129,7 +129,8 @@ class Study:
         if not self.baseline:
             return cells[0]
         for c in cells:
-            if all(c.label_dict.get(k) == v for k, v in self.baseline.items()):
+            preset = MECHANISMS[c.mechanism]
+            if all(k in c.label_dict and c.label_dict[k] == _canon(preset, k, v) for k, v in self.baseline.items()):
                 return c
         return None
 
@@ -390,6 +391,11 @@ def load_study(path: str | Path) -> Study:
     if search is None:
         # resolve every cell now: a factor the mechanism lacks fails here, before anything runs
         names = list(factors)
+        for k in names:  # values that coincide once coerced (on / 'on' / true) are one cell
+            canon = [repr(_canon(preset, k, v)) for v in factors[k]]
+            if len(set(canon)) != len(canon):
+                raise StudyError(where, f"factors.{k}", f"the list {factors[k]!r} repeats a value (after reading "
+                                 "on/off/true/false as the same switch); each cell must be distinct.")
         for vals in itertools.product(*(factors[n] for n in names)):
             build_cell(study, dict(zip(names, vals)), "factors")
         for i, r in enumerate(refs):

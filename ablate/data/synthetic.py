@@ -46,7 +46,7 @@ class SceneConfig:
     max_objects: int = 3
     min_side: int = 4
     max_side: int = 7
-    cue_side: int = 3
+    cue_side: int = 4
     cue_gap: int = 6
     noise: float = 0.35
     seed: int = 0
