@@ -48,6 +48,16 @@ MECHANISMS: dict[str, Preset] = {
 }
 
 
+# the rest of the survey's zoo, one module per mechanism (see zoo_pairwise.py / zoo_lowrank.py)
+from .zoo_lowrank import PRESETS as _LOWRANK_AND_GATING  # noqa: E402
+from .zoo_pairwise import PRESETS as _PAIRWISE  # noqa: E402
+
+for _p in _PAIRWISE + _LOWRANK_AND_GATING:
+    if _p.name in MECHANISMS:
+        raise RuntimeError(f"duplicate mechanism preset {_p.name!r}")
+    MECHANISMS[_p.name] = _p
+
+
 def get_preset(name: str) -> Preset:
     try:
         return MECHANISMS[name]

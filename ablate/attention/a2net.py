@@ -1,0 +1,126 @@
+"""A2Net's double attention block: low-rank family, gather to K descriptors, distribute back.
+
+A^2-Nets: Double Attention Networks, Yunpeng Chen, Yannis Kalantidis, Jianshu Li, Shuicheng
+Yan, Jiashi Feng, NeurIPS 2018, https://arxiv.org/abs/1810.11579. The authors did not release
+code that we could find; the paper's equations are the reference (third-party PyTorch
+re-implementations, e.g. the ``DoubleAttention`` modules with ``convA/convB/convV``, were read
+only to confirm the reading of the equations).
+
+What the paper does. From the input X (C x N) three 1x1 convs give A = phi(X) (m x N, the
+features), B = theta(X) (n x N, the gathering attention maps) and V = rho(X) (n x N, the
+distribution attention vectors). Here n is ``K``.
+
+* gather (second-order attention pooling): ``G = A softmax_N(B)^T`` (m x K): each of the K
+  maps, softmax-normalised over the N positions, pools A into one global descriptor;
+* distribute: ``Z = G softmax_K(V)`` (m x N): every pixel takes a convex combination of the
+  K descriptors, the weights softmax-normalised over K;
+* a 1x1 conv expands m back to C and the result is added to X (residual).
+
+The relation to EMANet (DESIGN.md: "A2Net is EMA with T = 1 and bases learned by
+backprop"), precisely. EMA with T = 1 on x = conv_in(X) computes
+
+    z = softmax_K(x^T mu)                  (N x K)   E-step
+    mu1 = l2_C(x l1_N(z))                  (C x K)   M-step
+    x_hat = mu1 z^T                        (C x N)   reconstruction
+
+so with ``A = x`` (m = C) and ``B = V = mu^T x`` (one conv for both maps, whose weight is
+mu^T W_in and bias mu^T b_in):
+
+* the **distribution** weights coincide exactly: A2's softmax over K of V *is* EMA's E-step
+  softmax over K;
+* the **gathering** weights do not: A2 softmaxes B over the N positions, EMA softmaxes the
+  same logits over K and then L1-normalises each column over N. The two agree only when the
+  per-pixel partition function sum_k exp(B_kn) is the same for every pixel;
+* EMA L2-normalises the descriptors (the M-step's normalisation); A2 does not;
+* EMA's output stage is ``ReLU -> conv -> BN -> + X -> ReLU``; A2's is ``conv -> + X``.
+
+So exact equality needs an A2 configuration, exposed as factors (defaults = the paper):
+``reduction: 1`` (m = C), ``shared_maps: on`` (B and V from one conv), ``gather: em``
+(softmax over K then L1 over N, instead of ``softmax``: softmax over N), ``descriptor_norm:
+l2`` and ``out_relu: on``. :func:`a2_from_ema` builds that configuration from an
+:class:`~ablate.attention.ema.EMABlock` and copies its weights (the map conv's weight is
+mu^T W_in); the tests check the two outputs agree in float64. Note that with m = C and
+K <= C every K x C map weight can be written mu^T W_in for an invertible W_in, so the
+constraint is a reparametrisation, not a restriction.
+
+Where ours differs from the paper: the expansion conv is followed by BatchNorm (the paper
+shows a 1x1 conv; the BN is the one every residual block in this harness has, and EMANet's
+output stage has it, which the equivalence needs). Defaults m = C/4 and K = 64 are ours: the
+paper sizes m and n relative to the host layer; K = 64 matches EMANet so the two presets are
+comparable.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .ema import EMABlock, l1_over, l2_normalise
+
+
+class A2Block(nn.Module):
+    """Double attention: gather K global descriptors, distribute them to every pixel."""
+
+    def __init__(self, channels: int, K: int = 64, reduction: int = 4, shared_maps: bool = False,
+                 gather: str = "softmax", descriptor_norm: str = "none", out_relu: bool = False):
+        super().__init__()
+        if gather not in ("softmax", "em"):
+            raise ValueError(f"gather must be 'softmax' or 'em', got {gather!r}")
+        if descriptor_norm not in ("none", "l2"):
+            raise ValueError(f"descriptor_norm must be 'none' or 'l2', got {descriptor_norm!r}")
+        m = max(1, channels // reduction)
+        self.channels, self.m, self.K = channels, m, K
+        self.shared_maps, self.gather, self.descriptor_norm, self.out_relu = (
+            shared_maps, gather, descriptor_norm, out_relu)
+        self.features = nn.Conv2d(channels, m, kernel_size=1)  # phi -> A
+        self.gather_maps = nn.Conv2d(channels, K, kernel_size=1)  # theta -> B
+        # rho -> V; the same module when shared (as pairwise.py shares theta/phi).
+        self.distribute_maps = self.gather_maps if shared_maps else nn.Conv2d(channels, K, kernel_size=1)
+        self.expand = nn.Conv2d(m, channels, kernel_size=1, bias=False)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gather, distribute)``, both (B, K, N): pooling weights per descriptor, mixing per pixel."""
+        logits_b = self.gather_maps(x).flatten(2)
+        logits_v = logits_b if self.shared_maps else self.distribute_maps(x).flatten(2)
+        if self.gather == "softmax":
+            g = torch.softmax(logits_b, dim=2)  # over positions (paper)
+        else:
+            g = l1_over(torch.softmax(logits_b, dim=1), dim=2)  # EMA: over K, then L1 over positions
+        return g, torch.softmax(logits_v, dim=1)  # distribute: over K per pixel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.features(x).flatten(2)  # B, m, N
+        g, d = self.attention(x)
+        desc = a @ g.transpose(1, 2)  # B, m, K: the K global descriptors
+        if self.descriptor_norm == "l2":
+            desc = l2_normalise(desc, dim=1)
+        y = (desc @ d).reshape(x.shape[0], self.m, *x.shape[2:])
+        if self.out_relu:
+            y = torch.relu(y)
+        out = x + self.norm(self.expand(y))
+        return torch.relu(out) if self.out_relu else out
+
+
+def a2_from_ema(ema: EMABlock) -> A2Block:
+    """An :class:`A2Block` that computes what ``ema`` computes with one EM iteration.
+
+    Configuration: m = C, shared maps, ``gather='em'``, ``descriptor_norm='l2'``,
+    ``out_relu=True``; weights: A's conv is EMA's ``conv_in``, the map conv is
+    ``mu^T conv_in`` (from the current bases), the expansion conv and BN are EMA's.
+    Exact for ``T = 1`` (and ``T_eval = 1`` in eval mode), whichever way the bases are kept.
+    """
+    c, k = ema.channels, ema.em.K
+    a2 = A2Block(c, K=k, reduction=1, shared_maps=True, gather="em", descriptor_norm="l2", out_relu=True)
+    p = next(ema.parameters())
+    a2 = a2.to(device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        mu = ema.em.mu[0].to(p.dtype)  # C, K
+        w_in = ema.conv_in.weight.flatten(1)  # C, C_in
+        a2.features.weight.copy_(ema.conv_in.weight)
+        a2.features.bias.copy_(ema.conv_in.bias)
+        a2.gather_maps.weight.copy_((mu.T @ w_in).reshape(k, c, 1, 1))
+        a2.gather_maps.bias.copy_(mu.T @ ema.conv_in.bias)
+        a2.expand.weight.copy_(ema.conv_out.weight)
+    a2.norm.load_state_dict(ema.norm.state_dict())
+    a2.train(ema.training)
+    return a2

@@ -1,0 +1,129 @@
+"""Local Relation: attention inside a k x k window with a learned geometry prior.
+
+Paper: *Local Relation Networks for Image Recognition*, Han Hu, Zheng Zhang, Zhenda Xie,
+Stephen Lin, ICCV 2019, https://arxiv.org/abs/1904.11491.
+Official code: none released that we could find; consulted the paper and a public
+re-implementation (gan3sh500/local-relational-nets) only to check our reading of the layer.
+
+What the paper does
+-------------------
+The local relation layer replaces a k x k convolution (k = 7 by default in LR-Net). For an
+output pixel p' and every pixel p in its k x k neighbourhood the aggregation weight is
+
+    w(p', p) = softmax_p( Phi(f_q(x_p'), f_k(x_p)) + f_g(p - p') )
+
+* key and query are 1x1 convs; channels are split into groups of ``m`` (default 8) channels
+  that share one aggregation weight, so key/query have C/m channels: one scalar per group;
+* ``Phi`` is the appearance composability of the (scalar) query and key;
+* ``f_g`` is the geometry prior: a small two-layer MLP (1x1 convs with a ReLU) that maps the
+  relative position ``p - p'`` to one bias per group, learned, shared over the image;
+* the values are the input features themselves (no value transform); the surrounding 1x1
+  convs of the bottleneck do the channel mixing, and the bottleneck has the ResNet residual.
+
+Ours
+----
+:func:`local_window_reference` is the windowed computation with ``unfold`` (the reference a
+fused kernel is checked against). :class:`LocalRelationBlock` is
+``x + BN(conv1x1(LR(x)))``: the local relation layer on the input, the bottleneck's output 1x1
+conv + BN, and the residual; the BN scale is zero-initialised so the block starts as the identity
+(as the Non-local block does; LR-Net's own init is the ResNet one -- our choice). Differences:
+
+* ``composability``: the paper compares several forms of ``Phi``; we expose ``dot``
+  (product of the per-group query and key, the default here, as in the public re-implementation)
+  and ``squared_diff`` (``-(q - k)^2``). We could not confirm from the text available to us which
+  form the paper's final model uses; the factor lets a study flip it.
+* Window positions that fall outside the image are *excluded* from the softmax (masked with
+  ``-inf``) instead of being zero-padded pixels that still receive weight; this keeps the
+  reference a well-defined attention and matches the dense masked computation.
+* The geometry MLP takes (dy, dx) normalised to [-1, 1] and has 16 hidden units
+  (the paper does not make its hidden width a headline number; it is not a factor).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def local_window_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    geometry_bias: torch.Tensor,
+    window: int,
+    composability: str = "dot",
+) -> torch.Tensor:
+    """Grouped attention inside a ``window`` x ``window`` neighbourhood.
+
+    ``q``, ``k``: (B, G*d, H, W), G groups of d channels each; ``v``: (B, C, H, W) with C
+    divisible by G (group g aggregates channels ``g*C/G .. (g+1)*C/G - 1``); ``geometry_bias``:
+    (G, window*window) added to the scores of each window offset (row-major, offset (-r, -r)
+    first, r = window // 2; zeros for no geometry prior); it also fixes G. Scores are ``q . k`` per group (``dot``) or
+    ``-|q - k|^2`` (``squared_diff``); out-of-image positions are excluded from the softmax.
+    Returns (B, C, H, W).
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be odd and >= 1, got {window}")
+    b, gd, h, w = q.shape
+    c = v.shape[1]
+    g = geometry_bias.shape[0]
+    if geometry_bias.shape != (g, window * window):
+        raise ValueError(f"geometry_bias must be (G, {window * window}), got {tuple(geometry_bias.shape)}")
+    if gd % g or c % g:
+        raise ValueError(f"{gd} key/query and {c} value channels do not split into {g} groups")
+    d, kk, r = gd // g, window * window, window // 2
+    n = h * w
+    k_win = F.unfold(k, window, padding=r).view(b, g, d, kk, n)
+    q_c = q.reshape(b, g, d, 1, n)
+    if composability == "dot":
+        scores = (q_c * k_win).sum(2)
+    elif composability == "squared_diff":
+        scores = -((q_c - k_win) ** 2).sum(2)
+    else:
+        raise ValueError(f"composability must be 'dot' or 'squared_diff', got {composability!r}")
+    scores = scores + geometry_bias.view(1, g, kk, 1)
+    inside = F.unfold(q.new_ones(1, 1, h, w), window, padding=r).view(1, 1, kk, n) > 0.5
+    attn = torch.softmax(scores.masked_fill(~inside, float("-inf")), dim=2)  # B, G, kk, N
+    v_win = F.unfold(v, window, padding=r).view(b, g, c // g, kk, n)
+    out = (attn.unsqueeze(2) * v_win).sum(3)  # B, G, C/G, N
+    return out.reshape(b, c, h, w)
+
+
+class LocalRelationBlock(nn.Module):
+    """Local relation layer + output 1x1 conv/BN + residual."""
+
+    def __init__(self, channels: int, window: int = 7, channels_per_group: int = 8, geometry: bool = True,
+                 composability: str = "dot", geometry_hidden: int = 16):
+        super().__init__()
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"window must be odd and >= 1, got {window}")
+        if composability not in ("dot", "squared_diff"):
+            raise ValueError(f"composability must be 'dot' or 'squared_diff', got {composability!r}")
+        groups = max(1, channels // channels_per_group)
+        while channels % groups:
+            groups -= 1
+        self.channels, self.window, self.groups = channels, window, groups
+        self.composability = composability
+        self.query = nn.Conv2d(channels, groups, 1)
+        self.key = nn.Conv2d(channels, groups, 1)
+        if geometry:
+            r = window // 2
+            ys, xs = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+            rel = torch.stack([ys, xs]).float().view(2, window * window) / max(r, 1)
+            self.register_buffer("relative_position", rel, persistent=False)
+            self.geometry = nn.Sequential(nn.Conv1d(2, geometry_hidden, 1), nn.ReLU(),
+                                          nn.Conv1d(geometry_hidden, groups, 1))
+        else:
+            self.geometry = None
+        self.out = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+        nn.init.zeros_(self.out[1].weight)
+
+    def geometry_bias(self) -> torch.Tensor:
+        if self.geometry is None:
+            return self.query.weight.new_zeros(self.groups, self.window * self.window)
+        return self.geometry(self.relative_position.unsqueeze(0)).squeeze(0)  # G, k*k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = local_window_reference(self.query(x), self.key(x), x, self.geometry_bias(), self.window,
+                                   self.composability)
+        return x + self.out(y)
