@@ -16,7 +16,7 @@ def _nonlocal_factors(affinity: str, normalization: str, qk: bool) -> tuple[Fact
         Factor("theta", qk, **_BOOL, help="query transform (identity when off)"),
         Factor("phi", qk, **_BOOL, help="key transform (identity when off)"),
         Factor("sigma", True, **_BOOL, help="value transform g (identity when off)"),
-        Factor("shared_qk", False, **_BOOL, help="phi is theta: symmetric affinity"),
+        Factor("shared_qk", False, **_BOOL, help="phi is theta: symmetric affinity for the dot forms"),
         Factor("affinity", affinity, "choice", choices=("dot", "concat")),
         Factor("normalization", normalization, "choice", choices=("softmax", "mean")),
         Factor("scale", False, **_BOOL, help="divide dot products by sqrt(d)"),
