@@ -13,7 +13,7 @@ from typing import Callable
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from .data.synthetic import SceneConfig, make_split, num_classes
 from .models.segmenter import SegmentationModule
@@ -73,8 +73,11 @@ def run_trial(config: dict, on_epoch: Callable[[int, float], None] = lambda e, m
     module = SegmentationModule(num_classes(data.task), config["backbone"], config["mechanism"], config["args"],
                                 lr=train["lr"], weight_decay=train["weight_decay"], epochs=train["epochs"])
     gen = torch.Generator().manual_seed(seed)
-    train_dl = DataLoader(TensorDataset(xt, yt), batch_size=train["batch_size"], shuffle=True, generator=gen)
-    val_dl = DataLoader(TensorDataset(xv, yv), batch_size=max(64, train["batch_size"]))
+    # whole batches are sliced out of the in-memory tensors (no per-sample collation)
+    train_dl = DataLoader(TensorDataset(xt, yt), batch_size=None, sampler=BatchSampler(
+        RandomSampler(range(len(xt)), generator=gen), train["batch_size"], drop_last=False))
+    val_dl = DataLoader(TensorDataset(xv, yv), batch_size=None, sampler=BatchSampler(
+        SequentialSampler(range(len(xv))), max(64, train["batch_size"]), drop_last=False))
     trainer = L.Trainer(
         max_epochs=train["epochs"], accelerator="cpu", devices=1, logger=logger if logger is not None else False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
