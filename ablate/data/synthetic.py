@@ -71,15 +71,18 @@ def _place(rng: np.random.Generator, free: np.ndarray, h: int, w: int) -> tuple[
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """Chebyshev dilation of a bool mask by r pixels."""
+    """Chebyshev dilation of a bool mask by r pixels (a (2r+1) x (2r+1) square)."""
     out = mask.copy()
-    for _ in range(r):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        out = grown
+    for axis in (0, 1):  # separable: grow along rows, then along columns
+        for _ in range(r):
+            grown = out.copy()
+            if axis == 0:
+                grown[1:] |= out[:-1]
+                grown[:-1] |= out[1:]
+            else:
+                grown[:, 1:] |= out[:, :-1]
+                grown[:, :-1] |= out[:, 1:]
+            out = grown
     return out
 
 
