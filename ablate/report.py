@@ -50,16 +50,30 @@ def collect(study, url: str) -> dict:
             "run": ostudy.user_attrs.get("last_run", {})}
 
 
+def _search_cells(study, data: dict) -> list:
+    """A search study's cells are the points it sampled, best first."""
+    seen = {}
+    for key, recs in data["records"].items():
+        config = json.loads(recs[0]["config"]) if isinstance(recs[0].get("config"), str) else None
+        if config is not None:
+            seen[key] = study.search_cell(config["cell"])
+    means = {k: sum(v.values()) / len(v) for k, v in data["values"].items()}
+    return sorted(seen.values(), key=lambda c: -means.get(c.key, 0.0))
+
+
 def render(study, data: dict, storage_label: str) -> str:
-    cells = study.cells()
-    base = study.baseline_cell()
+    cells = _search_cells(study, data) if study.search else study.cells()
+    base = (cells[0] if cells else None) if study.search else study.baseline_cell()
     vals = data["values"]
     base_vals = list(vals.get(base.key, {}).values()) if base else []
     ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
-    planned = len(study.seeds)
+    planned = 1 if study.search else len(study.seeds)
     lines = [f"# {study.name}", ""]
     if study.question:
         lines += [f"**Question.** {' '.join(study.question.split())}", ""]
+    if study.search:
+        lines += [f"Search: {study.search['n_trials']} trials, {study.search['sampler']} sampler, one seed each; "
+                  "rows are the sampled points, best first, and deltas are taken against the best.", ""]
     lines += [f"Metric: `{study.metric}` (mIoU in points, 0-100) on the `{study.data.task}` synthetic task, "
               f"{study.data.val_images} validation images fixed by data seed {study.data.seed}; "
               f"{study.train.epochs} epochs; backbone `{study.backbone.name}` (width {study.backbone.width}). "

@@ -44,6 +44,12 @@ def _fmt_cell(cell) -> str:
 
 
 def print_plan(study, out=sys.stdout) -> None:
+    if study.search:
+        print(f"study {study.name}: search of {study.search['n_trials']} trials with the {study.search['sampler']} "
+              f"sampler, seed {study.seeds[0]}, {study.train.epochs} epochs each", file=out)
+        for k, spec in study.factors.items():
+            print(f"  factor {k}: {spec}", file=out)
+        return
     plan = study.trials()
     cells = study.cells()
     base = study.baseline_cell()
@@ -103,7 +109,7 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
             if v not in choices.setdefault(k, []):
                 choices[k].append(v)
     tag = f"[w{args.worker_index}] " if args.worker else ""
-    progress = Progress(tag, len(plan))
+    progress = Progress(tag, study.search["n_trials"] if study.search else len(plan))
     use_wandb = study.tracking.get("wandb", True) and not args.no_wandb
     totals = {"trials": 0, "compute_s": 0.0, "wall_s": 0.0}
     while not args.max_trials or totals["trials"] < args.max_trials:
@@ -111,20 +117,27 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
             trials = ostudy.get_trials(deepcopy=False)
             if st.reap_lost(store, trials):
                 trials = ostudy.get_trials(deepcopy=False)
-            taken = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed"))
-                     for t in trials if st.trial_status(t) in ("done", "running")}
-            todo = [(c, s) for c, s in plan if (c.key, s) not in taken]
-            if not todo:
-                break
-            cell, seed = todo[0]
-            config = study.trial_config(cell, seed)
-            tid = st.create_running_trial(ostudy, dict(cell.label), choices,
-                                          {"cell_key": cell.key, "seed": seed, "cell": json.dumps(cell.label_dict),
-                                           "config": json.dumps(config)})
+            if study.search:
+                claim = _claim_search(study, ostudy, store, trials)
+                if claim is None:
+                    break
+                tid, cell, seed, config = claim
+                index = 1 + sum(st.trial_status(t) in ("done", "running") for t in trials)
+            else:
+                taken = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed"))
+                         for t in trials if st.trial_status(t) in ("done", "running")}
+                todo = [(c, s) for c, s in plan if (c.key, s) not in taken]
+                if not todo:
+                    break
+                cell, seed = todo[0]
+                config = study.trial_config(cell, seed)
+                tid = st.create_running_trial(ostudy, dict(cell.label), choices,
+                                              {"cell_key": cell.key, "seed": seed,
+                                               "cell": json.dumps(cell.label_dict), "config": json.dumps(config)})
+                index = index_of[(cell.key, seed)]
         t0 = time.perf_counter()
-        index = index_of[(cell.key, seed)]
         title = cell.title()
-        progress.say(f"trial {index}/{len(plan)} {title} seed={seed}: started")
+        progress.say(f"trial {index}/{progress.total} {title} seed={seed}: started")
         trial = optuna.trial.Trial(ostudy, tid)
 
         def on_epoch(epoch, miou, _print=progress.epoch_printer(index, title, seed, study.train.epochs, t0)):
@@ -156,7 +169,7 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
             store.set_trial_system_attr(tid, st.ATTR + "fail_kind", "error")
             store.set_trial_system_attr(tid, st.ATTR + "fail_reason", reason[:500])
             store.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
-            progress.say(f"trial {index}/{len(plan)} {title} seed={seed}: FAILED: {reason[:200]}")
+            progress.say(f"trial {index}/{progress.total} {title} seed={seed}: FAILED: {reason[:200]}")
             _finish_wandb(logger, 1)
             continue
         _finish_wandb(logger, 0)
@@ -168,9 +181,57 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
         totals["trials"] += 1
         totals["compute_s"] += result["compute_s"]
         totals["wall_s"] += wall
-        progress.say(f"trial {index}/{len(plan)} {title} seed={seed}: val mIoU {result['value']:.3f}  "
+        progress.say(f"trial {index}/{progress.total} {title} seed={seed}: val mIoU {result['value']:.3f}  "
                      f"({wall:.0f}s)")
     return totals
+
+
+def make_sampler(study, n_existing: int = 0):
+    """The study's sampler; re-created at every claim, so its seed advances with the trial count
+    (a fixed seed would replay the same random start-up point for every trial)."""
+    import optuna
+
+    kind, seed = study.search["sampler"], study.seeds[0] + n_existing
+    if kind == "grid":
+        space = {k: list(v) if isinstance(v, list) else list(v["choices"]) for k, v in study.factors.items()}
+        return optuna.samplers.GridSampler(space, seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _suggest(trial, name, dist):
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def _claim_search(study, ostudy, store, trials):
+    """Sample the next point of a search study (lock held); None once the budget is used."""
+    import optuna
+
+    from . import storage as st
+
+    if sum(st.trial_status(t) in ("done", "running") for t in trials) >= study.search["n_trials"]:
+        return None
+    sampler_study = optuna.load_study(study_name=study.name, storage=store, sampler=make_sampler(study, len(trials)))
+    trial = sampler_study.ask()
+    params = {k: _suggest(trial, k, d) for k, d in study.distributions().items()}
+    cell = study.search_cell(params)
+    seed = study.seeds[0]
+    config = study.trial_config(cell, seed)
+    ident = st.worker_identity()
+    for k, v in {"host": ident["host"], "pid": ident["pid"], "start": ident["start"],
+                 "heartbeat": time.time()}.items():
+        store.set_trial_system_attr(trial._trial_id, st.ATTR + k, v)
+    for k, v in {"cell_key": cell.key, "seed": seed, "cell": json.dumps(cell.label_dict),
+                 "config": json.dumps(config)}.items():
+        store.set_trial_user_attr(trial._trial_id, k, v)
+    return trial._trial_id, cell, seed, config
 
 
 def _finish_wandb(logger, code: int) -> None:
@@ -213,14 +274,14 @@ def main(argv=None) -> int:
         study = load_study(args.study)
         if args.workers < 1:
             raise StudyError("command line", "--workers", f"{args.workers} workers: give 1 or more.")
-        if study.search:
-            raise StudyError(args.study, "search", "search studies are validated but not run by this version; "
-                             "use a grid of values for each factor.")
     except StudyError as e:
         exit_with(e)
     if args.dry_run:
         print_plan(study)
         return 0
+    if args.print_config and study.search:
+        exit_with(StudyError("command line", "--print-config", "a search study's trials are sampled as it runs; "
+                             "--print-config works on grid studies (python -m ablate.report lists what ran)."))
     if args.print_config:
         plan = study.trials()
         picks = range(1, len(plan) + 1) if args.print_config == "all" else None

@@ -134,6 +134,28 @@ class Study:
                 return c
         return None
 
+    def distributions(self) -> dict:
+        """Optuna distributions of a search study's factors."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        out = {}
+        for k, spec in self.factors.items():
+            if isinstance(spec, list):
+                out[k] = CategoricalDistribution(spec)
+            elif "choices" in spec:
+                out[k] = CategoricalDistribution(spec["choices"])
+            elif all(isinstance(spec.get(b), int) for b in ("low", "high")) and isinstance(spec.get("step", 1), int):
+                out[k] = IntDistribution(spec["low"], spec["high"], log=bool(spec.get("log")),
+                                         step=1 if spec.get("log") else spec.get("step", 1))
+            else:
+                out[k] = FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")),
+                                           step=None if spec.get("log") else spec.get("step"))
+        return out
+
+    def search_cell(self, params: dict) -> Cell:
+        """The cell of one sampled point of a search study."""
+        return build_cell(self, dict(params), "factors")
+
     def trial_config(self, cell: Cell, seed: int) -> dict:
         return {
             "study": self.name,
@@ -156,6 +178,8 @@ def _asdict(obj) -> dict:
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:.4g}"
     return str(v)
 
 

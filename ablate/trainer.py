@@ -5,6 +5,7 @@ import functools
 import logging
 import math
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Callable
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from .data.synthetic import SceneConfig, make_split, num_classes
@@ -85,6 +87,13 @@ def run_trial(config: dict, on_epoch: Callable[[int, float], None] = lambda e, m
         log_every_n_steps=max(1, math.ceil(len(xt) / train["batch_size"])))
     try:
         trainer.fit(module, train_dl, val_dl)
+    except SystemExit:
+        # Lightning turns Ctrl-C into sys.exit(1) and ignores further SIGINTs; give the runner
+        # the KeyboardInterrupt back so it records the trial as interrupted and exits 130.
+        if trainer.state.status == TrainerStatus.INTERRUPTED:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
     except TrialFailed:
         raise
     except torch.OutOfMemoryError as e:  # pragma: no cover - needs a GPU

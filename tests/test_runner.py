@@ -160,3 +160,86 @@ def test_independent_processes_share_one_study(tmp_path):
     trials = _trials(tmp_path / "runs/tiny", "tiny")
     pairs = _complete_pairs(trials)
     assert len(pairs) == 6 and set(pairs.values()) == {1} and len(trials) == 6
+
+
+def test_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path):
+    """A diverging cell (absurd learning rate: NaN loss) fails alone; its report row says so."""
+    path = tiny_study(tmp_path, seeds=[0], train={"epochs": 1},
+                      factors={"gcn": [True]}, references=[{"mechanism": "none"}, {"train.lr": 1.0e30}])
+    res = run_cli(["ablate.run", str(path), "--run-dir", "runs/tiny", "--no-wandb"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    trials = _trials(tmp_path / "runs/tiny", "tiny")
+    states = Counter(t.state for t in trials)
+    assert states[optuna.trial.TrialState.COMPLETE] == 2 and states[optuna.trial.TrialState.FAIL] == 1
+    failed = next(t for t in trials if t.state == optuna.trial.TrialState.FAIL)
+    assert failed.system_attrs[st.ATTR + "fail_kind"] == "error"
+    assert "non-finite" in failed.system_attrs[st.ATTR + "fail_reason"]
+    report = (tmp_path / "reports" / "tiny.md").read_text()
+    assert "## Failed trials" in report and "non-finite" in report
+    # a failure of the trial's own making is final: a rerun does not retry it
+    res = run_cli(["ablate.run", str(path), "--run-dir", "runs/tiny", "--no-wandb"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0 and "started" not in res.stdout
+
+
+def test_report_command_reads_storage_alone(tmp_path):
+    path = tiny_study(tmp_path, seeds=[0, 1], train={"epochs": 1})
+    assert run_cli(["ablate.run", str(path), "--run-dir", "runs/tiny", "--no-wandb", "--no-report"],
+                   cwd=tmp_path, timeout=600).returncode == 0
+    assert not (tmp_path / "reports").exists()
+    res = run_cli(["ablate.report", str(path), "--run-dir", "runs/tiny"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "reports" / "tiny.md").read_text()
+    study = load_study(path)
+    values = {}
+    for t in _trials(tmp_path / "runs/tiny", "tiny"):
+        values.setdefault(t.user_attrs["cell_key"], []).append(t.value)
+    for cell in study.cells():
+        v = values[cell.key]
+        mean = 100 * sum(v) / len(v)
+        assert f"| {cell.title()} | glore | {mean:.1f} ± " in text
+    # no storage yet: a clear error, exit 2
+    res = run_cli(["ablate.report", str(path), "--run-dir", "runs/none"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "does not exist" in res.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_trial_interrupted_and_a_rerun_resumes(tmp_path):
+    path = tiny_study(tmp_path, train={"epochs": 6}, data={"train_images": 256}, seeds=[0])
+    run_dir = tmp_path / "runs/tiny"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, "-m", "ablate.run", str(path), "--run-dir", str(run_dir), "--no-wandb"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "started" in line:
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "run the same command again" in err
+    trials = _trials(run_dir, "tiny")
+    assert [t.system_attrs.get(st.ATTR + "fail_kind") for t in trials] == ["interrupted"]
+    res = run_cli(["ablate.run", str(path), "--run-dir", str(run_dir), "--no-wandb"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0
+    assert set(_complete_pairs(_trials(run_dir, "tiny")).values()) == {1}
+    assert len(_complete_pairs(_trials(run_dir, "tiny"))) == 2
+
+
+def test_search_study_runs_its_budget_once(tmp_path):
+    path = tiny_study(tmp_path, train={"epochs": 1}, seeds=[0], baseline={},
+                      factors={"K": {"low": 2, "high": 16, "log": True}, "gcn": [True, False]},
+                      search={"n_trials": 3, "sampler": "random"})
+    res = run_cli(["ablate.run", str(path), "--run-dir", "runs/tiny", "--no-wandb"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr
+    trials = _trials(tmp_path / "runs/tiny", "tiny")
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    points = {(t.params["K"], t.params["gcn"]) for t in trials}
+    assert len(points) > 1, "the sampler must not replay one point"
+    for t in trials:
+        config = json.loads(t.user_attrs["config"])
+        assert config["args"]["K"] == t.params["K"] and 2 <= t.params["K"] <= 16
+    text = (tmp_path / "reports" / "tiny.md").read_text()
+    assert "Search: 3 trials" in text
+    # the budget is spent: a rerun samples nothing more
+    res = run_cli(["ablate.run", str(path), "--run-dir", "runs/tiny", "--no-wandb"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0 and len(_trials(tmp_path / "runs/tiny", "tiny")) == 3

@@ -1,0 +1,332 @@
+"""What a mechanism costs: parameters, FLOPs, latency and peak memory of one block.
+
+``measure(block, shape)`` runs the block as it runs inside a network being trained: train
+mode, an input that needs its gradient (the block sits after the backbone), forward then
+backward with a given upstream gradient. It works on a deep copy, so the caller's block
+(BN running statistics, EMA's moving-average bases) is left as it was.
+
+* **params**: the number of elements of ``block.parameters()`` (a parameter shared between
+  two submodules, e.g. ``shared_qk``, counts once).
+* **FLOPs**: :class:`torch.utils.flop_counter.FlopCounterMode`, one forward
+  (``flops_fwd``) and one forward + backward (``flops_fwd_bwd``). A multiply-add is 2
+  FLOPs. It counts only the ops it has a formula for: matrix products (``mm``, ``addmm``,
+  ``bmm``, ``baddbmm``; ``matmul``, ``einsum`` and ``linear`` decompose into these),
+  convolutions and their backward, and the fused attention kernels; the CPU flash-attention
+  kernel is added here, because torch has no formula for it. Element-wise ops, softmax,
+  normalisation, pooling, interpolation, ``grid_sample``, sorting and reductions count as
+  0, so blocks built mostly from those (gating, pooling) are undercounted; bias additions
+  are not counted either.
+* **latency**: wall time of forward + backward (gradients set to ``None`` first), median
+  and inter-quartile range over ``repeats`` runs after ``warmup`` runs; CUDA events on
+  CUDA, ``time.perf_counter`` on the CPU. The intra-op thread count is what
+  ``torch.get_num_threads()`` says and is reported with the result.
+* **peak memory**: the peak of live tensor memory during one forward + backward, over
+  what was live before it started (parameters, the input and the upstream gradient are
+  already allocated and not counted; the output, the activations autograd saves, the
+  temporaries inside kernels and the new ``.grad`` tensors are). On CUDA:
+  ``torch.cuda.max_memory_allocated()`` minus ``memory_allocated()`` before the pass,
+  after ``reset_peak_memory_stats()`` (the caching allocator's block sizes, rounded to
+  512 bytes). On the CPU: :mod:`torch.profiler` with ``profile_memory=True`` records
+  every allocation and free of c10's CPU allocator (the one every CPU tensor and ATen
+  temporary goes through) with its size and time; summed in time order they give the
+  live bytes, whose maximum is the peak. Not counted on the CPU: memory that libraries
+  allocate behind c10's back (oneDNN/MKL scratch space, OpenMP thread stacks), Python
+  objects, and allocator overhead (the CPU allocator has no cache; sizes are the
+  requested bytes).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils import flop_counter
+
+__all__ = ["Cost", "measure", "measure_preset", "main"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The measured cost of one block at one input shape (forward + backward, float32)."""
+
+    params: int
+    flops_fwd: int
+    flops_fwd_bwd: int
+    latency_ms: float  # median forward + backward
+    latency_iqr_ms: float
+    peak_mem_bytes: int
+    device: str  # e.g. "cpu (AMD EPYC ...)" or "cuda:0 (NVIDIA H100 ...)"
+    threads: int  # torch.get_num_threads() during the measurement
+    shape: tuple[int, int, int, int]
+    repeats: int
+    warmup: int
+
+    @property
+    def peak_mem_mib(self) -> float:
+        return self.peak_mem_bytes / 2**20
+
+
+def _cpu_flash_fwd(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _cpu_flash_bwd(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+_aten = torch.ops.aten
+# FlopCounterMode knows the CUDA attention kernels but not the CPU flash kernel.
+_EXTRA_FLOP_FORMULAS = {
+    _aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_fwd,
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_bwd,
+}
+
+
+def describe_device(device: torch.device | str) -> str:
+    """The device in words: CUDA's device name, or the CPU's model name."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{device.type} ({name})"
+
+
+def _step(block: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
+    """One training step's worth of block work: forward, then backward from ``grad``."""
+    y = block(x)
+    y.backward(grad)
+
+
+def _clear_grads(block: nn.Module, x: torch.Tensor) -> None:
+    block.zero_grad(set_to_none=True)
+    x.grad = None
+
+
+def _cpu_peak_bytes(block: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> int:
+    """Peak of live CPU allocator bytes during one step, from the profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _clear_grads(block, x)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        _step(block, x, grad)
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    events.sort(key=lambda e: e.start_ns())  # stable: same-time events keep recording order
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()  # positive for an allocation, negative for a free
+        peak = max(peak, live)
+    return peak
+
+
+def _cuda_peak_bytes(block: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> int:
+    _clear_grads(block, x)
+    torch.cuda.synchronize(x.device)
+    torch.cuda.reset_peak_memory_stats(x.device)
+    base = torch.cuda.memory_allocated(x.device)
+    _step(block, x, grad)
+    torch.cuda.synchronize(x.device)
+    return torch.cuda.max_memory_allocated(x.device) - base
+
+
+def _count_flops(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, backward: bool) -> int:
+    _clear_grads(block, x)
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
+        y = block(x)
+        if backward:
+            y.backward(grad)
+    return int(counter.get_total_flops())
+
+
+def _time_ms(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, cuda: bool) -> float:
+    _clear_grads(block, x)
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        _step(block, x, grad)
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+    t0 = time.perf_counter()
+    _step(block, x, grad)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _median_iqr(values: Sequence[float]) -> tuple[float, float]:
+    if len(values) == 1:
+        return float(values[0]), 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return float(statistics.median(values)), float(q3 - q1)
+
+
+def measure(
+    block: nn.Module,
+    shape: tuple[int, int, int, int] = (8, 32, 32, 32),
+    repeats: int = 10,
+    warmup: int = 2,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> Cost:
+    """Measure ``block`` (a module mapping (B,C,H,W) to the same shape) at input ``shape``.
+
+    Runs on a deep copy of ``block`` in train mode; see the module docstring for what
+    each number counts.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4:
+        raise ValueError(f"shape must be (B, C, H, W), got {shape}")
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    block = copy.deepcopy(block).to(device).train()
+    params = sum(p.numel() for p in block.parameters())
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen).to(device).requires_grad_(True)
+    grad = torch.randn(shape, generator=gen).to(device)  # the gradient arriving from the layers above
+    with torch.no_grad():
+        out_shape = tuple(block(x).shape)
+    if out_shape != shape:
+        raise ValueError(f"block maps {shape} to {out_shape}; measure() needs a shape-preserving block")
+
+    for _ in range(warmup):
+        _clear_grads(block, x)
+        _step(block, x, grad)
+    if cuda:
+        torch.cuda.synchronize(device)
+    times = [_time_ms(block, x, grad, cuda) for _ in range(repeats)]
+    latency, iqr = _median_iqr(times)
+    peak = _cuda_peak_bytes(block, x, grad) if cuda else _cpu_peak_bytes(block, x, grad)
+    flops_fwd = _count_flops(block, x, grad, backward=False)
+    flops_fwd_bwd = _count_flops(block, x, grad, backward=True)
+    return Cost(
+        params=params,
+        flops_fwd=flops_fwd,
+        flops_fwd_bwd=flops_fwd_bwd,
+        latency_ms=latency,
+        latency_iqr_ms=iqr,
+        peak_mem_bytes=int(peak),
+        device=describe_device(device),
+        threads=torch.get_num_threads(),
+        shape=shape,  # type: ignore[arg-type]
+        repeats=repeats,
+        warmup=warmup,
+    )
+
+
+def measure_preset(
+    name: str,
+    channels: int = 32,
+    size: int = 32,
+    batch: int = 8,
+    repeats: int = 10,
+    warmup: int = 2,
+    device: torch.device | str = "cpu",
+    **overrides: Any,
+) -> Cost:
+    """Build mechanism ``name`` from the registry (with factor ``overrides``) and measure it
+    on a (batch, channels, size, size) input."""
+    from .attention import get_preset
+
+    block = get_preset(name).build(channels, **overrides)
+    return measure(block, (batch, channels, size, size), repeats=repeats, warmup=warmup, device=device)
+
+
+FLOPS_NOTE = (
+    "FLOPs are from torch.utils.flop_counter.FlopCounterMode (a multiply-add = 2 FLOPs), which counts "
+    "only ops it has a formula for: matrix products (mm/addmm/bmm/baddbmm, incl. matmul/einsum/linear), "
+    "convolutions and their backward, and attention kernels (SDPA). Element-wise ops, softmax, "
+    "normalisation, pooling, interpolation, grid_sample, sorting and biases count as 0, so blocks made "
+    "mostly of those (gating, pooling) are undercounted."
+)
+
+
+def _memory_note(cuda: bool) -> str:
+    if cuda:
+        return ("Peak memory: torch.cuda.max_memory_allocated() during one forward+backward minus the "
+                "allocated bytes before it (parameters, input and upstream gradient not counted).")
+    return ("Peak memory: peak of live bytes of c10's CPU allocator during one forward+backward "
+            "(torch.profiler profile_memory=True allocation/free events summed in time order), over what "
+            "was live before it (parameters, input and upstream gradient not counted); counts outputs, "
+            "saved activations, kernel temporaries and new .grad tensors, not oneDNN/MKL internal "
+            "scratch space.")
+
+
+def table(names: Sequence[str], costs: Sequence[Cost], families: Sequence[str]) -> str:
+    rows = [
+        "| mechanism | family | params | GFLOPs fwd | GFLOPs fwd+bwd | latency ms (median) | latency ms (IQR) | peak memory MiB |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, family, c in zip(names, families, costs):
+        rows.append(
+            f"| {name} | {family} | {c.params:,} | {c.flops_fwd / 1e9:.4f} | {c.flops_fwd_bwd / 1e9:.4f} "
+            f"| {c.latency_ms:.2f} | {c.latency_iqr_ms:.2f} | {c.peak_mem_mib:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .attention import MECHANISMS, get_preset
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ablate.costs",
+        description="Params, FLOPs, latency and peak memory of every attention mechanism, as a Markdown table.",
+    )
+    parser.add_argument("--size", type=int, default=32, help="input height = width")
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--mechanisms", default="", help="comma-separated preset names (default: all)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed forward+backward runs")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    names = [n.strip() for n in args.mechanisms.split(",") if n.strip()] or list(MECHANISMS)
+    try:
+        presets = [get_preset(n) for n in names]
+    except KeyError as err:
+        parser.error(err.args[0])
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    shape = (args.batch, args.channels, args.size, args.size)
+    costs = [
+        measure(p.build(args.channels), shape, repeats=args.repeats, warmup=args.warmup, device=args.device)
+        for p in presets
+    ]
+    device = torch.device(args.device)
+    command = "python -m ablate.costs " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    print(
+        f"Device: {describe_device(device)}; torch {torch.__version__}, torch intra-op threads: "
+        f"{torch.get_num_threads()}; input (B, C, H, W) = {shape}, float32, train mode; latency = forward+backward, median "
+        f"and IQR of {args.repeats} runs after {args.warmup} warm-up runs. Command: `{command.strip()}`"
+    )
+    print()
+    print(table(names, costs, [p.family for p in presets]))
+    print()
+    print(FLOPS_NOTE)
+    print(_memory_note(device.type == "cuda"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
