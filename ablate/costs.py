@@ -330,3 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def forward_flops(block: nn.Module, shape: Sequence[int]) -> int:
+    """Forward FLOPs of ``block`` on one input of ``shape`` (a copy in eval mode; no grad)."""
+    probe = copy.deepcopy(block).eval()
+    x = torch.randn(*shape)
+    with torch.no_grad(), flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
+        probe(x)
+    return int(counter.get_total_flops())

@@ -78,14 +78,17 @@ def render(study, data: dict, storage_label: str) -> str:
               f"{study.data.val_images} validation images fixed by data seed {study.data.seed}; "
               f"{study.train.epochs} epochs; backbone `{study.backbone.name}` (width {study.backbone.width}). "
               f"Intervals are 95% t intervals over seeds; delta intervals are Welch's.", ""]
-    head = "| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [95% CI] | attn params | seeds | verdict |"
-    lines += [head, "|" + "---|" * 8]
+    head = ("| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [95% CI] | attn params | "
+            "attn MFLOPs/img | seeds | verdict |")
+    lines += [head, "|" + "---|" * 9]
     verdicts = []
     for c in cells:
         v = list(vals.get(c.key, {}).values())
         s = summarize(v)
         recs = data["records"].get(c.key, [])
         params = recs[0].get("attention_params", "") if recs else ""
+        flops = recs[0].get("attention_flops") if recs else None
+        mflops = "" if flops is None else f"{flops / 1e6:.2f}"
         name = c.title() + (" (reference)" if c.key in ref_keys else "")
         if base is not None and c.key == base.key:
             delta, verdict = "baseline", "—"
@@ -103,7 +106,7 @@ def render(study, data: dict, storage_label: str) -> str:
                                 f"[{100 * lo:+.1f}, {100 * hi:+.1f}]; {verdict.replace('**', '')}.")
         ci = "n/a" if math.isnan(s.half_width) else f"[{_pts(s.ci[0])}, {_pts(s.ci[1])}]"
         mean = "—" if s.n == 0 else f"{_pts(s.mean)} ± {_pts(s.std)}"
-        lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {s.n}/{planned} | {verdict} |")
+        lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {s.n}/{planned} | {verdict} |")
     lines += ["", "## Verdict", ""]
     lines += verdicts or ["- Not enough finished seeds for a verdict yet."]
     # per-class IoU and costs

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
+from .costs import forward_flops
 from .data.synthetic import SceneConfig, make_split, num_classes
 from .models.segmenter import SegmentationModule
 
@@ -114,6 +115,9 @@ def run_trial(config: dict, on_epoch: Callable[[int, float], None] = lambda e, m
         "curve": curve,
         "class_iou": hist[-1]["class_iou"],
         "attention_params": attention_params(module),
+        "attention_flops": forward_flops(module.model.attention, (1, module.model.backbone.out_channels,
+                                                                  data.size // module.model.backbone.stride,
+                                                                  data.size // module.model.backbone.stride)),
         "total_params": sum(p.numel() for p in module.parameters()),
         "compute_s": module.compute_seconds,
         "train_s": time.perf_counter() - wall0,
