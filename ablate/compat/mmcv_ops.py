@@ -1,0 +1,214 @@
+"""A pure-PyTorch stand-in for ``mmcv.ops``, so mmsegmentation 1.2.2 imports with mmcv-lite.
+
+mmcv-lite ships ``mmcv/ops/*.py`` but not the compiled extension ``mmcv._ext`` they load, so
+``import mmcv.ops`` fails, and mmsegmentation imports it unconditionally
+(``mmseg/utils/mask_classification.py``, ``mmseg/models/losses/focal_loss.py``, ...). Building the
+full mmcv takes about ten minutes and has no wheel for this torch. :func:`install` registers,
+**only when ``mmcv.ops`` cannot be imported**, a module under that name that provides exactly the
+names mmsegmentation 1.2.2 imports from it (``grep -rn "mmcv.ops" mmseg``):
+
+=========================  =====================================================================
+``CrissCrossAttention``    real: mmcv 2.x's module (``query_conv``/``key_conv`` to C // 8,
+                           ``value_conv`` to C, ``gamma`` a zero-initialised ``Scale``, output
+                           ``gamma * out + x``; the centre counted once), computed by
+                           :func:`ablate.attention.criss_cross.criss_cross_reference`. Same
+                           parameter names, so mmcv state dicts load.
+``PSAMask``                real: mmcv's ``PSAMask(psa_type, mask_size)`` for any odd or even mask
+                           size (the kernel's window is centred at ``(mask - 1) // 2``; entries
+                           outside the window are 0), via :func:`ablate.attention.psanet.psa_mask`.
+``point_sample``,          raise ``NotImplementedError`` when called (not at import): used by the
+``sigmoid_focal_loss``     point/SAN heads, mask-classification utilities and the focal loss,
+                           none of which ablate uses.
+``DeformConv2d``,          classes that raise ``NotImplementedError`` when constructed;
+``ModulatedDeformConv2d``  ``isinstance`` checks against them (mmseg's optimiser constructor) work.
+=========================  =====================================================================
+
+Plus ``get_compiler_version`` / ``get_compiling_cuda_version``, which return ``"n/a"``: mmcv's own
+``mmcv.utils.collect_env`` imports them from ``mmcv.ops`` and falls back only on
+``ModuleNotFoundError``, which a stand-in without them would turn into an ``ImportError``.
+
+Not registered in mmengine's ``MODELS`` registry (mmseg constructs both ops directly). Verified
+against mmcv 2.1.0's ``mmcv/ops/cc_attention.py`` (pure PyTorch, loaded from the mmcv-lite files)
+and a line-by-line transcription of ``mmcv/ops/csrc/pytorch/cpu/psamask.cpp`` in
+``tests/test_mmseg_parity.py``.
+
+Usage: call ``install()`` before importing ``mmseg``::
+
+    from ablate.compat import install_mmcv_ops
+    install_mmcv_ops()
+    import mmseg.models
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+import torch
+from torch import nn
+
+from ablate.attention.criss_cross import criss_cross_reference
+from ablate.attention.psanet import psa_mask
+
+STANDIN_FLAG = "__ablate_standin__"
+
+
+class _Scale(nn.Module):
+    """mmcv's ``Scale``: one learnable 0-d factor named ``scale`` (state-dict compatible)."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(scale, dtype=torch.float))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class CrissCrossAttention(nn.Module):
+    """mmcv's ``CrissCrossAttention(in_channels)``: criss-cross attention with a gamma residual."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.query_conv = nn.Conv2d(in_channels, in_channels // 8, 1)
+        self.key_conv = nn.Conv2d(in_channels, in_channels // 8, 1)
+        self.value_conv = nn.Conv2d(in_channels, in_channels, 1)
+        self.gamma = _Scale(0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = criss_cross_reference(self.query_conv(x), self.key_conv(x), self.value_conv(x))
+        return (self.gamma(out) + x).contiguous()
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}"
+
+
+def psa_mask_any_size(mask: torch.Tensor, psa_type: str, mask_size: tuple[int, int]) -> torch.Tensor:
+    """mmcv's PSAMask crop for a ``mask_size`` mask, (B, hm*wm, H, W) -> (B, H*W, H, W).
+
+    Mask row ``r`` of pixel (h, w) is the weight for image row ``h + r - (hm - 1) // 2`` (likewise
+    for columns). Placing the mask inside an over-complete (2H-1) x (2W-1) one, at the offset that
+    keeps that correspondence, and zero elsewhere, reduces every mask size to the over-complete
+    crop of :func:`ablate.attention.psanet.psa_mask`; mask entries that fall off the image are
+    dropped, image positions outside the window get 0, as in mmcv's kernel.
+    """
+    b, m, h, w = mask.shape
+    hm, wm = mask_size
+    if m != hm * wm:
+        raise ValueError(f"PSAMask: input has {m} channels, mask_size {hm}x{wm} needs {hm * wm}")
+    full_h, full_w = 2 * h - 1, 2 * w - 1
+    if (hm, wm) == (full_h, full_w):
+        return psa_mask(mask, psa_type)
+    top, left = h - 1 - (hm - 1) // 2, w - 1 - (wm - 1) // 2  # where mask (0, 0) lands
+    r0, r1 = max(0, top), min(full_h, top + hm)
+    c0, c1 = max(0, left), min(full_w, left + wm)
+    full = mask.new_zeros(b, full_h, full_w, h, w)
+    if r0 < r1 and c0 < c1:
+        full[:, r0:r1, c0:c1] = mask.view(b, hm, wm, h, w)[:, r0 - top:r1 - top, c0 - left:c1 - left]
+    return psa_mask(full.view(b, full_h * full_w, h, w), psa_type)
+
+
+class PSAMask(nn.Module):
+    """mmcv's ``PSAMask(psa_type, mask_size)``: crop per-pixel masks to an (HW, H, W) map.
+
+    ``mask_size=None`` (which mmcv does not accept) means the over-complete (2H-1, 2W-1).
+    """
+
+    def __init__(self, psa_type: str, mask_size=None):
+        super().__init__()
+        if psa_type not in ("collect", "distribute"):
+            raise ValueError(f"psa_type must be 'collect' or 'distribute', got {psa_type!r}")
+        self.psa_type = psa_type
+        self.psa_type_enum = 0 if psa_type == "collect" else 1
+        self.mask_size = mask_size
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (mmcv's argument name)
+        h, w = input.shape[2:]
+        size = self.mask_size
+        if size is None:
+            size = (2 * h - 1, 2 * w - 1)
+        elif isinstance(size, int):
+            size = (size, size)
+        return psa_mask_any_size(input, self.psa_type, tuple(size))
+
+    def extra_repr(self) -> str:
+        return f"psa_type={self.psa_type}, mask_size={self.mask_size}"
+
+
+def _unavailable_message(name: str) -> str:
+    return (f"mmcv.ops.{name} is a compiled mmcv op; this environment has mmcv-lite, and ablate's "
+            f"stand-in (ablate.compat.mmcv_ops) implements only CrissCrossAttention and PSAMask. "
+            f"Install the full mmcv (mmcv<2.2.0) to use {name}.")
+
+
+def _unavailable_function(name: str):
+    def op(*args, **kwargs):
+        raise NotImplementedError(_unavailable_message(name))
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"Not available: {_unavailable_message(name)}"
+    return op
+
+
+def _unavailable_module(name: str) -> type:
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError(_unavailable_message(name))
+
+    return type(name, (nn.Module,), {"__init__": __init__, "__doc__": f"Not available: {_unavailable_message(name)}"})
+
+
+def _not_compiled() -> str:
+    return "n/a (ablate.compat.mmcv_ops stand-in, no compiled mmcv ops)"
+
+
+def standin_module(reason: str = "") -> types.ModuleType:
+    """A fresh ``mmcv.ops`` stand-in module (not registered anywhere)."""
+    mod = types.ModuleType("mmcv.ops", __doc__.split("\n\n")[0] + ("\n\nReal mmcv.ops failed: " + reason if reason else ""))
+    names = {
+        "CrissCrossAttention": CrissCrossAttention,
+        "PSAMask": PSAMask,
+        "point_sample": _unavailable_function("point_sample"),
+        "sigmoid_focal_loss": _unavailable_function("sigmoid_focal_loss"),
+        "DeformConv2d": _unavailable_module("DeformConv2d"),
+        "ModulatedDeformConv2d": _unavailable_module("ModulatedDeformConv2d"),
+        "get_compiler_version": _not_compiled,
+        "get_compiling_cuda_version": _not_compiled,
+    }
+    for key, value in names.items():
+        setattr(mod, key, value)
+    mod.__all__ = list(names)
+    setattr(mod, STANDIN_FLAG, True)
+    return mod
+
+
+def is_standin(module) -> bool:
+    return bool(getattr(module, STANDIN_FLAG, False))
+
+
+def install() -> bool:
+    """Make ``import mmcv.ops`` work. Returns True if the stand-in is in place, False if mmcv's own is.
+
+    Does nothing when the real ``mmcv.ops`` imports (full mmcv) or a stand-in is already
+    installed. Raises ``ModuleNotFoundError`` if mmcv itself is not installed. Call it before
+    importing mmseg: mmseg modules that import ``mmcv.ops`` optionally (``cc_head``, ``psa_head``)
+    remember a failed import.
+    """
+    present = sys.modules.get("mmcv.ops")
+    if present is not None:
+        return is_standin(present)
+    import mmcv
+
+    try:
+        importlib.import_module("mmcv.ops")
+        return False
+    except ImportError as err:  # mmcv-lite: "No module named 'mmcv._ext'"
+        reason = f"{type(err).__name__}: {err}"
+    for name in [n for n in sys.modules if n.startswith("mmcv.ops.")]:  # half-imported submodules
+        del sys.modules[name]
+    mod = standin_module(reason)
+    sys.modules["mmcv.ops"] = mod
+    mmcv.ops = mod
+    return True
+
+
+__all__ = ["CrissCrossAttention", "PSAMask", "install", "is_standin", "psa_mask_any_size", "standin_module"]
