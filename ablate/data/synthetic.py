@@ -20,7 +20,9 @@ Everything is drawn from ``numpy.random.default_rng`` seeded by the split's seed
 same (config, split) gives the same arrays on every machine: the validation split is fixed by
 ``SceneConfig.seed`` alone, independent of the trial seed.
 
-Further task variants (pairing, counting, local control) are registered in ``TASKS``.
+Diagnostic variants, each needing a different kind of context, are registered in ``TASKS``:
+``pairing`` (pixel-to-pixel affinity), ``left_right`` (long range plus position) and
+``local`` (a control where context does not matter); their docstrings give the designs.
 """
 from __future__ import annotations
 
@@ -89,13 +91,39 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
 _CUE_COLOURS = np.array([[1.5, -1.0, -1.0], [-1.0, 1.5, -1.0]], dtype=np.float32)
 
 
+def _canvas(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy, tinted background image (3, S, S) and an all-background label map."""
+    s = cfg.size
+    img = rng.normal(0.0, cfg.noise, size=(3, s, s)).astype(np.float32)
+    img += rng.normal(0.0, 0.3, size=(3, 1, 1)).astype(np.float32)  # per-image tint
+    return img, np.zeros((s, s), dtype=np.uint8)
+
+
+def _paint_object(rng, img, y, x, oh, ow, texture: int, colour: np.ndarray, cfg: SceneConfig) -> None:
+    """A striped rectangle (texture 0: horizontal, 1: vertical stripes) of ``colour``."""
+    phase = int(rng.integers(2))
+    yy, xx = np.mgrid[0:oh, 0:ow]
+    stripes = (((yy if texture == 0 else xx) + phase) % 2).astype(np.float32)
+    img[:, y:y + oh, x:x + ow] = colour + 1.2 * (stripes - 0.5) + rng.normal(0, cfg.noise / 2, (3, oh, ow))
+
+
+def _paint_cue(rng, img, label, occupied, cfg: SceneConfig, colour: np.ndarray):
+    """Place the cue at least ``cue_gap`` from every object; its pixels are not scored."""
+    at = _place(rng, ~_dilate(occupied, cfg.cue_gap), cfg.cue_side, cfg.cue_side)
+    if at is None:
+        return None
+    y, x = at
+    c = cfg.cue_side
+    img[:, y:y + c, x:x + c] = colour[:, None, None] + rng.normal(0, cfg.noise / 2, (3, c, c))
+    label[y:y + c, x:x + c] = IGNORE_INDEX
+    return y, x
+
+
 def _global_cue(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
     """One image (3, S, S) float32 and its label map (S, S) uint8 for the global-cue task."""
     s = cfg.size
     while True:  # rejection: retry the rare layout that leaves no room for the cue
-        img = rng.normal(0.0, cfg.noise, size=(3, s, s)).astype(np.float32)
-        img += rng.normal(0.0, 0.3, size=(3, 1, 1)).astype(np.float32)  # per-image tint
-        label = np.zeros((s, s), dtype=np.uint8)
+        img, label = _canvas(rng, cfg)
         occupied = np.zeros((s, s), dtype=bool)
         cue = int(rng.integers(2))
         n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
@@ -107,25 +135,100 @@ def _global_cue(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray,
             y, x = at
             texture = int(rng.integers(2))
             colour = rng.uniform(-1.0, 1.0, size=(3, 1, 1)).astype(np.float32)
-            phase = int(rng.integers(2))
-            yy, xx = np.mgrid[0:oh, 0:ow]
-            stripes = (((yy if texture == 0 else xx) + phase) % 2).astype(np.float32)
-            img[:, y:y + oh, x:x + ow] = colour + 1.2 * (stripes - 0.5) + rng.normal(0, cfg.noise / 2, (3, oh, ow))
+            _paint_object(rng, img, y, x, oh, ow, texture, colour, cfg)
             label[y:y + oh, x:x + ow] = 1 + 2 * texture + cue
             occupied[y:y + oh, x:x + ow] = True
-        at = _place(rng, ~_dilate(occupied, cfg.cue_gap), cfg.cue_side, cfg.cue_side)
-        if at is None or not occupied.any():
+        if not occupied.any() or _paint_cue(rng, img, label, occupied, cfg, _CUE_COLOURS[cue]) is None:
             continue
-        y, x = at
-        c = cfg.cue_side
-        img[:, y:y + c, x:x + c] = _CUE_COLOURS[cue][:, None, None] + rng.normal(0, cfg.noise / 2, (3, c, c))
-        label[y:y + c, x:x + c] = IGNORE_INDEX
         return img, label
 
 
-# name -> (generator of one image, number of classes, one-line description)
+_PALETTE = np.array([[1.0, -0.8, -0.8], [-0.8, 1.0, -0.8], [-0.8, -0.8, 1.0], [0.9, 0.9, -0.9]], dtype=np.float32)
+
+
+def _spread_objects(rng, cfg: SceneConfig, n: int, gap: int):
+    """Up to ``n`` boxes (y, x, h, w), each at least ``gap`` pixels from the others."""
+    occupied = np.zeros((cfg.size, cfg.size), dtype=bool)
+    boxes = []
+    for _ in range(n):
+        oh, ow = (int(v) for v in rng.integers(cfg.min_side, cfg.max_side + 1, size=2))
+        at = _place(rng, ~_dilate(occupied, gap), oh, ow)
+        if at is None:
+            continue
+        boxes.append((at[0], at[1], oh, ow))
+        occupied[at[0]:at[0] + oh, at[1]:at[1] + ow] = True
+    return boxes, occupied
+
+
+def _pairing(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Pairing: an object is class 2 if another object of the same colour exists, else class 1.
+
+    Objects are at least ``cue_gap`` apart, beyond the backbone's receptive field, so deciding
+    needs a pixel-to-pixel comparison of appearance across the image (pairwise affinity);
+    a global average of the image does not say which colour is repeated.
+    """
+    while True:
+        img, label = _canvas(rng, cfg)
+        boxes, _ = _spread_objects(rng, cfg, int(rng.integers(max(2, cfg.min_objects), cfg.max_objects + 2)),
+                                   cfg.cue_gap)
+        if len(boxes) < 2:
+            continue
+        colours = rng.integers(len(_PALETTE), size=len(boxes))
+        for (y, x, oh, ow), c in zip(boxes, colours):
+            jitter = rng.normal(0.0, 0.1, size=(3, 1, 1)).astype(np.float32)
+            _paint_object(rng, img, y, x, oh, ow, int(rng.integers(2)), _PALETTE[c][:, None, None] + jitter, cfg)
+            label[y:y + oh, x:x + ow] = 2 if (colours == c).sum() > 1 else 1
+        return img, label
+
+
+def _left_right(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Relative position: an object is class 1 if its centre lies left of the cue's, else 2.
+
+    Needs long range *and* position: the cue's colour is constant, so what matters is where it
+    is relative to the object; attention that only pools the cue's features cannot tell.
+    """
+    while True:
+        img, label = _canvas(rng, cfg)
+        boxes, occupied = _spread_objects(rng, cfg, int(rng.integers(cfg.min_objects, cfg.max_objects + 1)), 1)
+        textures = [int(rng.integers(2)) for _ in boxes]
+        colours = [rng.uniform(-1.0, 1.0, size=(3, 1, 1)).astype(np.float32) for _ in boxes]
+        at = _paint_cue(rng, img, label, occupied, cfg, _CUE_COLOURS[0])
+        if not boxes or at is None:
+            continue
+        cue_x = at[1] + cfg.cue_side / 2
+        for (y, x, oh, ow), t, c in zip(boxes, textures, colours):
+            _paint_object(rng, img, y, x, oh, ow, t, c, cfg)
+            label[y:y + oh, x:x + ow] = 1 if x + ow / 2 < cue_x else 2
+        return img, label
+
+
+def _local(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Local control: the class is the stripe direction (1 horizontal, 2 vertical); a cue is drawn
+    but means nothing. Context does not matter, so attention should not help."""
+    while True:
+        img, label = _canvas(rng, cfg)
+        boxes, occupied = _spread_objects(rng, cfg, int(rng.integers(cfg.min_objects, cfg.max_objects + 1)), 1)
+        if not boxes:
+            continue
+        for y, x, oh, ow in boxes:
+            texture = int(rng.integers(2))
+            _paint_object(rng, img, y, x, oh, ow, texture, rng.uniform(-1.0, 1.0, size=(3, 1, 1)).astype(np.float32),
+                          cfg)
+            label[y:y + oh, x:x + ow] = 1 + texture
+        if _paint_cue(rng, img, label, occupied, cfg, _CUE_COLOURS[int(rng.integers(2))]) is None:
+            continue
+        return img, label
+
+
+# name -> (generator of one image, number of classes, the kind of context it needs)
 TASKS: dict[str, tuple[Callable, int, str]] = {
-    "global_cue": (_global_cue, 5, "a distant marker's colour decides every object's class; texture decides the rest"),
+    "global_cue": (_global_cue, 5, "global: one distant marker's colour decides every object's class "
+                                   "(global pooling suffices)"),
+    "pairing": (_pairing, 3, "pairwise: an object's class says whether another object of its colour exists "
+                             "(needs pixel-to-pixel affinity)"),
+    "left_right": (_left_right, 3, "position: an object's class says whether it lies left or right of the "
+                                   "marker (needs long range and position)"),
+    "local": (_local, 3, "local control: the class is the object's own texture; context does not matter"),
 }
 
 
