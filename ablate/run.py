@@ -277,6 +277,7 @@ def main(argv=None) -> int:
     except StudyError as e:
         exit_with(e)
     if args.dry_run:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--dry-run | head` must not traceback
         print_plan(study)
         return 0
     if args.print_config and study.search:

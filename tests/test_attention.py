@@ -335,3 +335,33 @@ def test_resolve_coerces_overrides():
     args = MECHANISMS["glore"].resolve({"gcn": "off", "K": 8})
     assert args["gcn"] is False and args["K"] == 8
     assert set(args) == set(MECHANISMS["glore"].defaults)
+
+
+def test_lowrank_mappings_reproject_with_their_own_assignment():
+    """GloRe's block with mapping em / pooled: nodes and reprojection come from projection.py."""
+    from ablate.attention.projection import EMProjection, PooledProjection
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 8, 8)
+    for mapping, cls in (("em", EMProjection), ("pooled", PooledProjection)):
+        block = MECHANISMS["glore"].build(16, K=4, mapping=mapping, gcn=False).eval()
+        assert isinstance(block.mapping, cls)
+        v, a = block.mapping(x)
+        expected = x + block.norm(block.extend((v @ a).reshape(2, block.state, 8, 8)))
+        torch.testing.assert_close(block(x), expected)
+    with pytest.raises(ValueError):
+        MECHANISMS["glore"].build(16, K=5, mapping="pooled")  # pooled nodes need a square K
+
+
+def test_pre_conv_gives_dropped_transforms_a_learned_embedding():
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 6, 6)
+    plain = MECHANISMS["nonlocal"].build(16, theta=False, phi=False, sigma=False, zero_init=False).eval()
+    moved = MECHANISMS["nonlocal"].build(16, theta=False, phi=False, sigma=False, zero_init=False,
+                                         pre_conv=True).eval()
+    assert sum(p.numel() for p in moved.parameters()) - sum(p.numel() for p in plain.parameters()) == 16 * 16 + 16
+    moved.out.load_state_dict(plain.out.state_dict())
+    with torch.no_grad():
+        moved.pre.weight.copy_(torch.eye(16).view(16, 16, 1, 1))
+        moved.pre.bias.zero_()
+    torch.testing.assert_close(moved(x), plain(x))  # an identity pre-conv is the plain block

@@ -62,3 +62,51 @@ def test_receptive_field_claim_of_the_backbone():
     # feature (i, j) at stride 2 covers input pixels 2i-r .. 2i+r (approximately centred)
     extent = max((ys * 2 - 16).abs().max().item(), (xs * 2 - 16).abs().max().item())
     assert extent <= net.receptive_field // 2 + 1
+
+
+def _objects(lab):
+    from scipy import ndimage
+
+    comps, n = ndimage.label((lab > 0) & (lab != IGNORE_INDEX))
+    return [comps == i for i in range(1, n + 1)]
+
+
+def test_pairing_class_says_whether_the_colour_repeats():
+    cfg = SceneConfig(task="pairing", train_images=40)
+    x, y = make_split(cfg, "train")
+    assert num_classes("pairing") == 3
+    for img, lab in zip(x.numpy(), y.numpy()):
+        objs = _objects(lab)
+        assert len(objs) >= 2
+        # colour of an object = mean over its pixels (stripes and noise average out)
+        colours = [img[:, m].mean(1) for m in objs]
+        for i, m in enumerate(objs):
+            same = [j for j in range(len(objs)) if j != i and np.abs(colours[j] - colours[i]).max() < 0.9]
+            assert set(np.unique(lab[m])) == {2 if same else 1}
+        # objects are farther apart than the backbone can see
+        for i in range(len(objs)):
+            for j in range(i + 1, len(objs)):
+                a, b = np.argwhere(objs[i]), np.argwhere(objs[j])
+                assert np.abs(a[:, None] - b[None]).max(-1).min() > SmallCNN().receptive_field // 2
+
+
+def test_left_right_class_says_which_side_of_the_marker():
+    cfg = SceneConfig(task="left_right", train_images=40)
+    x, y = make_split(cfg, "train")
+    for lab in y.numpy():
+        cue_x = np.argwhere(lab == IGNORE_INDEX)[:, 1].mean()
+        for m in _objects(lab):
+            centre_x = np.argwhere(m)[:, 1].mean()
+            assert set(np.unique(lab[m])) == {1 if centre_x < cue_x else 2}
+
+
+def test_local_control_class_is_the_stripe_direction():
+    cfg = SceneConfig(task="local", train_images=40)
+    x, y = make_split(cfg, "train")
+    for img, lab in zip(x.numpy(), y.numpy()):
+        for m in _objects(lab):
+            ys, xs = np.nonzero(m)
+            patch = img[:, ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+            dy = np.abs(np.diff(patch, axis=1)).mean()
+            dx = np.abs(np.diff(patch, axis=2)).mean()
+            assert set(np.unique(lab[m])) == {1 if dy > dx else 2}

@@ -22,6 +22,7 @@ def _nonlocal_factors(affinity: str, normalization: str, qk: bool) -> tuple[Fact
         Factor("scale", False, **_BOOL, help="divide dot products by sqrt(d)"),
         Factor("pattern", "full", "choice", choices=("full",)),
         Factor("zero_init", True, **_BOOL, help="zero BN gamma on the output transform"),
+        Factor("pre_conv", False, **_BOOL, help="one 1x1 conv before the block (with transforms dropped)"),
     )
 
 
@@ -41,7 +42,8 @@ MECHANISMS: dict[str, Preset] = {
             Factor("K", 16, "int", minimum=1, help="number of graph nodes"),
             Factor("state_reduction", 2, "int", minimum=1, help="state channels C/state_reduction"),
             Factor("gcn", True, **_BOOL, help="graph convolution between projection and reprojection"),
-            Factor("mapping", "learned", "choice", choices=("learned",)),
+            Factor("mapping", "learned", "choice", choices=("learned", "em", "pooled"),
+                   help="pixels to nodes: GloRe's learned projection, EM (T=3), or pooled regions (K a square)"),
         ), "Graph-Based Global Reasoning Networks (Chen et al., CVPR 2019)",
             "project to K nodes, GCN over nodes, reproject with the same projection"),
     )

@@ -8,7 +8,10 @@ Slots:
 
 * ``mapping``: how pixels become nodes. ``learned``: a 1x1 conv gives each pixel K
   projection weights (GloRe's B); the node features are the B-weighted sums of the reduced
-  pixel features, divided by the pixel count as in the official code.
+  pixel features, divided by the pixel count as in the official code. ``em`` (EMANet's EM,
+  T = 3, no gradient through the iterations) and ``pooled`` (sqrt(K) x sqrt(K) average-pooled
+  regions) come from ``projection.py``; with them the reprojection uses that mapping's
+  assignment (EM responsibilities, pooling membership) in place of B.
 * ``gcn``: the reasoning step. GloRe's graph convolution is ``relu(W_s ((I + A_g) V))``:
   a 1D conv across the K nodes (the adjacency A_g) with an identity shortcut, then a 1D conv
   across the state channels (W_s) and a ReLU. ``gcn: off`` skips it entirely, leaving only
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .projection import make_projection
 
 
 class GraphReasoning(nn.Module):
@@ -50,18 +55,21 @@ class LowRankBlock(nn.Module):
         mapping: str = "learned",
     ):
         super().__init__()
-        if mapping != "learned":
-            raise ValueError(f"LowRankBlock mapping must be 'learned' here, got {mapping!r}")
         state = max(1, channels // state_reduction)
-        self.K, self.state = K, state
-        self.reduce = nn.Conv2d(channels, state, kernel_size=1)
-        self.project = nn.Conv2d(channels, K, kernel_size=1)
+        self.K, self.state, self.mapping_name = K, state, mapping
+        if mapping == "learned":  # GloRe's own layers, named as in the paper's B and reduction
+            self.reduce = nn.Conv2d(channels, state, kernel_size=1)
+            self.project = nn.Conv2d(channels, K, kernel_size=1)
+        else:
+            self.mapping = make_projection(mapping, channels, state, K)
         self.reason = GraphReasoning(K, state) if gcn else nn.Identity()
         self.extend = nn.Conv2d(state, channels, kernel_size=1, bias=False)
         self.norm = nn.BatchNorm2d(channels, eps=1e-4)
 
     def nodes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Node features V (B, C_s, K) and the projection B (B, K, N)."""
+        if self.mapping_name != "learned":
+            return self.mapping(x)
         xs = self.reduce(x).flatten(2)  # B, C_s, N
         proj = self.project(x).flatten(2)  # B, K, N
         v = xs @ proj.transpose(1, 2) / xs.shape[-1]

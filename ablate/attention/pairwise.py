@@ -15,7 +15,9 @@ The block is written in the survey's slots:
 * ``pattern``: which pixels meet; ``full`` here, the sparse patterns come with their
   mechanisms;
 * output transform W (1x1 conv + BN, BN gamma zero-initialised so the block starts as the
-  identity, as the paper does) and the residual.
+  identity, as the paper does) and the residual;
+* ``pre_conv``: one 1x1 conv on the block's input before the transforms, the alternative the
+  ``drop_transforms`` study offers when theta/phi/sigma are dropped (not in the paper).
 
 The paper's four forms are presets: embedded Gaussian = dot + softmax with theta/phi on;
 Gaussian = dot + softmax with theta/phi off; dot product = dot + mean; concatenation =
@@ -49,6 +51,7 @@ class NonLocalBlock(nn.Module):
         scale: bool = False,
         pattern: str = "full",
         zero_init: bool = True,
+        pre_conv: bool = False,
     ):
         super().__init__()
         if pattern != "full":
@@ -64,6 +67,9 @@ class NonLocalBlock(nn.Module):
         self.channels, self.qk_dim, self.v_dim = channels, qk_dim, v_dim
         self.affinity, self.normalization, self.scale = affinity, normalization, scale
         self.shared_qk = shared_qk
+        # the drop_transforms ablation's alternative: with theta/phi/sigma off, a single 1x1 conv
+        # before the block keeps a learned embedding (the output transform W is the one after)
+        self.pre = _conv1x1(channels, channels) if pre_conv else nn.Identity()
         self.theta = _conv1x1(channels, qk_dim) if theta else nn.Identity()
         if shared_qk:
             self.phi = self.theta
@@ -83,6 +89,7 @@ class NonLocalBlock(nn.Module):
             nn.init.zeros_(self.out[1].weight)
 
     def _qkv(self, x: torch.Tensor):
+        x = self.pre(x)
         q = self.theta(x).flatten(2).transpose(1, 2)  # B, N, d
         k = self.phi(x).flatten(2).transpose(1, 2)  # B, N, d
         v = self.sigma(x).flatten(2).transpose(1, 2)  # B, N, dv
