@@ -43,6 +43,18 @@ def run_cli(args: list[str], cwd: Path, **kw):
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, **kw)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine spinning
+    threads make every op many times slower: in-process tests use one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def study_factory(tmp_path):
     def make(**overrides):

@@ -15,13 +15,6 @@ CORE = NONLOCAL_FORMS + ["glore", "none"]
 C, H, W = 8, 5, 7  # H != W so a transposed reshape would show
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than two and does not spin on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _x(dtype=torch.float32, batch=2, seed=0, requires_grad=False):

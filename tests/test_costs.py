@@ -11,13 +11,6 @@ from ablate.costs import Cost, main, measure, measure_preset
 FLOAT = 4  # bytes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread, and the machine may be busy with a study."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_conv1x1_flops_exact_and_backward_is_twice_forward():

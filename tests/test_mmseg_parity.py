@@ -62,13 +62,6 @@ BN = dict(type="BN", requires_grad=True)
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads; on a shared 2-core machine they cost a lot.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -31,13 +31,6 @@ GCN_EFFECT = REPO / "studies" / "gcn_effect.yaml"
 STUDY_FILES = sorted((REPO / "studies").glob("*.yaml"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster than two and does not spin on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------

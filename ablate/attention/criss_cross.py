@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .pairwise import QueryKeyValue
+
 
 def criss_cross_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Criss-cross attention without the N x N matrix.
@@ -56,16 +58,8 @@ def criss_cross_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
     return out + torch.einsum("bchj,bhwj->bchw", v, a_row)
 
 
-class CrissCrossAttention(nn.Module):
+class CrissCrossAttention(QueryKeyValue):
     """One criss-cross module: q/k at C/qk_reduction, v at C, zero-init gamma, residual."""
-
-    def __init__(self, channels: int, qk_reduction: int = 8):
-        super().__init__()
-        d = max(1, channels // qk_reduction)
-        self.query = nn.Conv2d(channels, d, 1)
-        self.key = nn.Conv2d(channels, d, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = criss_cross_reference(self.query(x), self.key(x), self.value(x))

@@ -35,17 +35,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .pairwise import QueryKeyValue
 
-class PositionAttention(nn.Module):
+
+class PositionAttention(QueryKeyValue):
     """PAM: softmax(q_i . k_j) over all positions, q/k at C/qk_reduction, zero-init gamma."""
-
-    def __init__(self, channels: int, qk_reduction: int = 8):
-        super().__init__()
-        d = max(1, channels // qk_reduction)
-        self.query = nn.Conv2d(channels, d, 1)
-        self.key = nn.Conv2d(channels, d, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.gamma = nn.Parameter(torch.zeros(1))
 
     def term(self, x: torch.Tensor) -> torch.Tensor:
         """The attention term before gamma and the residual: (B, C, H, W)."""
