@@ -101,13 +101,16 @@ def render(study, data: dict, storage_label: str) -> str:
             delta = f"{100 * d.mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
             verdict = ("**distinguishable** from zero" if distinct else "not distinguishable from zero") + \
                       f" at {min(len(v), len(base_vals))} seeds"
-            if c.key not in ref_keys:
-                verdicts.append(f"- {c.title()} vs {base.title()}: Δ = {100 * d.mean:+.1f} points "
-                                f"[{100 * lo:+.1f}, {100 * hi:+.1f}]; {verdict.replace('**', '')}.")
+            verdicts.append((c.key in ref_keys,
+                             f"- {c.title()}{' (reference)' if c.key in ref_keys else ''} vs {base.title()}: "
+                             f"Δ = {100 * d.mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]; "
+                             f"{verdict.replace('**', '')}."))
         ci = "n/a" if math.isnan(s.half_width) else f"[{_pts(s.ci[0])}, {_pts(s.ci[1])}]"
         mean = "—" if s.n == 0 else f"{_pts(s.mean)} ± {_pts(s.std)}"
         lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {s.n}/{planned} | {verdict} |")
     lines += ["", "## Verdict", ""]
+    # the grid's own comparisons first; references are calibration, listed after them
+    verdicts = [text for _, text in sorted(verdicts, key=lambda v: v[0])]
     lines += verdicts or ["- Not enough finished seeds for a verdict yet."]
     # per-class IoU and costs
     lines += ["", "## Per-class IoU and cost (means over finished seeds)", "",
