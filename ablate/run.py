@@ -39,10 +39,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _fmt_cell(cell) -> str:
-    return cell.title()
-
-
 def print_plan(study, out=sys.stdout) -> None:
     if study.search:
         print(f"study {study.name}: search of {study.search['n_trials']} trials with the {study.search['sampler']} "
@@ -59,7 +55,7 @@ def print_plan(study, out=sys.stdout) -> None:
         print(f"question: {' '.join(study.question.split())}", file=out)
     for i, c in enumerate(cells):
         mark = "  <- baseline" if base is not None and c.key == base.key else ""
-        print(f"  cell {i + 1}: {_fmt_cell(c):40s} mechanism={c.mechanism:18s} key={c.key}{mark}", file=out)
+        print(f"  cell {i + 1}: {c.title():40s} mechanism={c.mechanism:18s} key={c.key}{mark}", file=out)
     print(f"  seeds: {', '.join(map(str, study.seeds))}", file=out)
 
 
@@ -111,7 +107,7 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
     tag = f"[w{args.worker_index}] " if args.worker else ""
     progress = Progress(tag, study.search["n_trials"] if study.search else len(plan))
     use_wandb = study.tracking.get("wandb", True) and not args.no_wandb
-    totals = {"trials": 0, "compute_s": 0.0, "wall_s": 0.0}
+    totals = {"trials": 0}
     while not args.max_trials or totals["trials"] < args.max_trials:
         with st.study_lock(url, study.name):
             trials = ostudy.get_trials(deepcopy=False)
@@ -131,9 +127,7 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
                     break
                 cell, seed = todo[0]
                 config = study.trial_config(cell, seed)
-                tid = st.create_running_trial(ostudy, dict(cell.label), choices,
-                                              {"cell_key": cell.key, "seed": seed,
-                                               "cell": json.dumps(cell.label_dict), "config": json.dumps(config)})
+                tid = st.create_running_trial(ostudy, dict(cell.label), choices, _trial_attrs(cell, seed, config))
                 index = index_of[(cell.key, seed)]
         t0 = time.perf_counter()
         title = cell.title()
@@ -157,18 +151,14 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
                                                       "best_val_miou": result["best_val_miou"],
                                                       "attention_params": result["attention_params"]})
         except KeyboardInterrupt:
-            store.set_trial_system_attr(tid, st.ATTR + "fail_kind", "interrupted")
-            store.set_trial_system_attr(tid, st.ATTR + "fail_reason", "interrupted (Ctrl-C); run again to resume")
-            store.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
+            st.mark_failed(store, tid, "interrupted", "interrupted (Ctrl-C); run again to resume")
             _finish_wandb(logger, 130)
             raise
         except Exception as e:  # noqa: BLE001 - any failure is recorded, the study goes on
             reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
             if not isinstance(e, TrialFailed):
                 traceback.print_exc()
-            store.set_trial_system_attr(tid, st.ATTR + "fail_kind", "error")
-            store.set_trial_system_attr(tid, st.ATTR + "fail_reason", reason[:500])
-            store.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
+            st.mark_failed(store, tid, "error", reason)
             progress.say(f"trial {index}/{progress.total} {title} seed={seed}: FAILED: {reason[:200]}")
             _finish_wandb(logger, 1)
             continue
@@ -179,11 +169,14 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
             store.set_trial_user_attr(tid, k, v)
         store.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [result["value"]])
         totals["trials"] += 1
-        totals["compute_s"] += result["compute_s"]
-        totals["wall_s"] += wall
         progress.say(f"trial {index}/{progress.total} {title} seed={seed}: val mIoU {result['value']:.3f}  "
                      f"({wall:.0f}s)")
     return totals
+
+
+def _trial_attrs(cell, seed: int, config: dict) -> dict:
+    """The user attributes that tie a trial record to its cell x seed and resolved config."""
+    return {"cell_key": cell.key, "seed": seed, "cell": json.dumps(cell.label_dict), "config": json.dumps(config)}
 
 
 def make_sampler(study, n_existing: int = 0):
@@ -224,12 +217,9 @@ def _claim_search(study, ostudy, store, trials):
     cell = study.search_cell(params)
     seed = study.seeds[0]
     config = study.trial_config(cell, seed)
-    ident = st.worker_identity()
-    for k, v in {"host": ident["host"], "pid": ident["pid"], "start": ident["start"],
-                 "heartbeat": time.time()}.items():
-        store.set_trial_system_attr(trial._trial_id, st.ATTR + k, v)
-    for k, v in {"cell_key": cell.key, "seed": seed, "cell": json.dumps(cell.label_dict),
-                 "config": json.dumps(config)}.items():
+    for k, v in st.owner_attrs().items():
+        store.set_trial_system_attr(trial._trial_id, k, v)
+    for k, v in _trial_attrs(cell, seed, config).items():
         store.set_trial_user_attr(trial._trial_id, k, v)
     return trial._trial_id, cell, seed, config
 

@@ -112,9 +112,11 @@ def _proc_start(pid: int) -> str:
         return ""
 
 
-def worker_identity() -> dict:
+def owner_attrs() -> dict:
+    """System attributes naming this process as a trial's owner, with a fresh heartbeat."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "start": _proc_start(pid)}
+    return {ATTR + "host": socket.gethostname(), ATTR + "pid": pid, ATTR + "start": _proc_start(pid),
+            ATTR + "heartbeat": time.time()}
 
 
 def _alive(attrs: dict, now: float, grace: float) -> bool:
@@ -143,25 +145,27 @@ def reap_lost(storage, trials: list[FrozenTrial], grace: float = GRACE_S) -> int
     n = 0
     for t in trials:
         if t.state == TrialState.RUNNING and ATTR + "pid" in t.system_attrs and not _alive(t.system_attrs, now, grace):
-            storage.set_trial_system_attr(t._trial_id, ATTR + "fail_kind", "lost")
-            storage.set_trial_system_attr(t._trial_id, ATTR + "fail_reason",
-                                          f"worker {t.system_attrs.get(ATTR + 'host')}:{t.system_attrs.get(ATTR + 'pid')}"
-                                          " stopped mid-trial (killed or lost); the trial is run again")
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            mark_failed(storage, t._trial_id, "lost",
+                        f"worker {t.system_attrs.get(ATTR + 'host')}:{t.system_attrs.get(ATTR + 'pid')}"
+                        " stopped mid-trial (killed or lost); the trial is run again")
             n += 1
     return n
 
 
+def mark_failed(storage, trial_id: int, kind: str, reason: str) -> None:
+    """FAIL a trial with its kind ('error' is final; 'lost'/'interrupted' free its cell x seed)."""
+    storage.set_trial_system_attr(trial_id, ATTR + "fail_kind", kind)
+    storage.set_trial_system_attr(trial_id, ATTR + "fail_reason", reason[:500])
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
 def create_running_trial(study: optuna.Study, params: dict, choices: dict, user_attrs: dict) -> int:
     """Create a trial directly in state RUNNING, owned by this process; returns its trial id."""
-    ident = worker_identity()
-    system_attrs = {ATTR + "host": ident["host"], ATTR + "pid": ident["pid"], ATTR + "start": ident["start"],
-                    ATTR + "heartbeat": time.time()}
     dists = {k: CategoricalDistribution(choices[k]) for k in params}
     template = FrozenTrial(
         number=-1, state=TrialState.RUNNING, value=None, datetime_start=dt.datetime.now(),
         datetime_complete=None, params=params, distributions=dists, user_attrs=user_attrs,
-        system_attrs=system_attrs, intermediate_values={}, trial_id=-1)
+        system_attrs=owner_attrs(), intermediate_values={}, trial_id=-1)
     return study._storage.create_new_trial(study._study_id, template_trial=template)
 
 

@@ -55,7 +55,8 @@ class TrainSpec:
     weight_decay: float = 1e-4
     threads: int = 0  # torch threads per worker; 0 = cores / workers
 
-    _rules = {"epochs": ("int", 1), "batch_size": ("int", 1), "lr": ("float", 0.0),
+    # key -> (kind, minimum[, strict]): strict means the minimum itself is out of range
+    _rules = {"epochs": ("int", 1), "batch_size": ("int", 1), "lr": ("float", 0.0, True),
               "weight_decay": ("float", 0.0), "threads": ("int", 0)}
 
 
@@ -201,14 +202,14 @@ def _unknown(obj: dict, allowed, where: str, prefix: str) -> None:
             raise StudyError(where, f"{prefix}{k}", f"unknown key; valid keys here are: {', '.join(allowed)}.")
 
 
-def _typed(value, kind: str, minimum, where: str, key: str):
+def _typed(value, kind: str, minimum, where: str, key: str, strict: bool = False):
     ok = (kind == "int" and isinstance(value, int) and not isinstance(value, bool)) or \
          (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
     if not ok:
         raise StudyError(where, key, f"expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}.")
     value = float(value) if kind == "float" else value
-    if minimum is not None and (value < minimum or (kind == "float" and minimum == 0.0 and key.endswith("lr") and value == 0)):
-        raise StudyError(where, key, f"{value!r} is out of range: it must be {'> 0' if key.endswith('lr') else f'>= {minimum:g}'}.")
+    if minimum is not None and (value < minimum or (strict and value == minimum)):
+        raise StudyError(where, key, f"{value!r} is out of range: it must be {'>' if strict else '>='} {minimum:g}.")
     return value
 
 
@@ -222,7 +223,7 @@ def _spec(cls, raw: dict, where: str, prefix: str, base=None):
     for k, v in raw.items():
         default = values[k]
         if k in rules:
-            v = _typed(v, rules[k][0], rules[k][1], where, prefix + k)
+            v = _typed(v, *rules[k][:2], where, prefix + k, *rules[k][2:])
         elif isinstance(default, bool):
             if not isinstance(v, bool):
                 raise StudyError(where, prefix + k, f"expected true or false, got {v!r}.")

@@ -95,8 +95,6 @@ def run_trial(config: dict, on_epoch: Callable[[int, float], None] = lambda e, m
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt from None
         raise
-    except TrialFailed:
-        raise
     except torch.OutOfMemoryError as e:  # pragma: no cover - needs a GPU
         raise TrialFailed(f"out of memory: {e}") from None
     except RuntimeError as e:
