@@ -4,6 +4,7 @@ from __future__ import annotations
 from .lowrank import LowRankBlock
 from .none import NoAttention
 from .pairwise import NonLocalBlock
+from .patterns import PATTERNS
 from .vocab import Factor, Preset
 
 _NL = "Non-local Neural Networks (Wang et al., CVPR 2018)"
@@ -20,9 +21,15 @@ def _nonlocal_factors(affinity: str, normalization: str, qk: bool) -> tuple[Fact
         Factor("affinity", affinity, "choice", choices=("dot", "concat")),
         Factor("normalization", normalization, "choice", choices=("softmax", "mean")),
         Factor("scale", False, **_BOOL, help="divide dot products by sqrt(d)"),
-        Factor("pattern", "full", "choice", choices=("full",)),
         Factor("zero_init", True, **_BOOL, help="zero BN gamma on the output transform"),
         Factor("pre_conv", False, **_BOOL, help="one 1x1 conv before the block (with transforms dropped)"),
+        Factor("pattern", "full", "choice", choices=PATTERNS,
+               help="which pixels meet (sparse patterns need the dot affinity with softmax)"),
+        Factor("R", 1, "int", minimum=1, added=True, help="passes of the block with shared weights (CCNet's recurrence)"),
+        Factor("window", 7, "int", minimum=1, added=True, help="local_window pattern: odd window side"),
+        Factor("down_factor", 4, "int", minimum=2, added=True, help="interlaced pattern: lattice stride / block side"),
+        Factor("samples", 36, "int", minimum=1, added=True, help="sampled pattern: pixels met, the centre included"),
+        Factor("radius", 12, "int", minimum=1, added=True, help="sampled pattern: offsets drawn within this radius"),
     )
 
 

@@ -12,8 +12,11 @@ The block is written in the survey's slots:
 * ``affinity``: ``dot`` (theta_i . phi_j) or ``concat`` (ReLU(w . [theta_i; phi_j]));
 * ``normalization``: ``softmax`` over j, or ``mean`` (divide by N, the paper's choice for
   the dot-product and concatenation forms);
-* ``pattern``: which pixels meet; ``full`` here, the sparse patterns come with their
-  mechanisms;
+* ``pattern``: which pixels meet (:mod:`.patterns`): ``full``, ``criss_cross``,
+  ``interlaced``, ``local_window`` or ``sampled``, with ``window``, ``down_factor``, ``samples``
+  and ``radius``; the sparse patterns need the softmax of a dot product (they choose the set
+  the softmax runs over). ``R`` runs the block R times with the same weights (CCNet's
+  recurrence; with a sparse pattern, R = 2 lets every pixel reach every other);
 * output transform W (1x1 conv + BN, BN gamma zero-initialised so the block starts as the
   identity, as the paper does) and the residual;
 * ``pre_conv``: one 1x1 conv on the block's input before the transforms, the alternative the
@@ -29,6 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import patterns as P
 
 
 def _conv1x1(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
@@ -66,10 +71,18 @@ class NonLocalBlock(nn.Module):
         pattern: str = "full",
         zero_init: bool = True,
         pre_conv: bool = False,
+        R: int = 1,
+        window: int = 7,
+        down_factor: int = 4,
+        samples: int = 36,
+        radius: int = 12,
     ):
         super().__init__()
-        if pattern != "full":
-            raise ValueError(f"NonLocalBlock implements pattern 'full' only, got {pattern!r}")
+        self.check_args(dict(affinity=affinity, normalization=normalization, pattern=pattern, R=R,
+                             window=window, down_factor=down_factor, samples=samples, radius=radius))
+        self.pattern, self.R, self.window, self.down_factor = pattern, R, window, down_factor
+        if pattern == "sampled":
+            self.register_buffer("offsets", P.offsets(samples, radius), persistent=False)
         inter = max(1, channels // reduction)
         # A transform that is off is the identity, so the query and key widths must agree:
         # if either is the identity both live in the input's C channels.
@@ -102,6 +115,28 @@ class NonLocalBlock(nn.Module):
         if zero_init:
             nn.init.zeros_(self.out[1].weight)
 
+    @staticmethod
+    def check_args(args: dict) -> None:
+        """Combinations of factors the block cannot build (raised before anything runs)."""
+        pattern = args.get("pattern", "full")
+        if pattern not in P.PATTERNS:
+            raise ValueError(f"pattern must be one of {', '.join(P.PATTERNS)}, got {pattern!r}")
+        if pattern != "full" and (args.get("affinity", "dot") != "dot" or args.get("normalization", "softmax") != "softmax"):
+            raise ValueError(f"pattern {pattern!r} chooses the pixels a softmax of dot products runs over: it needs "
+                             f"affinity 'dot' and normalization 'softmax' (got {args.get('affinity')!r}, "
+                             f"{args.get('normalization')!r}); only pattern 'full' takes the other forms")
+        if args.get("R", 1) < 1:
+            raise ValueError(f"R (passes of the block) must be >= 1, got {args.get('R')}")
+        if pattern == "local_window" and (args.get("window", 7) < 1 or args.get("window", 7) % 2 == 0):
+            raise ValueError(f"window must be odd and >= 1, got {args.get('window')}")
+        if pattern == "interlaced" and args.get("down_factor", 4) < 2:
+            raise ValueError(f"down_factor must be >= 2, got {args.get('down_factor')}")
+        if pattern == "sampled":
+            side = 2 * args.get("radius", 12) + 1
+            if not 1 <= args.get("samples", 36) <= side * side:
+                raise ValueError(f"samples must be between 1 and (2 radius + 1)^2 = {side * side}, "
+                                 f"got {args.get('samples')}")
+
     def _qkv(self, x: torch.Tensor):
         x = self.pre(x)
         q = self.theta(x).flatten(2).transpose(1, 2)  # B, N, d
@@ -122,6 +157,27 @@ class NonLocalBlock(nn.Module):
         return s.softmax(-1) if self.normalization == "softmax" else s / s.shape[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.R):
+            x = self._one_pass(x)
+        return x
+
+    def _sparse(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        x = self.pre(x)
+        q, k, v = self.theta(x), self.phi(x), self.sigma(x)
+        if self.scale:
+            q = q * self.qk_dim ** -0.5
+        if self.pattern == "criss_cross":
+            return P.criss_cross(q, k, v)
+        if self.pattern == "interlaced":
+            return P.interlaced(q, k, v, self.down_factor)
+        if self.pattern == "local_window":
+            return P.local_window(q, k, v, self.window)
+        return P.sampled(q, k, v, self.offsets)
+
+    def _one_pass(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pattern != "full":
+            return x + self.out(self._sparse(x))
         b, _, h, w = x.shape
         q, k, v = self._qkv(x)
         if self.affinity == "dot" and self.normalization == "softmax":

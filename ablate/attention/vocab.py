@@ -24,6 +24,10 @@ class Factor:
     choices: tuple = ()
     minimum: float | None = None
     help: str = ""
+    # A factor added to a preset after results were stored: at its default (which must rebuild
+    # the block exactly as before) it is left out of a cell's identity, so those results still
+    # match their cells. See Preset.identity.
+    added: bool = False
 
     def valid(self) -> str:
         """Say in words which values are valid (used in error messages)."""
@@ -83,7 +87,15 @@ class Preset:
         args = self.defaults
         for key, value in overrides.items():
             args[key] = self.factor(key).coerce(value)
+        check = getattr(self.block, "check_args", None)  # combinations the block cannot build
+        if check is not None:
+            check(args)
         return args
+
+    def identity(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The resolved arguments that identify a cell: all of them, but added factors at their default."""
+        added = {f.name: f.default for f in self.factors if f.added}
+        return {k: v for k, v in args.items() if not (k in added and v == added[k])}
 
     def build(self, channels: int, **overrides: Any) -> nn.Module:
         return self.block(channels, **self.fixed, **self.resolve(overrides))
