@@ -307,10 +307,12 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
         mech_args = preset.resolve(overrides)
     except (KeyError, ValueError) as e:
         bad = next((k for k in overrides if k not in preset.defaults), None)
+        if bad is None:  # a combination the block refuses: name the first factor the message names
+            bad = next((k for k in overrides if k in assignment and repr(overrides[k]) in str(e)), None)
         raise StudyError(where, f"{key_prefix}.{bad or ''}".rstrip("."), str(e).strip('"') + ".") from None
     label = tuple((k, _canon(preset, k, v)) for k, v in assignment.items())
     cell = Cell(label, mech, tuple(sorted(mech_args.items())), backbone, data, train)
-    payload = json.dumps({"mechanism": mech, "args": mech_args, "backbone": _asdict(backbone),
+    payload = json.dumps({"mechanism": mech, "args": preset.identity(mech_args), "backbone": _asdict(backbone),
                           "data": data.as_dict(), "train": _asdict(train)}, sort_keys=True, default=str)
     return Cell(label, mech, cell.args, backbone, data, train, hashlib.sha1(payload.encode()).hexdigest()[:12])
 

@@ -101,3 +101,4 @@ def test_study_with_an_impossible_pattern_combination_exits_2(tmp_path):
     assert r.returncode == 2, r.stderr
     said = " ".join(r.stderr.split())
     assert "affinity 'dot' and normalization 'softmax'" in said and "Traceback" not in said
+    assert "key 'factors.pattern'" in said
