@@ -15,6 +15,16 @@ for a server), so the "which (cell, seed) is free" decision is serialised:
 * the first free (cell, seed) in plan order is created directly in state RUNNING.
 
 Hence every cell x seed finishes exactly once, whatever the number of workers and restarts.
+
+A worker knows a trial's owner is on its own machine when the owner's host name *and* node
+(boot id and PID namespace) equal its own; only then is the process table authoritative. Any
+other owner is judged by its heartbeat, which assumes the machines' clocks agree to well within
+the grace period (NTP). ``ABLATE_HEARTBEAT_S`` and ``ABLATE_HEARTBEAT_GRACE_S`` override the
+heartbeat interval and the grace period (tests shorten them).
+
+Credentials: a storage URL may carry a password (``postgresql://user:pass@host/db``); only
+``redact``-ed forms of it are ever printed or written. libpq also takes the password from
+``PGPASSWORD`` or ``~/.pgpass``, which keeps it off command lines altogether.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
+import re
 import socket
 import threading
 import time
@@ -36,6 +47,15 @@ from optuna.trial import FrozenTrial, TrialState
 HEARTBEAT_S = 10.0
 GRACE_S = 120.0
 ATTR = "ablate:"  # prefix of our system attributes
+STORAGE_ENV = "ABLATE_STORAGE"  # storage URL when --storage is not given (keeps it off command lines)
+
+
+def heartbeat_s() -> float:
+    return float(os.environ.get("ABLATE_HEARTBEAT_S", HEARTBEAT_S))
+
+
+def grace_s() -> float:
+    return float(os.environ.get("ABLATE_HEARTBEAT_GRACE_S", GRACE_S))
 
 
 def default_run_dir(study_name: str) -> Path:
@@ -43,26 +63,71 @@ def default_run_dir(study_name: str) -> Path:
 
 
 def storage_url(run_dir: Path, storage: str | None) -> str:
-    """The storage URL: ``storage`` if given, else the embedded journal file in ``run_dir``."""
-    return storage or str(run_dir / "optuna.journal")
+    """The storage URL: ``storage`` if given, else ``$ABLATE_STORAGE``, else the embedded journal
+    file in ``run_dir``."""
+    return storage or os.environ.get(STORAGE_ENV) or str(run_dir / "optuna.journal")
 
 
-def redact(url: str) -> str:
-    """The URL with any password removed, for logs and reports."""
-    if "://" in url and "@" in url.split("://", 1)[1]:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        user = cred.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+# scheme://user:password@host (the password may hold '@' and ':'; it ends at the token's last
+# '@') and ?password=... / &password=... query parameters
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^\s]*@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL, or a command line holding URLs) with every password replaced by ``***``."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:***@", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
+
+
+def engine_url(url: str) -> str:
+    """The SQLAlchemy URL for a storage URL: a bare ``postgresql://`` (or ``postgres://``) gets an
+    installed driver, psycopg 3 or psycopg2 (SQLAlchemy 2.1 assumes psycopg 3, 2.0 psycopg2)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}{sep}{rest}"
+    return f"postgresql{sep}{rest}"  # SQLAlchemy names the missing driver
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     if "://" in url:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True} if url.startswith("postgres") else {})
+        return optuna.storages.RDBStorage(engine_url(url), engine_kwargs={"pool_pre_ping": True}
+                                          if url.startswith("postgres") else {})
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(url, lock_obj=optuna.storages.journal.JournalFileOpenLock(url))
     return optuna.storages.journal.JournalStorage(backend)
+
+
+def advisory_key(study_name: str) -> int:
+    """The PostgreSQL advisory-lock key of a study: a signed 64-bit integer from SHA-1, the same
+    in every process, machine and version (Python's ``hash()`` is salted per process)."""
+    return int.from_bytes(hashlib.sha1(f"ablate:{study_name}".encode()).digest()[:8], "big", signed=True)
+
+
+_engines: dict[str, object] = {}
+_engines_pid = os.getpid()
+
+
+def _lock_engine(url: str):
+    """One SQLAlchemy engine per URL per process for the study lock. A forked child never uses
+    its parent's engine (their pooled connections would share one socket): the cache is dropped,
+    without closing the parent's connections, when the process id changes."""
+    global _engines_pid
+    import sqlalchemy
+
+    if _engines_pid != os.getpid():
+        for engine in _engines.values():
+            engine.dispose(close=False)
+        _engines.clear()
+        _engines_pid = os.getpid()
+    if url not in _engines:
+        _engines[url] = sqlalchemy.create_engine(engine_url(url), pool_size=1, max_overflow=2, pool_pre_ping=True)
+    return _engines[url]
 
 
 @contextlib.contextmanager
@@ -71,15 +136,15 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
     if url.startswith("postgres"):
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        key = int.from_bytes(hashlib.sha1(f"ablate:{study_name}".encode()).digest()[:8], "big", signed=True)
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        # a transaction-level advisory lock: the transaction's end (or a dropped connection)
+        # releases it, so no failure path can leave it held
+        with _lock_engine(url).connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(study_name)})
             try:
                 yield
             finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        engine.dispose()
+                with contextlib.suppress(sqlalchemy.exc.DBAPIError):
+                    conn.rollback()  # releases the lock (a lost connection released it already)
         return
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
@@ -112,16 +177,37 @@ def _proc_start(pid: int) -> str:
         return ""
 
 
+def _node() -> str:
+    """This machine's boot and PID namespace: two containers may share a host name, but only
+    processes with the same node see each other's process table."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    return f"{boot}/{pidns}"
+
+
 def owner_attrs() -> dict:
     """System attributes naming this process as a trial's owner, with a fresh heartbeat."""
     pid = os.getpid()
-    return {ATTR + "host": socket.gethostname(), ATTR + "pid": pid, ATTR + "start": _proc_start(pid),
-            ATTR + "heartbeat": time.time()}
+    return {ATTR + "host": socket.gethostname(), ATTR + "node": _node(), ATTR + "pid": pid,
+            ATTR + "start": _proc_start(pid), ATTR + "heartbeat": time.time()}
+
+
+def _same_machine(attrs: dict) -> bool:
+    if attrs.get(ATTR + "host") != socket.gethostname():
+        return False
+    node = attrs.get(ATTR + "node")
+    return node is None or node == _node()  # records from before the node attribute: host name alone
 
 
 def _alive(attrs: dict, now: float, grace: float) -> bool:
-    host, pid, start = attrs.get(ATTR + "host"), attrs.get(ATTR + "pid"), attrs.get(ATTR + "start")
-    if host == socket.gethostname() and isinstance(pid, int):
+    pid, start = attrs.get(ATTR + "pid"), attrs.get(ATTR + "start")
+    if _same_machine(attrs) and isinstance(pid, int):
         # same machine: the process table is authoritative (and catches kill -9 at once)
         return _proc_start(pid) == start and start != ""
     beat = attrs.get(ATTR + "heartbeat", 0.0)
@@ -139,8 +225,9 @@ def trial_status(t: FrozenTrial) -> str:
     return "other"
 
 
-def reap_lost(storage, trials: list[FrozenTrial], grace: float = GRACE_S) -> int:
+def reap_lost(storage, trials: list[FrozenTrial], grace: float | None = None) -> int:
     """Mark RUNNING trials whose worker is gone as FAIL(lost). Call with the study lock held."""
+    grace = grace_s() if grace is None else grace
     now = time.time()
     n = 0
     for t in trials:
@@ -170,10 +257,10 @@ def create_running_trial(study: optuna.Study, params: dict, choices: dict, user_
 
 
 class Heartbeat:
-    """Background thread stamping the trial's heartbeat every ``HEARTBEAT_S`` seconds."""
+    """Background thread stamping the trial's heartbeat every ``heartbeat_s()`` seconds."""
 
-    def __init__(self, storage, trial_id: int, every: float = HEARTBEAT_S):
-        self.storage, self.trial_id, self.every = storage, trial_id, every
+    def __init__(self, storage, trial_id: int, every: float | None = None):
+        self.storage, self.trial_id, self.every = storage, trial_id, heartbeat_s() if every is None else every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
