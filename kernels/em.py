@@ -39,14 +39,15 @@ Column scaling commutes with the product, ``x @ (z / (eps + s)) = (x @ z) / (eps
 2. Reduction of the (C, K) and (K,) partial sums over the pixel blocks, one of two ways:
 
    * **atomics** (default): every block ``tl.atomic_add`` s (relaxed) its partials into one
-     zeroed (B, C, K) + (B, K) buffer. Cheapest (C*K/BLOCK_N*C*... i.e. K/BLOCK_N atomic
-     elements per x element read, 1/2 at the GPU defaults, all landing in L2), but the
-     floating-point summation order depends on scheduling: results can differ in the last
+     zeroed (B, C, K) + (B, K) buffer. Cheapest: a block of BLOCK_N pixels reads
+     C*BLOCK_N x elements and issues C*K atomic adds, so K/BLOCK_N atomics per element read
+     (1/2 at K=64 with the GPU defaults), all resolved in L2 with no return traffic. But the
+     floating-point summation order depends on scheduling, so results can differ in the last
      bits from run to run.
    * **deterministic** (``deterministic=True``, or by default when
      ``torch.are_deterministic_algorithms_enabled()``): a two-stage split-N reduction. Program
      ``s`` owns a private slice ``P[b, s]`` (C, K) and read-modify-writes it for each of its
-     blocks (no atomics, fixed order); ``_em_reduce`` (grid (B, C-blocks, K-blocks)) then sums
+     blocks (no atomics, fixed order); ``_em_reduce`` (grid (B, C*K_pad / 1024)) then sums
      the ``S`` slices in order. ``S = min(#blocks, max(4, 256 // B))`` (about 256 programs),
      fixed by the shape, so the result is bitwise reproducible for a given shape and config.
      Extra memory ``B * S * C * K`` accumulator elements (32 MiB at C=512, K=64, fp32) and
@@ -60,7 +61,7 @@ Memory
 ------
 Outputs ``mu`` (B, C, K) and ``z`` (B, N, K) in ``x``'s dtype; one more (B, C, K) bases buffer
 for the ping-pong between iterations; accumulators (B, C, K) + (B, K) in fp32/fp64 (plus the
-split-N slices in deterministic mode). No (B, N, K) intermediate besides the returned ``z``,
+split-N slices in deterministic mode; K is padded to K_pad in the accumulators). No (B, N, K) intermediate besides the returned ``z``,
 and ``z`` is written only once (last iteration). Kernel launches per iteration: a memset, the
 pass, (the reduce,) the finalize.
 
@@ -74,11 +75,20 @@ accuracy), ``"tf32"`` when PyTorch's ``torch.get_float32_matmul_precision()`` is
 ``"highest"`` (then PyTorch's own matmuls use TF32 too), or whatever ``precision=`` says
 (``"ieee"`` for plain fp32 FMAs). float64 always uses ``"ieee"``. Under ``TRITON_INTERPRET=1``
 (how the tests run on a CPU) ``tl.dot`` is a numpy matmul in the operand dtype whatever the
-precision, and float64 runs there too.
+precision, and float64 runs there too; its ``tl.dot`` gives garbage for bfloat16 operands
+(numpy has no bfloat16), so under the interpreter bfloat16 tiles are upcast to fp32 for the
+products (on a GPU they go to the tensor cores as bfloat16).
 
 GPU tuning knobs (``block_n``, ``block_c``, ``num_warps``) are keyword arguments; the defaults
 (BLOCK_N = min(128, 8192 / K_pad), BLOCK_C = 32, 8 warps for 8192-element logit tiles) are a
 reasoned starting point, not measured on a GPU here.
+
+Dispatch
+--------
+:func:`em_attention_iterations` takes the kernel when ``dispatch.use_triton(x, mu)`` says so
+and the reference otherwise; since the kernel has no backward, a call that needs gradients
+(grad mode on and an input requiring grad: EMANet's ``bases: learned`` variant) always takes
+the reference. EMANet's own (moving-average) iterations run under ``torch.no_grad``.
 """
 from __future__ import annotations
 
@@ -95,7 +105,9 @@ EPS = 1e-6  # EMANet's epsilon, both for the L1 over N and the L2 over C
 # Output allocator; tests replace it with one that pre-fills NaN so an unwritten element shows.
 _empty = torch.empty
 
-_SUPPORTED = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_TL_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64,
+             torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+_SUPPORTED = tuple(_TL_DTYPE)
 
 
 def bytes_moved(B: int, C: int, N: int, K: int, T: int, dtype_bytes: int) -> int:
@@ -121,7 +133,7 @@ def _em_pass(x_ptr, mu_ptr, z_ptr, acc_ptr, zs_ptr,
              acc_sb, acc_ss, zs_sb, zs_ss,
              BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
              WRITE_Z: tl.constexpr, USE_ATOMIC: tl.constexpr,
-             PRECISION: tl.constexpr, ACC_DT: tl.constexpr):
+             PRECISION: tl.constexpr, ACC_DT: tl.constexpr, DOT_DT: tl.constexpr):
     s = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     x_base = x_ptr + b * sxb
@@ -144,9 +156,9 @@ def _em_pass(x_ptr, mu_ptr, z_ptr, acc_ptr, zs_ptr,
             offs_c = ci * BLOCK_C + arange_c
             c_mask = offs_c < C
             xt = tl.load(x_base + offs_c[:, None] * sxc + offs_n[None, :] * sxn,
-                         mask=c_mask[:, None] & n_mask[None, :], other=0.0)
+                         mask=c_mask[:, None] & n_mask[None, :], other=0.0).to(DOT_DT)
             mt = tl.load(mu_base + offs_c[:, None] * smc + offs_k[None, :] * smk,
-                         mask=c_mask[:, None] & k_mask[None, :], other=0.0).to(xt.dtype)
+                         mask=c_mask[:, None] & k_mask[None, :], other=0.0).to(DOT_DT)
             logits = tl.dot(tl.trans(xt), mt, logits, input_precision=PRECISION, out_dtype=ACC_DT)
 
         # Softmax over K in registers; padded bases get -inf, padded pixels a zero row.
@@ -169,13 +181,13 @@ def _em_pass(x_ptr, mu_ptr, z_ptr, acc_ptr, zs_ptr,
 
         # M-step partial x_blk @ z_blk, (BLOCK_C, BLOCK_K) per chunk; chunks in reverse order
         # so the ones just loaded above (most likely still cached) are re-read first.
-        zd = z.to(x_ptr.dtype.element_ty)
+        zd = z.to(DOT_DT)
         for cj in range(n_c):
             ci = n_c - 1 - cj
             offs_c = ci * BLOCK_C + arange_c
             c_mask = offs_c < C
             xc = tl.load(x_base + offs_c[:, None] * sxc + offs_n[None, :] * sxn,
-                         mask=c_mask[:, None] & n_mask[None, :], other=0.0)
+                         mask=c_mask[:, None] & n_mask[None, :], other=0.0).to(DOT_DT)
             part = tl.dot(xc, zd, input_precision=PRECISION, out_dtype=ACC_DT)
             a_ptrs = acc_base + offs_c[:, None] * BLOCK_K + offs_k[None, :]
             a_mask = c_mask[:, None] & k_mask[None, :]
@@ -230,11 +242,13 @@ def _em_finalize(acc_ptr, zs_ptr, mu_ptr, C, K, n_zs, eps,
 
 
 def _precision(dtype: torch.dtype, precision: str | None) -> str:
+    if precision is not None and precision not in ("tf32", "tf32x3", "ieee"):
+        raise ValueError(f"precision must be 'tf32', 'tf32x3' or 'ieee', got {precision!r}")
     if dtype == torch.float64:
         return "ieee"
+    if dtype != torch.float32:
+        return "tf32"  # ignored by tl.dot for 16-bit operands
     if precision is not None:
-        if precision not in ("tf32", "tf32x3", "ieee"):
-            raise ValueError(f"precision must be 'tf32', 'tf32x3' or 'ieee', got {precision!r}")
         return precision
     return "tf32x3" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
@@ -285,6 +299,9 @@ def em_iterations_fused(x: torch.Tensor, mu: torch.Tensor, T: int, *,
     acc_dt = torch.float64 if dt == torch.float64 else torch.float32
     tl_acc = tl.float64 if dt == torch.float64 else tl.float32
     prec = _precision(dt, precision)
+    tl_dot = _TL_DTYPE[dt]
+    if dt == torch.bfloat16 and dispatch.interpreting():
+        tl_dot = tl.float32  # the interpreter's tl.dot mishandles bfloat16 operands (numpy has no bf16)
 
     BLOCK_K = max(16, triton.next_power_of_2(K))
     BLOCK_N = block_n if block_n is not None else max(16, min(128, 8192 // BLOCK_K))
@@ -325,7 +342,7 @@ def em_iterations_fused(x: torch.Tensor, mu: torch.Tensor, T: int, *,
             zs.stride(0), zs.stride(1) if deterministic else 0,
             BLOCK_C=BLOCK_C, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
             WRITE_Z=(t == T - 1), USE_ATOMIC=not deterministic,
-            PRECISION=prec, ACC_DT=tl_acc, num_warps=warps)
+            PRECISION=prec, ACC_DT=tl_acc, DOT_DT=tl_dot, num_warps=warps)
         if deterministic:
             CK = C * BLOCK_K
             _em_reduce[(B, triton.cdiv(CK, RED_BLOCK))](
