@@ -100,6 +100,13 @@ def bytes_moved(B: int, Gd: int, C: int, H: int, W: int, window: int, dtype_byte
 
 # --------------------------------------------------------------------------------------------
 # Triton kernels
+#
+# Pointer tiles: ``*_tile`` is a (channels, BLOCK_N) block of pointers to the tile's own pixels
+# for channel chunk 0; adding a scalar ``shift = dy*W + dx`` moves it to the neighbours at that
+# offset and adding ``c0*N`` to chunk c0. ONE_D / ONE_C (constexpr) say that the key/query or
+# value channels fit in one chunk; then the own-pixel operand is loaded once, before the loop
+# over offsets, and the neighbour's block is loaded once per offset and reused for the score and
+# the gradient. Otherwise the helpers below loop over chunks.
 # --------------------------------------------------------------------------------------------
 @_jit
 def _tile_pixels(pid_tile, n_tiles_w, H, W, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
@@ -112,78 +119,91 @@ def _tile_pixels(pid_tile, n_tiles_w, H, W, BLOCK_H: tl.constexpr, BLOCK_W: tl.c
 
 
 @_jit
-def _channel_dot(a_ptr, b_ptr, pix_a, pix_b, mask, n_ch, N,
+def _chunked_dot(a_tile, b_tile, mask, n_ch, N,
                  ACC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK: tl.constexpr):
-    """sum over channels c < n_ch of a[c, pix_a] * b[c, pix_b] (channel stride N)."""
+    """sum over channels c < n_ch of a[c] * b[c], per pixel, chunk by chunk."""
+    ch = tl.arange(0, BLOCK)[:, None]
     total = tl.zeros([BLOCK_N], ACC)
     for c0 in range(0, n_ch, BLOCK):
-        ch = c0 + tl.arange(0, BLOCK)
-        m = (ch < n_ch)[:, None] & mask[None, :]
-        a = tl.load(a_ptr + ch[:, None] * N + pix_a[None, :], mask=m, other=0.0).to(ACC)
-        b = tl.load(b_ptr + ch[:, None] * N + pix_b[None, :], mask=m, other=0.0).to(ACC)
+        m = (ch < n_ch - c0) & mask[None, :]
+        a = tl.load(a_tile + c0 * N, mask=m, other=0.0).to(ACC)
+        b = tl.load(b_tile + c0 * N, mask=m, other=0.0).to(ACC)
         total += tl.sum(a * b, axis=0)
     return total
 
 
 @_jit
-def _score(q_ptr, k_ptr, pix_q, pix_k, mask, d, N,
-           SQDIFF: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Appearance score of query pixels pix_q against key pixels pix_k (one group)."""
-    if SQDIFF:
-        total = tl.zeros([BLOCK_N], ACC)
-        for d0 in range(0, d, BLOCK_D):
-            ch = d0 + tl.arange(0, BLOCK_D)
-            m = (ch < d)[:, None] & mask[None, :]
-            a = tl.load(q_ptr + ch[:, None] * N + pix_q[None, :], mask=m, other=0.0).to(ACC)
-            b = tl.load(k_ptr + ch[:, None] * N + pix_k[None, :], mask=m, other=0.0).to(ACC)
-            diff = a - b
-            total -= tl.sum(diff * diff, axis=0)
-        return total
-    else:
-        return _channel_dot(q_ptr, k_ptr, pix_q, pix_k, mask, d, N, ACC, BLOCK_N, BLOCK_D)
+def _chunked_score(q_tile, k_tile, mask, d, N,
+                   SQDIFF: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """q . k or -|q - k|^2 per pixel, chunk by chunk (key/query channels wider than BLOCK_D)."""
+    ch = tl.arange(0, BLOCK_D)[:, None]
+    total = tl.zeros([BLOCK_N], ACC)
+    for c0 in range(0, d, BLOCK_D):
+        m = (ch < d - c0) & mask[None, :]
+        a = tl.load(q_tile + c0 * N, mask=m, other=0.0).to(ACC)
+        b = tl.load(k_tile + c0 * N, mask=m, other=0.0).to(ACC)
+        if SQDIFF:
+            total -= tl.sum((a - b) * (a - b), axis=0)
+        else:
+            total += tl.sum(a * b, axis=0)
+    return total
 
 
 @_jit
 def _fwd_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, lse_ptr,
                 G, d, Cg, H, W, n_tiles_w,
-                KS: tl.constexpr, SQDIFF: tl.constexpr, ACC: tl.constexpr,
+                KS: tl.constexpr, SQDIFF: tl.constexpr, ACC: tl.constexpr, ONE_D: tl.constexpr,
                 BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Grid (tiles, B*G, value-channel chunks): online softmax over the window offsets."""
     BLOCK_N: tl.constexpr = BLOCK_H * BLOCK_W
     R: tl.constexpr = KS // 2
     pid_tile = tl.program_id(0)
     pid_bg = tl.program_id(1)
     pid_c = tl.program_id(2)
     N = H * W
-    g = pid_bg % G
     y, x, pix, inside = _tile_pixels(pid_tile, n_tiles_w, H, W, BLOCK_H, BLOCK_W)
-    q_base = q_ptr + pid_bg.to(tl.int64) * d * N  # (b*G + g)*d = b*G*d + g*d
-    k_base = k_ptr + pid_bg.to(tl.int64) * d * N
-    v_base = v_ptr + pid_bg.to(tl.int64) * Cg * N  # (b*G + g)*Cg = b*C + g*Cg
-    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    ch_ok = ch < Cg
+    cd = tl.arange(0, BLOCK_D)[:, None]
+    d_ok = cd < d
+    cc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]
+    c_ok = cc < Cg
+    qk_off = pid_bg.to(tl.int64) * d * N  # (b*G + g) * d: group g of image b
+    v_off = pid_bg.to(tl.int64) * Cg * N  # (b*G + g) * Cg = b*C + g*Cg
+    q_tile = q_ptr + qk_off + cd * N + pix[None, :]
+    k_tile = k_ptr + qk_off + cd * N + pix[None, :]
+    v_tile = v_ptr + v_off + cc * N + pix[None, :]
+    bias_row = bias_ptr + (pid_bg % G) * KS * KS
+    if ONE_D:
+        q_own = tl.load(q_tile, mask=d_ok & inside[None, :], other=0.0).to(ACC)
 
     m_i = tl.full([BLOCK_N], float("-inf"), ACC)
     l_i = tl.zeros([BLOCK_N], ACC)
     acc = tl.zeros([BLOCK_C, BLOCK_N], ACC)
-    for o in range(0, KS * KS):
-        dy = o // KS - R
-        dx = o % KS - R
-        ok = inside & (y + dy >= 0) & (y + dy < H) & (x + dx >= 0) & (x + dx < W)
-        nb = pix + dy * W + dx
-        s = _score(q_base, k_base, pix, nb, ok, d, N, SQDIFF, ACC, BLOCK_N, BLOCK_D)
-        s = tl.where(ok, s + tl.load(bias_ptr + g * KS * KS + o).to(ACC), float("-inf"))
-        m_new = tl.maximum(m_i, s)
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # no (-inf) - (-inf) before a valid offset
-        alpha = tl.exp(m_i - m_ref)
-        p = tl.exp(s - m_ref)
-        l_i = l_i * alpha + p
-        val = tl.load(v_base + ch[:, None] * N + nb[None, :], mask=ch_ok[:, None] & ok[None, :], other=0.0)
-        acc = acc * alpha[None, :] + p[None, :] * val.to(ACC)
-        m_i = m_new
-    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    for dy in range(-R, R + 1):
+        row_ok = inside & (y >= -dy) & (y < H - dy)
+        for dx in range(-R, R + 1):
+            ok = row_ok & (x >= -dx) & (x < W - dx)
+            shift = dy * W + dx
+            if ONE_D:
+                k_nb = tl.load(k_tile + shift, mask=d_ok & ok[None, :], other=0.0).to(ACC)
+                if SQDIFF:
+                    s = -tl.sum((q_own - k_nb) * (q_own - k_nb), axis=0)
+                else:
+                    s = tl.sum(q_own * k_nb, axis=0)
+            else:
+                s = _chunked_score(q_tile, k_tile + shift, ok, d, N, SQDIFF, ACC, BLOCK_N, BLOCK_D)
+            s = tl.where(ok, s + tl.load(bias_row + (dy + R) * KS + dx + R).to(ACC), float("-inf"))
+            m_new = tl.maximum(m_i, s)
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # no (-inf) - (-inf) before a valid offset
+            alpha = tl.exp(m_i - m_ref)
+            p = tl.exp(s - m_ref)
+            l_i = l_i * alpha + p
+            val = tl.load(v_tile + shift, mask=c_ok & ok[None, :], other=0.0).to(ACC)
+            acc = acc * alpha[None, :] + p[None, :] * val
+            m_i = m_new
+    l_safe = tl.where(l_i > 0, l_i, 1.0)  # l = 0 only for pixels past the image edge
     out = acc / l_safe[None, :]
-    tl.store(out_ptr + pid_bg.to(tl.int64) * Cg * N + ch[:, None] * N + pix[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=ch_ok[:, None] & inside[None, :])
+    tl.store(out_ptr + v_off + cc * N + pix[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=c_ok & inside[None, :])
     if pid_c == 0:
         tl.store(lse_ptr + pid_bg.to(tl.int64) * N + pix, m_i + tl.log(l_safe), mask=inside)
 
@@ -193,124 +213,173 @@ def _bwd_dq_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, dout_ptr, lse_ptr,
                    delta_ptr, dq_ptr, dbias_ptr,
                    G, d, Cg, H, W, n_tiles_w, n_tiles,
                    KS: tl.constexpr, SQDIFF: tl.constexpr, ACC: tl.constexpr,
+                   ONE_D: tl.constexpr, ONE_C: tl.constexpr,
                    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Grid (tiles, B*G, key-channel chunks), per query pixel i: delta_i, dq_i, and the
+    per-tile geometry-bias gradient."""
     BLOCK_N: tl.constexpr = BLOCK_H * BLOCK_W
     R: tl.constexpr = KS // 2
     pid_tile = tl.program_id(0)
     pid_bg = tl.program_id(1)
     pid_d = tl.program_id(2)
     N = H * W
-    g = pid_bg % G
     y, x, pix, inside = _tile_pixels(pid_tile, n_tiles_w, H, W, BLOCK_H, BLOCK_W)
+    cd = tl.arange(0, BLOCK_D)[:, None]
+    d_off = pid_d * BLOCK_D * N  # this program's dq chunk
+    d_ok = cd < d - pid_d * BLOCK_D
+    cc = tl.arange(0, BLOCK_C)[:, None]
+    c_ok = cc < Cg
     qk_off = pid_bg.to(tl.int64) * d * N
     v_off = pid_bg.to(tl.int64) * Cg * N
-    q_base = q_ptr + qk_off
-    k_base = k_ptr + qk_off
-    v_base = v_ptr + v_off
-    dout_base = dout_ptr + v_off
+    stat_off = pid_bg.to(tl.int64) * N
+    q_tile = q_ptr + qk_off + cd * N + pix[None, :]
+    k_tile = k_ptr + qk_off + cd * N + pix[None, :]
+    v_tile = v_ptr + v_off + cc * N + pix[None, :]
+    dout_tile = dout_ptr + v_off + cc * N + pix[None, :]
+    out_tile = out_ptr + v_off + cc * N + pix[None, :]
+    bias_row = bias_ptr + (pid_bg % G) * KS * KS
 
-    delta = _channel_dot(dout_base, out_ptr + v_off, pix, pix, inside, Cg, N, ACC, BLOCK_N, BLOCK_C)
-    lse = tl.load(lse_ptr + pid_bg.to(tl.int64) * N + pix, mask=inside, other=0.0)
+    if ONE_C:
+        dout_own = tl.load(dout_tile, mask=c_ok & inside[None, :], other=0.0).to(ACC)
+        out_own = tl.load(out_tile, mask=c_ok & inside[None, :], other=0.0).to(ACC)
+        delta = tl.sum(dout_own * out_own, axis=0)
+    else:
+        delta = _chunked_dot(dout_tile, out_tile, inside, Cg, N, ACC, BLOCK_N, BLOCK_C)
     if pid_d == 0:
-        tl.store(delta_ptr + pid_bg.to(tl.int64) * N + pix, delta, mask=inside)
+        tl.store(delta_ptr + stat_off + pix, delta, mask=inside)
+    lse = tl.load(lse_ptr + stat_off + pix, mask=inside, other=0.0)
+    q_own = tl.load(q_tile + d_off, mask=d_ok & inside[None, :], other=0.0).to(ACC)
 
-    ch = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    ch_ok = ch < d
-    q_own = tl.load(q_base + ch[:, None] * N + pix[None, :], mask=ch_ok[:, None] & inside[None, :],
-                    other=0.0).to(ACC)
     dq = tl.zeros([BLOCK_D, BLOCK_N], ACC)
-    for o in range(0, KS * KS):
-        dy = o // KS - R
-        dx = o % KS - R
-        ok = inside & (y + dy >= 0) & (y + dy < H) & (x + dx >= 0) & (x + dx < W)
-        nb = pix + dy * W + dx
-        s = _score(q_base, k_base, pix, nb, ok, d, N, SQDIFF, ACC, BLOCK_N, BLOCK_D)
-        s += tl.load(bias_ptr + g * KS * KS + o).to(ACC)
-        p = tl.where(ok, tl.exp(tl.where(ok, s - lse, 0.0)), 0.0)
-        dp = _channel_dot(dout_base, v_base, pix, nb, ok, Cg, N, ACC, BLOCK_N, BLOCK_C)
-        ds = p * (dp - delta)
-        k_nb = tl.load(k_base + ch[:, None] * N + nb[None, :], mask=ch_ok[:, None] & ok[None, :],
-                       other=0.0).to(ACC)
-        if SQDIFF:
-            dq += ds[None, :] * (-2.0) * (q_own - k_nb)
-        else:
-            dq += ds[None, :] * k_nb
-        if pid_d == 0:
-            tl.store(dbias_ptr + (pid_bg.to(tl.int64) * n_tiles + pid_tile) * KS * KS + o, tl.sum(ds, axis=0))
-    tl.store(dq_ptr + qk_off + ch[:, None] * N + pix[None, :], dq.to(dq_ptr.dtype.element_ty),
-             mask=ch_ok[:, None] & inside[None, :])
+    for dy in range(-R, R + 1):
+        row_ok = inside & (y >= -dy) & (y < H - dy)
+        for dx in range(-R, R + 1):
+            ok = row_ok & (x >= -dx) & (x < W - dx)
+            shift = dy * W + dx
+            k_nb = tl.load(k_tile + d_off + shift, mask=d_ok & ok[None, :], other=0.0).to(ACC)
+            if ONE_D:  # then pid_d == 0 and q_own, k_nb hold every channel
+                if SQDIFF:
+                    s = -tl.sum((q_own - k_nb) * (q_own - k_nb), axis=0)
+                else:
+                    s = tl.sum(q_own * k_nb, axis=0)
+            else:
+                s = _chunked_score(q_tile, k_tile + shift, ok, d, N, SQDIFF, ACC, BLOCK_N, BLOCK_D)
+            s += tl.load(bias_row + (dy + R) * KS + dx + R).to(ACC)
+            p = tl.where(ok, tl.exp(tl.where(ok, s - lse, 0.0)), 0.0)
+            if ONE_C:
+                v_nb = tl.load(v_tile + shift, mask=c_ok & ok[None, :], other=0.0).to(ACC)
+                dp = tl.sum(dout_own * v_nb, axis=0)
+            else:
+                dp = _chunked_dot(dout_tile, v_tile + shift, ok, Cg, N, ACC, BLOCK_N, BLOCK_C)
+            ds = p * (dp - delta)
+            if SQDIFF:
+                dq += ds[None, :] * -2.0 * (q_own - k_nb)
+            else:
+                dq += ds[None, :] * k_nb
+            if pid_d == 0:
+                tl.store(dbias_ptr + (pid_bg.to(tl.int64) * n_tiles + pid_tile) * KS * KS + (dy + R) * KS + dx + R,
+                         tl.sum(ds, axis=0))
+    tl.store(dq_ptr + qk_off + d_off + cd * N + pix[None, :], dq.to(dq_ptr.dtype.element_ty),
+             mask=d_ok & inside[None, :])
 
 
 @_jit
 def _bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, dout_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
                      G, d, Cg, H, W, n_tiles_w, n_chunks_d,
                      KS: tl.constexpr, SQDIFF: tl.constexpr, ACC: tl.constexpr,
+                     ONE_D: tl.constexpr, ONE_CHUNK: tl.constexpr,
                      BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr,
                      BLOCK_C: tl.constexpr):
+    """Grid (tiles, B*G, max(key, value) channel chunks), per key pixel j: program z owns dk
+    chunk z (if z < n_chunks_d) and dv chunk z. The queries that see j at offset (dy, dx) are
+    i = j - (dy, dx); the attention's transpose is gathered from them, never scattered.
+    ONE_CHUNK: both channel counts fit in one chunk, so there is one program per tile."""
     BLOCK_N: tl.constexpr = BLOCK_H * BLOCK_W
     R: tl.constexpr = KS // 2
     pid_tile = tl.program_id(0)
     pid_bg = tl.program_id(1)
     pid_ch = tl.program_id(2)
     N = H * W
-    g = pid_bg % G
     y, x, pix, inside = _tile_pixels(pid_tile, n_tiles_w, H, W, BLOCK_H, BLOCK_W)  # key pixels j
+    has_dk = pid_ch < n_chunks_d
+    cd = tl.arange(0, BLOCK_D)[:, None]
+    d_off = pid_ch * BLOCK_D * N
+    d_ok = cd < d - pid_ch * BLOCK_D  # all False past the key-channel chunks
+    cc = tl.arange(0, BLOCK_C)[:, None]
+    c_off = pid_ch * BLOCK_C * N
+    c_ok = cc < Cg - pid_ch * BLOCK_C
     qk_off = pid_bg.to(tl.int64) * d * N
     v_off = pid_bg.to(tl.int64) * Cg * N
     stat_off = pid_bg.to(tl.int64) * N
-    q_base = q_ptr + qk_off
-    k_base = k_ptr + qk_off
-    v_base = v_ptr + v_off
-    dout_base = dout_ptr + v_off
-    has_dk = pid_ch < n_chunks_d  # programs past the key-channel chunks only accumulate dv
+    q_tile = q_ptr + qk_off + cd * N + pix[None, :]
+    k_tile = k_ptr + qk_off + cd * N + pix[None, :]
+    v_tile = v_ptr + v_off + cc * N + pix[None, :]
+    dout_tile = dout_ptr + v_off + cc * N + pix[None, :]
+    lse_row = lse_ptr + stat_off + pix
+    delta_row = delta_ptr + stat_off + pix
+    bias_row = bias_ptr + (pid_bg % G) * KS * KS
 
-    chd = pid_ch * BLOCK_D + tl.arange(0, BLOCK_D)
-    chd_ok = chd < d
-    chc = pid_ch * BLOCK_C + tl.arange(0, BLOCK_C)
-    chc_ok = chc < Cg
-    k_own = tl.load(k_base + chd[:, None] * N + pix[None, :], mask=chd_ok[:, None] & inside[None, :],
-                    other=0.0).to(ACC)
+    k_own = tl.load(k_tile + d_off, mask=d_ok & inside[None, :], other=0.0).to(ACC)
+    if ONE_CHUNK:
+        v_own = tl.load(v_tile, mask=c_ok & inside[None, :], other=0.0).to(ACC)
+    if ONE_D:
+        k_all = tl.load(k_tile, mask=(cd < d) & inside[None, :], other=0.0).to(ACC)
     dk = tl.zeros([BLOCK_D, BLOCK_N], ACC)
     dv = tl.zeros([BLOCK_C, BLOCK_N], ACC)
-    for o in range(0, KS * KS):
-        dy = o // KS - R
-        dx = o % KS - R
-        # query pixel i = j - (dy, dx) sees j at offset o
-        ok = inside & (y - dy >= 0) & (y - dy < H) & (x - dx >= 0) & (x - dx < W)
-        qi = pix - dy * W - dx
-        s = _score(q_base, k_base, qi, pix, ok, d, N, SQDIFF, ACC, BLOCK_N, BLOCK_D)
-        s += tl.load(bias_ptr + g * KS * KS + o).to(ACC)
-        lse = tl.load(lse_ptr + stat_off + qi, mask=ok, other=0.0)
-        p = tl.where(ok, tl.exp(tl.where(ok, s - lse, 0.0)), 0.0)
-        dout_i = tl.load(dout_base + chc[:, None] * N + qi[None, :], mask=chc_ok[:, None] & ok[None, :],
-                         other=0.0).to(ACC)
-        dv += p[None, :] * dout_i
-        if has_dk:
-            delta = tl.load(delta_ptr + stat_off + qi, mask=ok, other=0.0)
-            dp = _channel_dot(dout_base, v_base, qi, pix, ok, Cg, N, ACC, BLOCK_N, BLOCK_C)
-            ds = p * (dp - delta)
-            q_i = tl.load(q_base + chd[:, None] * N + qi[None, :], mask=chd_ok[:, None] & ok[None, :],
-                          other=0.0).to(ACC)
-            if SQDIFF:
-                dk += ds[None, :] * 2.0 * (q_i - k_own)
+    for dy in range(-R, R + 1):
+        row_ok = inside & (y >= dy) & (y < H + dy)
+        for dx in range(-R, R + 1):
+            ok = row_ok & (x >= dx) & (x < W + dx)
+            shift = -(dy * W + dx)  # from j to i
+            if ONE_D:
+                q_i = tl.load(q_tile + shift, mask=(cd < d) & ok[None, :], other=0.0).to(ACC)
+                if SQDIFF:
+                    s = -tl.sum((q_i - k_all) * (q_i - k_all), axis=0)
+                else:
+                    s = tl.sum(q_i * k_all, axis=0)
             else:
-                dk += ds[None, :] * q_i
-    tl.store(dk_ptr + qk_off + chd[:, None] * N + pix[None, :], dk.to(dk_ptr.dtype.element_ty),
-             mask=chd_ok[:, None] & inside[None, :])
-    tl.store(dv_ptr + v_off + chc[:, None] * N + pix[None, :], dv.to(dv_ptr.dtype.element_ty),
-             mask=chc_ok[:, None] & inside[None, :])
+                s = _chunked_score(q_tile + shift, k_tile, ok, d, N, SQDIFF, ACC, BLOCK_N, BLOCK_D)
+            s += tl.load(bias_row + (dy + R) * KS + dx + R).to(ACC)
+            lse = tl.load(lse_row + shift, mask=ok, other=0.0)
+            p = tl.where(ok, tl.exp(tl.where(ok, s - lse, 0.0)), 0.0)
+            dout_i = tl.load(dout_tile + c_off + shift, mask=c_ok & ok[None, :], other=0.0).to(ACC)
+            dv += p[None, :] * dout_i
+            if has_dk:
+                delta = tl.load(delta_row + shift, mask=ok, other=0.0)
+                if ONE_CHUNK:
+                    dp = tl.sum(dout_i * v_own, axis=0)
+                else:
+                    dp = _chunked_dot(dout_tile + shift, v_tile, ok, Cg, N, ACC, BLOCK_N, BLOCK_C)
+                ds = p * (dp - delta)
+                if not ONE_D:
+                    q_i = tl.load(q_tile + d_off + shift, mask=d_ok & ok[None, :], other=0.0).to(ACC)
+                if SQDIFF:
+                    dk += ds[None, :] * 2.0 * (q_i - k_own)
+                else:
+                    dk += ds[None, :] * q_i
+    tl.store(dk_ptr + qk_off + d_off + cd * N + pix[None, :], dk.to(dk_ptr.dtype.element_ty),
+             mask=d_ok & inside[None, :])
+    tl.store(dv_ptr + v_off + c_off + cc * N + pix[None, :], dv.to(dv_ptr.dtype.element_ty),
+             mask=c_ok & inside[None, :])
 
 
 # --------------------------------------------------------------------------------------------
 # Launch
 # --------------------------------------------------------------------------------------------
+# Test hook: a dict of block sizes that replaces :func:`_blocks`'s choice (to exercise several
+# tiles and channel chunks on tiny inputs).
+_BLOCKS_OVERRIDE: dict | None = None
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def _blocks(H: int, W: int, d: int, cg: int) -> dict:
-    """Tile and chunk sizes: up to 64 channels a chunk, and about 4096 accumulator elements
-    (BLOCK_C x pixels) a program, at most 256 pixels in a tile at most 32 wide."""
+    """Tile and chunk sizes: channel chunks of up to 64, and about 4096 accumulator elements
+    (chunk x pixels) a program in tiles of 32 to 256 pixels at most 32 wide."""
+    if _BLOCKS_OVERRIDE is not None:
+        return dict(_BLOCKS_OVERRIDE)
     block_d = min(_pow2(d), 64)
     block_c = min(_pow2(cg), 64)
     pixels = max(32, min(256, 4096 // max(block_c, block_d)))
@@ -319,14 +388,29 @@ def _blocks(H: int, W: int, d: int, cg: int) -> dict:
     return dict(BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_D=block_d, BLOCK_C=block_c)
 
 
+class _Launch:
+    """Grid geometry shared by the three kernels."""
+
+    def __init__(self, q: torch.Tensor, v: torch.Tensor, groups: int):
+        B, gd, H, W = q.shape
+        self.B, self.G, self.H, self.W = B, groups, H, W
+        self.d, self.cg = gd // groups, v.shape[1] // groups
+        self.blocks = _blocks(H, W, self.d, self.cg)
+        self.n_tiles_w = triton.cdiv(W, self.blocks["BLOCK_W"])
+        self.n_tiles = triton.cdiv(H, self.blocks["BLOCK_H"]) * self.n_tiles_w
+        self.n_chunks_d = triton.cdiv(self.d, self.blocks["BLOCK_D"])
+        self.n_chunks_c = triton.cdiv(self.cg, self.blocks["BLOCK_C"])
+        self.acc = tl.float64 if q.dtype == torch.float64 else tl.float32
+        self.stat_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+
+    def sizes(self):
+        return self.G, self.d, self.cg, self.H, self.W, self.n_tiles_w
+
+
 def _new(shape, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if _POISON_OUTPUTS:
         return torch.full(shape, float("nan"), device=like.device, dtype=dtype)
     return torch.empty(shape, device=like.device, dtype=dtype)
-
-
-def _acc(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def _check(q, k, v, geometry_bias, window, composability):
@@ -336,33 +420,25 @@ def _check(q, k, v, geometry_bias, window, composability):
         raise ValueError(f"composability must be one of {COMPOSABILITIES}, got {composability!r}")
     if q.dim() != 4 or q.shape != k.shape or v.dim() != 4 or v.shape[0] != q.shape[0] or v.shape[2:] != q.shape[2:]:
         raise ValueError(f"shape mismatch: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    g = geometry_bias.shape[0]
-    if geometry_bias.dim() != 2 or geometry_bias.shape != (g, window * window):
+    if geometry_bias.dim() != 2 or geometry_bias.shape[1] != window * window:
         raise ValueError(f"geometry_bias must be (G, {window * window}), got {tuple(geometry_bias.shape)}")
+    g = geometry_bias.shape[0]
     if g == 0 or q.shape[1] % g or v.shape[1] % g:
         raise ValueError(f"{q.shape[1]} key/query and {v.shape[1]} value channels do not split into {g} groups")
 
 
 class LocalWindowAttention(torch.autograd.Function):
-    """Triton forward and backward of :func:`local_window` (inputs already checked, same dtype)."""
+    """Triton forward and backward of :func:`local_window` (inputs checked, one dtype)."""
 
     @staticmethod
     def forward(ctx, q, k, v, geometry_bias, window, composability):
         q, k, v, bias = (t.contiguous() for t in (q, k, v, geometry_bias))
-        B, gd, H, W = q.shape
-        C = v.shape[1]
-        G = bias.shape[0]
-        d, cg = gd // G, C // G
-        blk = _blocks(H, W, d, cg)
-        n_tw = triton.cdiv(W, blk["BLOCK_W"])
-        n_tiles = triton.cdiv(H, blk["BLOCK_H"]) * n_tw
-        acc = _acc(q.dtype)
-        stat_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-        out = _new((B, C, H, W), q, q.dtype)
-        lse = _new((B, G, H, W), q, stat_dtype)
-        grid = (n_tiles, B * G, triton.cdiv(cg, blk["BLOCK_C"]))
-        _fwd_kernel[grid](q, k, v, bias, out, lse, G, d, cg, H, W, n_tw,
-                          KS=window, SQDIFF=composability == "squared_diff", ACC=acc, **blk)
+        L = _Launch(q, v, bias.shape[0])
+        out = _new(v.shape, q, q.dtype)
+        lse = _new((L.B, L.G, L.H, L.W), q, L.stat_dtype)
+        _fwd_kernel[(L.n_tiles, L.B * L.G, L.n_chunks_c)](
+            q, k, v, bias, out, lse, *L.sizes(),
+            KS=window, SQDIFF=composability == "squared_diff", ACC=L.acc, ONE_D=L.n_chunks_d == 1, **L.blocks)
         ctx.save_for_backward(q, k, v, bias, out, lse)
         ctx.window, ctx.composability = window, composability
         return out
@@ -372,32 +448,24 @@ class LocalWindowAttention(torch.autograd.Function):
         q, k, v, bias, out, lse = ctx.saved_tensors
         window, sqdiff = ctx.window, ctx.composability == "squared_diff"
         dout = dout.contiguous()
-        B, gd, H, W = q.shape
-        C = v.shape[1]
-        G = bias.shape[0]
-        d, cg = gd // G, C // G
-        blk = _blocks(H, W, d, cg)
-        n_tw = triton.cdiv(W, blk["BLOCK_W"])
-        n_tiles = triton.cdiv(H, blk["BLOCK_H"]) * n_tw
-        acc = _acc(q.dtype)
-        n_chunks_d = triton.cdiv(d, blk["BLOCK_D"])
-        n_chunks_c = triton.cdiv(cg, blk["BLOCK_C"])
-        delta = _new(lse.shape, q, lse.dtype)
-        dbias_tiles = _new((B * G, n_tiles, window * window), q, lse.dtype)
+        L = _Launch(q, v, bias.shape[0])
+        one_d, one_c = L.n_chunks_d == 1, L.n_chunks_c == 1
+        delta = _new(lse.shape, q, L.stat_dtype)
+        dbias_tiles = _new((L.B * L.G, L.n_tiles, window * window), q, L.stat_dtype)
         dq, dk, dv = _new(q.shape, q, q.dtype), _new(k.shape, q, q.dtype), _new(v.shape, q, q.dtype)
-        _bwd_dq_kernel[(n_tiles, B * G, n_chunks_d)](
-            q, k, v, bias, out, dout, lse, delta, dq, dbias_tiles, G, d, cg, H, W, n_tw, n_tiles,
-            KS=window, SQDIFF=sqdiff, ACC=acc, **blk)
-        _bwd_dkdv_kernel[(n_tiles, B * G, max(n_chunks_d, n_chunks_c))](
-            q, k, v, bias, dout, lse, delta, dk, dv, G, d, cg, H, W, n_tw, n_chunks_d,
-            KS=window, SQDIFF=sqdiff, ACC=acc, **blk)
-        dbias = dbias_tiles.view(B, G, n_tiles, window * window).sum((0, 2)).to(bias.dtype)
+        _bwd_dq_kernel[(L.n_tiles, L.B * L.G, L.n_chunks_d)](
+            q, k, v, bias, out, dout, lse, delta, dq, dbias_tiles, *L.sizes(), L.n_tiles,
+            KS=window, SQDIFF=sqdiff, ACC=L.acc, ONE_D=one_d, ONE_C=one_c, **L.blocks)
+        _bwd_dkdv_kernel[(L.n_tiles, L.B * L.G, max(L.n_chunks_d, L.n_chunks_c))](
+            q, k, v, bias, dout, lse, delta, dk, dv, *L.sizes(), L.n_chunks_d,
+            KS=window, SQDIFF=sqdiff, ACC=L.acc, ONE_D=one_d, ONE_CHUNK=one_d and one_c, **L.blocks)
+        dbias = dbias_tiles.view(L.B, L.G, L.n_tiles, window * window).sum((0, 2)).to(bias.dtype)
         return dq, dk, dv, dbias, None, None
 
 
 def local_window(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, geometry_bias: torch.Tensor,
                  window: int, composability: str = "dot") -> torch.Tensor:
-    """The Triton kernel (forward and backward) for ``local_window_reference``'s computation.
+    """The Triton kernels (forward and backward) for ``local_window_reference``'s computation.
 
     Shapes and semantics as in the module docstring. q, k and v are brought to one dtype
     (PyTorch's promotion rule) before the kernel; the output has that dtype. Runs on CUDA
