@@ -123,6 +123,23 @@ def test_split_reduction_is_bitwise_reproducible():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+@pytest.mark.parametrize("torch_deterministic", [False, True])
+def test_deterministic_default_follows_torch(torch_deterministic, monkeypatch):
+    launches = []
+    reduce_kernel = em._em_reduce
+
+    class Spy:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return reduce_kernel[grid]
+
+    monkeypatch.setattr(em, "_em_reduce", Spy())
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: torch_deterministic)
+    x, mu = inputs(1, 5, 37, 3)
+    assert_matches(em.em_iterations_fused(x, mu, 2, **SMALL), ema.em_iterations(x, mu, 2), 1e-4)
+    assert len(launches) == (2 if torch_deterministic else 0)  # the split-N reduce, once per iteration
+
+
 def test_input_checks():
     x, mu = inputs(2, 5, 37, 3)
     with pytest.raises(ValueError, match="T >= 1"):
