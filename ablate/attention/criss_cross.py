@@ -20,8 +20,9 @@ reach every other pixel in two hops.
 Ours
 ----
 :func:`criss_cross_reference` is the band computation in pure PyTorch; it never builds the
-N x N matrix, only the ``B x H x W x (H + W)`` band scores, and is the reference a fused
-(Triton) kernel is checked against. :class:`CrissCrossAttention` is one module and
+N x N matrix, only the ``B x H x W x (H + W)`` band scores, and is the reference the Triton
+kernel ``ablate_kernels.criss_cross`` is checked against; the module runs the kernel on CUDA
+and the reference elsewhere (``ABLATE_KERNELS`` forces either). :class:`CrissCrossAttention` is one module and
 :class:`CCNetBlock` re-applies it ``R`` times. Like the official module the block includes its
 own zero-init-gamma residual, so it is the identity at initialisation. The conv-BN-ReLU layers
 the CCNet head puts before and after the recurrence belong to the head, not the block.
@@ -62,7 +63,9 @@ class CrissCrossAttention(QueryKeyValue):
     """One criss-cross module: q/k at C/qk_reduction, v at C, zero-init gamma, residual."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = criss_cross_reference(self.query(x), self.key(x), self.value(x))
+        from ablate_kernels.criss_cross import criss_cross_attention  # Triton on CUDA, the reference elsewhere
+
+        out = criss_cross_attention(self.query(x), self.key(x), self.value(x))
         return x + self.gamma * out
 
 

@@ -48,8 +48,10 @@ Where ours differs: plain ``BatchNorm2d`` instead of the official synchronised B
 momentum 3e-4 (a training-loop setting); the official conv init (normal with std
 sqrt(2 / (k*k*out_channels)), i.e. Kaiming fan-out) is kept.
 
-``em_step`` and ``em_iterations`` are plain functions so a fused kernel can be checked
-against them.
+``em_step`` and ``em_iterations`` are plain functions, the reference the fused Triton kernel
+``ablate_kernels.em`` is checked against; the moving-average (no-grad) iterations run the kernel
+on CUDA and the reference elsewhere (``ABLATE_KERNELS`` forces either). Learned bases keep the
+differentiable reference.
 """
 from __future__ import annotations
 
@@ -128,8 +130,10 @@ class EMBases(nn.Module):
         mu0 = self.mu.expand(x.shape[0], -1, -1).to(x.dtype)
         if self.bases == "learned":
             return em_iterations(x, mu0, steps)
+        from ablate_kernels.em import em_attention_iterations  # fused Triton step on CUDA, em_iterations elsewhere
+
         with torch.no_grad():
-            mu, z = em_iterations(x, mu0, steps)
+            mu, z = em_attention_iterations(x, mu0, steps)
             if self.training:
                 # Official train.py: mu0 <- m * mu0 + (1 - m) * mean over the batch; no re-normalisation.
                 self.mu.mul_(self.momentum).add_(mu.mean(dim=0, keepdim=True).to(self.mu.dtype),

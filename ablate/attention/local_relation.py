@@ -22,8 +22,9 @@ output pixel p' and every pixel p in its k x k neighbourhood the aggregation wei
 
 Ours
 ----
-:func:`local_window_reference` is the windowed computation with ``unfold`` (the reference a
-fused kernel is checked against). :class:`LocalRelationBlock` is
+:func:`local_window_reference` is the windowed computation with ``unfold``, the reference the
+Triton kernel ``ablate_kernels.local_window`` is checked against; the block runs the kernel on
+CUDA and the reference elsewhere (``ABLATE_KERNELS`` forces either). :class:`LocalRelationBlock` is
 ``x + BN(conv1x1(LR(x)))``: the local relation layer on the input, the bottleneck's output 1x1
 conv + BN, and the residual; the BN scale is zero-initialised so the block starts as the identity
 (as the Non-local block does; LR-Net's own init is the ResNet one -- our choice). Differences:
@@ -124,6 +125,8 @@ class LocalRelationBlock(nn.Module):
         return self.geometry(self.relative_position.unsqueeze(0)).squeeze(0)  # G, k*k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = local_window_reference(self.query(x), self.key(x), x, self.geometry_bias(), self.window,
+        from ablate_kernels.local_window import local_window_attention  # Triton on CUDA, the reference elsewhere
+
+        y = local_window_attention(self.query(x), self.key(x), x, self.geometry_bias(), self.window,
                                    self.composability)
         return x + self.out(y)
