@@ -1,0 +1,452 @@
+"""The cluster path: several workers on one PostgreSQL server, as on several machines.
+
+A real PostgreSQL server is started for this module (initdb into a temporary folder, loopback
+only, password authentication); the tests skip with the reason when none can be started, and
+fail instead under ``ABLATE_REQUIRE_POSTGRES=1`` (CI sets it)."""
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from ablate import storage as st
+from ablate.study import load_study
+
+from conftest import tiny_study
+
+COMPLETE, RUNNING, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL
+
+
+# --------------------------------------------------------------------------------------
+# a throwaway PostgreSQL server
+# --------------------------------------------------------------------------------------
+
+def _pg_bindir() -> Path | None:
+    """The folder holding initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/N/bin."""
+    found = [shutil.which("initdb"), shutil.which("pg_ctl")]
+    if all(found) and Path(found[0]).resolve().parent == Path(found[1]).resolve().parent:
+        return Path(found[0]).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
+                        if Path(p).parent.name.isdigit() else 0, reverse=True)
+    candidates += ["/usr/local/pgsql/bin"]
+    for d in map(Path, candidates):
+        if (d / "initdb").exists() and (d / "pg_ctl").exists():
+            return d
+    return None
+
+
+def _unavailable(why: str):
+    if os.environ.get("ABLATE_REQUIRE_POSTGRES", "0") not in ("", "0"):
+        pytest.fail(f"ABLATE_REQUIRE_POSTGRES is set but no PostgreSQL server could be started: {why}")
+    pytest.skip(f"no PostgreSQL server for the cluster tests: {why}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A PostgreSQL server on 127.0.0.1 with a password-protected, non-superuser role."""
+
+    user = "ablate"
+
+    def __init__(self, bindir: Path):
+        self.bindir = bindir
+        self.password = "pw" + secrets.token_hex(12)  # unique: any occurrence in an output is a leak
+        self.admin_password = secrets.token_hex(12)
+        self.base = Path(tempfile.mkdtemp(prefix="ablate-pg-"))
+        self.data, self.sock, self.log = self.base / "data", self.base / "sock", self.base / "server.log"
+        self.sock.mkdir()
+        (self.base / "pwfile").write_text(self.admin_password + "\n")
+        self.run_as: dict = {}
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            account = next((a for a in (_account("postgres"), _account("nobody")) if a), None)
+            if account is None:
+                _unavailable("running as root and there is neither a 'postgres' nor a 'nobody' account to run it as")
+            self.run_as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+            for p in (self.base, self.sock, self.base / "pwfile"):
+                os.chown(p, account.pw_uid, account.pw_gid)
+        self.port = 0
+        self._databases = 0
+
+    def _pg(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.bindir / args[0]), *args[1:]], cwd=self.base, capture_output=True,
+                              text=True, timeout=timeout, **self.run_as)
+
+    def start(self) -> None:
+        r = self._pg("initdb", "-D", str(self.data), "-U", "admin", f"--pwfile={self.base / 'pwfile'}",
+                     "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync")
+        if r.returncode:
+            _unavailable(f"initdb failed: {r.stderr.strip()[-500:]}")
+        for _ in range(3):  # a free port can be taken between the probe and the server's bind
+            self.port = _free_port()
+            opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} "
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+            r = self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
+            if r.returncode == 0:
+                break
+        else:
+            log = self.log.read_text()[-800:] if self.log.exists() else ""
+            _unavailable(f"pg_ctl start failed: {r.stderr.strip()[-300:]} {log}")
+        self.admin(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
+
+    def admin(self, sql: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="admin", password=self.admin_password,
+                                dbname="postgres")
+        conn.autocommit = True
+        try:
+            conn.cursor().execute(sql)
+        finally:
+            conn.close()
+
+    def rows_containing(self, url: str, needle: str) -> list[str]:
+        """Every row, of every table of the URL's database, whose text holds ``needle``."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="admin", password=self.admin_password,
+                                dbname=url.rsplit("/", 1)[1])
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables = [r[0] for r in cur.fetchall()]
+            assert "trials" in tables and "trial_system_attributes" in tables, tables
+            hits = []
+            for table in tables:
+                cur.execute(f'SELECT t::text FROM "{table}" t')
+                hits += [f"{table}: {r[0][:200]}" for r in cur.fetchall() if needle in r[0]]
+            return hits
+        finally:
+            conn.close()
+
+    def new_database(self) -> str:
+        """A fresh database owned by the test role; returns its URL (password included)."""
+        self._databases += 1
+        name = f"study{self._databases}"
+        self.admin(f"CREATE DATABASE {name} OWNER {self.user}")
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        if self.data.exists():
+            self._pg("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", timeout=60)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _account(name: str):
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        _unavailable("the driver psycopg2 is not installed (pip install psycopg2-binary; it is in the "
+                     "'test' and 'cluster' extras)")
+    bindir = _pg_bindir()
+    if bindir is None:
+        _unavailable("initdb and pg_ctl are neither on PATH nor in /usr/lib/postgresql/*/bin "
+                     "(apt-get install postgresql)")
+    server = Server(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a fresh, empty database on the module's server."""
+    return pg_server.new_database()
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+
+
+def _trials(url: str, name: str = "tiny"):
+    return optuna.load_study(study_name=name, storage=st.open_storage(url)).get_trials(deepcopy=False)
+
+
+def _complete_pairs(trials) -> Counter:
+    return Counter((t.user_attrs["cell_key"], t.user_attrs["seed"]) for t in trials if t.state == COMPLETE)
+
+
+def _worker(study: Path, cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """``python -m ablate.run STUDY ...`` as its own process group (so kill -9 takes its helpers too)."""
+    return subprocess.Popen([sys.executable, "-m", "ablate.run", str(study), *args], cwd=cwd, env=env or ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _table(report: str) -> list[str]:
+    """The report's deterministic parts: the ablation table and the verdicts (no timings)."""
+    head = report.split("## Per-class IoU", 1)[0]
+    per_class = [line.split(" | ")[:2] for line in report.split("## Per-class IoU", 1)[1].splitlines()
+                 if line.startswith("| ") and not line.startswith("| cell")]
+    return [line for line in head.splitlines() if line.startswith(("| ", "- "))] + [" | ".join(p) for p in per_class]
+
+
+def _files_containing(root: Path, needle: bytes) -> list[str]:
+    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+# --------------------------------------------------------------------------------------
+# storage.py's pieces
+# --------------------------------------------------------------------------------------
+
+def test_redact_hides_passwords_in_urls_and_command_lines():
+    r = st.redact
+    assert r("postgresql://u:s3cret@10.0.0.1:5432/db") == "postgresql://u:***@10.0.0.1:5432/db"
+    assert r("postgresql+psycopg2://u:p@ss:w@host/db") == "postgresql+psycopg2://u:***@host/db"
+    assert r("python -m ablate.run x.yaml --storage=postgresql://u:pw@h/db --run-dir r") == \
+        "python -m ablate.run x.yaml --storage=postgresql://u:***@h/db --run-dir r"
+    assert r("postgresql://u@h/db?sslmode=require&password=pw") == "postgresql://u@h/db?sslmode=require&password=***"
+    for kept in ("postgresql://u@h:5432/db", "sqlite:///runs/x.db", "runs/x/optuna.journal"):
+        assert r(kept) == kept
+
+
+def test_storage_url_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv(st.STORAGE_ENV, raising=False)
+    assert st.storage_url(tmp_path, None) == str(tmp_path / "optuna.journal")
+    monkeypatch.setenv(st.STORAGE_ENV, "postgresql://u@h/db")
+    assert st.storage_url(tmp_path, None) == "postgresql://u@h/db"
+    assert st.storage_url(tmp_path, "sqlite:///x.db") == "sqlite:///x.db", "--storage wins over the environment"
+
+
+def test_advisory_lock_key_is_the_same_in_every_process():
+    """Workers on different machines must derive one key: SHA-1 of the study name, never the
+    per-process salted hash(); the value is pinned so that versions of ablate agree too."""
+    code = "from ablate.storage import advisory_key; print(advisory_key('gcn_effect'))"
+    keys = {subprocess.run([sys.executable, "-c", code], env={**ENV, "PYTHONHASHSEED": str(seed)},
+                           capture_output=True, text=True, check=True).stdout.strip() for seed in (1, 2, 3)}
+    assert keys == {str(st.advisory_key("gcn_effect"))} == {"-4430240542348836816"}
+    assert -2**63 <= st.advisory_key("x") < 2**63 and st.advisory_key("x") != st.advisory_key("y")
+
+
+def test_study_lock_excludes_other_processes_with_one_cached_engine(pg_url, tmp_path):
+    """The advisory lock serialises processes; each process keeps one engine per URL, and a
+    forked child builds its own instead of sharing its parent's connections."""
+    st._engines.clear()
+    with st.study_lock(pg_url, "tiny"):
+        pass
+    with st.study_lock(pg_url, "tiny"):
+        engine = st._engines[pg_url]
+    assert list(st._engines) == [pg_url] and st._engines[pg_url] is engine
+
+    probe = tmp_path / "probe.py"
+    probe.write_text(textwrap.dedent("""
+        import sys, time
+        from ablate import storage as st
+        print("waiting", flush=True)
+        with st.study_lock(sys.argv[1], "tiny"):
+            print(f"got {time.time()}", flush=True)
+    """))
+    with st.study_lock(pg_url, "tiny"):
+        child = subprocess.Popen([sys.executable, str(probe), pg_url], env=ENV, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "waiting"
+        time.sleep(2.0)  # the child is blocked on the lock meanwhile
+        released = time.time()
+    got = float(child.communicate(timeout=60)[0].split()[-1])
+    assert child.returncode == 0 and got >= released
+
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's engine, and must get the lock
+        code = 1
+        try:
+            with st.study_lock(pg_url, "tiny"):
+                code = 0 if st._engines[pg_url] is not engine else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with st.study_lock(pg_url, "tiny"):  # the parent's pooled connection survived the child
+        assert st._engines[pg_url] is engine
+
+
+# --------------------------------------------------------------------------------------
+# workers on one server
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_four_workers_one_killed_run_each_trial_once_and_match_a_single_worker(pg_url, pg_server, tmp_path):
+    """Four independent `ablate.run` processes on one PostgreSQL URL (as on four machines), one
+    of them killed with SIGKILL mid-trial: every cell x seed of the 12 finishes exactly once, the
+    killed trial is recorded as lost and rerun by another worker, the report equals a single
+    worker's on the default journal file, and the password is nowhere in what they wrote."""
+    study = tiny_study(tmp_path, seeds=[0, 1, 2, 3, 4, 5], train={"epochs": 2})
+    plan = [(c.key, s) for c, s in load_study(study).trials()]
+    assert len(plan) == 12
+    procs = [_worker(study, tmp_path, "--storage", pg_url, "--run-dir", "runs/tiny", "--threads", "1",
+                     "--reports-dir", f"reports/w{i}") for i in range(4)]
+    victim = procs[0]
+    killed = None
+    deadline = time.time() + 300
+    try:
+        while killed is None and time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                trials = _trials(pg_url)
+            except KeyError:  # no worker has created the study yet
+                continue
+            mine = [t for t in trials if t.state == RUNNING and t.system_attrs.get(st.ATTR + "pid") == victim.pid]
+            if mine:
+                time.sleep(0.5)  # well inside the trial (it takes seconds), then kill -9
+                if _trials(pg_url)[mine[0].number].state == RUNNING:
+                    os.killpg(victim.pid, signal.SIGKILL)
+                    killed = mine[0]
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert killed is not None, "worker 0 never had a running trial"
+    assert victim.returncode == -signal.SIGKILL
+    for p, (out, err) in zip(procs[1:], outs[1:]):
+        assert p.returncode == 0, out + err
+
+    trials = _trials(pg_url)
+    pairs = _complete_pairs(trials)
+    assert sorted(pairs) == sorted(plan) and set(pairs.values()) == {1}, f"each cell x seed once: {pairs}"
+    assert Counter(t.state for t in trials) == {COMPLETE: 12, FAIL: 1}
+    lost = trials[killed.number]
+    assert lost.state == FAIL and lost.system_attrs[st.ATTR + "fail_kind"] == "lost"
+    key = (killed.user_attrs["cell_key"], killed.user_attrs["seed"])
+    rerun = [t for t in trials if t.state == COMPLETE and (t.user_attrs["cell_key"], t.user_attrs["seed"]) == key]
+    assert rerun[0].system_attrs[st.ATTR + "pid"] != victim.pid, "another worker ran the killed trial again"
+    assert len({t.system_attrs[st.ATTR + "pid"] for t in trials if t.state == COMPLETE}) >= 2
+
+    # the report from storage, against a single worker on the embedded journal file
+    res = subprocess.run([sys.executable, "-m", "ablate.report", str(study), "--storage", pg_url,
+                          "--reports-dir", "reports/cluster"], cwd=tmp_path, env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    single = subprocess.run([sys.executable, "-m", "ablate.run", str(study), "--run-dir", "runs/single",
+                             "--threads", "1", "--no-wandb", "--reports-dir", "reports/single"],
+                            cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    cluster = (tmp_path / "reports/cluster/tiny.md").read_text()
+    alone = (tmp_path / "reports/single/tiny.md").read_text()
+    # same rows, columns and values: a trial is a function of its config, seed and thread count
+    assert _table(cluster) == _table(alone)
+    assert "6/6" in cluster and "Failed trials" not in cluster
+    values = {(t.user_attrs["cell_key"], t.user_attrs["seed"]): t.value for t in trials if t.state == COMPLETE}
+    single_values = {(t.user_attrs["cell_key"], t.user_attrs["seed"]): t.value
+                     for t in _trials(str(tmp_path / "runs/single/optuna.journal")) if t.state == COMPLETE}
+    assert values == single_values
+
+    # the password is in no output, report, W&B record, run folder file or storage record
+    secret = pg_server.password
+    texts = [o + e for o, e in outs] + [res.stdout + res.stderr]
+    assert not [t for t in texts if secret in t], "a worker printed the password"
+    assert not _files_containing(tmp_path, secret.encode()), "a written file holds the password"
+    assert list((tmp_path / "runs/tiny/wandb").glob("offline-run-*")), "W&B offline runs were written"
+    assert not pg_server.rows_containing(pg_url, secret), "the storage records hold the password"
+    assert "postgresql://ablate:***@127.0.0.1" in cluster, "the report names the storage, password hidden"
+
+
+@pytest.mark.slow
+def test_workers_option_keeps_the_url_off_child_command_lines(pg_url, pg_server, tmp_path):
+    """`--workers 2` against PostgreSQL: children share the study, and the password is neither
+    on their command lines (what `ps` shows on a shared machine) nor in their W&B records."""
+    study = tiny_study(tmp_path, seeds=[0, 1], train={"epochs": 1})
+    parent = _worker(study, tmp_path, "--storage", pg_url, "--run-dir", "runs/tiny", "--workers", "2")
+    seen: dict[int, str] = {}
+    try:
+        while parent.poll() is None:
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit() and int(proc.name) not in seen:
+                    try:
+                        stat = (proc / "stat").read_text()
+                        if int(stat.rsplit(")", 1)[1].split()[1]) == parent.pid:
+                            seen[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    except (OSError, ValueError, IndexError):
+                        pass
+            time.sleep(0.1)
+        out, err = parent.communicate(timeout=600)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+    assert parent.returncode == 0, out + err
+    children = [c for c in seen.values() if "--worker" in c]
+    assert len(children) == 2, seen
+    assert not [c for c in children if pg_server.password in c], "a child's command line holds the password"
+    pairs = _complete_pairs(_trials(pg_url))
+    assert len(pairs) == 4 and set(pairs.values()) == {1}
+    assert len({t.system_attrs[st.ATTR + "pid"] for t in _trials(pg_url)}) == 2, "both children took trials"
+    assert pg_server.password not in out + err
+    assert not _files_containing(tmp_path, pg_server.password.encode())
+
+
+@pytest.mark.slow
+def test_a_lost_trial_on_another_host_is_reaped_once_its_heartbeat_is_stale(pg_url, tmp_path):
+    """Another machine's process table is out of sight: its trials live by their heartbeat. A
+    trial whose remote owner stopped beating is reaped after the grace period and run again; one
+    whose remote owner keeps beating is left alone, whatever its age."""
+    study = tiny_study(tmp_path, factors={"gcn": [True]}, seeds=[0, 1, 2], train={"epochs": 1})
+    grace = 4.0
+    from ablate.run import _trial_attrs
+
+    spec = load_study(study)
+    store = st.open_storage(pg_url)
+    ostudy = st.load_or_create(store, "tiny")
+    cell = spec.cells()[0]
+
+    def remote_trial(seed: int, beat_age: float) -> int:
+        tid = st.create_running_trial(ostudy, dict(cell.label), {k: [v] for k, v in cell.label},
+                                      _trial_attrs(cell, seed, spec.trial_config(cell, seed)))
+        remote = {st.ATTR + "host": "node-b.cluster", st.ATTR + "node": "other-boot/pid:[1]",
+                  st.ATTR + "pid": os.getpid(), st.ATTR + "start": st._proc_start(os.getpid()),
+                  st.ATTR + "heartbeat": time.time() - beat_age}
+        for k, v in remote.items():  # what a worker on node-b would have written (its pid is alive here)
+            store.set_trial_system_attr(tid, k, v)
+        return tid
+
+    dead = remote_trial(0, beat_age=10 * grace)  # node-b's worker died long ago
+    alive = remote_trial(1, beat_age=0.0)  # node-b's worker is still running this one
+    env = {**ENV, "ABLATE_HEARTBEAT_GRACE_S": str(grace)}
+    cmd = [sys.executable, "-m", "ablate.run", str(study), "--storage", pg_url, "--run-dir", "runs/tiny",
+           "--threads", "1", "--no-wandb"]
+    with st.Heartbeat(store, alive, every=0.5):
+        time.sleep(1.0)
+        res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr
+        beat = store.get_trial(alive).system_attrs[st.ATTR + "heartbeat"]
+        assert time.time() - beat < 2.0, "the heartbeat thread stamps the trial"
+    trials = {t._trial_id: t for t in _trials(pg_url)}
+    assert trials[dead].state == FAIL and trials[dead].system_attrs[st.ATTR + "fail_kind"] == "lost"
+    assert "node-b.cluster" in trials[dead].system_attrs[st.ATTR + "fail_reason"]
+    assert trials[alive].state == RUNNING, "a remote trial with a fresh heartbeat is not reaped"
+    assert sorted(_complete_pairs(trials.values())) == [(cell.key, 0), (cell.key, 2)]
+
+    # node-b's worker dies now (its heartbeat stops): after the grace period a rerun reaps it
+    time.sleep(grace + 0.5)
+    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    trials = {t._trial_id: t for t in _trials(pg_url)}
+    assert trials[alive].state == FAIL and trials[alive].system_attrs[st.ATTR + "fail_kind"] == "lost"
+    pairs = _complete_pairs(trials.values())
+    assert sorted(pairs) == [(cell.key, s) for s in (0, 1, 2)] and set(pairs.values()) == {1}
