@@ -479,3 +479,17 @@ def test_resnet50_trains_a_step_on_voc(tmp_path, r50):
     loss.backward()
     opt.step()
     assert torch.isfinite(loss) and backbone.resnet.stem[0].weight.grad is not None
+
+
+def test_a_trainer_can_bring_its_own_samplers(tmp_path):
+    """Under DDP the trainer hands each rank its slice of every global batch and a val shard."""
+    from ablate.data.real import build_real_datasets, train_loader, val_loader
+
+    make_voc(tmp_path, n_train=4, n_val=2)
+    spec = _voc_spec(tmp_path)
+    sets = build_real_datasets(spec)
+    assert (len(sets.train), len(sets.val), sets.num_classes) == (4, 2, 21)
+    batches = list(train_loader(spec, sets.train, batch_sampler=[[3], [0, 2]]))
+    assert [tuple(x.shape) for x, _ in batches] == [(1, 3, 48, 48), (2, 3, 48, 48)]
+    shard = list(val_loader(spec, sets.val, sampler=[1]))
+    assert len(shard) == 1 and shard[0][0].shape == (1, 3, H, W)

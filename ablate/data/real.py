@@ -21,8 +21,10 @@ class k becomes k - 1). VOC trains on ``train.txt`` plus, when the SBD augmented
 10582-image "train_aug" set, as mmseg's ``pascal_voc12_aug.py`` does (a concatenation of the two).
 
 Entry points: :func:`validate_real_data` (study-file check: keys, types and the layout on disk,
-raising :class:`~ablate.errors.StudyError`) and :func:`build_real_data` (loaders, class count and
-names). mmsegmentation is imported only when loaders are built.
+raising :class:`~ablate.errors.StudyError`) and :func:`build_real_data` (single-process loaders,
+class count and names), or, for a trainer with its own samplers (DDP),
+:func:`build_real_datasets` with :func:`train_loader` / :func:`val_loader`. mmsegmentation is
+imported only when datasets are built.
 """
 from __future__ import annotations
 
@@ -453,6 +455,13 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+class RealDatasets(NamedTuple):
+    train: torch.utils.data.Dataset  # items: mmseg's packed dicts (inputs, data_samples)
+    val: torch.utils.data.Dataset
+    num_classes: int
+    class_names: tuple
+
+
 class RealData(NamedTuple):
     train: DataLoader
     val: DataLoader
@@ -460,34 +469,62 @@ class RealData(NamedTuple):
     class_names: tuple
 
 
-def build_real_data(spec: RealDataSpec, batch_size: int = 8, seed: int = 0, num_workers: int | None = None,
-                    where: str = "data config") -> RealData:
-    """Training and validation loaders of ``spec`` plus the class count and names.
+def build_real_datasets(spec: RealDataSpec, where: str = "data config") -> RealDatasets:
+    """mmseg's datasets of ``spec`` with the training / validation pipelines, and the class names.
 
-    Training: shuffled with a generator seeded by ``seed``, ``batch_size`` per process (under
-    DDP, Lightning swaps in a DistributedSampler), the last incomplete batch dropped when the
-    split holds at least one full batch (BatchNorm needs more than one sample). Batches are
-    (B, 3, crop_h, crop_w) float and (B, crop_h, crop_w) long. Validation: batch size 1, in order.
-    ``num_workers`` defaults to ``spec.num_workers``.
+    VOC with the SBD set: the concatenation of ``train.txt`` (SegmentationClass) and ``aug.txt``
+    (SegmentationClassAug). ``train_images`` / ``val_images`` keep the first N images.
     """
     layout = resolve_layout(spec, where)
     train_pipe, val_pipe = _pipelines(spec)
-    train_parts = [_mmseg_dataset(spec, p, train_pipe, 0, False) for p in layout.train]
-    train_ds = train_parts[0] if len(train_parts) == 1 else ConcatDataset(train_parts)
+    parts = [_mmseg_dataset(spec, p, train_pipe, 0, False) for p in layout.train]
+    train = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     if spec.train_images:
-        train_ds = torch.utils.data.Subset(train_ds, range(min(spec.train_images, len(train_ds))))
-    val_ds = _mmseg_dataset(spec, layout.val[0], val_pipe, spec.val_images, True)
+        train = torch.utils.data.Subset(train, range(min(spec.train_images, len(train))))
+    val = _mmseg_dataset(spec, layout.val[0], val_pipe, spec.val_images, True)
+    classes = tuple(val.metainfo["classes"])
+    return RealDatasets(train, val, len(classes), classes)
+
+
+def _loader_kwargs(spec: RealDataSpec, num_workers: int | None) -> dict:
     workers = spec.num_workers if num_workers is None else num_workers
-    common = dict(num_workers=workers, worker_init_fn=_seed_worker if workers else None,
-                  persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
-    train = DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
-                       drop_last=len(train_ds) >= batch_size,
-                       collate_fn=functools.partial(collate_train, crop_size=spec.crop_size), **common)
-    val = DataLoader(val_ds, batch_size=1, shuffle=False, collate_fn=collate_val, **common)
-    classes = tuple(val_ds.metainfo["classes"])
-    return RealData(train, val, len(classes), classes)
+    return dict(num_workers=workers, worker_init_fn=_seed_worker if workers else None,
+                persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def train_loader(spec: RealDataSpec, dataset, batch_size: int = 8, seed: int = 0, batch_sampler=None,
+                 num_workers: int | None = None) -> DataLoader:
+    """Training batches (B, 3, crop_h, crop_w) float / (B, crop_h, crop_w) long.
+
+    Without ``batch_sampler``: shuffled by a generator seeded with ``seed``, ``batch_size`` per
+    batch, the last incomplete batch dropped when the split holds a full one (BatchNorm needs
+    more than one sample). A ``batch_sampler`` (e.g. one rank's slice of each global batch
+    under DDP) replaces all of that.
+    """
+    collate = functools.partial(collate_train, crop_size=spec.crop_size)
+    kw = _loader_kwargs(spec, num_workers)
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, **kw)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
+                      drop_last=len(dataset) >= batch_size, collate_fn=collate, **kw)
+
+
+def val_loader(spec: RealDataSpec, dataset, sampler=None, num_workers: int | None = None) -> DataLoader:
+    """Validation batches of one image, in order (or in ``sampler``'s order: a rank's shard)."""
+    return DataLoader(dataset, batch_size=1, shuffle=False, sampler=sampler, collate_fn=collate_val,
+                      **_loader_kwargs(spec, num_workers))
+
+
+def build_real_data(spec: RealDataSpec, batch_size: int = 8, seed: int = 0, num_workers: int | None = None,
+                    where: str = "data config") -> RealData:
+    """Single-process training and validation loaders of ``spec`` plus the class count and names
+    (see :func:`train_loader` and :func:`val_loader`; ``num_workers`` defaults to the spec's)."""
+    sets = build_real_datasets(spec, where)
+    return RealData(train_loader(spec, sets.train, batch_size, seed, num_workers=num_workers),
+                    val_loader(spec, sets.val, num_workers=num_workers), sets.num_classes, sets.class_names)
 
 
 __all__ = ["ADE20KSpec", "CityscapesSpec", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "REAL_DATASETS", "RealData",
-           "RealDataSpec", "SPECS", "VOCSpec", "build_real_data", "collate_train", "collate_val", "expected_layout",
-           "is_real", "resize_logits_to", "resolve_layout", "spec_from_dict", "validate_real_data"]
+           "RealDataSpec", "RealDatasets", "SPECS", "VOCSpec", "build_real_data", "build_real_datasets", "collate_train",
+           "collate_val", "expected_layout", "is_real", "resize_logits_to", "resolve_layout", "spec_from_dict",
+           "train_loader", "val_loader", "validate_real_data"]
