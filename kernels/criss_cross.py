@@ -43,8 +43,9 @@ Forward (two launches):
    Columns are the grid's fastest axis, so programs running together read neighbouring
    columns and share cache sectors for the strided (stride W) column loads.
 
-The scores are recomputed once per channel block (``d / BLOCK_C`` extra work, small since
-d = C/8 in CCNet) so that a program's accumulator stays at BLOCK_M x BLOCK_C.
+The scores are recomputed once per channel block so that a program's accumulator stays at
+BLOCK_M x BLOCK_C: ``d / BLOCK_C`` extra products (1/2 for CCNet's d = C/8 = 64 at BLOCK_C =
+128), and q, k are re-read once per channel block (mostly from L2).
 
 Backward (five launches), with ``P = exp(s - lse)`` recomputed from q, k and the saved ``lse``:
 
@@ -69,15 +70,26 @@ forward reads q, k, v and writes out and lse; backward reads q, k, v, out, dout 
 writes dq, dk, dv, i.e. ``(6d + 6c + 2) * B*H*W * dtype_bytes``. These kernels move more: each
 pass reads q, k, v again (two directions), ``out`` is written twice and read once in the
 forward, dq goes through atomics, and the column pass reads with stride W (its traffic lands
-in L2 rather than DRAM when neighbouring columns run together). FLOPs: forward
-``2 B H W (H+W-1) (d + c)`` plus the score recomputation per channel block; backward about
-twice that plus the dS products.
+in L2 rather than DRAM when neighbouring columns run together).
+
+FLOPs, per band entry (B H W (H+W-1) of them) and counting a multiply-add as 2: the minimum is
+``2 (d + c)`` forward and ``2 (3d + 2c)`` backward (s, dP, dS^T q, dS k, P^T dout). These
+kernels add the score recomputation, ``2 d`` per channel block in the forward and in the dv
+kernel, and the padding of lines to whole blocks.
 
 Precision
 ---------
-float32 and float64 compute in their own precision (float32 products use
-``input_precision="ieee"``, not TF32, unless :data:`FP32_DOT_PRECISION` is changed); float16
-and bfloat16 inputs are computed in float32 and cast back.
+float64 computes in float64 (``tl.dot`` with ``input_precision="ieee"``). float32 products go
+through tensor cores as three-pass TF32 (``"tf32x3"``, float32-level accuracy) unless torch's own
+switch allows TF32 for matmuls (``torch.backends.cuda.matmul.allow_tf32`` /
+``torch.set_float32_matmul_precision("high")``), in which case they use plain ``"tf32"`` like the
+einsum reference would; :data:`FP32_DOT_PRECISION` overrides both ("ieee" for exact float32 on
+the FMA units, much slower). float16 and bfloat16 inputs are computed in float32 and cast back.
+Softmax statistics, accumulators and ``lse`` are kept in the compute dtype.
+
+Launch parameters (:func:`_config`) are chosen to compile for sm_90 without register spills
+(checked with ptxas, no GPU at hand), not yet timed on one: lines in blocks of 32 (16 for short
+lines or d > 64), channels in blocks of up to 128, four warps.
 """
 from __future__ import annotations
 
@@ -94,8 +106,9 @@ except ImportError:  # the reference path still works; dispatch.use_triton says 
 
 __all__ = ["criss_cross", "criss_cross_attention", "bytes_moved", "FP32_DOT_PRECISION"]
 
-#: ``input_precision`` of float32 ``tl.dot``: "ieee" (exact float32, the default) or "tf32".
-FP32_DOT_PRECISION = "ieee"
+#: ``input_precision`` of float32 ``tl.dot``: None (the default) follows torch's TF32 switch
+#: ("tf32" when it allows TF32 matmuls, else "tf32x3"); or force "ieee", "tf32x3" or "tf32".
+FP32_DOT_PRECISION: str | None = None
 
 # Test hook: when True, every buffer the kernels should fully write is allocated filled with
 # NaN instead of left uninitialised, so an element a kernel forgot shows up as NaN.
@@ -259,7 +272,7 @@ if triton is not None:
             dk += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
             dq = tl.dot(ds, k, input_precision=PRECISION)  # [M, D]
             tl.atomic_add(DQ + b * D * HW + offs_d[None, :] * HW + pix_m[:, None], dq,
-                          mask=mask_m[:, None] & mask_d[None, :])
+                          mask=mask_m[:, None] & mask_d[None, :], sem="relaxed")
 
         dk_ptrs = DK + b * D * HW + offs_d[None, :] * HW + pix_n[:, None]
         dk_mask = mask_n[:, None] & mask_d[None, :]
@@ -327,18 +340,29 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def _blocks(L: int, d: int, c: int) -> dict:
-    """Block sizes for lines of length L: at least 16 everywhere (tl.dot's minimum)."""
+def _config(kernel: str, L: int, d: int, c: int) -> dict:
+    """Launch parameters of ``kernel`` ("fwd", "dkdq" or "dv") for lines of length L.
+
+    Blocks are at least 16 (tl.dot's minimum). A bigger channel block means fewer score
+    recomputations (d / BLOCK_C extra products) and fewer re-reads of q and k, but a bigger
+    BLOCK_M x BLOCK_C accumulator; in "dkdq" BLOCK_C is only the chunk of the dP loop, kept
+    small because that kernel holds the most tiles. Chosen so that, compiled for sm_90 at
+    d = 64 with 3-pass TF32, ptxas reports no (fwd, dv) or a few bytes of (dkdq) register
+    spills; not yet timed on a GPU.
+    """
     block_d = max(16, _next_pow2(d))
-    block_mn = 16 if L <= 16 else 32 if L <= 32 else 64
-    if block_d >= 128:  # keep the [M, D] query tile and the [N, D] dk tile in registers
-        block_mn = min(block_mn, 32)
-    block_c = max(16, min(_next_pow2(c), 64))
-    return dict(BLOCK_M=block_mn, BLOCK_N=block_mn, BLOCK_D=block_d, BLOCK_C=block_c)
+    block_mn = 16 if (L <= 16 or block_d >= 128) else 32
+    block_c = max(16, min(_next_pow2(c), 32 if kernel == "dkdq" else 128))
+    return dict(BLOCK_M=block_mn, BLOCK_N=block_mn, BLOCK_D=block_d, BLOCK_C=block_c,
+                num_warps=4, num_stages=1 if kernel == "dkdq" else 2)
 
 
 def _precision(dtype: torch.dtype) -> str:
-    return FP32_DOT_PRECISION if dtype == torch.float32 else "ieee"
+    if dtype != torch.float32:
+        return "ieee"
+    if FP32_DOT_PRECISION is not None:
+        return FP32_DOT_PRECISION
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
 
 
 def _alloc(shape, like: torch.Tensor) -> torch.Tensor:
@@ -361,14 +385,14 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
     lse_row = _alloc((B, H, W), q)
     lse = _alloc((B, H, W), q)
     for name, L, n_lines, s_line, s_pos, exclude in _directions(H, W):
-        cfg = _blocks(L, d, c)
+        cfg = _config("fwd", L, d, c)
         n_m = triton.cdiv(L, cfg["BLOCK_M"])
         n_c = triton.cdiv(c, cfg["BLOCK_C"])
         merge = name == "column"
         _fwd_line_kernel[(n_lines, n_m * n_c, B)](
             q, k, v, out, lse_row, lse if merge else lse_row,
             d, c, L, HW, s_line, s_pos, n_c,
-            EXCLUDE_CENTRE=exclude, MERGE=merge, PRECISION=prec, num_warps=4, **cfg)
+            EXCLUDE_CENTRE=exclude, MERGE=merge, PRECISION=prec, **cfg)
     return out, lse
 
 
@@ -385,16 +409,16 @@ def _backward(q, k, v, out, lse, dout):
     dk = _alloc(k.shape, k)
     dv = _alloc(v.shape, v)
     for name, L, n_lines, s_line, s_pos, exclude in _directions(H, W):
-        cfg = _blocks(L, d, c)
-        n_n = triton.cdiv(L, cfg["BLOCK_N"])
-        n_c = triton.cdiv(c, cfg["BLOCK_C"])
         accumulate = name == "column"
-        _bwd_dkdq_line_kernel[(n_lines, n_n, B)](
+        cfg = _config("dkdq", L, d, c)
+        _bwd_dkdq_line_kernel[(n_lines, triton.cdiv(L, cfg["BLOCK_N"]), B)](
             q, k, v, dout, lse, delta, dq, dk, d, c, L, HW, s_line, s_pos,
-            EXCLUDE_CENTRE=exclude, ACCUMULATE=accumulate, PRECISION=prec, num_warps=4, **cfg)
-        _bwd_dv_line_kernel[(n_lines, n_n * n_c, B)](
+            EXCLUDE_CENTRE=exclude, ACCUMULATE=accumulate, PRECISION=prec, **cfg)
+        cfg = _config("dv", L, d, c)
+        n_c = triton.cdiv(c, cfg["BLOCK_C"])
+        _bwd_dv_line_kernel[(n_lines, triton.cdiv(L, cfg["BLOCK_N"]) * n_c, B)](
             q, k, dout, lse, dv, d, c, L, HW, s_line, s_pos, n_c,
-            EXCLUDE_CENTRE=exclude, ACCUMULATE=accumulate, PRECISION=prec, num_warps=4, **cfg)
+            EXCLUDE_CENTRE=exclude, ACCUMULATE=accumulate, PRECISION=prec, **cfg)
     return dq, dk, dv
 
 

@@ -69,16 +69,18 @@ def test_many_blocks_per_line_and_per_channel(monkeypatch):
     the online softmax, the row/column merge and dq's atomics all cross block boundaries.
     (The interpreter accepts tl.dot below 16, a GPU does not.)"""
     b = 16 if GPU else 4
-    monkeypatch.setattr(cc, "_blocks", lambda L, d, c: dict(BLOCK_M=b, BLOCK_N=b, BLOCK_D=b, BLOCK_C=b))
+    monkeypatch.setattr(cc, "_config", lambda kernel, L, d, c: dict(BLOCK_M=b, BLOCK_N=b, BLOCK_D=b, BLOCK_C=b))
     shape = (1, 3, 17, 17, 20) if GPU else (1, 2, 5, 5, 6)  # (B, d, c, H, W)
     _compare(shape, seed=3)
 
 
-def test_default_blocks_cover_long_lines():
-    """The launch configuration for a real map: dot-sized blocks, lines tiled without gaps."""
-    cfg = cc._blocks(97, 64, 512)
-    assert min(cfg.values()) >= 16
-    assert cfg["BLOCK_D"] >= 64 and cfg["BLOCK_M"] == cfg["BLOCK_N"]
+def test_default_launch_parameters():
+    """Real map sizes get dot-sized blocks (>= 16) and a channel block that divides the work."""
+    for kernel in ("fwd", "dkdq", "dv"):
+        cfg = cc._config(kernel, 97, 64, 512)
+        assert min(cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK_C")) >= 16
+        assert cfg["BLOCK_D"] >= 64 and cfg["BLOCK_M"] == cfg["BLOCK_N"]
+        assert cfg["BLOCK_C"] <= 128
 
 
 def test_float64_values():
@@ -116,6 +118,24 @@ def test_saves_only_per_pixel_statistics():
     out = cc.criss_cross(q, k, v)
     saved = sum(t.numel() for t in out.grad_fn.saved_tensors)
     assert saved == q.numel() + k.numel() + v.numel() + out.numel() + B * H * W
+
+
+def test_dot_precision_policy(monkeypatch):
+    """float64 is exact; float32 uses 3-pass TF32 unless torch allows plain TF32 matmuls."""
+    monkeypatch.setattr(cc, "FP32_DOT_PRECISION", None)
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        assert cc._precision(torch.float64) == "ieee"
+        assert cc._precision(torch.float32) == "tf32x3"
+        matmul.allow_tf32 = True
+        assert cc._precision(torch.float32) == "tf32"
+        monkeypatch.setattr(cc, "FP32_DOT_PRECISION", "ieee")
+        assert cc._precision(torch.float32) == "ieee"
+        assert cc._precision(torch.float64) == "ieee"
+    finally:
+        matmul.allow_tf32 = before
 
 
 def test_shape_mismatch_raises():
