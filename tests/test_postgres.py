@@ -428,24 +428,32 @@ def test_a_lost_trial_on_another_host_is_reaped_once_its_heartbeat_is_stale(pg_u
     dead = remote_trial(0, beat_age=10 * grace)  # node-b's worker died long ago
     alive = remote_trial(1, beat_age=0.0)  # node-b's worker is still running this one
     env = {**ENV, "ABLATE_HEARTBEAT_GRACE_S": str(grace)}
-    cmd = [sys.executable, "-m", "ablate.run", str(study), "--storage", pg_url, "--run-dir", "runs/tiny",
-           "--threads", "1", "--no-wandb"]
+    args = ("--storage", pg_url, "--run-dir", "runs/tiny", "--threads", "1", "--no-wandb")
     with st.Heartbeat(store, alive, every=0.5):
-        time.sleep(1.0)
-        res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert res.returncode == 0, res.stderr
-        beat = store.get_trial(alive).system_attrs[st.ATTR + "heartbeat"]
-        assert time.time() - beat < 2.0, "the heartbeat thread stamps the trial"
-    trials = {t._trial_id: t for t in _trials(pg_url)}
-    assert trials[dead].state == FAIL and trials[dead].system_attrs[st.ATTR + "fail_kind"] == "lost"
-    assert "node-b.cluster" in trials[dead].system_attrs[st.ATTR + "fail_reason"]
-    assert trials[alive].state == RUNNING, "a remote trial with a fresh heartbeat is not reaped"
-    assert sorted(_complete_pairs(trials.values())) == [(cell.key, 0), (cell.key, 2)]
-
-    # node-b's worker dies now (its heartbeat stops): after the grace period a rerun reaps it
-    time.sleep(grace + 0.5)
-    res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
+        worker = _worker(study, tmp_path, *args, env=env)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and len(_complete_pairs(_trials(pg_url))) < 2 and worker.poll() is None:
+                time.sleep(0.5)
+            trials = {t._trial_id: t for t in _trials(pg_url)}
+            assert sorted(_complete_pairs(trials.values())) == [(cell.key, 0), (cell.key, 2)]
+            assert trials[dead].state == FAIL and trials[dead].system_attrs[st.ATTR + "fail_kind"] == "lost"
+            assert "node-b.cluster" in trials[dead].system_attrs[st.ATTR + "fail_reason"]
+            time.sleep(2 * grace)  # the worker claims again meanwhile, if it is still there
+            assert {t._trial_id: t for t in _trials(pg_url)}[alive].state == RUNNING, \
+                "a remote trial with a fresh heartbeat is not reaped, whatever its age"
+            assert time.time() - store.get_trial(alive).system_attrs[st.ATTR + "heartbeat"] < 2.0
+        except BaseException:
+            os.killpg(worker.pid, signal.SIGKILL)
+            raise
+    # node-b's worker dies now (its heartbeat stops): once the grace period has passed, a worker
+    # still waiting for it, or else the same command run again, reaps it and runs its seed
+    out, err = worker.communicate(timeout=600)
+    assert worker.returncode == 0, out + err
+    if (cell.key, 1) not in _complete_pairs(_trials(pg_url)):
+        rerun = _worker(study, tmp_path, *args, env=env)
+        out, err = rerun.communicate(timeout=600)
+        assert rerun.returncode == 0, out + err
     trials = {t._trial_id: t for t in _trials(pg_url)}
     assert trials[alive].state == FAIL and trials[alive].system_attrs[st.ATTR + "fail_kind"] == "lost"
     pairs = _complete_pairs(trials.values())
