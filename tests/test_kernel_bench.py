@@ -78,10 +78,13 @@ def test_exponent_fit_recovers_a_known_power_law(b):
 
 def test_fit_on_the_largest_sides_ignores_a_fixed_overhead_that_dominates_small_ones():
     sides = (4, 8, 16, 32, 64, 128)
+    time = {s: 50.0 + 1e-2 * (s * s) ** 1.5 for s in sides}
     res = scaling.Result(scaling.MECHANISMS["criss_cross"],
-                         [scaling.Point(s, 50.0 + 1e-2 * (s * s) ** 1.5, 10 * s**3, 7 * s**3) for s in sides])
+                         [scaling.Point(s, ms=time[s], min_ms=0.9 * time[s], peak_bytes=10 * s**3, flops=7 * s**3)
+                          for s in sides])
     e = scaling.exponents(res, fit_last=2)
     assert e["time_all"] < 1.0 < 1.4 < e["time"] < 1.5  # overhead pulls the all-sides fit down
+    assert e["time_min"] == pytest.approx(e["time"])
     assert e["mem"] == pytest.approx(1.5) and e["flops"] == pytest.approx(1.5)
 
 
@@ -98,6 +101,6 @@ def test_scaling_at_two_tiny_sides_gives_rows_for_every_mechanism():
     for r in results:
         assert not r.error, (r.mechanism.label, r.error)
         assert [p.side for p in r.points] == [4, 8]
-        assert all(p.ms > 0 and p.peak_bytes > 0 and p.flops > 0 for p in r.points)
+        assert all(p.ms >= p.min_ms > 0 and p.peak_bytes > 0 and p.flops > 0 for p in r.points)
     text = scaling.table(results, (4, 8), fit_last=2, markdown=True)
     assert len([line for line in text.splitlines() if line.startswith("| ")]) == 1 + len(results)
