@@ -60,7 +60,9 @@ class RealDataSpec:
     ``crop_size`` is (height, width); ``scale`` is mmseg's keep-ratio scale (long edge, short
     edge): an image is resized to fit inside it, then by a random ratio in ``ratio_range``.
     ``train_images`` / ``val_images`` > 0 keep only the first N images of a split (quick runs).
-    ``num_workers`` is the number of loader processes per training process.
+    ``num_workers`` is the number of loader processes per training process. A relative
+    ``data_root`` is taken from the working directory of the process (give absolute paths on a
+    cluster, where workers may start elsewhere).
     """
 
     name: str = ""
