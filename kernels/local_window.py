@@ -53,9 +53,22 @@ channels), so any d and C/G work, powers of two or not.
   deterministic.
 
 Accumulation is float32 (float64 for float64 inputs, which the interpreter and GPUs support;
-the gradcheck test uses it); outputs have the input dtype. Block sizes come from
-:func:`_blocks` (modest, chosen by reasoning about registers, not yet tuned on a GPU).
-:func:`bytes_moved` gives the compulsory traffic for a bandwidth floor.
+the gradcheck test uses it); outputs have the input dtype (float16 and bfloat16 work too).
+
+GPU notes
+---------
+Block sizes come from :func:`_blocks` (no ``@triton.autotune``: under the interpreter it would
+need a CPU ``do_bench``): tiles of up to 128 pixels, at most 32 wide, channel chunks of up to
+64, 4 warps. Compiled for sm_90a with ptxas (no GPU needed): at d = 1, C/G = 8 (LR-Net's
+groups) the kernels use 54-80 registers a thread (the dk/dv kernel spills 4 bytes); at d = 64,
+C/G = 512 (the ``local_window`` pattern at C = 512) they spill nothing but use 160-254
+registers, which limits occupancy, so the first thing to tune on an H100 is the tile, chunk
+and warp count for wide groups. Work per pixel and group is k*k (2d +
+2C/G) flops forward (more when several value-channel chunks each recompute the scores) and
+about twice that backward; the gathers read each tile's halo from L1/L2, not DRAM.
+
+Public API: :func:`local_window` (the kernel, an autograd function), :func:`local_window_attention`
+(dispatches between kernel and reference), :func:`bytes_moved`.
 """
 from __future__ import annotations
 
@@ -89,9 +102,10 @@ def bytes_moved(B: int, Gd: int, C: int, H: int, W: int, window: int, dtype_byte
     ``dtype_bytes * B * H * W * (6 * Gd + 5 * C)``. The window does not change the floor (the
     halo of a tile is re-read from cache, and the geometry bias is a few hundred numbers);
     it is an argument so a benchmark can pass its full configuration. Our kernels move more
-    than this: the backward re-reads its inputs in both kernels and reads ``out`` once, plus
-    the per-pixel statistics (about ``B x G x HW`` x 4 bytes each, three times written or
-    read).
+    than this: the backward reads q, k, v and dout in both of its kernels and ``out`` once,
+    the forward re-reads q and k for every value-channel chunk after the first, and the
+    per-pixel statistics add ``B x G x HW`` x 4 bytes a pass (lse written, then read by both
+    backward kernels; delta written and read once).
     """
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be odd and >= 1, got {window}")
@@ -383,8 +397,8 @@ def _pow2(n: int) -> int:
 def _blocks(H: int, W: int, d: int, cg: int) -> dict:
     """Tile and chunk sizes. Channel chunks of up to 64; a tile of 32 to 128 pixels, at most 32
     wide, with about 2048 elements in each (chunk x pixels) block, so that the five or six
-    blocks a program holds fit in registers at 4 warps (checked with ptxas for sm_90: no
-    spills at d = 1, C/G = 8 and at d = 64, C/G = 512). Not yet tuned on a GPU."""
+    blocks a program holds fit in registers at 4 warps (see "GPU notes" in the module
+    docstring). Not yet tuned on a GPU."""
     if _BLOCKS_OVERRIDE is not None:
         return dict(_BLOCKS_OVERRIDE)
     block_d = min(_pow2(d), 64)
