@@ -446,6 +446,8 @@ def _check(q, k, v, geometry_bias, window, composability):
     g = geometry_bias.shape[0]
     if g == 0 or q.shape[1] % g or v.shape[1] % g:
         raise ValueError(f"{q.shape[1]} key/query and {v.shape[1]} value channels do not split into {g} groups")
+    if len({t.device for t in (q, k, v, geometry_bias)}) > 1:
+        raise ValueError("q, k, v and geometry_bias must be on one device")
 
 
 class LocalWindowAttention(torch.autograd.Function):
