@@ -2,8 +2,10 @@
 
 One row per cell: mean +- std of the metric over finished seeds, its 95% t interval, the
 difference to the baseline cell with a Welch 95% interval, the attention block's parameter
-count, seeds finished, and a verdict: is the difference distinguishable from zero at this
-many seeds? W&B is never read.
+count and forward FLOPs per image (recorded by the trial), its forward+backward latency and
+peak memory (measured when the report is written, see :func:`block_costs`), seeds finished,
+and a verdict: is the difference distinguishable from zero at this many seeds? W&B is never
+read.
 """
 from __future__ import annotations
 
@@ -33,30 +35,86 @@ def collect(study, url: str) -> dict:
     try:
         ostudy = optuna.load_study(study_name=study.name, storage=store)
     except KeyError:
-        return {"values": {}, "records": {}, "failed": [], "run": {}}
+        return {"values": {}, "records": {}, "failed": [], "pruned": [], "epochs": {"run": 0, "planned": 0},
+                "run": {}}
     values: dict[str, dict[int, float]] = {}
     records: dict[str, list[dict]] = {}
     failed, pruned = [], []
+    epochs = {"run": 0, "planned": 0}  # over complete and pruned trials
     for t in ostudy.get_trials(deepcopy=False):
         key, seed = t.user_attrs.get("cell_key"), t.user_attrs.get("seed")
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            curve = t.user_attrs.get("curve") or [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
+            config = t.user_attrs.get("config")
+            planned = json.loads(config)["train"]["epochs"] if isinstance(config, str) else len(curve)
+            epochs["run"] += len(curve)
+            epochs["planned"] += planned
         if t.state == optuna.trial.TrialState.COMPLETE:
             values.setdefault(key, {})[seed] = t.value
             records.setdefault(key, []).append(t.user_attrs)
         elif t.state == optuna.trial.TrialState.PRUNED:
-            pruned.append((key, seed))
+            pruned.append({"key": key, "seed": seed, "epochs": len(curve), "planned": planned,
+                           "last": curve[-1] if curve else float("nan"), "config": t.user_attrs.get("config")})
         elif t.state == optuna.trial.TrialState.FAIL and t.system_attrs.get(st.ATTR + "fail_kind") == "error":
             failed.append((key, seed, t.system_attrs.get(st.ATTR + "fail_reason", "")))
-    return {"values": values, "records": records, "failed": failed, "pruned": pruned,
+    return {"values": values, "records": records, "failed": failed, "pruned": pruned, "epochs": epochs,
             "run": ostudy.user_attrs.get("last_run", {})}
+
+
+COST_REPEATS, COST_WARMUP = 5, 1
+
+
+def block_shape(cell, world_size: int = 1) -> tuple[int, int, int, int]:
+    """The attention block's input in training: (per-device batch, backbone channels, the
+    backbone's output side) for this cell."""
+    from dataclasses import asdict
+
+    from .models.backbone import BACKBONES
+
+    bb = asdict(cell.backbone)
+    backbone = BACKBONES[bb.pop("name")](**bb)
+    side = cell.data.size // backbone.stride
+    return (max(1, cell.train.batch_size // world_size), backbone.out_channels, side, side)
+
+
+def block_costs(cells: list, world_size: int = 1, device: str | None = None) -> dict:
+    """Forward+backward latency and peak memory of each cell's attention block at its training
+    input shape, on this machine (CUDA if there is one), once per distinct (mechanism, args,
+    shape). Returns cell key -> (Cost, peak bytes over the input's gradient); ``"_device"`` ->
+    the device in words and ``"_threads"`` -> torch's intra-op threads.
+
+    The input's gradient (B*C*H*W float32) is subtracted from the peak: the backbone needs it
+    with or without a block, so the remainder is what the block adds (0 for ``none``)."""
+    import torch
+
+    from .attention import get_preset
+    from .costs import describe_device, measure
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out, seen = {}, {}
+    for c in cells:
+        shape = block_shape(c, world_size)
+        what = (c.mechanism, c.args, shape)
+        if what not in seen:
+            torch.manual_seed(0)
+            block = get_preset(c.mechanism).build(shape[1], **dict(c.args))
+            cost = measure(block, shape, repeats=COST_REPEATS, warmup=COST_WARMUP, device=device)
+            grad_bytes = shape[0] * shape[1] * shape[2] * shape[3] * 4
+            seen[what] = (cost, max(0, cost.peak_mem_bytes - grad_bytes))
+        out[c.key] = seen[what]
+    out["_device"] = describe_device(device)
+    out["_threads"] = torch.get_num_threads()
+    return out
 
 
 def _search_cells(study, data: dict) -> list:
     """A search study's cells are the points it sampled, best first."""
     seen = {}
-    for key, recs in data["records"].items():
-        config = json.loads(recs[0]["config"]) if isinstance(recs[0].get("config"), str) else None
-        if config is not None:
-            seen[key] = study.search_cell(config["cell"])
+    configs = [(key, recs[0].get("config")) for key, recs in data["records"].items()]
+    configs += [(p["key"], p["config"]) for p in data.get("pruned", [])]
+    for key, config in configs:
+        if isinstance(config, str) and key not in seen:
+            seen[key] = study.search_cell(json.loads(config)["cell"])
     means = {k: sum(v.values()) / len(v) for k, v in data["values"].items()}
     return sorted(seen.values(), key=lambda c: -means.get(c.key, 0.0))
 
@@ -68,6 +126,9 @@ def render(study, data: dict, storage_label: str) -> str:
     base_vals = list(vals.get(base.key, {}).values()) if base else []
     ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
     planned = 1 if study.search else len(study.seeds)
+    n_pruned: dict[str, int] = {}
+    for p in data.get("pruned", []):
+        n_pruned[p["key"]] = n_pruned.get(p["key"], 0) + 1
     lines = [f"# {study.name}", ""]
     if study.question:
         lines += [f"**Question.** {' '.join(study.question.split())}", ""]
@@ -79,8 +140,9 @@ def render(study, data: dict, storage_label: str) -> str:
               f"{study.train.epochs} epochs; backbone `{study.backbone.name}` (width {study.backbone.width}). "
               f"Intervals are 95% t intervals over seeds; delta intervals are Welch's.", ""]
     head = ("| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [95% CI] | attn params | "
-            "attn MFLOPs/img | seeds | verdict |")
-    lines += [head, "|" + "---|" * 9]
+            "attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |")
+    lines += [head, "|" + "---|" * 11]
+    costs = data.get("costs") or {}
     verdicts = []
     for c in cells:
         v = list(vals.get(c.key, {}).values())
@@ -107,7 +169,21 @@ def render(study, data: dict, storage_label: str) -> str:
                              f"{verdict.replace('**', '')}."))
         ci = "n/a" if math.isnan(s.half_width) else f"[{_pts(s.ci[0])}, {_pts(s.ci[1])}]"
         mean = "—" if s.n == 0 else f"{_pts(s.mean)} ± {_pts(s.std)}"
-        lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {s.n}/{planned} | {verdict} |")
+        seeds = f"{s.n}/{planned}" + (f" ({n_pruned[c.key]} pruned)" if c.key in n_pruned else "")
+        ms, mib = "", ""
+        if c.key in costs:
+            cost, extra = costs[c.key]
+            ms, mib = f"{cost.latency_ms:.2f}", f"{extra / 2**20:.2f}"
+        lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
+                     f"{seeds} | {verdict} |")
+    if costs:
+        shapes = sorted({block_shape(c, study.trainer.world_size) for c in cells if c.key in costs})
+        lines += ["", f"Attention-block latency (forward + backward, median of {COST_REPEATS} runs after "
+                  f"{COST_WARMUP} warm-up) and peak memory (over the input's gradient, which the backbone needs "
+                  f"anyway) at the training input (B, C, H, W) = {', '.join(map(str, shapes))}, float32, train "
+                  f"mode; measured when this report was written, on {costs['_device']} with "
+                  f"{costs['_threads']} torch thread(s) (`ablate.costs.measure`). Params and MFLOPs are the "
+                  "trial's own records."]
     lines += ["", "## Verdict", ""]
     # the grid's own comparisons first; references are calibration, listed after them
     verdicts = [text for _, text in sorted(verdicts, key=lambda v: v[0])]
@@ -124,8 +200,8 @@ def render(study, data: dict, storage_label: str) -> str:
         comp = sum(r["compute_s"] for r in recs) / len(recs)
         lines.append(f"| {c.title()} | {' / '.join(_pts(p) for p in per)} | {wall:.1f} | {comp:.1f} | "
                      f"{100 * (1 - comp / wall):.1f}% |")
-    if data.get("pruned"):
-        lines += ["", f"Pruned trials (not counted in any mean): {len(data['pruned'])}."]
+    if data.get("pruned") or study.pruner["name"] != "none":
+        lines += _pruning_section(study, data, cells)
     if data["failed"]:
         titles = {c.key: c.title() for c in cells}
         lines += ["", "## Failed trials (not counted)", ""]
@@ -142,10 +218,36 @@ def render(study, data: dict, storage_label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pruning_section(study, data: dict, cells: list) -> list[str]:
+    """Which trials the pruner stopped, at which epoch, and the epochs it saved."""
+    opts = ", ".join(f"{k}={v}" for k, v in study.pruner.items() if k != "name")
+    lines = ["", "## Pruned trials (not counted in any mean)", "",
+             f"Pruner: `{study.pruner['name']}`" + (f" ({opts})" if opts else "") + ". A pruned trial stopped after "
+             "the epoch shown because its val mIoU was poor next to the trials finished before it; it is final "
+             "(never run again)."]
+    ep = data.get("epochs") or {}
+    if ep.get("planned"):
+        saved = 1 - ep["run"] / ep["planned"]
+        lines += ["", f"Epochs trained: {ep['run']} of the {ep['planned']} that the same trials would take without "
+                  f"pruning ({100 * saved:.1f}% saved)."]
+    if data.get("pruned"):
+        titles = {c.key: c.title() for c in cells}
+        lines += ["", "| cell | seed | stopped after epoch | val mIoU there |", "|---|---|---|---|"]
+        for p in sorted(data["pruned"], key=lambda p: (list(titles).index(p["key"]) if p["key"] in titles else 0,
+                                                       p["seed"])):
+            lines.append(f"| {titles.get(p['key'], p['key'])} | {p['seed']} | {p['epochs']}/{p['planned']} | "
+                         f"{_pts(p['last'])} |")
+    return lines
+
+
 def write_report(study, url: str, reports_dir: str = "reports", run_info: dict | None = None) -> Path:
     from . import storage as st
 
     data = collect(study, url)
+    cells = _search_cells(study, data) if study.search else study.cells()
+    done = [c for c in cells if c.key in data["records"]]
+    if done:
+        data["costs"] = block_costs(done, study.trainer.world_size)
     if run_info:
         compute = sum(r.get("compute_s", 0.0) for recs in data["records"].values() for r in recs)
         run_info = {**run_info, "compute_s": compute}

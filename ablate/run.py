@@ -8,6 +8,7 @@ joins the same study.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -34,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
     p.add_argument("--max-trials", type=int, default=0, help="stop this worker after N trials (0: no limit)")
+    p.add_argument("--no-pruning", action="store_true",
+                   help="run every trial to its last epoch whatever the study's pruner says (the full-grid control)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # child process of --workers
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -57,6 +60,9 @@ def print_plan(study, out=sys.stdout) -> None:
         mark = "  <- baseline" if base is not None and c.key == base.key else ""
         print(f"  cell {i + 1}: {c.title():40s} mechanism={c.mechanism:18s} key={c.key}{mark}", file=out)
     print(f"  seeds: {', '.join(map(str, study.seeds))}", file=out)
+    if study.pruner["name"] != "none":
+        opts = ", ".join(f"{k}={v}" for k, v in study.pruner.items() if k != "name")
+        print(f"  pruner: {study.pruner['name']} ({opts})", file=out)
 
 
 def _threads(args) -> int:
@@ -77,12 +83,31 @@ class Progress:
     def epoch_printer(self, index: int, title: str, seed: int, epochs: int, t0: float):
         every = max(1, epochs // 4)
 
-        def on_epoch(epoch: int, miou: float) -> None:
+        def on_epoch(epoch: int, miou: float, pruned: bool = False) -> None:
             e = epoch + 1
-            if e % every == 0 and e != epochs:
+            if (e % every == 0 or pruned) and e != epochs:
                 self.say(f"trial {index}/{self.total} {title} seed={seed}  epoch {e}/{epochs}  "
-                         f"val mIoU {miou:.3f}  ({time.perf_counter() - t0:.0f}s)")
+                         f"val mIoU {miou:.3f}  ({time.perf_counter() - t0:.0f}s)" + ("  -> pruned" if pruned else ""))
         return on_epoch
+
+
+class TrialReporter:
+    """A trial's per-epoch hook in the worker: the epoch's val mIoU goes to the trial's record
+    (an Optuna intermediate value at step = 0-based epoch), the study's pruner is asked whether
+    to stop, and a progress line is printed. Returns True to prune.
+
+    The pruner sees the trials in storage: with a grid it compares this trial with the finished
+    trials (of every cell) at the same epoch. The last epoch is never pruned (the trial is done).
+    """
+
+    def __init__(self, trial, pruning: bool, epochs: int, printer):
+        self.trial, self.pruning, self.epochs, self.printer = trial, pruning, epochs, printer
+
+    def __call__(self, epoch: int, miou: float) -> bool:
+        self.trial.report(miou, epoch)
+        prune = self.pruning and epoch + 1 < self.epochs and self.trial.should_prune()
+        self.printer(epoch, miou, prune)
+        return prune
 
 
 def worker_loop(study, url: str, run_dir: Path, args) -> dict:
@@ -90,13 +115,15 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
     import optuna
 
     from . import storage as st
-    from .trainer import TrialFailed, run_trial
+    from .trainer import TrialFailed, run_trial, wandb_summary
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     threads = _threads(args)
     store = st.open_storage(url)
     with st.study_lock(url, study.name):
-        ostudy = st.load_or_create(store, study.name)
+        st.load_or_create(store, study.name)
+    ostudy = optuna.load_study(study_name=study.name, storage=store, pruner=study.make_pruner())
+    pruning = study.pruner["name"] != "none"
     plan = study.trials()
     index_of = {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}
     choices: dict[str, list] = {}
@@ -131,25 +158,26 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
                 index = index_of[(cell.key, seed)]
         t0 = time.perf_counter()
         title = cell.title()
+        epochs = config["train"]["epochs"]
         progress.say(f"trial {index}/{progress.total} {title} seed={seed}: started")
-        trial = optuna.trial.Trial(ostudy, tid)
-
-        def on_epoch(epoch, miou, _print=progress.epoch_printer(index, title, seed, study.train.epochs, t0)):
-            trial.report(miou, epoch)
-            _print(epoch, miou)
-
+        reporter = TrialReporter(optuna.trial.Trial(ostudy, tid), pruning, epochs,
+                                 progress.epoch_printer(index, title, seed, epochs, t0))
+        isolated = study.trainer.isolated  # DDP: the trial process makes its own W&B run on rank 0
+        wandb_args = None
+        if use_wandb:
+            wandb_args = {"run_dir": str(run_dir), "project": study.tracking.get("project", "ablate"),
+                          "entity": study.tracking.get("entity"), "name": f"{title} seed={seed}"}
         logger = None
         try:
             with st.Heartbeat(store, tid):
-                if use_wandb:
+                if wandb_args and not isolated:
                     from .tracking import make_logger
-                    logger = make_logger(config, run_dir, study.tracking.get("project", "ablate"),
-                                         study.tracking.get("entity"), f"{title} seed={seed}")
-                result = run_trial(config, on_epoch, logger=logger, threads=threads)
+                    logger = make_logger(config, run_dir, wandb_args["project"], wandb_args["entity"],
+                                         wandb_args["name"])
+                result = run_trial(config, reporter, logger=logger, threads=threads,
+                                   wandb=wandb_args if isolated else None)
                 if logger is not None:
-                    logger.experiment.summary.update({"final_val_miou": result["final_val_miou"],
-                                                      "best_val_miou": result["best_val_miou"],
-                                                      "attention_params": result["attention_params"]})
+                    logger.experiment.summary.update(wandb_summary(result))
         except KeyboardInterrupt:
             st.mark_failed(store, tid, "interrupted", "interrupted (Ctrl-C); run again to resume")
             _finish_wandb(logger, 130)
@@ -167,8 +195,15 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
         result["wall_s"] = wall
         for k, v in result.items():
             store.set_trial_user_attr(tid, k, v)
-        store.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [result["value"]])
         totals["trials"] += 1
+        if result.get("pruned_epoch") is not None:
+            # final, like a failure of its own: storage counts PRUNED as done; the value is the
+            # last reported one, as Optuna's own tell() records it
+            store.set_trial_state_values(tid, optuna.trial.TrialState.PRUNED, [result["curve"][-1]])
+            progress.say(f"trial {index}/{progress.total} {title} seed={seed}: pruned after epoch "
+                         f"{result['pruned_epoch'] + 1}/{epochs} (val mIoU {result['curve'][-1]:.3f})  ({wall:.0f}s)")
+            continue
+        store.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [result["value"]])
         progress.say(f"trial {index}/{progress.total} {title} seed={seed}: val mIoU {result['value']:.3f}  "
                      f"({wall:.0f}s)")
     return totals
@@ -240,6 +275,8 @@ def _spawn_workers(args, url: str, run_dir: Path) -> int:
                "--storage", url, "--run-dir", str(run_dir), "--threads", str(threads), "--no-report"]
         if args.no_wandb:
             cmd.append("--no-wandb")
+        if args.no_pruning:
+            cmd.append("--no-pruning")
         if args.max_trials:
             cmd += ["--max-trials", str(args.max_trials)]
         procs.append(subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
@@ -266,6 +303,8 @@ def main(argv=None) -> int:
             raise StudyError("command line", "--workers", f"{args.workers} workers: give 1 or more.")
     except StudyError as e:
         exit_with(e)
+    if args.no_pruning:
+        study = dataclasses.replace(study, pruner={"name": "none"})
     if args.dry_run:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--dry-run | head` must not traceback
         print_plan(study)

@@ -23,7 +23,31 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
     metric: val_miou                 # val_miou (last epoch) or best_val_miou
     baseline: {gcn: on}              # the cell the deltas are taken against (default: first)
     search: {n_trials: 20, sampler: tpe}   # only with range factors: {low, high, log} / {choices}
+    pruner: {name: median, n_startup_trials: 4, n_warmup_steps: 1}   # default: none
+    trainer: {accelerator: cpu, devices: 1, strategy: auto, num_nodes: 1, sync_batchnorm: true}
     tracking: {wandb: true, project: ablate}
+
+``pruner`` stops a trial early when its val mIoU after an epoch is poor next to the trials
+finished before it (Optuna's pruners; the step is Lightning's 0-based epoch index, and a
+trial's last epoch is never pruned). A pruned trial is final: it is recorded as PRUNED,
+listed in the report with the epoch it reached, never counted in a mean and never run again.
+Names and options (defaults are Optuna's, except hyperband's ``max_resource``, which defaults
+to the study's epochs)::
+
+    none
+    median              n_startup_trials: 5, n_warmup_steps: 0, interval_steps: 1, n_min_trials: 1
+    percentile          percentile: 25.0 (the top share kept), and the median's options
+    successive_halving  min_resource: auto, reduction_factor: 4, min_early_stopping_rate: 0, bootstrap_count: 0
+    hyperband           min_resource: 1, max_resource: <epochs>, reduction_factor: 3, bootstrap_count: 0
+
+``trainer`` is passed to Lightning's Trainer. ``train.batch_size`` is the global batch: with
+``devices: 2`` each process trains on half of every batch, so the run sees the same samples in
+the same order as one process would (it needs a batch size divisible by the device count). A
+trial with more than one device, or a strategy other than ``auto``, runs in a fresh process of
+its own (``python -m ablate.trainer``) so that Lightning's DDP launcher can start its ranks;
+the worker keeps owning the trial, and rank 0 reports to storage, W&B and the pruner. Settings
+that differ from the defaults are part of the cell key (DDP changes the numerics: per-device
+dropout masks, buffer updates), so changing them starts fresh trials.
 """
 from __future__ import annotations
 
@@ -42,9 +66,24 @@ from .errors import StudyError
 from .models.backbone import BACKBONES
 
 TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references", "seeds", "metric",
-            "baseline", "search", "tracking")
+            "baseline", "search", "pruner", "trainer", "tracking")
 METRICS = ("val_miou", "best_val_miou")
 SAMPLERS = ("tpe", "random", "grid")
+
+# pruner name -> {option: (kind, minimum, maximum, default)}; kind "int", "float" or "int|auto"
+_STARTUP = {"n_startup_trials": ("int", 0, None, 5), "n_warmup_steps": ("int", 0, None, 0),
+            "interval_steps": ("int", 1, None, 1), "n_min_trials": ("int", 1, None, 1)}
+PRUNERS = {
+    "none": {},
+    "median": dict(_STARTUP),
+    "percentile": {"percentile": ("float", 0.0, 100.0, 25.0), **_STARTUP},
+    "successive_halving": {"min_resource": ("int|auto", 1, None, "auto"), "reduction_factor": ("int", 2, None, 4),
+                           "min_early_stopping_rate": ("int", 0, None, 0), "bootstrap_count": ("int", 0, None, 0)},
+    "hyperband": {"min_resource": ("int", 1, None, 1), "max_resource": ("int|auto", 1, None, "auto"),
+                  "reduction_factor": ("int", 2, None, 3), "bootstrap_count": ("int", 0, None, 0)},
+}
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 
 
 @dataclass(frozen=True)
@@ -58,6 +97,28 @@ class TrainSpec:
     # key -> (kind, minimum[, strict]): strict means the minimum itself is out of range
     _rules = {"epochs": ("int", 1), "batch_size": ("int", 1), "lr": ("float", 0.0, True),
               "weight_decay": ("float", 0.0), "threads": ("int", 0)}
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """What Lightning's Trainer gets; the defaults are one CPU process."""
+
+    accelerator: str = "cpu"
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    sync_batchnorm: bool = True  # BN statistics over the global batch when devices > 1
+
+    _rules = {"devices": ("int", 1), "num_nodes": ("int", 1)}
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+    @property
+    def isolated(self) -> bool:
+        """Whether a trial runs in a process of its own (Lightning's DDP launcher re-runs it)."""
+        return self.world_size > 1 or self.strategy != "auto"
 
 
 @dataclass(frozen=True)
@@ -106,6 +167,8 @@ class Study:
     baseline: dict
     search: dict | None
     tracking: dict = field(default_factory=dict)
+    pruner: dict = field(default_factory=lambda: {"name": "none"})  # name + every option resolved
+    trainer: TrainerSpec = field(default_factory=TrainerSpec)
 
     # ----------------------------------------------------------------------------------
     def cells(self) -> list[Cell]:
@@ -168,8 +231,27 @@ class Study:
             "backbone": _asdict(cell.backbone),
             "data": cell.data.as_dict(),
             "train": _asdict(cell.train),
+            "trainer": _asdict(self.trainer),
             "metric": self.metric,
         }
+
+    def make_pruner(self):
+        """The study's Optuna pruner (a fresh object: SH/Hyperband keep per-process state)."""
+        return make_pruner(self.pruner)
+
+
+def make_pruner(spec: dict):
+    """An Optuna pruner from a resolved ``pruner:`` spec (see :data:`PRUNERS`)."""
+    import optuna
+
+    opts = {k: v for k, v in spec.items() if k != "name"}
+    return {
+        "none": lambda: optuna.pruners.NopPruner(),
+        "median": lambda: optuna.pruners.MedianPruner(**opts),
+        "percentile": lambda: optuna.pruners.PercentilePruner(**opts),
+        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(**opts),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(**opts),
+    }[spec["name"]]()
 
 
 def _asdict(obj) -> dict:
@@ -412,9 +494,13 @@ def load_study(path: str | Path) -> Study:
     if "wandb" in tracking and not isinstance(tracking["wandb"], bool):
         raise StudyError(where, "tracking.wandb", f"expected true or false, got {tracking['wandb']!r}.")
 
+    trainer = _trainer_spec(_expect_mapping(raw.get("trainer"), where, "trainer"), where)
+    epochs_vary = any(k == "train.epochs" for k in factors) or any("train.epochs" in r for r in refs)
+    pruner = _pruner_spec(raw.get("pruner"), where, None if epochs_vary else train.epochs)
+
     study = Study(where, name, question, mech, dict(args), backbone, data, train,
                   {k: v for k, v in factors.items()}, tuple(tuple(r.items()) for r in refs), tuple(seeds),
-                  metric, dict(baseline), search, dict(tracking))
+                  metric, dict(baseline), search, dict(tracking), pruner, trainer)
     if search is None:
         # resolve every cell now: a factor the mechanism lacks fails here, before anything runs
         names = list(factors)
@@ -446,6 +532,52 @@ def load_study(path: str | Path) -> Study:
                 raise StudyError(where, f"factors.{k}", f"mechanism {mech!r} has no factor {k!r}; its factors are: "
                                  f"{', '.join(preset.defaults) or 'none'}.")
     return study
+
+
+def _pruner_spec(raw, where: str, epochs: int | None) -> dict:
+    """``pruner:`` as a mapping with a name and options, or just a name; every option resolved."""
+    if raw is None:
+        return {"name": "none"}
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    raw = dict(_expect_mapping(raw, where, "pruner"))
+    name = raw.pop("name", None)
+    if name not in PRUNERS:
+        got = "missing" if name is None else f"unknown pruner {name!r}"
+        raise StudyError(where, "pruner.name", f"{got}; valid: {', '.join(PRUNERS)}.")
+    options = PRUNERS[name]
+    for k in raw:
+        if k not in options:
+            valid = ", ".join(options) or "none (this pruner takes no options)"
+            raise StudyError(where, f"pruner.{k}", f"unknown option of the {name} pruner; valid: {valid}.")
+    spec = {"name": name}
+    for k, (kind, low, high, default) in options.items():
+        v = raw.get(k, default)
+        if k == "max_resource" and k not in raw and epochs is not None:
+            v = epochs  # a grid's trials all run the study's epochs: no need to guess it from the first
+        if kind == "int|auto" and v == "auto":
+            spec[k] = v
+            continue
+        v = _typed(v, "float" if kind == "float" else "int", low, where, f"pruner.{k}")
+        if high is not None and v > high:
+            raise StudyError(where, f"pruner.{k}", f"{v!r} is out of range: it must be <= {high:g}.")
+        spec[k] = v
+    return spec
+
+
+def _trainer_spec(raw: dict, where: str) -> TrainerSpec:
+    spec = _spec(TrainerSpec, raw, where, "trainer.")
+    if spec.accelerator not in ACCELERATORS:
+        raise StudyError(where, "trainer.accelerator", f"unknown accelerator {spec.accelerator!r}; valid: "
+                         f"{', '.join(ACCELERATORS)}.")
+    if spec.strategy not in STRATEGIES:
+        raise StudyError(where, "trainer.strategy", f"unknown strategy {spec.strategy!r}; valid: "
+                         f"{', '.join(STRATEGIES)} (auto picks ddp when devices > 1).")
+    if spec.num_nodes != 1:
+        raise StudyError(where, "trainer.num_nodes", f"{spec.num_nodes} nodes: the runner starts a trial's "
+                         "processes on one machine, so num_nodes must be 1; to use several machines, start the "
+                         "same command on each against one --storage (each runs its own trials).")
+    return spec
 
 
 def _check_range(spec, where: str, key: str) -> None:

@@ -1,11 +1,30 @@
-"""Train and validate one trial from its resolved configuration."""
+"""Train and validate one trial from its resolved configuration.
+
+One process (the default: ``trainer: {devices: 1, strategy: auto}``) trains in the calling
+worker. Anything else (``devices: 2``, ``strategy: ddp``) runs in a fresh process,
+``python -m ablate.trainer JOB.json``, because Lightning's DDP launcher starts the other ranks
+by re-running the current command: re-running ``python -m ablate.run`` would start more
+workers. The worker keeps owning the trial: rank 0 of the trial process sends each epoch's val
+mIoU to the worker over a pipe and waits for its answer (continue or prune), then sends the
+result; the worker alone writes the trial's record in storage.
+
+Under DDP ``train.batch_size`` is the global batch. Every rank draws the same permutation as a
+single process would (the same seeded ``RandomSampler``) and takes its slice of each batch, so
+the union of the ranks' batches is the single process's batch, step by step. Validation is
+split into disjoint shards (no padding duplicates) and torchmetrics sums the confusion
+matrices over ranks, so val mIoU is that of the whole validation set.
+"""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -15,7 +34,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler, TensorDataset
 
 from .costs import forward_flops
 from .data.synthetic import SceneConfig, make_split, num_classes
@@ -43,27 +62,121 @@ def _dataset(cfg: SceneConfig):
 
 
 class _EpochHook(Callback):
-    def __init__(self, on_epoch: Callable[[int, float], None]):
+    """Checks the training loss, hands each epoch's val mIoU to ``on_epoch`` (rank 0) and stops
+    the fit when it answers True (pruned). The last epoch is never pruned: it is the result.
+
+    ``on_validation_end`` runs after the module's ``on_validation_epoch_end`` has appended the
+    epoch's metrics (``on_validation_epoch_end`` of a callback runs *before* the module's).
+    """
+
+    def __init__(self, on_epoch: Callable[[int, float], bool | None]):
         self.on_epoch = on_epoch
+        self.pruned_epoch: int | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
+        bad = loss is not None and not torch.isfinite(loss).all()
+        if trainer.world_size > 1:  # every rank must stop together, or the others wait forever
+            bad = trainer.strategy.reduce_boolean_decision(bool(bad), all=False)
+        if bad:
             raise TrialFailed(f"non-finite training loss ({float(loss)}) at epoch {trainer.current_epoch}, "
                               f"batch {batch_idx}")
 
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if not trainer.sanity_checking and pl_module.history:
-            self.on_epoch(trainer.current_epoch, pl_module.history[-1]["val_miou"])
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not pl_module.history:
+            return
+        epoch = trainer.current_epoch
+        stop = bool(self.on_epoch(epoch, pl_module.history[-1]["val_miou"])) if trainer.is_global_zero else False
+        if trainer.world_size > 1:
+            stop = trainer.strategy.broadcast(stop, src=0)
+        if stop and epoch + 1 < trainer.max_epochs:
+            self.pruned_epoch = epoch
+            trainer.should_stop = True
+
+
+class _RankSlices(Sampler):
+    """Batches of indices for one rank: the single-process batch sampler's batches, each split
+    into ``world`` contiguous slices of which this rank takes number ``rank``.
+
+    With ``world == 1`` it yields exactly the wrapped sampler's batches. A final batch smaller
+    than ``world`` is dropped (a rank without samples would stall DDP's gradient all-reduce).
+    """
+
+    def __init__(self, batches: BatchSampler, rank: int = 0, world: int = 1):
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __iter__(self):
+        for batch in self.batches:
+            if len(batch) < self.world:
+                continue
+            yield list(torch.tensor(batch).tensor_split(self.world)[self.rank].tolist())
+
+    def __len__(self) -> int:
+        full, tail = divmod(len(self.batches.sampler), self.batches.batch_size)
+        return full + (1 if not self.batches.drop_last and tail >= self.world else 0)
+
+
+class _Batches(L.LightningDataModule):
+    """Whole batches sliced out of in-memory tensors (no per-sample collation), sharded by rank
+    once Lightning knows the rank (the dataloader hooks run after the process group is up)."""
+
+    def __init__(self, train: tuple, val: tuple, batch_size: int, seed: int):
+        super().__init__()
+        self.train, self.val, self.batch_size, self.seed = train, val, batch_size, seed
+
+    def _rank_world(self) -> tuple[int, int]:
+        t = self.trainer
+        return (t.global_rank, t.world_size) if t is not None else (0, 1)
+
+    def train_dataloader(self):
+        rank, world = self._rank_world()
+        xt, yt = self.train
+        gen = torch.Generator().manual_seed(self.seed)
+        batches = BatchSampler(RandomSampler(range(len(xt)), generator=gen), self.batch_size, drop_last=False)
+        sampler = batches if world == 1 else _RankSlices(batches, rank, world)
+        return DataLoader(TensorDataset(xt, yt), batch_size=None, sampler=sampler)
+
+    def val_dataloader(self):
+        rank, world = self._rank_world()
+        xv, yv = self.val
+        if world == 1:
+            order, size = SequentialSampler(range(len(xv))), max(64, self.batch_size)
+        else:  # disjoint contiguous shards, no padding: each image is scored exactly once
+            order, size = torch.arange(len(xv)).tensor_split(world)[rank].tolist(), max(64, self.batch_size // world)
+        return DataLoader(TensorDataset(xv, yv), batch_size=None, sampler=BatchSampler(order, size, drop_last=False))
 
 
 def attention_params(module: SegmentationModule) -> int:
     return sum(p.numel() for p in module.model.attention.parameters())
 
 
-def run_trial(config: dict, on_epoch: Callable[[int, float], None] = lambda e, m: None,
-              logger=None, threads: int | None = None) -> dict:
-    """Train one trial; return its metrics. Deterministic for a given config and thread count."""
+def _trainer_spec(config: dict) -> dict:
+    spec = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1, "sync_batchnorm": True}
+    spec.update(config.get("trainer") or {})
+    return spec
+
+
+def is_isolated(config: dict) -> bool:
+    """Whether this trial runs in a process of its own (DDP, or any strategy but auto)."""
+    spec = _trainer_spec(config)
+    return spec["devices"] * spec["num_nodes"] > 1 or spec["strategy"] != "auto"
+
+
+def run_trial(config: dict, on_epoch: Callable[[int, float], bool | None] = lambda e, m: None,
+              logger=None, threads: int | None = None, wandb: dict | None = None) -> dict:
+    """Train one trial; return its metrics. Deterministic for a given config and thread count.
+
+    ``on_epoch(epoch, val_miou)`` is called after every validation epoch (0-based epoch index);
+    a True answer stops the trial there (pruned: the result has ``pruned_epoch``). ``logger``
+    is a Lightning logger for an in-process trial; ``wandb`` (``make_logger``'s arguments) asks
+    a trial that runs in its own process to create its W&B run on rank 0.
+    """
+    if is_isolated(config):
+        return _run_isolated(config, on_epoch, threads, wandb)
+    return _fit(config, on_epoch, logger, threads)
+
+
+def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dict:
     wall0 = time.perf_counter()
     quiet_libraries()
     if threads:
@@ -73,21 +186,21 @@ def run_trial(config: dict, on_epoch: Callable[[int, float], None] = lambda e, m
     seed = int(config["seed"])
     L.seed_everything(seed, workers=False, verbose=False)
     train = config["train"]
+    spec = _trainer_spec(config)
     module = SegmentationModule(num_classes(data.task), config["backbone"], config["mechanism"], config["args"],
                                 lr=train["lr"], weight_decay=train["weight_decay"], epochs=train["epochs"])
-    gen = torch.Generator().manual_seed(seed)
-    # whole batches are sliced out of the in-memory tensors (no per-sample collation)
-    train_dl = DataLoader(TensorDataset(xt, yt), batch_size=None, sampler=BatchSampler(
-        RandomSampler(range(len(xt)), generator=gen), train["batch_size"], drop_last=False))
-    val_dl = DataLoader(TensorDataset(xv, yv), batch_size=None, sampler=BatchSampler(
-        SequentialSampler(range(len(xv))), max(64, train["batch_size"]), drop_last=False))
+    hook = _EpochHook(on_epoch)
+    world = spec["devices"] * spec["num_nodes"]
     trainer = L.Trainer(
-        max_epochs=train["epochs"], accelerator="cpu", devices=1, logger=logger if logger is not None else False,
+        max_epochs=train["epochs"], accelerator=spec["accelerator"], devices=spec["devices"],
+        num_nodes=spec["num_nodes"], strategy=spec["strategy"],
+        sync_batchnorm=bool(spec["sync_batchnorm"]) and world > 1, use_distributed_sampler=False,
+        logger=logger if logger is not None else False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        deterministic=True, num_sanity_val_steps=0, callbacks=[_EpochHook(on_epoch)],
+        deterministic=True, num_sanity_val_steps=0, callbacks=[hook],
         log_every_n_steps=max(1, math.ceil(len(xt) / train["batch_size"])))
     try:
-        trainer.fit(module, train_dl, val_dl)
+        trainer.fit(module, datamodule=_Batches((xt, yt), (xv, yv), train["batch_size"], seed))
     except SystemExit:
         # Lightning turns Ctrl-C into sys.exit(1) and ignores further SIGINTs; give the runner
         # the KeyboardInterrupt back so it records the trial as interrupted and exits 130.
@@ -106,19 +219,151 @@ def run_trial(config: dict, on_epoch: Callable[[int, float], None] = lambda e, m
         raise TrialFailed("no validation epoch completed")
     curve = [h["val_miou"] for h in hist]
     metric = curve[-1] if config.get("metric", "val_miou") == "val_miou" else max(curve)
+    model = module.model.cpu()
+    stride = model.backbone.stride
     return {
         "value": float(metric),
         "final_val_miou": curve[-1],
         "best_val_miou": max(curve),
         "curve": curve,
         "class_iou": hist[-1]["class_iou"],
+        "pruned_epoch": hook.pruned_epoch,  # None, or the 0-based epoch after which the trial stopped
         "attention_params": attention_params(module),
-        "attention_flops": forward_flops(module.model.attention, (1, module.model.backbone.out_channels,
-                                                                  data.size // module.model.backbone.stride,
-                                                                  data.size // module.model.backbone.stride)),
+        "attention_flops": forward_flops(model.attention, (1, model.backbone.out_channels,
+                                                           data.size // stride, data.size // stride)),
         "total_params": sum(p.numel() for p in module.parameters()),
         "compute_s": module.compute_seconds,
         "train_s": time.perf_counter() - wall0,
         "threads": torch.get_num_threads(),
+        "world_size": world,
         "pid": os.getpid(),
     }
+
+
+# --------------------------------------------------------------------------------------
+# a trial in a process of its own (DDP): the worker side and the trial process side
+# --------------------------------------------------------------------------------------
+
+_RANK_ENV = ("LOCAL_RANK", "NODE_RANK", "GLOBAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+             "LOCAL_WORLD_SIZE", "GROUP_RANK", "RANK")
+
+
+def _run_isolated(config: dict, on_epoch, threads: int | None, wandb: dict | None) -> dict:
+    """Run the trial in ``python -m ablate.trainer``; answer its epoch messages with ``on_epoch``."""
+    evt_r, evt_w = os.pipe()
+    ans_r, ans_w = os.pipe()
+    tmp = Path(tempfile.mkdtemp(prefix="ablate-trial-"))
+    job = tmp / "job.json"
+    job.write_text(json.dumps({"config": config, "threads": threads, "wandb": wandb,
+                               "events_fd": evt_w, "answers_fd": ans_r}))
+    env = {k: v for k, v in os.environ.items() if k not in _RANK_ENV}
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen([sys.executable, "-m", "ablate.trainer", str(job)], pass_fds=(evt_w, ans_r), env=env)
+    os.close(evt_w)
+    os.close(ans_r)
+    result, failed = None, None
+    try:
+        with os.fdopen(evt_r, "r") as events, os.fdopen(ans_w, "w") as answers:
+            for line in events:
+                kind, _, payload = line.rstrip("\n").partition(" ")
+                msg = json.loads(payload) if payload else {}
+                if kind == "epoch":
+                    prune = bool(on_epoch(msg["epoch"], msg["val_miou"]))
+                    answers.write("prune\n" if prune else "go\n")
+                    answers.flush()
+                elif kind == "result":
+                    result = msg
+                elif kind == "failed":
+                    failed = msg["reason"]
+        code = proc.wait()
+    except BaseException:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        raise
+    finally:
+        job.unlink(missing_ok=True)
+        tmp.rmdir()
+    if code in (130, -signal.SIGINT):
+        raise KeyboardInterrupt
+    if failed is not None:
+        raise TrialFailed(failed)
+    if result is None or code != 0:
+        raise TrialFailed(f"the trial process (python -m ablate.trainer, {config['trainer']}) exited with code "
+                          f"{code} without a result; its output is above")
+    return result
+
+
+def _trial_process(job_path: str) -> int:
+    """Entry point of ``python -m ablate.trainer JOB.json``: every rank runs this; rank 0 talks to
+    the worker (epoch messages, the result) and owns the W&B run."""
+    job = json.loads(Path(job_path).read_text())
+    config = job["config"]
+    rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    spec = _trainer_spec(config)
+    threads = job.get("threads")
+    if threads:
+        threads = max(1, threads // spec["devices"])  # the worker's share of cores, split over its ranks
+    if not rank0:
+        return _rank_n(config, threads)
+    events = os.fdopen(job["events_fd"], "w")
+    answers = os.fdopen(job["answers_fd"], "r")
+
+    def send(kind: str, msg: dict) -> None:
+        events.write(f"{kind} {json.dumps(msg)}\n")
+        events.flush()
+
+    def on_epoch(epoch: int, miou: float) -> bool:
+        send("epoch", {"epoch": epoch, "val_miou": miou})
+        return answers.readline().strip() == "prune"
+
+    logger = None
+    code = 0
+    try:
+        if job.get("wandb"):
+            from .tracking import make_logger
+
+            w = job["wandb"]
+            logger = make_logger(config, Path(w["run_dir"]), w["project"], w.get("entity"), w["name"])
+        result = _fit(config, on_epoch, logger, threads)
+        if logger is not None:
+            logger.experiment.summary.update(wandb_summary(result))
+        send("result", result)
+    except TrialFailed as e:
+        send("failed", {"reason": str(e)})
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        if logger is not None:
+            try:
+                logger.experiment.finish(exit_code=code)
+            except Exception:  # noqa: BLE001 - tracking must never break a study
+                pass
+    return code
+
+
+def _rank_n(config: dict, threads: int | None) -> int:
+    try:
+        _fit(config, lambda e, m: False, None, threads)
+    except KeyboardInterrupt:
+        return 130
+    except TrialFailed:
+        return 1
+    return 0
+
+
+def wandb_summary(result: dict) -> dict:
+    """What a trial's W&B run keeps as its summary."""
+    out = {k: result[k] for k in ("final_val_miou", "best_val_miou", "attention_params")}
+    if result.get("pruned_epoch") is not None:
+        out["pruned_after_epoch"] = result["pruned_epoch"] + 1
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(_trial_process(sys.argv[1]))

@@ -35,6 +35,11 @@ class SegmentationModule(L.LightningModule):
 
     ``compute_seconds`` accumulates the wall time of forward, backward and optimiser steps
     (training) and of validation forwards, so the harness can report its own overhead.
+
+    Under DDP the metrics' ``compute()`` sums the confusion matrices over ranks (torchmetrics'
+    sync on compute), so ``history`` holds the whole validation set's IoU on every rank; the
+    logged losses are averaged over ranks (``sync_dist``). ``compute_seconds`` is this rank's
+    own time (its steps include waiting for the gradient all-reduce).
     """
 
     def __init__(self, num_classes: int, backbone: dict, mechanism: str, mechanism_args: dict,
@@ -69,7 +74,7 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = F.cross_entropy(self(x), y, ignore_index=self.hparams.ignore_index)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -79,14 +84,14 @@ class SegmentationModule(L.LightningModule):
         pred = logits.argmax(1)
         self.miou.update(pred, y)
         self.class_iou.update(pred, y)
-        self.log("val_loss", loss, on_step=False, on_epoch=True)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_end(self):
         miou = self.miou.compute()
         per_class = self.class_iou.compute()
         self.miou.reset()
         self.class_iou.reset()
-        self.log("val_miou", miou)
+        self.log("val_miou", miou, sync_dist=True)  # already global: torchmetrics syncs on compute
         if not self.trainer.sanity_checking:
             self.history.append({"epoch": self.current_epoch, "val_miou": float(miou),
                                  "class_iou": [float(v) for v in per_class]})

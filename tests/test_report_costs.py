@@ -1,0 +1,73 @@
+"""Cost columns of a study report: each cell's attention block is timed (forward + backward) and
+its peak memory measured at the input it trains on, when the report is written."""
+from __future__ import annotations
+
+import json
+
+import optuna
+
+from ablate import storage as st
+from ablate.report import block_costs, block_shape, write_report
+from ablate.study import load_study
+
+from conftest import tiny_study
+
+
+def _fake_finished_study(tmp_path, **overrides):
+    """A study whose trials are in storage as if they had run (no training needed here)."""
+    study = load_study(tiny_study(tmp_path, factors={"gcn": [True]}, references=[{"mechanism": "none"}],
+                                  baseline={}, **overrides))
+    url = str(tmp_path / "runs" / "optuna.journal")
+    ostudy = st.load_or_create(st.open_storage(url), study.name)
+    for i, (cell, seed) in enumerate(study.trials()):
+        attrs = {"cell_key": cell.key, "seed": seed, "config": json.dumps(study.trial_config(cell, seed)),
+                 "class_iou": [0.9, 0.5, 0.5, 0.5, 0.5], "wall_s": 2.0, "compute_s": 1.5, "curve": [0.5, 0.6],
+                 "attention_params": 0 if cell.mechanism == "none" else 100, "attention_flops": 1000}
+        ostudy.add_trial(optuna.trial.create_trial(value=0.6 + 0.01 * i, user_attrs=attrs))
+    return study, url
+
+
+def _rows(text: str) -> dict:
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    head = [h.strip() for h in lines[0].strip("|").split("|")]
+    table = {}
+    for ln in lines[1:]:  # the |---| rule does not start with "| "
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        if len(cells) != len(head):
+            break  # the next table
+        table[cells[1]] = dict(zip(head, cells))
+    return table
+
+
+def test_block_shape_is_the_training_input_of_the_block(tmp_path):
+    study = load_study(tiny_study(tmp_path))  # batch 16, width 8, 32 x 32 images, backbone stride 2
+    cell = study.cells()[0]
+    assert block_shape(cell) == (16, 8, 16, 16)
+    assert block_shape(cell, world_size=2) == (8, 8, 16, 16)  # DDP: each device's share of the batch
+
+
+def test_report_has_latency_and_memory_columns(tmp_path):
+    study, url = _fake_finished_study(tmp_path)
+    text = write_report(study, url, str(tmp_path / "rep")).read_text()
+    rows = _rows(text)
+    glore, none = rows["glore"], rows["none"]
+    for row in (glore, none):
+        assert "attn fwd+bwd ms" in row and "attn peak MiB" in row
+    # a real block takes time and holds activations; no block adds nothing over the input's gradient
+    assert float(glore["attn fwd+bwd ms"]) > 0 and float(glore["attn peak MiB"]) > 0
+    assert float(none["attn peak MiB"]) == 0.0
+    assert float(none["attn fwd+bwd ms"]) < float(glore["attn fwd+bwd ms"])
+    assert "(16, 8, 16, 16)" in text and "torch thread(s)" in text and "measured when this report was written" in text
+
+
+def test_costs_are_measured_once_per_distinct_block(tmp_path, monkeypatch):
+    study = load_study(tiny_study(tmp_path, factors={"gcn": [True, False], "train.lr": [0.001, 0.01]},
+                                  baseline={}))
+    calls = []
+    import ablate.costs as costs
+
+    real = costs.measure
+    monkeypatch.setattr(costs, "measure", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    out = block_costs(study.cells())
+    assert len(calls) == 2  # gcn on / off; the learning rate does not change the block
+    assert out[study.cells()[0].key] is out[study.cells()[1].key]
