@@ -95,18 +95,30 @@ def engine_url(url: str) -> str:
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("postgres"):
+        # Optuna creates its tables and types on first use, check-then-create; workers starting
+        # together on an empty database would race in PostgreSQL's catalog (the losers die of a
+        # duplicate key), so they open the storage one at a time
+        with _pg_lock(url, _SCHEMA_KEY):
+            return optuna.storages.RDBStorage(engine_url(url), engine_kwargs={"pool_pre_ping": True})
     if "://" in url:
-        return optuna.storages.RDBStorage(engine_url(url), engine_kwargs={"pool_pre_ping": True}
-                                          if url.startswith("postgres") else {})
+        return optuna.storages.RDBStorage(url)
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(url, lock_obj=optuna.storages.journal.JournalFileOpenLock(url))
     return optuna.storages.journal.JournalStorage(backend)
 
 
+def _sha1_key(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big", signed=True)
+
+
 def advisory_key(study_name: str) -> int:
     """The PostgreSQL advisory-lock key of a study: a signed 64-bit integer from SHA-1, the same
     in every process, machine and version (Python's ``hash()`` is salted per process)."""
-    return int.from_bytes(hashlib.sha1(f"ablate:{study_name}".encode()).digest()[:8], "big", signed=True)
+    return _sha1_key(f"ablate:{study_name}")
+
+
+_SCHEMA_KEY = _sha1_key("ablate-schema")  # no study key: those all hash "ablate:<name>"
 
 
 _engines: dict[str, object] = {}
@@ -131,20 +143,26 @@ def _lock_engine(url: str):
 
 
 @contextlib.contextmanager
+def _pg_lock(url: str, key: int) -> Iterator[None]:
+    """A transaction-level PostgreSQL advisory lock: the transaction's end (or a dropped
+    connection) releases it, so no failure path can leave it held."""
+    import sqlalchemy
+
+    with _lock_engine(url).connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlalchemy.exc.DBAPIError):
+                conn.rollback()  # releases the lock (a lost connection released it already)
+
+
+@contextlib.contextmanager
 def study_lock(url: str, study_name: str) -> Iterator[None]:
     """A lock shared by every worker of this study (processes and, for PostgreSQL, machines)."""
     if url.startswith("postgres"):
-        import sqlalchemy
-
-        # a transaction-level advisory lock: the transaction's end (or a dropped connection)
-        # releases it, so no failure path can leave it held
-        with _lock_engine(url).connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(study_name)})
-            try:
-                yield
-            finally:
-                with contextlib.suppress(sqlalchemy.exc.DBAPIError):
-                    conn.rollback()  # releases the lock (a lost connection released it already)
+        with _pg_lock(url, advisory_key(study_name)):
+            yield
         return
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])

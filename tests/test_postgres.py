@@ -287,6 +287,34 @@ def test_study_lock_excludes_other_processes_with_one_cached_engine(pg_url, tmp_
         assert st._engines[pg_url] is engine
 
 
+def test_workers_starting_together_on_an_empty_database_all_start(pg_url, tmp_path):
+    """Optuna creates its tables on first use; PostgreSQL's CREATE TABLE is check-then-insert in
+    the catalog, so workers starting at once on an empty database would race (a duplicate-key
+    error kills the losers) unless table creation is serialised."""
+    go = tmp_path / "go"
+    probe = tmp_path / "probe.py"
+    probe.write_text(textwrap.dedent("""
+        import os, sys, time
+        from ablate import storage as st
+        open(f"{sys.argv[2]}.ready.{os.getpid()}", "w").close()
+        while not os.path.exists(sys.argv[2]):
+            time.sleep(0.01)
+        store = st.open_storage(sys.argv[1])
+        with st.study_lock(sys.argv[1], "tiny"):
+            st.load_or_create(store, "tiny")
+        print("ok", flush=True)
+    """))
+    procs = [subprocess.Popen([sys.executable, str(probe), pg_url, str(go)], env=ENV, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("go.ready.*"))) < len(procs) and time.time() < deadline:
+        time.sleep(0.05)  # until every process has imported and waits for the start signal
+    go.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    failed = [err[-600:] for p, (out, err) in zip(procs, results) if p.returncode != 0 or out.strip() != "ok"]
+    assert not failed, failed
+
+
 # --------------------------------------------------------------------------------------
 # workers on one server
 # --------------------------------------------------------------------------------------
