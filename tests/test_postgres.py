@@ -197,9 +197,21 @@ def _complete_pairs(trials) -> Counter:
 
 
 def _worker(study: Path, cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """``python -m ablate.run STUDY ...`` as its own process group (so kill -9 takes its helpers too)."""
-    return subprocess.Popen([sys.executable, "-m", "ablate.run", str(study), *args], cwd=cwd, env=env or ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    """``python -m ablate.run STUDY ...`` as its own process group (so kill -9 takes its helpers
+    too), its stdout and stderr in a log file under ``cwd/logs`` (a pipe nobody reads could fill)."""
+    (cwd / "logs").mkdir(exist_ok=True)
+    log = cwd / "logs" / f"worker-{len(list((cwd / 'logs').iterdir()))}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "ablate.run", str(study), *args], cwd=cwd, env=env or ENV,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    """Wait for a worker; its output."""
+    proc.wait(timeout=timeout)
+    return proc.log.read_text()
 
 
 def _table(report: str) -> list[str]:
@@ -346,15 +358,15 @@ def test_four_workers_one_killed_run_each_trial_once_and_match_a_single_worker(p
                 if _trials(pg_url)[mine[0].number].state == RUNNING:
                     os.killpg(victim.pid, signal.SIGKILL)
                     killed = mine[0]
-        outs = [p.communicate(timeout=600) for p in procs]
+        outs = [_finish(p) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
     assert killed is not None, "worker 0 never had a running trial"
     assert victim.returncode == -signal.SIGKILL
-    for p, (out, err) in zip(procs[1:], outs[1:]):
-        assert p.returncode == 0, out + err
+    for p, out in zip(procs[1:], outs[1:]):
+        assert p.returncode == 0, out
 
     trials = _trials(pg_url)
     pairs = _complete_pairs(trials)
@@ -388,7 +400,7 @@ def test_four_workers_one_killed_run_each_trial_once_and_match_a_single_worker(p
 
     # the password is in no output, report, W&B record, run folder file or storage record
     secret = pg_server.password
-    texts = [o + e for o, e in outs] + [res.stdout + res.stderr]
+    texts = outs + [res.stdout + res.stderr]
     assert not [t for t in texts if secret in t], "a worker printed the password"
     assert not _files_containing(tmp_path, secret.encode()), "a written file holds the password"
     assert list((tmp_path / "runs/tiny/wandb").glob("offline-run-*")), "W&B offline runs were written"
@@ -414,18 +426,18 @@ def test_workers_option_keeps_the_url_off_child_command_lines(pg_url, pg_server,
                     except (OSError, ValueError, IndexError):
                         pass
             time.sleep(0.1)
-        out, err = parent.communicate(timeout=600)
+        out = _finish(parent)
     finally:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
-    assert parent.returncode == 0, out + err
+    assert parent.returncode == 0, out
     children = [c for c in seen.values() if "--worker" in c]
     assert len(children) == 2, seen
     assert not [c for c in children if pg_server.password in c], "a child's command line holds the password"
     pairs = _complete_pairs(_trials(pg_url))
     assert len(pairs) == 4 and set(pairs.values()) == {1}
     assert len({t.system_attrs[st.ATTR + "pid"] for t in _trials(pg_url)}) == 2, "both children took trials"
-    assert pg_server.password not in out + err
+    assert pg_server.password not in out
     assert not _files_containing(tmp_path, pg_server.password.encode())
 
 
@@ -476,12 +488,12 @@ def test_a_lost_trial_on_another_host_is_reaped_once_its_heartbeat_is_stale(pg_u
             raise
     # node-b's worker dies now (its heartbeat stops): once the grace period has passed, a worker
     # still waiting for it, or else the same command run again, reaps it and runs its seed
-    out, err = worker.communicate(timeout=600)
-    assert worker.returncode == 0, out + err
+    out = _finish(worker)
+    assert worker.returncode == 0, out
     if (cell.key, 1) not in _complete_pairs(_trials(pg_url)):
         rerun = _worker(study, tmp_path, *args, env=env)
-        out, err = rerun.communicate(timeout=600)
-        assert rerun.returncode == 0, out + err
+        out = _finish(rerun)
+        assert rerun.returncode == 0, out
     trials = {t._trial_id: t for t in _trials(pg_url)}
     assert trials[alive].state == FAIL and trials[alive].system_attrs[st.ATTR + "fail_kind"] == "lost"
     pairs = _complete_pairs(trials.values())
