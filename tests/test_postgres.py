@@ -215,11 +215,18 @@ def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
 
 
 def _table(report: str) -> list[str]:
-    """The report's deterministic parts: the ablation table and the verdicts (no timings)."""
-    head = report.split("## Per-class IoU", 1)[0]
-    per_class = [line.split(" | ")[:2] for line in report.split("## Per-class IoU", 1)[1].splitlines()
+    """The report's deterministic parts: the ablation table without the costs measured when the
+    report is written (milliseconds, MiB), the verdicts, and each cell's per-class IoU."""
+    head, tail = report.split("## Per-class IoU", 1)
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in head.splitlines()
+            if line.startswith("| ")]
+    keep = [i for i, h in enumerate(rows[0]) if not h.endswith((" ms", " MiB"))]
+    assert {"cell", "mIoU mean ± std", "seeds"} <= {rows[0][i] for i in keep}, rows[0]
+    table = [" | ".join(row[i] for i in keep) for row in rows]
+    verdicts = [line for line in head.splitlines() if line.startswith("- ")]
+    per_class = [" | ".join(line.split(" | ")[:2]) for line in tail.splitlines()
                  if line.startswith("| ") and not line.startswith("| cell")]
-    return [line for line in head.splitlines() if line.startswith(("| ", "- "))] + [" | ".join(p) for p in per_class]
+    return table + verdicts + per_class
 
 
 def _files_containing(root: Path, needle: bytes) -> list[str]:
