@@ -10,9 +10,11 @@ read.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +79,21 @@ def block_shape(cell, world_size: int = 1) -> tuple[int, int, int, int]:
     return (max(1, cell.train.batch_size // world_size), backbone.out_channels, side, side)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Send file descriptor 2 to /dev/null for a while (output of C++ code Python cannot filter)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def block_costs(cells: list, world_size: int = 1, device: str | None = None) -> dict:
     """Forward+backward latency and peak memory of each cell's attention block at its training
     input shape, on this machine (CUDA if there is one), once per distinct (mechanism, args,
@@ -98,7 +115,8 @@ def block_costs(cells: list, world_size: int = 1, device: str | None = None) -> 
         if what not in seen:
             torch.manual_seed(0)
             block = get_preset(c.mechanism).build(shape[1], **dict(c.args))
-            cost = measure(block, shape, repeats=COST_REPEATS, warmup=COST_WARMUP, device=device)
+            with _quiet_native_stderr():  # torch's profiler prints two lines per memory measurement
+                cost = measure(block, shape, repeats=COST_REPEATS, warmup=COST_WARMUP, device=device)
             grad_bytes = shape[0] * shape[1] * shape[2] * shape[3] * 4
             seen[what] = (cost, max(0, cost.peak_mem_bytes - grad_bytes))
         out[c.key] = seen[what]

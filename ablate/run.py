@@ -267,7 +267,31 @@ def _finish_wandb(logger, code: int) -> None:
             pass
 
 
-def _spawn_workers(args, url: str, run_dir: Path) -> int:
+def gpu_assignment(workers: int, visible: list[str], per_worker: int) -> list[str]:
+    """CUDA_VISIBLE_DEVICES for each local worker: worker i gets the i-th group of ``per_worker``
+    GPUs (a trial's ``trainer.devices``), cycling when there are more workers than groups."""
+    groups = [visible[g * per_worker:(g + 1) * per_worker] for g in range(len(visible) // per_worker)]
+    if not groups:
+        raise StudyError("command line", "--workers", f"a trial needs {per_worker} GPUs (trainer.devices) but only "
+                         f"{len(visible)} are visible ({','.join(visible) or 'none'}).")
+    return [",".join(groups[i % len(groups)]) for i in range(workers)]
+
+
+def _worker_gpus(study, workers: int) -> list[str] | None:
+    """Per-worker GPU lists on a machine with several GPUs (None: leave CUDA_VISIBLE_DEVICES alone)."""
+    if study.trainer.accelerator == "cpu":
+        return None
+    import torch
+
+    count = torch.cuda.device_count()
+    if count <= 1:
+        return None
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = [d.strip() for d in env.split(",") if d.strip()] if env else [str(i) for i in range(count)]
+    return gpu_assignment(workers, visible[:count], study.trainer.devices)
+
+
+def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None) -> int:
     procs = []
     threads = _threads(args)
     for i in range(args.workers):
@@ -279,7 +303,10 @@ def _spawn_workers(args, url: str, run_dir: Path) -> int:
             cmd.append("--no-pruning")
         if args.max_trials:
             cmd += ["--max-trials", str(args.max_trials)]
-        procs.append(subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
+        procs.append(subprocess.Popen(cmd, env=env))
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
@@ -336,7 +363,13 @@ def main(argv=None) -> int:
               f"{args.workers} worker(s) x {_threads(args)} thread(s)", flush=True)
     try:
         if args.workers > 1 and not args.worker:
-            code = _spawn_workers(args, url, run_dir)
+            try:
+                gpus = _worker_gpus(study, args.workers)
+            except StudyError as e:
+                exit_with(e)
+            if gpus:
+                print(f"ablate: GPUs per worker: {'; '.join(f'w{i}={g}' for i, g in enumerate(gpus))}", flush=True)
+            code = _spawn_workers(args, url, run_dir, gpus)
             totals = None
         else:
             totals = worker_loop(study, url, run_dir, args)

@@ -47,7 +47,9 @@ trial with more than one device, or a strategy other than ``auto``, runs in a fr
 its own (``python -m ablate.trainer``) so that Lightning's DDP launcher can start its ranks;
 the worker keeps owning the trial, and rank 0 reports to storage, W&B and the pruner. Settings
 that differ from the defaults are part of the cell key (DDP changes the numerics: per-device
-dropout masks, buffer updates), so changing them starts fresh trials.
+dropout masks, buffer updates), so changing them starts fresh trials. ``sync_batchnorm``
+normalises over the global batch on CUDA; torch's SyncBatchNorm refuses CPU modules, so DDP on
+the CPU normalises each rank's slice on its own.
 """
 from __future__ import annotations
 
@@ -107,7 +109,7 @@ class TrainerSpec:
     devices: int = 1
     strategy: str = "auto"
     num_nodes: int = 1
-    sync_batchnorm: bool = True  # BN statistics over the global batch when devices > 1
+    sync_batchnorm: bool = True  # BN statistics over the global batch when devices > 1 (CUDA only)
 
     _rules = {"devices": ("int", 1), "num_nodes": ("int", 1)}
 
@@ -392,10 +394,20 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
         if bad is None:  # a combination the block refuses: name the first factor the message names
             bad = next((k for k in overrides if k in assignment and repr(overrides[k]) in str(e)), None)
         raise StudyError(where, f"{key_prefix}.{bad or ''}".rstrip("."), str(e).strip('"') + ".") from None
+    world = study.trainer.world_size
+    if train.batch_size % world:
+        raise StudyError(where, "train.batch_size", f"{train.batch_size} cannot be split evenly over {world} "
+                         "devices (trainer.devices x trainer.num_nodes); the batch size is the global batch, "
+                         f"so give a multiple of {world}.")
     label = tuple((k, _canon(preset, k, v)) for k, v in assignment.items())
     cell = Cell(label, mech, tuple(sorted(mech_args.items())), backbone, data, train)
-    payload = json.dumps({"mechanism": mech, "args": preset.identity(mech_args), "backbone": _asdict(backbone),
-                          "data": data.as_dict(), "train": _asdict(train)}, sort_keys=True, default=str)
+    content = {"mechanism": mech, "args": preset.identity(mech_args), "backbone": _asdict(backbone),
+               "data": data.as_dict(), "train": _asdict(train)}
+    # only settings that differ from one CPU process enter the key (older keys stay valid)
+    trainer_diff = {k: v for k, v in _asdict(study.trainer).items() if v != getattr(TrainerSpec(), k)}
+    if trainer_diff:
+        content["trainer"] = trainer_diff
+    payload = json.dumps(content, sort_keys=True, default=str)
     return Cell(label, mech, cell.args, backbone, data, train, hashlib.sha1(payload.encode()).hexdigest()[:12])
 
 

@@ -191,10 +191,12 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
                                 lr=train["lr"], weight_decay=train["weight_decay"], epochs=train["epochs"])
     hook = _EpochHook(on_epoch)
     world = spec["devices"] * spec["num_nodes"]
+    # torch's SyncBatchNorm runs on CUDA only; on the CPU each rank normalises over its own slice
+    cuda = spec["accelerator"] in ("gpu", "cuda") or (spec["accelerator"] == "auto" and torch.cuda.is_available())
     trainer = L.Trainer(
         max_epochs=train["epochs"], accelerator=spec["accelerator"], devices=spec["devices"],
         num_nodes=spec["num_nodes"], strategy=spec["strategy"],
-        sync_batchnorm=bool(spec["sync_batchnorm"]) and world > 1, use_distributed_sampler=False,
+        sync_batchnorm=bool(spec["sync_batchnorm"]) and world > 1 and cuda, use_distributed_sampler=False,
         logger=logger if logger is not None else False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         deterministic=True, num_sanity_val_steps=0, callbacks=[hook],
@@ -227,6 +229,7 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
         "best_val_miou": max(curve),
         "curve": curve,
         "class_iou": hist[-1]["class_iou"],
+        "val_pixels": hist[-1]["val_pixels"],  # every rank's pixels: the whole validation set
         "pruned_epoch": hook.pruned_epoch,  # None, or the 0-based epoch after which the trial stopped
         "attention_params": attention_params(module),
         "attention_flops": forward_flops(model.attention, (1, model.backbone.out_channels,

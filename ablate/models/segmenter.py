@@ -7,6 +7,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from ..attention import get_preset
@@ -50,6 +51,7 @@ class SegmentationModule(L.LightningModule):
         self.model = Segmenter(num_classes, backbone, mechanism, mechanism_args)
         self.miou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)
         self.class_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index)
+        self.val_pixels = SumMetric()  # pixels scored (ignore_index excluded), over every rank
         self.compute_seconds = 0.0
         self._t0 = 0.0
         self.history: list[dict] = []
@@ -84,17 +86,20 @@ class SegmentationModule(L.LightningModule):
         pred = logits.argmax(1)
         self.miou.update(pred, y)
         self.class_iou.update(pred, y)
+        self.val_pixels.update((y != self.hparams.ignore_index).sum())
         self.log("val_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_end(self):
         miou = self.miou.compute()
         per_class = self.class_iou.compute()
+        pixels = self.val_pixels.compute()
         self.miou.reset()
         self.class_iou.reset()
+        self.val_pixels.reset()
         self.log("val_miou", miou, sync_dist=True)  # already global: torchmetrics syncs on compute
         if not self.trainer.sanity_checking:
             self.history.append({"epoch": self.current_epoch, "val_miou": float(miou),
-                                 "class_iou": [float(v) for v in per_class]})
+                                 "class_iou": [float(v) for v in per_class], "val_pixels": int(pixels)})
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
