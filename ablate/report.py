@@ -56,7 +56,8 @@ def collect(study, url: str) -> dict:
             records.setdefault(key, []).append(t.user_attrs)
         elif t.state == optuna.trial.TrialState.PRUNED:
             pruned.append({"key": key, "seed": seed, "epochs": len(curve), "planned": planned,
-                           "last": curve[-1] if curve else float("nan"), "config": t.user_attrs.get("config")})
+                           "last": curve[-1] if curve else float("nan"), "config": t.user_attrs.get("config"),
+                           "compute_s": t.user_attrs.get("compute_s", 0.0)})
         elif t.state == optuna.trial.TrialState.FAIL and t.system_attrs.get(st.ATTR + "fail_kind") == "error":
             failed.append((key, seed, t.system_attrs.get(st.ATTR + "fail_reason", "")))
     return {"values": values, "records": records, "failed": failed, "pruned": pruned, "epochs": epochs,
@@ -268,6 +269,7 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
         data["costs"] = block_costs(done, study.trainer.world_size)
     if run_info:
         compute = sum(r.get("compute_s", 0.0) for recs in data["records"].values() for r in recs)
+        compute += sum(p["compute_s"] for p in data["pruned"])  # a pruned trial's epochs were work too
         run_info = {**run_info, "compute_s": compute}
         busy = run_info["wall_s"] * run_info["workers"]
         run_info["overhead"] = max(0.0, 1 - compute / busy) if busy else 0.0
