@@ -135,7 +135,10 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
     progress = Progress(tag, study.search["n_trials"] if study.search else len(plan))
     use_wandb = study.tracking.get("wandb", True) and not args.no_wandb
     totals = {"trials": 0}
+    waiting = False
     while not args.max_trials or totals["trials"] < args.max_trials:
+        if waiting:
+            time.sleep(min(5.0, st.heartbeat_s()))
         with st.study_lock(url, study.name):
             trials = ostudy.get_trials(deepcopy=False)
             if st.reap_lost(store, trials):
@@ -143,6 +146,9 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
             if study.search:
                 claim = _claim_search(study, ostudy, store, trials)
                 if claim is None:
+                    waiting = _wait_for_others(trials, progress, waiting)
+                    if waiting:
+                        continue
                     break
                 tid, cell, seed, config = claim
                 index = 1 + sum(st.trial_status(t) in ("done", "running") for t in trials)
@@ -151,11 +157,15 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
                          for t in trials if st.trial_status(t) in ("done", "running")}
                 todo = [(c, s) for c, s in plan if (c.key, s) not in taken]
                 if not todo:
+                    waiting = _wait_for_others(trials, progress, waiting)
+                    if waiting:
+                        continue
                     break
                 cell, seed = todo[0]
                 config = study.trial_config(cell, seed)
                 tid = st.create_running_trial(ostudy, dict(cell.label), choices, _trial_attrs(cell, seed, config))
                 index = index_of[(cell.key, seed)]
+        waiting = False
         t0 = time.perf_counter()
         title = cell.title()
         epochs = config["train"]["epochs"]
@@ -207,6 +217,19 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
         progress.say(f"trial {index}/{progress.total} {title} seed={seed}: val mIoU {result['value']:.3f}  "
                      f"({wall:.0f}s)")
     return totals
+
+
+def _wait_for_others(trials, progress, was_waiting: bool) -> bool:
+    """Nothing is free. While other workers' trials run, wait: one of them may yet be lost (its
+    machine gone: reaped once its heartbeat is older than the grace period) and must run again."""
+    import optuna
+
+    from . import storage as st
+
+    running = sum(t.state == optuna.trial.TrialState.RUNNING and st.ATTR + "pid" in t.system_attrs for t in trials)
+    if running and not was_waiting:
+        progress.say(f"nothing left to claim; waiting for {running} running trial(s) of other workers")
+    return running > 0
 
 
 def _trial_attrs(cell, seed: int, config: dict) -> dict:
@@ -292,18 +315,21 @@ def _worker_gpus(study, workers: int) -> list[str] | None:
 
 
 def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None) -> int:
+    from . import storage as st
+
     procs = []
     threads = _threads(args)
     for i in range(args.workers):
         cmd = [sys.executable, "-m", "ablate.run", args.study, "--worker", "--worker-index", str(i),
-               "--storage", url, "--run-dir", str(run_dir), "--threads", str(threads), "--no-report"]
+               "--run-dir", str(run_dir), "--threads", str(threads), "--no-report"]
         if args.no_wandb:
             cmd.append("--no-wandb")
         if args.no_pruning:
             cmd.append("--no-pruning")
         if args.max_trials:
             cmd += ["--max-trials", str(args.max_trials)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # the URL goes by environment, not argv: command lines are public (ps) and W&B records them
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", st.STORAGE_ENV: url}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i]
         procs.append(subprocess.Popen(cmd, env=env))
@@ -354,6 +380,8 @@ def main(argv=None) -> int:
 
     from . import storage as st
 
+    # W&B records sys.argv and the report prints the command: neither may hold a password
+    sys.argv[:] = [st.redact(a) for a in sys.argv]
     run_dir = Path(args.run_dir) if args.run_dir else st.default_run_dir(study.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     url = st.storage_url(run_dir, args.storage)
@@ -385,7 +413,7 @@ def main(argv=None) -> int:
         from .report import write_report
 
         path = write_report(study, url, args.reports_dir, run_info={
-            "wall_s": wall, "workers": args.workers, "command": " ".join(["python -m ablate.run"] + (argv or sys.argv[1:]))})
+            "wall_s": wall, "workers": args.workers, "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))})
         print(f"ablate: report written to {path}")
     print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials run here)" if totals else ""))
     return code
