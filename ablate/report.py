@@ -67,17 +67,36 @@ def collect(study, url: str) -> dict:
 COST_REPEATS, COST_WARMUP = 5, 1
 
 
-def block_shape(cell, world_size: int = 1) -> tuple[int, int, int, int]:
-    """The attention block's input in training: (per-device batch, backbone channels, the
-    backbone's output side) for this cell."""
+def block_shape(cell, world_size: int = 1, head=None) -> tuple[int, int, int, int]:
+    """The attention block's input in training: (per-device batch, the block's channels, the
+    backbone's output height and width for the training input: the synthetic image or the real
+    dataset's crop) for this cell. Nothing is built (a ResNet would load its weights)."""
     from dataclasses import asdict
 
-    from .models.backbone import BACKBONES
+    from .models.segmenter import feature_geometry, feature_side
 
-    bb = asdict(cell.backbone)
-    backbone = BACKBONES[bb.pop("name")](**bb)
-    side = cell.data.size // backbone.stride
-    return (max(1, cell.train.batch_size // world_size), backbone.out_channels, side, side)
+    channels, stride = feature_geometry(asdict(cell.backbone), asdict(head) if head is not None else None)
+    h, w = cell.data.crop_size if hasattr(cell.data, "crop_size") else (cell.data.size, cell.data.size)
+    return (max(1, cell.train.batch_size // world_size), channels, feature_side(h, stride), feature_side(w, stride))
+
+
+def describe_setup(study) -> str:
+    """The data, training length and backbone a study's metric is measured on (one sentence part)."""
+    d, b, t = study.data, study.backbone, study.train
+    if hasattr(d, "data_root"):
+        on = (f"the {d.name} `{d.val_split}` split under `{d.data_root}`, single-scale whole images scored at "
+              f"their original label resolution ({'all' if not d.val_images else d.val_images} images), trained "
+              f"on {d.crop_size[0]}x{d.crop_size[1]} crops")
+    else:
+        on = (f"the `{d.task}` synthetic task, {d.val_images} validation images fixed by data seed {d.seed}")
+    length = (f"{t.iterations} iterations, validated every {t.iterations // t.epochs}" if t.iterations
+              else f"{t.epochs} epochs")
+    arch = (f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`" if b.name == "resnet_d8" else f"width {b.width}")
+    head = study.head
+    if head.channels or head.aux_weight:
+        arch += (f"; head: {head.channels}-channel 3x3 conv before the block" if head.channels else "; head:") + \
+                (f", auxiliary FCN head weight {head.aux_weight:g}" if head.aux_weight else "")
+    return f"on {on}; {length}; backbone `{b.name}` ({arch})"
 
 
 @contextlib.contextmanager
@@ -95,7 +114,7 @@ def _quiet_native_stderr():
         os.close(devnull)
 
 
-def block_costs(cells: list, world_size: int = 1, device: str | None = None) -> dict:
+def block_costs(cells: list, world_size: int = 1, device: str | None = None, head=None) -> dict:
     """Forward+backward latency and peak memory of each cell's attention block at its training
     input shape, on this machine (CUDA if there is one), once per distinct (mechanism, args,
     shape). Returns cell key -> (Cost, peak bytes over the input's gradient); ``"_device"`` ->
@@ -111,7 +130,7 @@ def block_costs(cells: list, world_size: int = 1, device: str | None = None) -> 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out, seen = {}, {}
     for c in cells:
-        shape = block_shape(c, world_size)
+        shape = block_shape(c, world_size, head)
         what = (c.mechanism, c.args, shape)
         if what not in seen:
             torch.manual_seed(0)
@@ -154,9 +173,7 @@ def render(study, data: dict, storage_label: str) -> str:
     if study.search:
         lines += [f"Search: {study.search['n_trials']} trials, {study.search['sampler']} sampler, one seed each; "
                   "rows are the sampled points, best first, and deltas are taken against the best.", ""]
-    lines += [f"Metric: `{study.metric}` (mIoU in points, 0-100) on the `{study.data.task}` synthetic task, "
-              f"{study.data.val_images} validation images fixed by data seed {study.data.seed}; "
-              f"{study.train.epochs} epochs; backbone `{study.backbone.name}` (width {study.backbone.width}). "
+    lines += [f"Metric: `{study.metric}` (mIoU in points, 0-100) {describe_setup(study)}. "
               f"Intervals are 95% t intervals over seeds; delta intervals are Welch's.", ""]
     head = ("| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [95% CI] | attn params | "
             "attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |")
@@ -196,7 +213,7 @@ def render(study, data: dict, storage_label: str) -> str:
         lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
                      f"{seeds} | {verdict} |")
     if costs:
-        shapes = sorted({block_shape(c, study.trainer.world_size) for c in cells if c.key in costs})
+        shapes = sorted({block_shape(c, study.trainer.world_size, study.head) for c in cells if c.key in costs})
         lines += ["", f"Attention-block latency (forward + backward, median of {COST_REPEATS} runs after "
                   f"{COST_WARMUP} warm-up) and peak memory (over the input's gradient, which the backbone needs "
                   f"anyway) at the training input (B, C, H, W) = {', '.join(map(str, shapes))}, float32, train "
@@ -266,7 +283,7 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     cells = _search_cells(study, data) if study.search else study.cells()
     done = [c for c in cells if c.key in data["records"]]
     if done:
-        data["costs"] = block_costs(done, study.trainer.world_size)
+        data["costs"] = block_costs(done, study.trainer.world_size, head=study.head)
     if run_info:
         compute = sum(r.get("compute_s", 0.0) for recs in data["records"].values() for r in recs)
         compute += sum(p["compute_s"] for p in data["pruned"])  # a pruned trial's epochs were work too

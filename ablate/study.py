@@ -13,8 +13,10 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
       backbone: {name: small_cnn, width: 32, depth: 3}
       mechanism: glore               # a preset name (python -m ablate list)
       args: {K: 16}                  # overrides of the preset's factors
+      head: {channels: 0, aux_weight: 0.0}   # optional, see below
     data: {name: synthetic, task: global_cue, size: 32, ...}
-    train: {epochs: 12, batch_size: 32, lr: 0.003, weight_decay: 0.0001, threads: 0}
+    train: {epochs: 12, batch_size: 32, lr: 0.003, weight_decay: 0.0001, threads: 0,
+            optimizer: adamw, schedule: onecycle}
     factors:                         # grid: factor -> list of values
       gcn: [on, off]                 # a mechanism factor, 'mechanism', or train.X / data.X / backbone.X
     references:                      # extra cells outside the grid (optional)
@@ -24,8 +26,39 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
     baseline: {gcn: on}              # the cell the deltas are taken against (default: first)
     search: {n_trials: 20, sampler: tpe}   # only with range factors: {low, high, log} / {choices}
     pruner: {name: median, n_startup_trials: 4, n_warmup_steps: 1}   # default: none
-    trainer: {accelerator: cpu, devices: 1, strategy: auto, num_nodes: 1, sync_batchnorm: true}
+    trainer: {accelerator: cpu, devices: 1, strategy: auto, num_nodes: 1, sync_batchnorm: true,
+              precision: 32-true}
     tracking: {wandb: true, project: ablate}
+
+Real data and the papers' backbone (see ``ablate/data/real.py`` and ``ablate/models/resnet.py``)::
+
+    data: {name: voc | cityscapes | ade20k, data_root: DIR, crop_size: [512, 512], scale: [2048, 512],
+           ratio_range: [0.5, 2.0], num_workers: 4, train_images: 0, val_images: 0, ...}
+    model:
+      backbone: {name: resnet_d8, depth: 50 | 101, pretrained: PATH | URL | none, norm: bn}
+      head: {channels: 512, aux_weight: 0.4}
+
+The layout under ``data_root`` is checked when the study is loaded (a missing folder or file
+names the path and the expected layout), and so is a ``pretrained`` file path (URLs are fetched
+when the backbone is built). ``data.X`` factors override the dataset's settings (not its name);
+``backbone.X`` factors the backbone's. The class count comes from the dataset; validation scores
+every val image at its original label resolution (the logits are resized to it).
+
+``model.head``: ``channels > 0`` puts a 3x3 conv + BN + ReLU from the backbone's channels to
+``channels`` before the attention block (mmseg's heads do: 2048 -> 512 on a ResNet-D8), so the
+block works at ``channels``; ``aux_weight > 0`` adds mmseg's auxiliary FCN head on ResNet stage 3
+(1024 channels -> 256 -> classes) whose cross-entropy is added with that weight (training only).
+Defaults (0, 0): the backbone feeds the block directly, as on the synthetic task.
+
+``train`` beyond the basics: ``optimizer: adamw`` (default) or ``sgd`` (with ``momentum``,
+default 0.9); ``schedule: onecycle`` (default, 15% warm-up) or ``poly`` (mmseg's PolyLR: lr
+decays as ``(lr - min_lr) * (1 - step / total) ** poly_power + min_lr`` every step);
+``iterations: N`` trains N optimiser steps instead of epochs and validates every
+``val_interval`` steps (default: once, at the end; it must divide N). With ``iterations`` an
+"epoch" in progress lines, pruning and reports is one validation round, and ``train.epochs`` is
+set to their number (``iterations / val_interval``); give ``epochs`` or ``iterations``, not both.
+Every new setting at its default is left out of the cell key, so the keys of studies that do not
+use them are those they always had.
 
 ``pruner`` stops a trial early when its val mIoU after an epoch is poor next to the trials
 finished before it (Optuna's pruners; the step is Lightning's 0-based epoch index, and a
@@ -56,16 +89,27 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .attention import MECHANISMS
+from .data.real import REAL_DATASETS, RealDataSpec, validate_real_data
 from .data.synthetic import TASKS, SceneConfig
 from .errors import StudyError
 from .models.backbone import BACKBONES
+from .models.resnet import ResNetSpec, validate_resnet
+
+DATASETS = ("synthetic", *REAL_DATASETS)
+ALL_BACKBONES = (*BACKBONES, "resnet_d8")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "poly")
+# Lightning's precision settings, canonical name -> the spellings accepted for it
+PRECISIONS = {"32-true": (32, "32", "32-true"), "16-mixed": (16, "16", "16-mixed"),
+              "bf16-mixed": ("bf16", "bf16-mixed"), "16-true": ("16-true",), "bf16-true": ("bf16-true",),
+              "64-true": (64, "64", "64-true")}
 
 TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references", "seeds", "metric",
             "baseline", "search", "pruner", "trainer", "tracking")
@@ -95,10 +139,27 @@ class TrainSpec:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     threads: int = 0  # torch threads per worker; 0 = cores / workers
+    # added with the real datasets; at their defaults they stay out of the cell key
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9  # sgd only
+    schedule: str = "onecycle"  # onecycle | poly
+    poly_power: float = 0.9  # poly only
+    min_lr: float = 0.0  # poly only: the floor the lr decays to
+    iterations: int = 0  # > 0: train this many optimiser steps; epochs = validation rounds
+    val_interval: int = 0  # steps between validations with iterations (0: once, at the end)
 
     # key -> (kind, minimum[, strict]): strict means the minimum itself is out of range
     _rules = {"epochs": ("int", 1), "batch_size": ("int", 1), "lr": ("float", 0.0, True),
-              "weight_decay": ("float", 0.0), "threads": ("int", 0)}
+              "weight_decay": ("float", 0.0), "threads": ("int", 0), "momentum": ("float", 0.0),
+              "poly_power": ("float", 0.0, True), "min_lr": ("float", 0.0), "iterations": ("int", 0),
+              "val_interval": ("int", 0)}
+    # the fields every cell key has always held; the others enter a key only when not at default
+    _keyed = ("epochs", "batch_size", "lr", "weight_decay", "threads")
+
+    def identity(self) -> dict:
+        """What of the training settings enters the cell key."""
+        default = TrainSpec()
+        return {k: v for k, v in _asdict(self).items() if k in self._keyed or v != getattr(default, k)}
 
 
 @dataclass(frozen=True)
@@ -110,6 +171,7 @@ class TrainerSpec:
     strategy: str = "auto"
     num_nodes: int = 1
     sync_batchnorm: bool = True  # BN statistics over the global batch when devices > 1 (CUDA only)
+    precision: str = "32-true"  # Lightning's precision: 32-true, 16-mixed, bf16-mixed, ...
 
     _rules = {"devices": ("int", 1), "num_nodes": ("int", 1)}
 
@@ -133,14 +195,25 @@ class BackboneSpec:
 
 
 @dataclass(frozen=True)
+class HeadSpec:
+    """``model.head``: a 3x3 conv to ``channels`` before the attention block (0: none) and the
+    weight of the auxiliary FCN head's loss (0: none; ResNet-D8 only)."""
+
+    channels: int = 0
+    aux_weight: float = 0.0
+
+    _rules = {"channels": ("int", 0), "aux_weight": ("float", 0.0)}
+
+
+@dataclass(frozen=True)
 class Cell:
     """One assignment of the factors: ``label`` is what the study varied, ``key`` a stable hash."""
 
     label: tuple  # ((factor, value), ...) in the study's order
     mechanism: str
     args: tuple  # resolved mechanism arguments ((name, value), ...)
-    backbone: BackboneSpec
-    data: SceneConfig
+    backbone: BackboneSpec | ResNetSpec
+    data: SceneConfig | RealDataSpec
     train: TrainSpec
     key: str = ""
 
@@ -159,8 +232,8 @@ class Study:
     question: str
     mechanism: str
     args: dict
-    backbone: BackboneSpec
-    data: SceneConfig
+    backbone: BackboneSpec | ResNetSpec
+    data: SceneConfig | RealDataSpec
     train: TrainSpec
     factors: dict  # factor -> list of values (grid) or dict (search range)
     references: tuple
@@ -171,6 +244,8 @@ class Study:
     tracking: dict = field(default_factory=dict)
     pruner: dict = field(default_factory=lambda: {"name": "none"})  # name + every option resolved
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
+    head: HeadSpec = field(default_factory=HeadSpec)
+    check_files: bool = True  # check real-data layouts and weight files on disk (off: schema only)
 
     # ----------------------------------------------------------------------------------
     def cells(self) -> list[Cell]:
@@ -233,6 +308,7 @@ class Study:
             "backbone": _asdict(cell.backbone),
             "data": cell.data.as_dict(),
             "train": _asdict(cell.train),
+            "head": _asdict(self.head),
             "trainer": _asdict(self.trainer),
             "metric": self.metric,
         }
@@ -321,12 +397,16 @@ def _spec(cls, raw: dict, where: str, prefix: str, base=None):
     return cls(**values)
 
 
-def _data_spec(raw: dict, where: str, base: SceneConfig | None = None, prefix: str = "data.") -> SceneConfig:
+def _data_spec(raw: dict, where: str, base=None, prefix: str = "data.", check_layout: bool = True):
+    """``data:``: the synthetic task's :class:`SceneConfig`, or a real dataset's spec (layout on
+    disk checked unless ``check_layout`` is off). ``base``: the spec a ``data.X`` factor overrides."""
     raw = dict(raw)
-    name = raw.pop("name", "synthetic")
+    name = raw.get("name", getattr(base, "name", "synthetic"))
+    if name in REAL_DATASETS:
+        return validate_real_data(raw, where, prefix, base if isinstance(base, RealDataSpec) else None, check_layout)
+    raw.pop("name", None)
     if name != "synthetic":
-        raise StudyError(where, prefix + "name", f"unknown dataset {name!r}; valid: 'synthetic' (real datasets "
-                         "PASCAL VOC, Cityscapes and ADE20K are not wired in yet).")
+        raise StudyError(where, prefix + "name", f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
     cfg = _spec(SceneConfig, raw, where, prefix, base)
     if cfg.task not in TASKS:
         raise StudyError(where, prefix + "task", f"unknown synthetic task {cfg.task!r}; valid: {', '.join(TASKS)}.")
@@ -345,11 +425,64 @@ def _data_spec(raw: dict, where: str, base: SceneConfig | None = None, prefix: s
     return cfg
 
 
-def _backbone_spec(raw: dict, where: str, base=None, prefix="model.backbone.") -> BackboneSpec:
-    spec = _spec(BackboneSpec, raw, where, prefix, base)
-    if spec.name not in BACKBONES:
-        raise StudyError(where, prefix + "name", f"unknown backbone {spec.name!r}; valid: {', '.join(BACKBONES)}.")
+def _backbone_spec(raw: dict, where: str, base=None, prefix="model.backbone.", check_files: bool = True):
+    """``model.backbone``: a :class:`BackboneSpec` (small_cnn) or a :class:`ResNetSpec` (resnet_d8,
+    whose ``pretrained`` file path must exist unless ``check_files`` is off)."""
+    if raw.get("name", getattr(base, "name", None)) == "resnet_d8":
+        return validate_resnet(raw, where, prefix, base if isinstance(base, ResNetSpec) else None, check_files)
+    base = base if isinstance(base, BackboneSpec) else None  # a factor may switch the backbone family
+    name = raw.get("name", getattr(base, "name", "small_cnn"))
+    if name not in BACKBONES:
+        raise StudyError(where, prefix + "name", f"unknown backbone {name!r}; valid: {', '.join(ALL_BACKBONES)}.")
+    return _spec(BackboneSpec, raw, where, prefix, base)
+
+
+def _train_spec(raw: dict, where: str, base: TrainSpec | None = None, prefix: str = "train.") -> TrainSpec:
+    """``train:`` (or one ``train.X`` factor over ``base``), with the choices and the
+    iterations/epochs bookkeeping checked."""
+    if base is not None and base.iterations and "epochs" in raw and "iterations" not in raw:
+        raise StudyError(where, prefix + "epochs", "this study trains for train.iterations steps, so it has no "
+                         "epochs to vary; vary train.iterations or train.val_interval instead.")
+    if raw.get("iterations") and "epochs" in raw:
+        raise StudyError(where, prefix + "epochs", "give either train.epochs or train.iterations, not both "
+                         "(with iterations, the number of validation rounds is iterations / val_interval).")
+    spec = _spec(TrainSpec, raw, where, prefix, base)
+    for key, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        if getattr(spec, key) not in valid:
+            raise StudyError(where, prefix + key, f"unknown {key} {getattr(spec, key)!r}; valid: {', '.join(valid)}.")
+    if "momentum" in raw and spec.optimizer != "sgd":
+        raise StudyError(where, prefix + "momentum", f"momentum applies to optimizer sgd only, and this one is "
+                         f"{spec.optimizer!r}; set train.optimizer: sgd or drop momentum.")
+    for key in ("poly_power", "min_lr"):
+        if key in raw and spec.schedule != "poly":
+            raise StudyError(where, prefix + key, f"{key} applies to schedule poly only, and this one is "
+                             f"{spec.schedule!r}; set train.schedule: poly or drop {key}.")
+    if spec.schedule == "poly" and spec.min_lr >= spec.lr:
+        raise StudyError(where, prefix + "min_lr", f"{spec.min_lr!r} is not below train.lr ({spec.lr!r}); the poly "
+                         "schedule decays the lr from train.lr down to min_lr.")
+    if spec.iterations:
+        interval = spec.val_interval or spec.iterations
+        if interval > spec.iterations or spec.iterations % interval:
+            raise StudyError(where, prefix + "val_interval", f"{spec.val_interval} does not divide train.iterations "
+                             f"({spec.iterations}); give a divisor, e.g. {spec.iterations // 10 or 1} for 10 "
+                             "validations, or 0 to validate once at the end.")
+        spec = replace(spec, epochs=spec.iterations // interval)
+    elif spec.val_interval:
+        raise StudyError(where, prefix + "val_interval", "val_interval needs train.iterations (step-based "
+                         "training); with epochs, validation runs after every epoch.")
     return spec
+
+
+def _head_spec(raw: dict, where: str) -> HeadSpec:
+    return _spec(HeadSpec, raw, where, "model.head.")
+
+
+def _trainer_precision(value, where: str) -> str:
+    for name, spellings in PRECISIONS.items():
+        if any(value == s and type(value) is type(s) for s in spellings):
+            return name
+    raise StudyError(where, "trainer.precision", f"unknown precision {value!r}; valid: {', '.join(PRECISIONS)} "
+                     "(32 and 16 are read as 32-true and 16-mixed, bf16 as bf16-mixed).")
 
 
 def _mechanism(name, where: str, key: str) -> str:
@@ -375,11 +508,18 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
         if k == "mechanism":
             continue
         if k.startswith("train."):
-            train = _spec(TrainSpec, {k[6:]: v}, where, "train.", train)
+            train = _train_spec({k[6:]: v}, where, train)
+        elif k == "data.name":
+            raise StudyError(where, f"{key_prefix}.data.name", "the dataset cannot be a factor: each dataset has its "
+                             "own data_root, classes and settings; write one study per dataset.")
         elif k.startswith("data."):
-            data = _data_spec({**data.as_dict(), k[5:]: v, "name": "synthetic"}, where, None)
+            if isinstance(data, RealDataSpec):  # the layout was checked once: re-check only where it can move
+                moved = k[5:] in ("data_root", "train_split", "val_split", "aug")
+                data = _data_spec({k[5:]: v}, where, data, check_layout=moved and study.check_files)
+            else:
+                data = _data_spec({**data.as_dict(), k[5:]: v, "name": "synthetic"}, where, None)
         elif k.startswith("backbone."):
-            backbone = _backbone_spec({k[9:]: v}, where, backbone, "model.backbone.")
+            backbone = _backbone_spec({k[9:]: v}, where, backbone, "model.backbone.", study.check_files)
         else:
             if k not in preset.defaults:
                 have = ", ".join(preset.defaults) or "none"
@@ -399,14 +539,20 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
         raise StudyError(where, "train.batch_size", f"{train.batch_size} cannot be split evenly over {world} "
                          "devices (trainer.devices x trainer.num_nodes); the batch size is the global batch, "
                          f"so give a multiple of {world}.")
+    if study.head.aux_weight and backbone.name != "resnet_d8":
+        raise StudyError(where, "model.head.aux_weight", f"the auxiliary head reads ResNet stage 3, and backbone "
+                         f"{backbone.name!r} has none; use model.backbone.name: resnet_d8 or set aux_weight: 0.")
     label = tuple((k, _canon(preset, k, v)) for k, v in assignment.items())
     cell = Cell(label, mech, tuple(sorted(mech_args.items())), backbone, data, train)
     content = {"mechanism": mech, "args": preset.identity(mech_args), "backbone": _asdict(backbone),
-               "data": data.as_dict(), "train": _asdict(train)}
+               "data": data.as_dict(), "train": train.identity()}
     # only settings that differ from one CPU process enter the key (older keys stay valid)
     trainer_diff = {k: v for k, v in _asdict(study.trainer).items() if v != getattr(TrainerSpec(), k)}
     if trainer_diff:
         content["trainer"] = trainer_diff
+    head_diff = {k: v for k, v in _asdict(study.head).items() if v != getattr(HeadSpec(), k)}
+    if head_diff:  # likewise: no head settings, the key of a study written before heads existed
+        content["head"] = head_diff
     payload = json.dumps(content, sort_keys=True, default=str)
     return Cell(label, mech, cell.args, backbone, data, train, hashlib.sha1(payload.encode()).hexdigest()[:12])
 
@@ -420,8 +566,12 @@ def _canon(preset, key, value):
     return value
 
 
-def load_study(path: str | Path) -> Study:
-    """Parse and validate a study file; raises :class:`StudyError` on any mistake."""
+def load_study(path: str | Path, check_files: bool = True) -> Study:
+    """Parse and validate a study file; raises :class:`StudyError` on any mistake.
+
+    ``check_files=False`` skips what needs the cluster's disks (a real dataset's layout under
+    ``data_root``, a ``pretrained`` weights file) and checks the schema alone: for validating
+    shipped example studies on a machine without their data, never for running one."""
     path = Path(path)
     where = str(path)
     if not path.exists():
@@ -444,7 +594,7 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(where, "question", "expected a string stating the question the study answers.")
 
     model = _expect_mapping(raw.get("model"), where, "model")
-    _unknown(model, ("backbone", "mechanism", "args"), where, "model.")
+    _unknown(model, ("backbone", "mechanism", "args", "head"), where, "model.")
     if "mechanism" not in model:
         raise StudyError(where, "model.mechanism", "missing; name the mechanism under study, one of: "
                          f"{', '.join(sorted(MECHANISMS))}.")
@@ -459,9 +609,11 @@ def load_study(path: str | Path) -> Study:
             preset.factor(k).coerce(v)
         except ValueError as e:
             raise StudyError(where, f"model.args.{k}", f"{e}.") from None
-    backbone = _backbone_spec(_expect_mapping(model.get("backbone"), where, "model.backbone"), where)
-    data = _data_spec(_expect_mapping(raw.get("data"), where, "data"), where)
-    train = _spec(TrainSpec, _expect_mapping(raw.get("train"), where, "train"), where, "train.")
+    backbone = _backbone_spec(_expect_mapping(model.get("backbone"), where, "model.backbone"), where,
+                              check_files=check_files)
+    head = _head_spec(_expect_mapping(model.get("head"), where, "model.head"), where)
+    data = _data_spec(_expect_mapping(raw.get("data"), where, "data"), where, check_layout=check_files)
+    train = _train_spec(_expect_mapping(raw.get("train"), where, "train"), where)
 
     factors = _expect_mapping(raw.get("factors"), where, "factors")
     search = raw.get("search")
@@ -507,12 +659,13 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(where, "tracking.wandb", f"expected true or false, got {tracking['wandb']!r}.")
 
     trainer = _trainer_spec(_expect_mapping(raw.get("trainer"), where, "trainer"), where)
-    epochs_vary = any(k == "train.epochs" for k in factors) or any("train.epochs" in r for r in refs)
+    rounds = ("train.epochs", "train.iterations", "train.val_interval")  # what sets the number of validations
+    epochs_vary = any(k in rounds for k in factors) or any(k in r for r in refs for k in rounds)
     pruner = _pruner_spec(raw.get("pruner"), where, None if epochs_vary else train.epochs)
 
     study = Study(where, name, question, mech, dict(args), backbone, data, train,
                   {k: v for k, v in factors.items()}, tuple(tuple(r.items()) for r in refs), tuple(seeds),
-                  metric, dict(baseline), search, dict(tracking), pruner, trainer)
+                  metric, dict(baseline), search, dict(tracking), pruner, trainer, head, check_files)
     if search is None:
         # resolve every cell now: a factor the mechanism lacks fails here, before anything runs
         names = list(factors)
@@ -578,13 +731,18 @@ def _pruner_spec(raw, where: str, epochs: int | None) -> dict:
 
 
 def _trainer_spec(raw: dict, where: str) -> TrainerSpec:
-    spec = _spec(TrainerSpec, raw, where, "trainer.")
+    raw = dict(raw)
+    precision = _trainer_precision(raw.pop("precision"), where) if "precision" in raw else TrainerSpec.precision
+    spec = replace(_spec(TrainerSpec, raw, where, "trainer."), precision=precision)
     if spec.accelerator not in ACCELERATORS:
         raise StudyError(where, "trainer.accelerator", f"unknown accelerator {spec.accelerator!r}; valid: "
                          f"{', '.join(ACCELERATORS)}.")
     if spec.strategy not in STRATEGIES:
         raise StudyError(where, "trainer.strategy", f"unknown strategy {spec.strategy!r}; valid: "
                          f"{', '.join(STRATEGIES)} (auto picks ddp when devices > 1).")
+    if spec.accelerator == "cpu" and spec.precision in ("16-mixed", "16-true"):
+        raise StudyError(where, "trainer.precision", f"{spec.precision} needs a GPU; on the CPU use 32-true or "
+                         "bf16-mixed.")
     if spec.num_nodes != 1:
         raise StudyError(where, "trainer.num_nodes", f"{spec.num_nodes} nodes: the runner starts a trial's "
                          "processes on one machine, so num_nodes must be 1; to use several machines, start the "

@@ -13,6 +13,12 @@ single process would (the same seeded ``RandomSampler``) and takes its slice of 
 the union of the ranks' batches is the single process's batch, step by step. Validation is
 split into disjoint shards (no padding duplicates) and torchmetrics sums the confusion
 matrices over ranks, so val mIoU is that of the whole validation set.
+
+Real datasets (``data.name: voc | cityscapes | ade20k``) are read through mmseg's dataset
+classes (``ablate/data/real.py``) with the same per-rank slicing of a seeded global batch order;
+validation is one image per batch at its original label resolution, in disjoint shards. With
+``train.iterations`` the trial runs that many optimiser steps and validates every
+``val_interval`` steps: each validation is one "epoch" for the worker (progress, pruning).
 """
 from __future__ import annotations
 
@@ -37,8 +43,10 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler, TensorDataset
 
 from .costs import forward_flops
+from .data.real import build_real_datasets, is_real, spec_from_dict, train_loader, val_loader
 from .data.synthetic import SceneConfig, make_split, num_classes
-from .models.segmenter import SegmentationModule
+from .models.resnet import PretrainedWeightsError
+from .models.segmenter import SegmentationModule, feature_side
 
 
 def quiet_libraries() -> None:
@@ -67,10 +75,14 @@ class _EpochHook(Callback):
 
     ``on_validation_end`` runs after the module's ``on_validation_epoch_end`` has appended the
     epoch's metrics (``on_validation_epoch_end`` of a callback runs *before* the module's).
+
+    With ``rounds`` (step-based training) the "epoch" is the index of the validation round and
+    the last of the ``rounds`` is never pruned.
     """
 
-    def __init__(self, on_epoch: Callable[[int, float], bool | None]):
+    def __init__(self, on_epoch: Callable[[int, float], bool | None], rounds: int | None = None):
         self.on_epoch = on_epoch
+        self.rounds = rounds
         self.pruned_epoch: int | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -85,11 +97,12 @@ class _EpochHook(Callback):
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or not pl_module.history:
             return
-        epoch = trainer.current_epoch
+        epoch = trainer.current_epoch if self.rounds is None else len(pl_module.history) - 1
+        last = trainer.max_epochs if self.rounds is None else self.rounds
         stop = bool(self.on_epoch(epoch, pl_module.history[-1]["val_miou"])) if trainer.is_global_zero else False
         if trainer.world_size > 1:
             stop = trainer.strategy.broadcast(stop, src=0)
-        if stop and epoch + 1 < trainer.max_epochs:
+        if stop and epoch + 1 < last:
             self.pruned_epoch = epoch
             trainer.should_stop = True
 
@@ -146,12 +159,40 @@ class _Batches(L.LightningDataModule):
         return DataLoader(TensorDataset(xv, yv), batch_size=None, sampler=BatchSampler(order, size, drop_last=False))
 
 
+class _RealBatches(L.LightningDataModule):
+    """A real dataset through mmseg's pipelines, sharded like :class:`_Batches`: every rank draws
+    the single process's seeded batch order and takes its slice of each global batch (the last
+    incomplete batch is dropped when the split holds a full one: BatchNorm needs more than one
+    sample); validation is one image per batch, in disjoint contiguous shards."""
+
+    def __init__(self, spec, sets, batch_size: int, seed: int):
+        super().__init__()
+        self.spec, self.sets, self.batch_size, self.seed = spec, sets, batch_size, seed
+
+    _rank_world = _Batches._rank_world
+
+    def train_dataloader(self):
+        rank, world = self._rank_world()
+        n = len(self.sets.train)
+        gen = torch.Generator().manual_seed(self.seed)
+        batches = BatchSampler(RandomSampler(range(n), generator=gen), self.batch_size, drop_last=n >= self.batch_size)
+        sampler = batches if world == 1 else _RankSlices(batches, rank, world)
+        return train_loader(self.spec, self.sets.train, batch_sampler=sampler)
+
+    def val_dataloader(self):
+        rank, world = self._rank_world()
+        n = len(self.sets.val)
+        order = list(range(n)) if world == 1 else torch.arange(n).tensor_split(world)[rank].tolist()
+        return val_loader(self.spec, self.sets.val, sampler=order)
+
+
 def attention_params(module: SegmentationModule) -> int:
     return sum(p.numel() for p in module.model.attention.parameters())
 
 
 def _trainer_spec(config: dict) -> dict:
-    spec = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1, "sync_batchnorm": True}
+    spec = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1, "sync_batchnorm": True,
+            "precision": "32-true"}
     spec.update(config.get("trainer") or {})
     return spec
 
@@ -181,28 +222,47 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
     quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
-    data = SceneConfig(**config["data"])
-    (xt, yt), (xv, yv) = _dataset(data)
     seed = int(config["seed"])
     L.seed_everything(seed, workers=False, verbose=False)
     train = config["train"]
+    if is_real(config["data"]):
+        data = spec_from_dict(config["data"])
+        sets = build_real_datasets(data)
+        n_classes, n_train, crop = sets.num_classes, len(sets.train), tuple(data.crop_size)
+        datamodule = _RealBatches(data, sets, train["batch_size"], seed)
+    else:
+        data = SceneConfig(**config["data"])
+        (xt, yt), (xv, yv) = _dataset(data)
+        n_classes, n_train, crop = num_classes(data.task), len(xt), (data.size, data.size)
+        datamodule = _Batches((xt, yt), (xv, yv), train["batch_size"], seed)
     spec = _trainer_spec(config)
-    module = SegmentationModule(num_classes(data.task), config["backbone"], config["mechanism"], config["args"],
-                                lr=train["lr"], weight_decay=train["weight_decay"], epochs=train["epochs"])
-    hook = _EpochHook(on_epoch)
+    extra = {k: train[k] for k in ("optimizer", "momentum", "schedule", "poly_power", "min_lr") if k in train}
+    try:
+        module = SegmentationModule(n_classes, config["backbone"], config["mechanism"], config["args"],
+                                    lr=train["lr"], weight_decay=train["weight_decay"], epochs=train["epochs"],
+                                    head=config.get("head"), **extra)
+    except PretrainedWeightsError as e:  # a URL that cannot be fetched here: say where to put the file
+        raise TrialFailed(str(e)) from None
+    iterations = int(train.get("iterations") or 0)
+    if iterations:  # step-based: validation every val_interval steps, across epochs of the loader
+        length = dict(max_steps=iterations, max_epochs=-1, check_val_every_n_epoch=None,
+                      val_check_interval=int(train.get("val_interval") or iterations))
+    else:
+        length = dict(max_epochs=train["epochs"])
+    hook = _EpochHook(on_epoch, rounds=train["epochs"] if iterations else None)
     world = spec["devices"] * spec["num_nodes"]
     # torch's SyncBatchNorm runs on CUDA only; on the CPU each rank normalises over its own slice
     cuda = spec["accelerator"] in ("gpu", "cuda") or (spec["accelerator"] == "auto" and torch.cuda.is_available())
     trainer = L.Trainer(
-        max_epochs=train["epochs"], accelerator=spec["accelerator"], devices=spec["devices"],
-        num_nodes=spec["num_nodes"], strategy=spec["strategy"],
+        **length, accelerator=spec["accelerator"], devices=spec["devices"],
+        num_nodes=spec["num_nodes"], strategy=spec["strategy"], precision=spec["precision"],
         sync_batchnorm=bool(spec["sync_batchnorm"]) and world > 1 and cuda, use_distributed_sampler=False,
         logger=logger if logger is not None else False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         deterministic=True, num_sanity_val_steps=0, callbacks=[hook],
-        log_every_n_steps=max(1, math.ceil(len(xt) / train["batch_size"])))
+        log_every_n_steps=max(1, math.ceil(n_train / train["batch_size"])))
     try:
-        trainer.fit(module, datamodule=_Batches((xt, yt), (xv, yv), train["batch_size"], seed))
+        trainer.fit(module, datamodule=datamodule)
     except SystemExit:
         # Lightning turns Ctrl-C into sys.exit(1) and ignores further SIGINTs; give the runner
         # the KeyboardInterrupt back so it records the trial as interrupted and exits 130.
@@ -223,6 +283,7 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
     metric = curve[-1] if config.get("metric", "val_miou") == "val_miou" else max(curve)
     model = module.model.cpu()
     stride = model.backbone.stride
+    fh, fw = feature_side(crop[0], stride), feature_side(crop[1], stride)  # the block's training input
     return {
         "value": float(metric),
         "final_val_miou": curve[-1],
@@ -232,8 +293,7 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
         "val_pixels": hist[-1]["val_pixels"],  # every rank's pixels: the whole validation set
         "pruned_epoch": hook.pruned_epoch,  # None, or the 0-based epoch after which the trial stopped
         "attention_params": attention_params(module),
-        "attention_flops": forward_flops(model.attention, (1, model.backbone.out_channels,
-                                                           data.size // stride, data.size // stride)),
+        "attention_flops": forward_flops(model.attention, (1, model.attention_channels, fh, fw)),
         "total_params": sum(p.numel() for p in module.parameters()),
         "compute_s": module.compute_seconds,
         "train_s": time.perf_counter() - wall0,

@@ -200,7 +200,7 @@ def test_ade20k_reduces_the_zero_label(tmp_path):
 
 @pytest.mark.parametrize("name", ["voc", "cityscapes", "ade20k"])
 def test_one_epoch_trains_and_validates(tmp_path, name):
-    """A plain loop over one epoch (the study path is tested once the schema is wired)."""
+    """A plain loop over one epoch (whole studies: test_study_on_real_data_runs_end_to_end)."""
     from ablate.models.segmenter import Segmenter
 
     make = {"voc": make_voc, "cityscapes": make_cityscapes, "ade20k": make_ade}[name]
@@ -493,3 +493,186 @@ def test_a_trainer_can_bring_its_own_samplers(tmp_path):
     assert [tuple(x.shape) for x, _ in batches] == [(1, 3, 48, 48), (2, 3, 48, 48)]
     shard = list(val_loader(spec, sets.val, sampler=[1]))
     assert len(shard) == 1 and shard[0][0].shape == (1, 3, H, W)
+
+
+# ------------------------------------------------------------------------------------------
+# whole studies on the fake layouts, through the CLI (python -m ablate.run)
+# ------------------------------------------------------------------------------------------
+
+def _study(root: Path, name: str, data: dict, model: dict, train: dict, factors: dict) -> Path:
+    import yaml
+
+    study = {"name": name, "question": f"does the {data['name']} path run end to end?", "model": model,
+             "data": {"num_workers": 0, **data}, "train": {"batch_size": 2, "threads": 1, **train},
+             "factors": factors, "seeds": [0], "tracking": {"wandb": False}}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+SMALL = {"name": "small_cnn", "width": 8}
+R18 = {"name": "resnet_d8", "depth": 18, "pretrained": "none"}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """Every CLI case once, concurrently (each start imports torch, Lightning and mmseg):
+    case -> (cwd, study path, CompletedProcess)."""
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path_factory.mktemp("studies")
+    make_voc(root / "voc")
+    make_cityscapes(root / "cityscapes")
+    make_ade(root / "ade")
+    voc = {"name": "voc", "data_root": str(root / "voc"), "crop_size": [32, 32], "scale": [W, H]}
+    cases = {
+        # ResNet-D8 with the 512-style head and the auxiliary head, SGD + poly, step-based training
+        "voc": _study(root, "voc_e2e", voc,
+                      {"backbone": R18, "head": {"channels": 16, "aux_weight": 0.4}, "mechanism": "nonlocal"},
+                      {"iterations": 4, "val_interval": 2, "optimizer": "sgd", "lr": 0.01, "schedule": "poly",
+                       "min_lr": 0.0001}, {"mechanism": ["none", "nonlocal"]}),
+        "cityscapes": _study(root, "cityscapes_e2e", {"name": "cityscapes", "data_root": str(root / "cityscapes"),
+                                                      "crop_size": [32, 64], "scale": [128, 64]},
+                             {"backbone": SMALL, "mechanism": "glore", "args": {"K": 4}}, {"epochs": 1},
+                             {"gcn": [True]}),
+        "ade20k": _study(root, "ade20k_e2e", {"name": "ade20k", "data_root": str(root / "ade"), "crop_size": [32, 32],
+                                              "scale": [W, H]},
+                         {"backbone": SMALL, "mechanism": "none"}, {"epochs": 1}, {"mechanism": ["none"]}),
+        "missing_root": _study(root, "missing_root", {**voc, "data_root": str(root / "nowhere")},
+                               {"backbone": SMALL, "mechanism": "none"}, {"epochs": 1}, {"mechanism": ["none"]}),
+        "missing_weights": _study(root, "missing_weights", voc,
+                                  {"backbone": {**R18, "pretrained": str(root / "weights" / "r18.pth")},
+                                   "mechanism": "none"}, {"epochs": 1}, {"mechanism": ["none"]}),
+    }
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+
+    def run(case: str, path: Path):
+        cwd = root / f"run_{case}"
+        cwd.mkdir()
+        return subprocess.run([sys.executable, "-m", "ablate.run", str(path), "--run-dir", str(cwd / "runs"),
+                               "--reports-dir", str(cwd / "reports")], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {case: pool.submit(run, case, path) for case, path in cases.items()}
+        return {case: (root / f"run_{case}", cases[case], f.result()) for case, f in futures.items()}
+
+
+def _trials(cwd: Path, name: str):
+    import optuna
+
+    from ablate import storage as st
+
+    store = st.open_storage(str(cwd / "runs" / "optuna.journal"))
+    return optuna.load_study(study_name=name, storage=store).get_trials(deepcopy=False)
+
+
+def _labelled_val_pixels(spec) -> int:
+    """Pixels of the val label files that are not ignored (ADE20K: 0 'other' is ignored too)."""
+    from ablate.data.real import resolve_layout
+
+    part = resolve_layout(spec).val[0]
+    files = sorted(Path(part.seg_dir).rglob("*.png"))
+    if part.ann_file:
+        files = [Path(part.seg_dir) / f"{i}.png" for i in Path(part.ann_file).read_text().split()]
+    ignored = (0, 255) if spec.name == "ade20k" else (255,)
+    return sum(int((~np.isin(np.array(Image.open(f)), ignored)).sum()) for f in files)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,classes", [("voc", 21), ("cityscapes", 19), ("ade20k", 150)])
+def test_study_on_real_data_runs_end_to_end(cli_runs, name, classes):
+    """python -m ablate.run trains every cell on the dataset, validates at the labels' original
+    resolution and writes the report."""
+    import optuna
+
+    from ablate.study import load_study
+
+    cwd, path, proc = cli_runs[name]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    study = load_study(path)
+    trials = _trials(cwd, study.name)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.user_attrs["cell_key"] for t in done) == sorted(c.key for c in study.cells())
+    for t in done:
+        assert len(t.user_attrs["class_iou"]) == classes  # the class count comes from the dataset
+        assert 0.0 <= t.value <= 1.0
+        # every labelled val pixel is scored once, at the label's own resolution
+        assert t.user_attrs["val_pixels"] == _labelled_val_pixels(study.data)
+    report = (cwd / "reports" / f"{study.name}.md").read_text()
+    assert f"on the {name} `{study.data.val_split}` split" in report
+    for cell in study.cells():
+        assert f"| {cell.title()} |" in report
+    if name == "voc":  # 4 iterations validated every 2: two rounds, the worker's two "epochs"
+        assert all(len(t.user_attrs["curve"]) == 2 for t in done)
+        assert "4 iterations, validated every 2" in report and "ResNet-18-D8" in report
+        nonlocal_trial = next(t for t in done if t.user_attrs["attention_params"])
+        assert nonlocal_trial.user_attrs["attention_flops"] > 0  # measured at the 16-channel, 4x4 map
+
+
+@pytest.mark.slow
+def test_missing_data_root_exits_2_naming_path_and_layout(cli_runs):
+    cwd, path, proc = cli_runs["missing_root"]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stdout == ""
+    flat = " ".join(proc.stderr.split())
+    assert flat.startswith(f"error in {path}, key 'data.data_root':") and flat.endswith("Nothing was run.")
+    assert str(path.parent / "nowhere") in flat and "does not exist" in flat
+    assert "expected the standard layout" in flat and "JPEGImages" in flat and "SegmentationClass" in flat
+    assert not (cwd / "runs").exists()
+
+
+@pytest.mark.slow
+def test_missing_pretrained_file_exits_2_saying_where_to_put_it(cli_runs):
+    cwd, path, proc = cli_runs["missing_weights"]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stdout == ""
+    flat = " ".join(proc.stderr.split())
+    assert flat.startswith(f"error in {path}, key 'model.backbone.pretrained':")
+    target = path.parent / "weights" / "r18.pth"
+    assert f"does not exist; download open-mmlab://resnet18_v1c" in flat and f"to {target}" in flat
+    assert "pretrained: none" in flat
+    assert not (cwd / "runs").exists()
+
+
+def test_data_factor_on_a_real_dataset_overrides_its_setting(tmp_path):
+    """data.X factors vary the dataset's settings; the layout is checked once, again only if
+    the factor moves where the files are."""
+    from ablate.study import load_study
+
+    make_voc(tmp_path / "voc", n_train=2, n_val=1)
+    voc = {"name": "voc", "data_root": str(tmp_path / "voc"), "crop_size": [32, 32], "scale": [W, H]}
+    path = _study(tmp_path, "crops", voc, {"backbone": SMALL, "mechanism": "none"}, {"epochs": 1},
+                  {"data.crop_size": [[32, 32], [48, 48]]})
+    cells = load_study(path).cells()
+    assert [c.data.crop_size for c in cells] == [(32, 32), (48, 48)] and cells[0].key != cells[1].key
+    moved = _study(tmp_path, "moved", voc, {"backbone": SMALL, "mechanism": "none"}, {"epochs": 1},
+                   {"data.data_root": [str(tmp_path / "voc"), str(tmp_path / "elsewhere")]})
+    with pytest.raises(StudyError) as e:
+        load_study(moved)
+    assert e.value.key == "data.data_root" and str(tmp_path / "elsewhere") in e.value.message
+    assert load_study(moved, check_files=False).cells()[1].data.data_root == str(tmp_path / "elsewhere")
+
+
+def test_poly_schedule_and_sgd_follow_mmseg():
+    """lr = (lr - min_lr) * (1 - step / total) ** power + min_lr, with SGD's momentum."""
+    from types import SimpleNamespace
+
+    from ablate.models.segmenter import SegmentationModule
+
+    module = SegmentationModule(21, SMALL, "none", {}, lr=0.01, optimizer="sgd", momentum=0.8, schedule="poly",
+                                poly_power=0.9, min_lr=1e-4)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.8
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [(0.01 - 1e-4) * (1 - s / 10) ** 0.9 + 1e-4 for s in range(10)]
+    assert lrs == pytest.approx(expected, rel=1e-9)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)  # the floor at the end

@@ -227,21 +227,46 @@ def test_print_config_is_the_resolved_trial_as_json(cli):
 # the studies shipped in studies/
 # --------------------------------------------------------------------------------------------
 
+def _needs_cluster_files(path: Path) -> bool:
+    """A real-data study (its dataset and weights live on the cluster, not in this checkout)."""
+    return (yaml.safe_load(path.read_text()).get("data") or {}).get("name", "synthetic") != "synthetic"
+
+
 @pytest.mark.parametrize("path", STUDY_FILES, ids=[p.stem for p in STUDY_FILES])
 def test_shipped_study_validates(path):
-    study = load_study(path)
+    # real-data studies: the schema alone (their data_root and weights are not on this machine)
+    study = load_study(path, check_files=not _needs_cluster_files(path))
     cells = study.cells()
     assert cells and study.seeds
     assert len(study.trials()) == len(cells) * len(study.seeds)
     assert study.baseline_cell() is not None
-    # every resolved cell builds its block at the backbone's width and runs on a feature map
+    # every resolved cell builds its block at the width it gets in training and runs on a
+    # feature map (real data: a small one; the crop's full map would only cost time)
+    from dataclasses import asdict
+
+    from ablate.models.segmenter import feature_geometry
+
     torch.manual_seed(0)
     for c in cells:
-        block = MECHANISMS[c.mechanism].build(c.backbone.width, **dict(c.args))
-        side = c.data.size // 2  # the backbone's output stride is 2
-        x = torch.randn(1, c.backbone.width, side, side)
+        channels, stride = feature_geometry(asdict(c.backbone), asdict(study.head))
+        side = 8 if hasattr(c.data, "crop_size") else c.data.size // stride
+        block = MECHANISMS[c.mechanism].build(channels, **dict(c.args))
+        x = torch.randn(1, channels, side, side)
         with torch.no_grad():
             assert block.eval()(x).shape == x.shape
+
+
+def test_real_data_example_studies_are_shipped():
+    """The cluster examples live beside the synthetic studies and say what they cost."""
+    real = [p for p in STUDY_FILES if _needs_cluster_files(p)]
+    assert {p.stem for p in real} >= {"voc_zoo", "cityscapes_gcn_effect"}
+    for p in real:
+        text = p.read_text()
+        assert "question:" in text and "compute" in text.lower(), p
+        # without the data, the full check (what a run does) stops at the data root, exit-2 style
+        with pytest.raises(StudyError) as e:
+            load_study(p)
+        assert e.value.key == "data.data_root" and "expected the standard layout" in e.value.message
 
 
 def test_shipped_studies_exist():
@@ -321,6 +346,85 @@ def test_reference_switching_mechanism_keeps_args_it_has(tmp_path):
     assert dict(dot.args)["normalization"] == "mean"
     glore = next(c for c in cells if c.mechanism == "glore")
     assert dict(glore.args) == MECHANISMS["glore"].defaults
+
+
+# --------------------------------------------------------------------------------------------
+# settings added with the real datasets: defaults leave old keys alone
+# --------------------------------------------------------------------------------------------
+
+# gcn_effect's keys before train.optimizer/schedule/iterations, model.head, trainer.precision and
+# the real datasets existed: a resumed study must find its finished trials under them
+GCN_EFFECT_KEYS = ["32439f554a2e", "2f061de87edc", "460086aa4f51", "89e59477c03a"]
+
+
+def test_new_settings_at_their_defaults_keep_the_old_cell_keys(tmp_path):
+    assert [c.key for c in load_study(GCN_EFFECT).cells()] == GCN_EFFECT_KEYS
+    raw = yaml.safe_load(GCN_EFFECT.read_text())
+    raw["train"].update(optimizer="adamw", schedule="onecycle", iterations=0, val_interval=0)
+    raw["model"]["head"] = {"channels": 0, "aux_weight": 0.0}
+    raw["trainer"] = {"precision": 32}
+    spelled = tmp_path / "gcn_effect.yaml"
+    spelled.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert [c.key for c in load_study(spelled).cells()] == GCN_EFFECT_KEYS
+
+
+@pytest.mark.parametrize("change", [{"train": {"optimizer": "sgd"}}, {"train": {"schedule": "poly"}},
+                                    {"model": {"head": {"channels": 16}}}, {"trainer": {"precision": "bf16"}}])
+def test_new_settings_off_their_defaults_change_the_keys(tmp_path, change):
+    s = _base()
+    for section, values in change.items():
+        s.setdefault(section, {}).update(values)
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(s, sort_keys=False))
+    a, b = load_study(_write(tmp_path, "a")).cells(), load_study(path).cells()
+    assert all(ca.key != cb.key for ca, cb in zip(a, b))
+
+
+def test_iterations_make_validation_rounds_the_epochs(tmp_path):
+    study = load_study(_write(tmp_path, train={"iterations": 60, "val_interval": 20, "batch_size": 4},
+                              pruner={"name": "hyperband"}))
+    train = study.cells()[0].train
+    assert (train.iterations, train.val_interval, train.epochs) == (60, 20, 3)
+    assert study.pruner["max_resource"] == 3  # one resource unit per validation round
+    once = load_study(_write(tmp_path, "once", train={"iterations": 50})).cells()[0].train
+    assert once.epochs == 1
+
+
+# id -> (changes to the base study, key at fault, substrings the message needs)
+NEW_SETTING_MISTAKES = {
+    "unknown_optimizer": (dict(train__optimizer="adam"), "train.optimizer", ["'adam'", "adamw", "sgd"]),
+    "unknown_schedule": (dict(train__schedule="cosine"), "train.schedule", ["'cosine'", "onecycle", "poly"]),
+    "momentum_without_sgd": (dict(train__momentum=0.9), "train.momentum", ["sgd"]),
+    "poly_power_without_poly": (dict(train__poly_power=0.9), "train.poly_power", ["poly"]),
+    "min_lr_above_lr": (dict(train__schedule="poly", train__min_lr=0.1), "train.min_lr", ["below", "train.lr"]),
+    "epochs_and_iterations": (dict(train__iterations=100), "train.epochs", ["not both"]),
+    "val_interval_not_dividing": (dict(train__epochs=None, train__iterations=100, train__val_interval=30),
+                                  "train.val_interval", ["does not divide", "100"]),
+    "val_interval_without_iterations": (dict(train__val_interval=10), "train.val_interval", ["iterations"]),
+    "aux_head_on_small_cnn": (dict(model__head={"aux_weight": 0.4}), "model.head.aux_weight", ["resnet_d8"]),
+    "unknown_head_key": (dict(model__head={"chanels": 512}), "model.head.chanels", ["channels", "aux_weight"]),
+    "unknown_precision": (dict(trainer={"precision": "fp8"}), "trainer.precision", ["'fp8'", "bf16-mixed"]),
+    "half_precision_on_cpu": (dict(trainer={"precision": 16}), "trainer.precision", ["GPU"]),
+    "unknown_dataset": (dict(data={"name": "coco"}), "data.name", ["'coco'", "synthetic", "voc", "cityscapes",
+                                                                   "ade20k"]),
+    "dataset_as_factor": (dict(factors={"data.name": ["synthetic"]}, baseline=None), "factors.data.name",
+                          ["one study per dataset"]),
+    "unknown_backbone": (dict(model__backbone={"name": "resnet50"}), "model.backbone.name",
+                         ["small_cnn", "resnet_d8"]),
+    "resnet_without_pretrained": (dict(model__backbone={"name": "resnet_d8", "depth": 50}),
+                                  "model.backbone.pretrained", ["none", "open-mmlab://resnet50_v1c"]),
+}
+
+
+@pytest.mark.parametrize("case", list(NEW_SETTING_MISTAKES))
+def test_new_setting_mistakes_name_the_key(tmp_path, case):
+    changes, key, needles = NEW_SETTING_MISTAKES[case]
+    path = _write(tmp_path, **changes)
+    with pytest.raises(StudyError) as e:
+        load_study(path)
+    assert e.value.key == key, e.value.paragraph()
+    for needle in needles:
+        assert needle in e.value.message, f"{needle!r} missing from: {e.value.message}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -199,8 +199,8 @@ class LoadReport:
 
 
 def _hint(depth: int | None, target: str | None = None) -> str:
-    name = f"resnet{depth}_v1c" if depth in (50, 101) else "resnet<depth>_v1c"
-    url = openmmlab_url(name) if depth in (50, 101) else None
+    url = openmmlab_url(f"resnet{depth}_v1c") if depth in DEPTHS else None  # open-mmlab has 18, 50 and 101
+    name = f"resnet{depth}_v1c" if url else "resnet<depth>_v1c"
     to = target or f"<path>/{name}.pth"
     return (f"download open-mmlab://{name}{f' ({url})' if url else ''} to {to} and set model.backbone.pretrained: "
             f"{to}, or set pretrained: none to train from random initialisation")
