@@ -676,3 +676,43 @@ def test_poly_schedule_and_sgd_follow_mmseg():
     expected = [(0.01 - 1e-4) * (1 - s / 10) ** 0.9 + 1e-4 for s in range(10)]
     assert lrs == pytest.approx(expected, rel=1e-9)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)  # the floor at the end
+
+
+@pytest.mark.parametrize("backbone,head", [(SMALL, None), (R18, None), (R18, {"channels": 16, "aux_weight": 0.4})])
+def test_cost_shapes_match_the_built_model(backbone, head):
+    """The report's and the trial's block shapes are computed without building the backbone
+    (a ResNet would load its weights): they must be what the built model feeds the block."""
+    from ablate.models.segmenter import Segmenter, feature_geometry, feature_side
+
+    model = Segmenter(21, backbone, "none", {}, head).eval()
+    channels, stride = feature_geometry(backbone, head)
+    x = torch.randn(1, 3, 33, 47)  # odd sides: the stride-2 convs round up
+    with torch.no_grad():
+        f = model.backbone(x)
+        if model.reduce is not None:
+            f = model.reduce(f)
+        logits, aux = model.forward_train(x)
+    assert tuple(f.shape[1:]) == (channels, feature_side(33, stride), feature_side(47, stride))
+    assert model.attention_channels == channels and logits.shape == (1, 21, 33, 47)
+    assert (aux is not None) == bool(head and head.get("aux_weight")) and (aux is None or aux.shape == logits.shape)
+
+
+def test_step_based_trial_reports_rounds_and_prunes_at_one(tmp_path):
+    """With train.iterations each validation round is an 'epoch' for the worker: it is reported
+    with its round index, a prune answer stops the trial there, and the last round is final."""
+    from ablate.study import load_study
+    from ablate.trainer import run_trial
+
+    make_voc(tmp_path / "voc", n_train=4, n_val=1)
+    voc = {"name": "voc", "data_root": str(tmp_path / "voc"), "crop_size": [32, 32], "scale": [W, H]}
+    path = _study(tmp_path, "steps", voc, {"backbone": SMALL, "mechanism": "none"},
+                  {"iterations": 6, "val_interval": 2}, {"mechanism": ["none"]})
+    study = load_study(path)
+    config = study.trial_config(*study.trials()[0])
+    assert config["train"]["epochs"] == 3
+    seen = []
+    result = run_trial(config, lambda e, m: seen.append(e) or e == 1, threads=1)
+    assert seen == [0, 1] and result["pruned_epoch"] == 1 and len(result["curve"]) == 2
+    seen.clear()
+    result = run_trial(config, lambda e, m: seen.append(e) or e == 2, threads=1)  # the last round: not pruned
+    assert seen == [0, 1, 2] and result["pruned_epoch"] is None and len(result["curve"]) == 3
