@@ -309,9 +309,17 @@ class Study:
             "data": cell.data.as_dict(),
             "train": _asdict(cell.train),
             "head": _asdict(self.head),
-            "trainer": _asdict(self.trainer),
+            "trainer": self._trainer_config(),
             "metric": self.metric,
         }
+
+    def _trainer_config(self) -> dict:
+        """``trainer`` of a trial config; ``precision`` only when not 32-true (the trainer's default),
+        so trial configs of one-process studies read as they did before precision existed."""
+        out = _asdict(self.trainer)
+        if out["precision"] == TrainerSpec.precision:
+            del out["precision"]
+        return out
 
     def make_pruner(self):
         """The study's Optuna pruner (a fresh object: SH/Hyperband keep per-process state)."""
