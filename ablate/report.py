@@ -220,6 +220,8 @@ def render(study, data: dict, storage_label: str) -> str:
                   f"mode; measured when this report was written, on {costs['_device']} with "
                   f"{costs['_threads']} torch thread(s) (`ablate.costs.measure`). Params and MFLOPs are the "
                   "trial's own records."]
+    if not study.search and len(study.factors) == 2:
+        lines += _matrix_section(study, data, cells, costs)
     lines += ["", "## Verdict", ""]
     # the grid's own comparisons first; references are calibration, listed after them
     verdicts = [text for _, text in sorted(verdicts, key=lambda v: v[0])]
@@ -252,6 +254,56 @@ def render(study, data: dict, storage_label: str) -> str:
                  f"by `python -m ablate.report {study.path}`. Cell keys: "
                  + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _matrix_section(study, data: dict, cells: list, costs: dict) -> list[str]:
+    """A two-factor grid as a matrix: rows the first factor's values, columns the second's;
+    each entry the mean mIoU with its 95% t interval (cost columns from the row's first cell)."""
+    (rf, rvals), (cf, cvals) = list(study.factors.items())
+    # study.cells() lists the grid first, in itertools.product order, then the references
+    grid = {(rv, cv): cells[i * len(cvals) + j] for i, rv in enumerate(rvals) for j, cv in enumerate(cvals)}
+    lines = ["", f"## Matrix: {rf} × {cf}", "",
+             f"Mean val mIoU over finished seeds with its 95% t interval; the best mean in each column is "
+             f"in bold. Costs are the attention block's at the row's first {cf} (same block shape).", "",
+             f"| {rf} | " + " | ".join(map(_fmt_value, cvals)) + " | attn params | attn MFLOPs/img | attn fwd+bwd ms | "
+             "attn peak MiB |", "|" + "---|" * (len(cvals) + 5)]
+    vals = data["values"]
+    means = {}
+    for key, cell in grid.items():
+        v = list(vals.get(cell.key, {}).values())
+        if v:
+            means[key] = summarize(v)
+    best = {}
+    for cv in cvals:
+        col = [(means[(rv, cv)].mean, rv) for rv in rvals if (rv, cv) in means]
+        if col:
+            best[cv] = max(col)[1]
+    for rv in rvals:
+        row = []
+        for cv in cvals:
+            s = means.get((rv, cv))
+            if s is None:
+                row.append("—")
+                continue
+            text = _pts(s.mean) + ("" if math.isnan(s.half_width) else f" [{_pts(s.ci[0])}, {_pts(s.ci[1])}]")
+            row.append(f"**{text}**" if best.get(cv) == rv else text)
+        first = grid.get((rv, cvals[0]))
+        recs = data["records"].get(first.key, []) if first else []
+        params = recs[0].get("attention_params", "") if recs else ""
+        flops = recs[0].get("attention_flops") if recs else None
+        ms = mib = ""
+        if first is not None and first.key in costs:
+            cost, extra = costs[first.key]
+            ms, mib = f"{cost.latency_ms:.2f}", f"{extra / 2**20:.2f}"
+        lines.append(f"| {_fmt_value(rv)} | " + " | ".join(row) + f" | {params} | "
+                     f"{'' if flops is None else f'{flops / 1e6:.2f}'} | {ms} | {mib} |")
+    return lines
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
 
 
 def _pruning_section(study, data: dict, cells: list) -> list[str]:

@@ -71,3 +71,40 @@ def test_costs_are_measured_once_per_distinct_block(tmp_path, monkeypatch):
     out = block_costs(study.cells())
     assert len(calls) == 2  # gcn on / off; the learning rate does not change the block
     assert out[study.cells()[0].key] is out[study.cells()[1].key]
+
+
+def test_two_factor_grid_gets_a_matrix_with_the_best_of_each_column_in_bold(tmp_path):
+    """The zoo's shape: mechanism x task. Every entry is that cell's own mean, at its row and column."""
+    path = tiny_study(tmp_path, model={"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "glore",
+                                      "args": {"K": 4}}, baseline={})
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    raw["factors"] = {"mechanism": ["glore", "none", "a2net"], "data.task": ["global_cue", "local"]}
+    raw["baseline"] = {"mechanism": "none", "data.task": "global_cue"}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    study = load_study(path)
+    url = str(tmp_path / "runs" / "optuna.journal")
+    ostudy = st.load_or_create(st.open_storage(url), study.name)
+    means = {}
+    for i, cell in enumerate(study.cells()):
+        for seed in study.seeds:
+            value = 0.3 + 0.1 * i + 0.01 * seed  # a distinct mean per cell
+            means.setdefault(cell.key, []).append(value)
+            attrs = {"cell_key": cell.key, "seed": seed, "config": json.dumps(study.trial_config(cell, seed)),
+                     "class_iou": [0.9, 0.5, 0.5], "wall_s": 2.0, "compute_s": 1.5, "curve": [value],
+                     "attention_params": 7, "attention_flops": 1000}
+            ostudy.add_trial(optuna.trial.create_trial(value=value, user_attrs=attrs))
+    text = write_report(study, url, str(tmp_path / "rep")).read_text()
+    section = text.split("## Matrix: mechanism × data.task")[1].split("## Verdict")[0]
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
+            for ln in section.splitlines() if ln.startswith("| ") and not ln.startswith("| mechanism")}
+    assert list(rows) == ["glore", "none", "a2net"]
+    cells = study.cells()
+    for r, mech in enumerate(["glore", "none", "a2net"]):
+        for c in range(2):
+            mean = 100 * sum(means[cells[2 * r + c].key]) / len(study.seeds)
+            assert rows[mech][1 + c].strip("*").startswith(f"{mean:.1f} [")
+    # a2net's cells were written last, with the highest values: best in both columns
+    assert rows["a2net"][1].startswith("**") and rows["a2net"][2].startswith("**")
+    assert not rows["glore"][1].startswith("**")
