@@ -207,8 +207,11 @@ def test_ctrl_c_marks_the_trial_interrupted_and_a_rerun_resumes(tmp_path):
     path = tiny_study(tmp_path, train={"epochs": 6}, data={"train_images": 256}, seeds=[0])
     run_dir = tmp_path / "runs/tiny"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    # a shell without job control starts background jobs with SIGINT ignored, and Python keeps an
+    # ignored SIGINT ignored: give the child the default disposition, as a terminal would
     proc = subprocess.Popen([sys.executable, "-m", "ablate.run", str(path), "--run-dir", str(run_dir), "--no-wandb"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
         if "started" in line:
             time.sleep(1.0)
