@@ -37,7 +37,9 @@ backward with a given upstream gradient. It works on a deep copy, so the caller'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import os
 import platform
 import shlex
 import statistics
@@ -309,10 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     shape = (args.batch, args.channels, args.size, args.size)
-    costs = [
-        measure(p.build(args.channels), shape, repeats=args.repeats, warmup=args.warmup, device=args.device)
-        for p in presets
-    ]
+    with quiet_native_stderr():
+        costs = [
+            measure(p.build(args.channels), shape, repeats=args.repeats, warmup=args.warmup, device=args.device)
+            for p in presets
+        ]
     device = torch.device(args.device)
     command = "python -m ablate.costs " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     print(
@@ -328,10 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def forward_flops(block: nn.Module, shape: Sequence[int]) -> int:
     """Forward FLOPs of ``block`` on one input of ``shape`` (a copy in eval mode; no grad)."""
     probe = copy.deepcopy(block).eval()
@@ -339,3 +338,23 @@ def forward_flops(block: nn.Module, shape: Sequence[int]) -> int:
     with torch.no_grad(), flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
         probe(x)
     return int(counter.get_total_flops())
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Send file descriptor 2 to /dev/null for a while: torch's profiler prints lines from C++
+    (one pair per memory measurement) that Python cannot filter."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,11 +10,9 @@ read.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -99,21 +97,6 @@ def describe_setup(study) -> str:
     return f"on {on}; {length}; backbone `{b.name}` ({arch})"
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Send file descriptor 2 to /dev/null for a while (output of C++ code Python cannot filter)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def block_costs(cells: list, world_size: int = 1, device: str | None = None, head=None) -> dict:
     """Forward+backward latency and peak memory of each cell's attention block at its training
     input shape, on this machine (CUDA if there is one), once per distinct (mechanism, args,
@@ -125,7 +108,7 @@ def block_costs(cells: list, world_size: int = 1, device: str | None = None, hea
     import torch
 
     from .attention import get_preset
-    from .costs import describe_device, measure
+    from .costs import describe_device, measure, quiet_native_stderr
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out, seen = {}, {}
@@ -135,7 +118,7 @@ def block_costs(cells: list, world_size: int = 1, device: str | None = None, hea
         if what not in seen:
             torch.manual_seed(0)
             block = get_preset(c.mechanism).build(shape[1], **dict(c.args))
-            with _quiet_native_stderr():  # torch's profiler prints two lines per memory measurement
+            with quiet_native_stderr():  # torch's profiler prints two lines per memory measurement
                 cost = measure(block, shape, repeats=COST_REPEATS, warmup=COST_WARMUP, device=device)
             grad_bytes = shape[0] * shape[1] * shape[2] * shape[3] * 4
             seen[what] = (cost, max(0, cost.peak_mem_bytes - grad_bytes))
