@@ -307,17 +307,26 @@ def _voc_layout(spec: VOCSpec, where: str, prefix: str) -> Layout:
     return Layout(str(root), tuple(train), tuple(val))
 
 
+def _split_images(spec, where: str, prefix: str, split: str, img_dir: Path, seg_dir: Path, pattern: str,
+                  shown: str) -> list[Path]:
+    """The sorted images of a split that keeps images and labels in two folders (Cityscapes,
+    ADE20K); a missing folder or an empty split is a layout error."""
+    for d in (img_dir, seg_dir):
+        if not d.is_dir():
+            raise _fail(spec, where, prefix, f"has no folder {d} (split '{split}')")
+    images = sorted(img_dir.glob(pattern))
+    if not images:
+        raise _fail(spec, where, prefix, f"has an empty split '{split}': no {shown} under {img_dir}")
+    return images
+
+
 def _cityscapes_layout(spec: CityscapesSpec, where: str, prefix: str) -> Layout:
     root = Path(spec.data_root).expanduser().resolve()
 
     def part(split: str) -> Part:
         img_dir, seg_dir = root / "leftImg8bit" / split, root / "gtFine" / split
-        for d in (img_dir, seg_dir):
-            if not d.is_dir():
-                raise _fail(spec, where, prefix, f"has no folder {d} (split '{split}')")
-        images = sorted(img_dir.glob("*/*_leftImg8bit.png"))
-        if not images:
-            raise _fail(spec, where, prefix, f"has an empty split '{split}': no <city>/*_leftImg8bit.png under {img_dir}")
+        images = _split_images(spec, where, prefix, split, img_dir, seg_dir, "*/*_leftImg8bit.png",
+                               "<city>/*_leftImg8bit.png")
         labels = [seg_dir / p.parent.name / p.name.replace("_leftImg8bit.png", "_gtFine_labelTrainIds.png")
                   for p in images]
         n, first = _missing(labels)
@@ -339,12 +348,7 @@ def _ade_layout(spec: ADE20KSpec, where: str, prefix: str) -> Layout:
 
     def part(split: str) -> Part:
         img_dir, seg_dir = root / "images" / split, root / "annotations" / split
-        for d in (img_dir, seg_dir):
-            if not d.is_dir():
-                raise _fail(spec, where, prefix, f"has no folder {d} (split '{split}')")
-        images = sorted(img_dir.glob("*.jpg"))
-        if not images:
-            raise _fail(spec, where, prefix, f"has an empty split '{split}': no *.jpg under {img_dir}")
+        images = _split_images(spec, where, prefix, split, img_dir, seg_dir, "*.jpg", "*.jpg")
         n, first = _missing([seg_dir / (p.stem + ".png") for p in images])
         if n:
             raise _fail(spec, where, prefix, f"lacks {n} of {len(images)} annotation(s) of split '{split}', e.g. "
