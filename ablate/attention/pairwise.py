@@ -162,7 +162,6 @@ class NonLocalBlock(nn.Module):
         return x
 
     def _sparse(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
         x = self.pre(x)
         q, k, v = self.theta(x), self.phi(x), self.sigma(x)
         if self.scale:
