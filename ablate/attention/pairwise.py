@@ -137,12 +137,14 @@ class NonLocalBlock(nn.Module):
                 raise ValueError(f"samples must be between 1 and (2 radius + 1)^2 = {side * side}, "
                                  f"got {args.get('samples')}")
 
-    def _qkv(self, x: torch.Tensor):
+    def _maps(self, x: torch.Tensor):
+        """Query, key and value maps (B, d, H, W), (B, d, H, W), (B, dv, H, W)."""
         x = self.pre(x)
-        q = self.theta(x).flatten(2).transpose(1, 2)  # B, N, d
-        k = self.phi(x).flatten(2).transpose(1, 2)  # B, N, d
-        v = self.sigma(x).flatten(2).transpose(1, 2)  # B, N, dv
-        return q, k, v
+        return self.theta(x), self.phi(x), self.sigma(x)
+
+    def _qkv(self, x: torch.Tensor):
+        """The maps as pixel sequences: (B, N, d), (B, N, d), (B, N, dv)."""
+        return tuple(t.flatten(2).transpose(1, 2) for t in self._maps(x))
 
     def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         if self.affinity == "dot":
@@ -162,8 +164,7 @@ class NonLocalBlock(nn.Module):
         return x
 
     def _sparse(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pre(x)
-        q, k, v = self.theta(x), self.phi(x), self.sigma(x)
+        q, k, v = self._maps(x)
         if self.scale:
             q = q * self.qk_dim ** -0.5
         if self.pattern == "criss_cross":
