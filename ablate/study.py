@@ -539,8 +539,8 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
         mech_args = preset.resolve(overrides)
     except (KeyError, ValueError) as e:
         bad = next((k for k in overrides if k not in preset.defaults), None)
-        if bad is None:  # a combination the block refuses: name the first factor the message names
-            bad = next((k for k in overrides if k in assignment and repr(overrides[k]) in str(e)), None)
+        if bad is None and getattr(e, "key", None) in assignment:  # a combination the block refuses
+            bad = e.key
         raise StudyError(where, f"{key_prefix}.{bad or ''}".rstrip("."), str(e).strip('"') + ".") from None
     world = study.trainer.world_size
     if train.batch_size % world:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import patterns as P
+from .vocab import FactorConflict
 
 
 def _conv1x1(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
@@ -120,21 +121,21 @@ class NonLocalBlock(nn.Module):
         """Combinations of factors the block cannot build (raised before anything runs)."""
         pattern = args.get("pattern", "full")
         if pattern not in P.PATTERNS:
-            raise ValueError(f"pattern must be one of {', '.join(P.PATTERNS)}, got {pattern!r}")
+            raise FactorConflict("pattern", f"pattern must be one of {', '.join(P.PATTERNS)}, got {pattern!r}")
         if pattern != "full" and (args.get("affinity", "dot") != "dot" or args.get("normalization", "softmax") != "softmax"):
-            raise ValueError(f"pattern {pattern!r} chooses the pixels a softmax of dot products runs over: it needs "
+            raise FactorConflict("pattern", f"pattern {pattern!r} chooses the pixels a softmax of dot products runs over: it needs "
                              f"affinity 'dot' and normalization 'softmax' (got {args.get('affinity')!r}, "
                              f"{args.get('normalization')!r}); only pattern 'full' takes the other forms")
         if args.get("R", 1) < 1:
-            raise ValueError(f"R (passes of the block) must be >= 1, got {args.get('R')}")
+            raise FactorConflict("R", f"R (passes of the block) must be >= 1, got {args.get('R')}")
         if pattern == "local_window" and (args.get("window", 7) < 1 or args.get("window", 7) % 2 == 0):
-            raise ValueError(f"window must be odd and >= 1, got {args.get('window')}")
+            raise FactorConflict("window", f"window must be odd and >= 1, got {args.get('window')}")
         if pattern == "interlaced" and args.get("down_factor", 4) < 2:
-            raise ValueError(f"down_factor must be >= 2, got {args.get('down_factor')}")
+            raise FactorConflict("down_factor", f"down_factor must be >= 2, got {args.get('down_factor')}")
         if pattern == "sampled":
             side = 2 * args.get("radius", 12) + 1
             if not 1 <= args.get("samples", 36) <= side * side:
-                raise ValueError(f"samples must be between 1 and (2 radius + 1)^2 = {side * side}, "
+                raise FactorConflict("samples", f"samples must be between 1 and (2 radius + 1)^2 = {side * side}, "
                                  f"got {args.get('samples')}")
 
     def _maps(self, x: torch.Tensor):

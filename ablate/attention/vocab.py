@@ -14,6 +14,14 @@ from typing import Any, Callable
 from torch import nn
 
 
+class FactorConflict(ValueError):
+    """A combination of factor values a block cannot build; ``key`` names the factor to blame."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass(frozen=True)
 class Factor:
     """One switch of a mechanism: a name, a default and its valid values."""
