@@ -86,7 +86,9 @@ def describe_setup(study) -> str:
               f"their original label resolution ({'all' if not d.val_images else d.val_images} images), trained "
               f"on {d.crop_size[0]}x{d.crop_size[1]} crops")
     else:
-        on = (f"the `{d.task}` synthetic task, {d.val_images} validation images fixed by data seed {d.seed}")
+        task = (f"the synthetic tasks of the `data.task` factor ({', '.join(map(str, study.factors['data.task']))})"
+                if isinstance(study.factors.get("data.task"), list) else f"the `{d.task}` synthetic task")
+        on = f"{task}, {d.val_images} validation images fixed by data seed {d.seed}"
     length = (f"{t.iterations} iterations, validated every {t.iterations // t.epochs}" if t.iterations
               else f"{t.epochs} epochs")
     arch = (f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`" if b.name == "resnet_d8" else f"width {b.width}")
@@ -142,9 +144,13 @@ def _search_cells(study, data: dict) -> list:
 
 def render(study, data: dict, storage_label: str) -> str:
     cells = _search_cells(study, data) if study.search else study.cells()
-    base = (cells[0] if cells else None) if study.search else study.baseline_cell()
     vals = data["values"]
-    base_vals = list(vals.get(base.key, {}).values()) if base else []
+
+    def base_of(c):
+        if study.search:
+            return cells[0] if cells else None
+        return study.baseline_for(c, cells)
+
     ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
     planned = 1 if study.search else len(study.seeds)
     n_pruned: dict[str, int] = {}
@@ -162,7 +168,7 @@ def render(study, data: dict, storage_label: str) -> str:
             "attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |")
     lines += [head, "|" + "---|" * 11]
     costs = data.get("costs") or {}
-    verdicts = []
+    verdicts, diffs = [], {}
     for c in cells:
         v = list(vals.get(c.key, {}).values())
         s = summarize(v)
@@ -171,6 +177,8 @@ def render(study, data: dict, storage_label: str) -> str:
         flops = recs[0].get("attention_flops") if recs else None
         mflops = "" if flops is None else f"{flops / 1e6:.2f}"
         name = c.title() + (" (reference)" if c.key in ref_keys else "")
+        base = base_of(c)
+        base_vals = list(vals.get(base.key, {}).values()) if base else []
         if base is not None and c.key == base.key:
             delta, verdict = "baseline", "—"
         elif len(v) < 2 or len(base_vals) < 2:
@@ -182,6 +190,7 @@ def render(study, data: dict, storage_label: str) -> str:
             delta = f"{100 * d.mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
             verdict = ("**distinguishable** from zero" if distinct else "not distinguishable from zero") + \
                       f" at {min(len(v), len(base_vals))} seeds"
+            diffs[c.key] = (d, distinct)
             verdicts.append((c.key in ref_keys,
                              f"- {c.title()}{' (reference)' if c.key in ref_keys else ''} vs {base.title()}: "
                              f"Δ = {100 * d.mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]; "
@@ -208,6 +217,9 @@ def render(study, data: dict, storage_label: str) -> str:
     lines += ["", "## Verdict", ""]
     # the grid's own comparisons first; references are calibration, listed after them
     verdicts = [text for _, text in sorted(verdicts, key=lambda v: v[0])]
+    grouped = _grouped_verdict(study, data, cells, diffs)
+    if grouped:
+        verdicts = grouped
     lines += verdicts or ["- Not enough finished seeds for a verdict yet."]
     # per-class IoU and costs
     lines += ["", "## Per-class IoU and cost (means over finished seeds)", "",
@@ -281,6 +293,51 @@ def _matrix_section(study, data: dict, cells: list, costs: dict) -> list[str]:
         lines.append(f"| {_fmt_value(rv)} | " + " | ".join(row) + f" | {params} | "
                      f"{'' if flops is None else f'{flops / 1e6:.2f}'} | {ms} | {mib} |")
     return lines
+
+
+def _grouped_verdict(study, data: dict, cells: list, diffs: dict) -> list[str]:
+    """A two-factor grid whose baseline names one factor (``{mechanism: none}`` across tasks):
+    one line per value of the other factor, listing which rows beat, trail or tie their group's
+    baseline. Empty when the study is not of that shape (the per-cell lines are used then)."""
+    if study.search or len(study.factors) != 2 or len(study.baseline) != 1:
+        return []
+    (bf,) = study.baseline
+    if bf not in study.factors:
+        return []
+    (gf,) = [f for f in study.factors if f != bf]
+    vals, out = data["values"], []
+    for gv in study.factors[gf]:
+        group = [c for c in cells if c.label_dict.get(gf) == gv and c.label_dict.get(bf) is not None]
+        base = next((study.baseline_for(c, cells) for c in group), None)
+        if base is None:
+            continue
+        bv = list(vals.get(base.key, {}).values())
+        head = f"- **{gf}={_fmt_value(gv)}** ({_fmt_value(base.label_dict[bf])}: " + \
+               (f"{_pts(summarize(bv).mean)}" if bv else "no finished seeds") + ")"
+        better, worse, tied, missing = [], [], [], []
+        for c in group:
+            if c.key == base.key:
+                continue
+            name = _fmt_value(c.label_dict[bf])
+            if c.key not in diffs:
+                missing.append(name)
+                continue
+            d, distinct = diffs[c.key]
+            entry = f"{name} {100 * d.mean:+.1f}"
+            (tied if not distinct else better if d.mean > 0 else worse).append((d.mean, entry))
+        parts = []
+        for label, items in (("above", better), ("below", worse), ("not distinguishable", tied)):
+            if items:
+                parts.append(f"{label}: " + ", ".join(e for _, e in sorted(items, reverse=True)))
+        if missing:
+            parts.append("too few seeds: " + ", ".join(missing))
+        out.append(head + ": " + ("; ".join(parts) if parts else "nothing to compare") + ".")
+    if out:
+        out.insert(0, f"Each {bf} against {_fmt_value(next(iter(study.baseline.values())))} on the same {gf}: "
+                   "Δ in points over the finished seeds, largest first; \"above\" and \"below\" when the 95% "
+                   "Welch interval of the difference excludes zero. The table above has every interval.")
+        out.insert(1, "")
+    return out
 
 
 def _fmt_value(v) -> str:

@@ -51,13 +51,13 @@ def print_plan(study, out=sys.stdout) -> None:
         return
     plan = study.trials()
     cells = study.cells()
-    base = study.baseline_cell()
+    bases = {c.key for c in study.baseline_cells()}
     print(f"study {study.name}: {len(cells)} cells x {len(study.seeds)} seeds = {len(plan)} trials "
           f"({study.train.epochs} epochs each)", file=out)
     if study.question:
         print(f"question: {' '.join(study.question.split())}", file=out)
     for i, c in enumerate(cells):
-        mark = "  <- baseline" if base is not None and c.key == base.key else ""
+        mark = "  <- baseline" if c.key in bases else ""
         print(f"  cell {i + 1}: {c.title():40s} mechanism={c.mechanism:18s} key={c.key}{mark}", file=out)
     print(f"  seeds: {', '.join(map(str, study.seeds))}", file=out)
     if study.pruner["name"] != "none":

@@ -23,7 +23,9 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
       - {mechanism: none}
     seeds: [0, 1, 2]                 # or a count: 3 -> [0, 1, 2]
     metric: val_miou                 # val_miou (last epoch) or best_val_miou
-    baseline: {gcn: on}              # the cell the deltas are taken against (default: first)
+    baseline: {gcn: on}              # the cell the deltas are taken against (default: first); naming
+                                     # only some factors ({mechanism: none} in a mechanism x task grid)
+                                     # gives a baseline per group: none on the same task
     search: {n_trials: 20, sampler: tpe}   # only with range factors: {low, high, log} / {choices}
     pruner: {name: median, n_startup_trials: 4, n_warmup_steps: 1}   # default: none
     trainer: {accelerator: cpu, devices: 1, strategy: auto, num_nodes: 1, sync_batchnorm: true,
@@ -263,17 +265,43 @@ class Study:
         """The grid plan: every cell times every seed, cells outermost."""
         return [(c, s) for c in self.cells() for s in self.seeds]
 
+    def _is_baseline(self, c: Cell) -> bool:
+        preset = MECHANISMS[c.mechanism]
+        return all(k in c.label_dict and c.label_dict[k] == _canon(preset, k, v) for k, v in self.baseline.items())
+
     def baseline_cell(self) -> Cell | None:
+        """The first cell that matches ``baseline:`` (the first cell when there is none)."""
         cells = self.cells()
         if not cells:
             return None
         if not self.baseline:
             return cells[0]
-        for c in cells:
-            preset = MECHANISMS[c.mechanism]
-            if all(k in c.label_dict and c.label_dict[k] == _canon(preset, k, v) for k, v in self.baseline.items()):
-                return c
-        return None
+        return next((c for c in cells if self._is_baseline(c)), None)
+
+    def baseline_for(self, cell: Cell, cells: list | None = None) -> Cell | None:
+        """The cell ``cell`` is compared with. A ``baseline:`` that names only some of the grid's
+        factors (``{mechanism: none}`` in a mechanism x task grid) is a baseline per group: the
+        matching cell that shares ``cell``'s values of the other factors (none on the same task).
+        A cell with no such partner (a reference, or a full baseline) gets ``baseline_cell()``.
+        ``cells``: the study's cells when the caller has them already."""
+        cells = self.cells() if cells is None else cells
+        if self.baseline and self.factors and not self.search:
+            rest = {f: cell.label_dict[f] for f in self.factors if f not in self.baseline and f in cell.label_dict}
+            if rest:
+                for c in cells:
+                    if self._is_baseline(c) and all(c.label_dict.get(f) == v for f, v in rest.items()):
+                        return c
+        if not cells:
+            return None
+        if not self.baseline:
+            return cells[0]
+        return next((c for c in cells if self._is_baseline(c)), None)
+
+    def baseline_cells(self) -> list[Cell]:
+        """Every cell that is some cell's baseline, in the study's order."""
+        cells = self.cells()
+        keys = {b.key for b in (self.baseline_for(c, cells) for c in cells) if b is not None}
+        return [c for c in cells if c.key in keys]
 
     def distributions(self) -> dict:
         """Optuna distributions of a search study's factors."""

@@ -108,3 +108,46 @@ def test_two_factor_grid_gets_a_matrix_with_the_best_of_each_column_in_bold(tmp_
     # a2net's cells were written last, with the highest values: best in both columns
     assert rows["a2net"][1].startswith("**") and rows["a2net"][2].startswith("**")
     assert not rows["glore"][1].startswith("**")
+
+
+def test_a_baseline_naming_one_factor_is_taken_per_group_of_the_other(tmp_path):
+    """baseline {mechanism: none} in a mechanism x task grid: each mechanism is compared with none
+    on its own task (not with none on the first task), in the table and in the verdict."""
+    import yaml
+
+    path = tiny_study(tmp_path, model={"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "glore",
+                                      "args": {"K": 4}}, baseline={})
+    raw = yaml.safe_load(path.read_text())
+    raw["factors"] = {"mechanism": ["glore", "none"], "data.task": ["global_cue", "local"]}
+    raw["seeds"] = [0, 1, 2]
+    raw["baseline"] = {"mechanism": "none"}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    study = load_study(path)
+    cells = {(c.mechanism, c.label_dict["data.task"]): c for c in study.cells()}
+    assert study.baseline_for(cells["glore", "local"]).key == cells["none", "local"].key
+    assert study.baseline_for(cells["glore", "global_cue"]).key == cells["none", "global_cue"].key
+    assert {c.key for c in study.baseline_cells()} == {cells["none", "local"].key, cells["none", "global_cue"].key}
+    # none is at 0.40 on global_cue and 0.90 on local; glore at 0.80 on both
+    level = {("none", "global_cue"): 0.40, ("none", "local"): 0.90, ("glore", "global_cue"): 0.80,
+             ("glore", "local"): 0.80}
+    url = str(tmp_path / "runs" / "optuna.journal")
+    ostudy = st.load_or_create(st.open_storage(url), study.name)
+    for (mech, task), cell in cells.items():
+        for seed in study.seeds:
+            value = level[mech, task] + 0.01 * seed
+            attrs = {"cell_key": cell.key, "seed": seed, "config": json.dumps(study.trial_config(cell, seed)),
+                     "class_iou": [0.9, 0.5, 0.5], "wall_s": 2.0, "compute_s": 1.5, "curve": [value],
+                     "attention_params": 7, "attention_flops": 1000}
+            ostudy.add_trial(optuna.trial.create_trial(value=value, user_attrs=attrs))
+    text = write_report(study, url, str(tmp_path / "rep")).read_text()
+    main_table = text.split("## Matrix")[0]
+    delta = {ln.split("|")[1].strip(): ln.split("|")[5].strip() for ln in main_table.splitlines()
+             if ln.startswith("| mechanism=")}
+    assert delta["mechanism=glore, data.task=global_cue"].startswith("+40.0 [")
+    assert delta["mechanism=glore, data.task=local"].startswith("-10.0 [")
+    assert delta["mechanism=none, data.task=local"] == "baseline"
+    assert delta["mechanism=none, data.task=global_cue"] == "baseline"
+    verdict = text.split("## Verdict")[1].split("## ")[0]
+    assert "- **data.task=global_cue** (none: 41.0): above: glore +40.0." in verdict
+    assert "- **data.task=local** (none: 91.0): below: glore -10.0." in verdict
+    assert "synthetic tasks of the `data.task` factor (global_cue, local)" in text
