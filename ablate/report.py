@@ -36,11 +36,12 @@ def collect(study, url: str) -> dict:
         ostudy = optuna.load_study(study_name=study.name, storage=store)
     except KeyError:
         return {"values": {}, "records": {}, "failed": [], "pruned": [], "epochs": {"run": 0, "planned": 0},
-                "run": {}}
+                "finished": [], "run": {}}
     values: dict[str, dict[int, float]] = {}
     records: dict[str, list[dict]] = {}
     failed, pruned = [], []
     epochs = {"run": 0, "planned": 0}  # over complete and pruned trials
+    finished = []  # (completion time, compute s) of complete and pruned trials
     for t in ostudy.get_trials(deepcopy=False):
         key, seed = t.user_attrs.get("cell_key"), t.user_attrs.get("seed")
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
@@ -49,6 +50,8 @@ def collect(study, url: str) -> dict:
             planned = json.loads(config)["train"]["epochs"] if isinstance(config, str) else len(curve)
             epochs["run"] += len(curve)
             epochs["planned"] += planned
+            if t.datetime_complete is not None:
+                finished.append((t.datetime_complete.timestamp(), t.user_attrs.get("compute_s", 0.0)))
         if t.state == optuna.trial.TrialState.COMPLETE:
             values.setdefault(key, {})[seed] = t.value
             records.setdefault(key, []).append(t.user_attrs)
@@ -59,7 +62,7 @@ def collect(study, url: str) -> dict:
         elif t.state == optuna.trial.TrialState.FAIL and t.system_attrs.get(st.ATTR + "fail_kind") == "error":
             failed.append((key, seed, t.system_attrs.get(st.ATTR + "fail_reason", "")))
     return {"values": values, "records": records, "failed": failed, "pruned": pruned, "epochs": epochs,
-            "run": ostudy.user_attrs.get("last_run", {})}
+            "finished": finished, "run": ostudy.user_attrs.get("last_run", {})}
 
 
 COST_REPEATS, COST_WARMUP = 5, 1
@@ -242,9 +245,17 @@ def render(study, data: dict, storage_label: str) -> str:
     run = data.get("run") or {}
     lines += ["", "## Provenance", ""]
     if run:
-        lines.append(f"Produced by `{run.get('command')}` ({run.get('workers')} worker(s); study wall time "
-                     f"{run.get('wall_s', 0):.0f} s; sum of trial compute {run.get('compute_s', 0):.0f} s; "
-                     f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time).")
+        here, total = run.get("trials_here"), run.get("trials_total")
+        if here is not None and total is not None and here < total:
+            lines.append(f"Produced by `{run.get('command')}`, which resumed the study: that last invocation "
+                         f"({run.get('workers')} worker(s)) ran {here} of the {total} finished trials in "
+                         f"{run.get('wall_s', 0):.0f} s wall time, {run.get('compute_s', 0):.0f} s of trial compute, "
+                         f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time; all {total} trials "
+                         f"took {run.get('compute_total_s', 0):.0f} s of trial compute.")
+        else:
+            lines.append(f"Produced by `{run.get('command')}` ({run.get('workers')} worker(s); study wall time "
+                         f"{run.get('wall_s', 0):.0f} s; sum of trial compute {run.get('compute_s', 0):.0f} s; "
+                         f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time).")
     lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
                  f"by `python -m ablate.report {study.path}`. Cell keys: "
                  + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
@@ -377,11 +388,13 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     if done:
         data["costs"] = block_costs(done, study.trainer.world_size, head=study.head)
     if run_info:
-        compute = sum(r.get("compute_s", 0.0) for recs in data["records"].values() for r in recs)
-        compute += sum(p["compute_s"] for p in data["pruned"])  # a pruned trial's epochs were work too
-        run_info = {**run_info, "compute_s": compute}
+        # a pruned trial's epochs were work too; a resumed run counts only the trials it finished
+        started = run_info.get("started", 0.0)
+        here = [c for when, c in data["finished"] if when >= started]
+        run_info = {**run_info, "compute_s": sum(here), "trials_here": len(here),
+                    "trials_total": len(data["finished"]), "compute_total_s": sum(c for _, c in data["finished"])}
         busy = run_info["wall_s"] * run_info["workers"]
-        run_info["overhead"] = max(0.0, 1 - compute / busy) if busy else 0.0
+        run_info["overhead"] = max(0.0, 1 - run_info["compute_s"] / busy) if busy else 0.0
         _save_run_info(study, url, run_info)
         data["run"] = run_info
     out = Path(reports_dir) / f"{study.name}.md"

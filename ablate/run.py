@@ -346,7 +346,7 @@ def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None)
 
 
 def main(argv=None) -> int:
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), time.time()
     args = parse_args(argv)
     from .study import load_study
 
@@ -413,7 +413,7 @@ def main(argv=None) -> int:
         from .report import write_report
 
         path = write_report(study, url, args.reports_dir, run_info={
-            "wall_s": wall, "workers": args.workers, "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))})
+            "wall_s": wall, "started": started_at, "workers": args.workers, "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))})
         print(f"ablate: report written to {path}")
     print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials run here)" if totals else ""))
     return code

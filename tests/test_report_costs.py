@@ -151,3 +151,28 @@ def test_a_baseline_naming_one_factor_is_taken_per_group_of_the_other(tmp_path):
     assert "- **data.task=global_cue** (none: 41.0): above: glore +40.0." in verdict
     assert "- **data.task=local** (none: 91.0): below: glore -10.0." in verdict
     assert "synthetic tasks of the `data.task` factor (global_cue, local)" in text
+
+
+def test_a_resumed_run_counts_only_its_own_trials_in_the_provenance(tmp_path):
+    """The run line of a resumed study: the last invocation's trials, wall time and compute, then
+    the whole study's compute (earlier invocations' trials are not charged to the last one)."""
+    import time
+
+    study, url = _fake_finished_study(tmp_path)  # 2 trials of compute_s 1.5 each, finished earlier
+    time.sleep(0.05)
+    started = time.time()
+    ostudy = optuna.load_study(study_name=study.name, storage=st.open_storage(url))
+    cell, seed = study.trials()[0]
+    attrs = {"cell_key": cell.key, "seed": seed + 7, "config": json.dumps(study.trial_config(cell, seed + 7)),
+             "class_iou": [0.9, 0.5, 0.5, 0.5, 0.5], "wall_s": 5.0, "compute_s": 4.0, "curve": [0.6],
+             "attention_params": 100, "attention_flops": 1000}
+    ostudy.add_trial(optuna.trial.create_trial(value=0.6, user_attrs=attrs))
+    text = write_report(study, url, str(tmp_path / "rep"), run_info={
+        "wall_s": 8.0, "started": started, "workers": 1, "command": "python -m ablate.run x.yaml"}).read_text()
+    n = len(study.trials())
+    assert (f"ran 1 of the {n + 1} finished trials in 8 s wall time, 4 s of trial compute, harness overhead "
+            f"50.0% of worker time; all {n + 1} trials took {4 + 1.5 * n:.0f} s of trial compute.") in text
+    # a run that finished every trial itself keeps the one-line form
+    text = write_report(study, url, str(tmp_path / "rep"), run_info={
+        "wall_s": 10.0, "started": 0.0, "workers": 1, "command": "python -m ablate.run x.yaml"}).read_text()
+    assert f"study wall time 10 s; sum of trial compute {4 + 1.5 * n:.0f} s;" in text

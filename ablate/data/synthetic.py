@@ -223,7 +223,7 @@ def _local(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray, np.n
 # name -> (generator of one image, number of classes, the kind of context it needs)
 TASKS: dict[str, tuple[Callable, int, str]] = {
     "global_cue": (_global_cue, 5, "global: one distant marker's colour decides every object's class "
-                                   "(global pooling suffices)"),
+                                   "(one global aggregate suffices in principle)"),
     "pairing": (_pairing, 3, "pairwise: an object's class says whether another object of its colour exists "
                              "(needs pixel-to-pixel affinity)"),
     "left_right": (_left_right, 3, "position: an object's class says whether it lies left or right of the "
