@@ -175,10 +175,7 @@ def render(study, data: dict, storage_label: str) -> str:
     for c in cells:
         v = list(vals.get(c.key, {}).values())
         s = summarize(v)
-        recs = data["records"].get(c.key, [])
-        params = recs[0].get("attention_params", "") if recs else ""
-        flops = recs[0].get("attention_flops") if recs else None
-        mflops = "" if flops is None else f"{flops / 1e6:.2f}"
+        params, mflops, ms, mib = _cost_columns(c.key, data, costs)
         name = c.title() + (" (reference)" if c.key in ref_keys else "")
         base = base_of(c)
         base_vals = list(vals.get(base.key, {}).values()) if base else []
@@ -201,10 +198,6 @@ def render(study, data: dict, storage_label: str) -> str:
         ci = "n/a" if math.isnan(s.half_width) else f"[{_pts(s.ci[0])}, {_pts(s.ci[1])}]"
         mean = "—" if s.n == 0 else f"{_pts(s.mean)} ± {_pts(s.std)}"
         seeds = f"{s.n}/{planned}" + (f" ({n_pruned[c.key]} pruned)" if c.key in n_pruned else "")
-        ms, mib = "", ""
-        if c.key in costs:
-            cost, extra = costs[c.key]
-            ms, mib = f"{cost.latency_ms:.2f}", f"{extra / 2**20:.2f}"
         lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
                      f"{seeds} | {verdict} |")
     if costs:
@@ -294,16 +287,21 @@ def _matrix_section(study, data: dict, cells: list, costs: dict) -> list[str]:
             text = _pts(s.mean) + ("" if math.isnan(s.half_width) else f" [{_pts(s.ci[0])}, {_pts(s.ci[1])}]")
             row.append(f"**{text}**" if best.get(cv) == rv else text)
         first = grid.get((rv, cvals[0]))
-        recs = data["records"].get(first.key, []) if first else []
-        params = recs[0].get("attention_params", "") if recs else ""
-        flops = recs[0].get("attention_flops") if recs else None
-        ms = mib = ""
-        if first is not None and first.key in costs:
-            cost, extra = costs[first.key]
-            ms, mib = f"{cost.latency_ms:.2f}", f"{extra / 2**20:.2f}"
-        lines.append(f"| {_fmt_value(rv)} | " + " | ".join(row) + f" | {params} | "
-                     f"{'' if flops is None else f'{flops / 1e6:.2f}'} | {ms} | {mib} |")
+        lines.append(f"| {_fmt_value(rv)} | " + " | ".join(row + list(_cost_columns(first.key, data, costs))) + " |")
     return lines
+
+
+def _cost_columns(key: str, data: dict, costs: dict) -> tuple[str, str, str, str]:
+    """A cell's attention params and MFLOPs/img (its trials' records) and fwd+bwd ms and peak
+    MiB (measured for the report), as table text; empty where there is nothing yet."""
+    recs = data["records"].get(key, [])
+    params = recs[0].get("attention_params", "") if recs else ""
+    flops = recs[0].get("attention_flops") if recs else None
+    ms = mib = ""
+    if key in costs:
+        cost, extra = costs[key]
+        ms, mib = f"{cost.latency_ms:.2f}", f"{extra / 2**20:.2f}"
+    return str(params), "" if flops is None else f"{flops / 1e6:.2f}", ms, mib
 
 
 def _grouped_verdict(study, data: dict, cells: list, diffs: dict) -> list[str]:

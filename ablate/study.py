@@ -269,9 +269,10 @@ class Study:
         preset = MECHANISMS[c.mechanism]
         return all(k in c.label_dict and c.label_dict[k] == _canon(preset, k, v) for k, v in self.baseline.items())
 
-    def baseline_cell(self) -> Cell | None:
-        """The first cell that matches ``baseline:`` (the first cell when there is none)."""
-        cells = self.cells()
+    def baseline_cell(self, cells: list | None = None) -> Cell | None:
+        """The first cell that matches ``baseline:`` (the first cell when there is none).
+        ``cells``: the study's cells when the caller has them already."""
+        cells = self.cells() if cells is None else cells
         if not cells:
             return None
         if not self.baseline:
@@ -282,20 +283,16 @@ class Study:
         """The cell ``cell`` is compared with. A ``baseline:`` that names only some of the grid's
         factors (``{mechanism: none}`` in a mechanism x task grid) is a baseline per group: the
         matching cell that shares ``cell``'s values of the other factors (none on the same task).
-        A cell with no such partner (a reference, or a full baseline) gets ``baseline_cell()``.
-        ``cells``: the study's cells when the caller has them already."""
+        A cell with no such partner (a reference, or a full baseline) gets ``baseline_cell()``."""
         cells = self.cells() if cells is None else cells
         if self.baseline and self.factors and not self.search:
             rest = {f: cell.label_dict[f] for f in self.factors if f not in self.baseline and f in cell.label_dict}
             if rest:
-                for c in cells:
-                    if self._is_baseline(c) and all(c.label_dict.get(f) == v for f, v in rest.items()):
-                        return c
-        if not cells:
-            return None
-        if not self.baseline:
-            return cells[0]
-        return next((c for c in cells if self._is_baseline(c)), None)
+                partner = next((c for c in cells if self._is_baseline(c)
+                                and all(c.label_dict.get(f) == v for f, v in rest.items())), None)
+                if partner is not None:
+                    return partner
+        return self.baseline_cell(cells)
 
     def baseline_cells(self) -> list[Cell]:
         """Every cell that is some cell's baseline, in the study's order."""
