@@ -16,12 +16,19 @@ names mmsegmentation 1.2.2 imports from it (``grep -rn "mmcv.ops" mmseg``):
 ``PSAMask``                real: mmcv's ``PSAMask(psa_type, mask_size)`` for any odd or even mask
                            size (the kernel's window is centred at ``(mask - 1) // 2``; entries
                            outside the window are 0), via :func:`ablate.attention.psanet.psa_mask`.
-``point_sample``,          raise ``NotImplementedError`` when called (not at import): used by the
-``sigmoid_focal_loss``     point/SAN heads, mask-classification utilities and the focal loss,
-                           none of which ablate uses.
+``point_sample``,          real: mmcv's own, loaded from mmcv-lite's pure-PyTorch
+``SimpleRoIAlign``,        ``mmcv/ops/point_sample.py`` (registered as ``mmcv.ops.point_sample``).
+``rel_roi_point_to_...``
+``sigmoid_focal_loss``     raises ``NotImplementedError`` when called (not at import): used by
+                           mmseg's focal loss, which ablate does not use.
 ``DeformConv2d``,          classes that raise ``NotImplementedError`` when constructed;
 ``ModulatedDeformConv2d``  ``isinstance`` checks against them (mmseg's optimiser constructor) work.
 =========================  =====================================================================
+
+Like mmcv's, the stand-in is a package: ``mmcv.ops.psa_mask`` and ``mmcv.ops.cc_attention`` are
+stand-in submodules holding the classes above, and its ``__path__`` is mmcv-lite's ``mmcv/ops``
+folder, so a pure-PyTorch submodule (``mmcv.ops.point_sample``, ``conv2d_gradfix``, ...) imports
+from mmcv's own file; one that needs the compiled extension fails with mmcv's ``ImportError``.
 
 Plus ``get_compiler_version`` / ``get_compiling_cuda_version``, which return ``"n/a"``: mmcv's own
 ``mmcv.utils.collect_env`` imports them from ``mmcv.ops`` and falls back only on
@@ -41,8 +48,11 @@ Usage: call ``install()`` before importing ``mmseg``::
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import sys
 import types
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -129,7 +139,7 @@ class PSAMask(nn.Module):
             size = (2 * h - 1, 2 * w - 1)
         elif isinstance(size, int):
             size = (size, size)
-        return psa_mask_any_size(input, self.psa_type, tuple(size))
+        return psa_mask_any_size(input, self.psa_type, tuple(size)).contiguous()  # mmcv's is contiguous
 
     def extra_repr(self) -> str:
         return f"psa_type={self.psa_type}, mask_size={self.mask_size}"
@@ -137,7 +147,7 @@ class PSAMask(nn.Module):
 
 def _unavailable_message(name: str) -> str:
     return (f"mmcv.ops.{name} is a compiled mmcv op; this environment has mmcv-lite, and ablate's "
-            f"stand-in (ablate.compat.mmcv_ops) implements only CrissCrossAttention and PSAMask. "
+            f"stand-in (ablate.compat.mmcv_ops) implements only CrissCrossAttention, PSAMask and point_sample. "
             f"Install the full mmcv (mmcv<2.2.0) to use {name}.")
 
 
@@ -161,9 +171,53 @@ def _not_compiled() -> str:
     return "n/a (ablate.compat.mmcv_ops stand-in, no compiled mmcv ops)"
 
 
+def _functional_psa_mask(input: torch.Tensor, psa_type, mask_size) -> torch.Tensor:  # noqa: A002
+    """mmcv's ``psa_mask(input, psa_type, mask_size)``; ``psa_type`` is 0/1 (mmcv's enum) or the name."""
+    mode = ("collect", "distribute")[psa_type] if isinstance(psa_type, int) else psa_type
+    return PSAMask(mode, mask_size)(input)
+
+
+def _ops_dir() -> list[str]:
+    """mmcv-lite's ``mmcv/ops`` folder as a package ``__path__`` ([] when it ships none)."""
+    spec = importlib.util.find_spec("mmcv")
+    folder = Path(spec.origin).parent / "ops" if spec is not None and spec.origin else None
+    return [str(folder)] if folder is not None and folder.is_dir() else []
+
+
+def _submodule(name: str, doc: str, names: dict) -> types.ModuleType:
+    mod = types.ModuleType(f"mmcv.ops.{name}", doc)
+    mod.__package__ = "mmcv.ops"
+    for key, value in names.items():
+        setattr(mod, key, value)
+    mod.__all__ = list(names)
+    setattr(mod, STANDIN_FLAG, True)
+    return mod
+
+
+def _real_submodule(name: str, path: list[str]) -> types.ModuleType | None:
+    """mmcv's own pure-PyTorch ``mmcv/ops/<name>.py``, executed but not registered (None if absent)."""
+    file = Path(path[0]) / f"{name}.py" if path else None
+    if file is None or not file.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(f"mmcv.ops.{name}", file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def standin_module(reason: str = "") -> types.ModuleType:
-    """A fresh ``mmcv.ops`` stand-in module (not registered anywhere)."""
+    """A fresh ``mmcv.ops`` stand-in package (not registered anywhere; its submodules are in
+    ``__ablate_submodules__``, which :func:`install` registers too)."""
     mod = types.ModuleType("mmcv.ops", __doc__.split("\n\n")[0] + ("\n\nReal mmcv.ops failed: " + reason if reason else ""))
+    path = _ops_dir()
+    mod.__path__ = path
+    mod.__package__ = "mmcv.ops"
+    mod.__spec__ = importlib.machinery.ModuleSpec("mmcv.ops", None, is_package=True)
+    mod.__spec__.submodule_search_locations = path
+    subs = {
+        "psa_mask": _submodule("psa_mask", "Stand-in for mmcv.ops.psa_mask.", {"PSAMask": PSAMask, "psa_mask": _functional_psa_mask}),
+        "cc_attention": _submodule("cc_attention", "Stand-in for mmcv.ops.cc_attention.", {"CrissCrossAttention": CrissCrossAttention}),
+    }
     names = {
         "CrissCrossAttention": CrissCrossAttention,
         "PSAMask": PSAMask,
@@ -174,9 +228,14 @@ def standin_module(reason: str = "") -> types.ModuleType:
         "get_compiler_version": _not_compiled,
         "get_compiling_cuda_version": _not_compiled,
     }
-    for key, value in names.items():
+    point = _real_submodule("point_sample", path)
+    if point is not None:
+        subs["point_sample"] = point
+        names.update({k: getattr(point, k) for k in ("point_sample", "SimpleRoIAlign", "rel_roi_point_to_rel_img_point")})
+    for key, value in {**subs, **names}.items():  # as in mmcv, ``mmcv.ops.point_sample`` is the function
         setattr(mod, key, value)
     mod.__all__ = list(names)
+    mod.__ablate_submodules__ = subs
     setattr(mod, STANDIN_FLAG, True)
     return mod
 
@@ -207,6 +266,8 @@ def install() -> bool:
         del sys.modules[name]
     mod = standin_module(reason)
     sys.modules["mmcv.ops"] = mod
+    for name, sub in mod.__ablate_submodules__.items():
+        sys.modules[f"mmcv.ops.{name}"] = sub
     mmcv.ops = mod
     return True
 
