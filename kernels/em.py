@@ -88,7 +88,9 @@ Dispatch
 :func:`em_attention_iterations` takes the kernel when ``dispatch.use_triton(x, mu)`` says so
 and the reference otherwise; since the kernel has no backward, a call that needs gradients
 (grad mode on and an input requiring grad: EMANet's ``bases: learned`` variant) always takes
-the reference. EMANet's own (moving-average) iterations run under ``torch.no_grad``.
+the reference; so does a variant the kernel does not implement (A2Net's gathering,
+``gather='softmax'``, or bases without the L2 normalisation: :func:`kernel_implements`).
+EMANet's own (moving-average) iterations run under ``torch.no_grad``.
 """
 from __future__ import annotations
 
@@ -98,7 +100,7 @@ import triton.language as tl
 
 from . import dispatch
 
-__all__ = ["em_iterations_fused", "em_attention_iterations", "bytes_moved", "EPS"]
+__all__ = ["em_iterations_fused", "em_attention_iterations", "kernel_implements", "bytes_moved", "EPS"]
 
 EPS = 1e-6  # EMANet's epsilon, both for the L1 over N and the L2 over C
 
@@ -355,15 +357,25 @@ def em_iterations_fused(x: torch.Tensor, mu: torch.Tensor, T: int, *,
     return mu_cur, z
 
 
-def em_attention_iterations(x: torch.Tensor, mu: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+def kernel_implements(gather: str = "em", descriptor_norm: str = "l2") -> bool:
+    """True for the EM variants the kernel computes: EMANet's M-step (``gather='em'``, L1 over
+    the pixels of the softmax over K, and ``descriptor_norm='l2'``). A2Net's gathering (softmax
+    over the pixels) and un-normalised bases are left to the reference."""
+    return gather == "em" and descriptor_norm == "l2"
+
+
+def em_attention_iterations(x: torch.Tensor, mu: torch.Tensor, T: int, *, gather: str = "em",
+                            descriptor_norm: str = "l2") -> tuple[torch.Tensor, torch.Tensor]:
     """EM iterations through the kernel when :func:`dispatch.use_triton` says so, else the reference.
 
     The kernel has no backward: a call that needs gradients (grad mode on and ``x`` or ``mu``
     requiring grad, e.g. EMANet's ``bases: learned`` variant) always takes the reference,
-    which autograd differentiates.
+    which autograd differentiates. So does a variant the kernel does not implement
+    (:func:`kernel_implements`), whatever the backend setting: forcing ``triton`` forces the
+    kernel where it applies, it does not turn these into errors.
     """
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or mu.requires_grad)
-    if not needs_grad and dispatch.use_triton(x, mu):
+    if not needs_grad and kernel_implements(gather, descriptor_norm) and dispatch.use_triton(x, mu):
         return em_iterations_fused(x, mu, T)
     from ablate.attention.ema import em_iterations
-    return em_iterations(x, mu, T)
+    return em_iterations(x, mu, T, gather, descriptor_norm)

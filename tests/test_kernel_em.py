@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ablate.attention import ema
+from ablate.attention.ema import EMABlock
 from ablate_kernels import dispatch, em
 
 SMALL = dict(block_n=16, block_c=16)  # several blocks even at these sizes
@@ -207,4 +208,31 @@ def test_dispatch_takes_the_reference_when_gradients_are_needed(counted):
         assert mu_out.requires_grad
         with torch.no_grad():
             em.em_attention_iterations(x, mu, 2)
+    assert counted == {"fused": 1, "reference": 1}
+
+
+@pytest.mark.parametrize("variant", [{"gather": "softmax"}, {"descriptor_norm": "none"},
+                                     {"gather": "softmax", "descriptor_norm": "none"}])
+def test_dispatch_takes_the_reference_for_variants_the_kernel_lacks(variant, counted):
+    # A2Net's gathering and un-normalised bases are not in the kernel: even a forced 'triton'
+    # backend must compute them with the reference, and get the variant's values, not EMANet's.
+    assert not em.kernel_implements(**variant) and em.kernel_implements()
+    x, mu = inputs(2, 5, 37, 3)
+    with dispatch.backend("triton"), torch.no_grad():
+        got = em.em_attention_iterations(x, mu, 2, **variant)
+    assert counted == {"fused": 0, "reference": 1}
+    want = ema.em_iterations(x, mu, 2, **variant)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert not torch.allclose(got[0], ema.em_iterations(x, mu, 2)[0], atol=1e-3)
+
+
+def test_ema_block_variant_runs_under_a_forced_kernel(counted):
+    # The block passes its switches down: with gather='softmax' the (no-grad) moving-average
+    # iterations reach the reference, with the defaults the kernel.
+    block = EMABlock(8, K=4, T=2, T_eval=2, gather="softmax").eval()
+    x = torch.randn(2, 8, 5, 6)
+    with dispatch.backend("triton"), torch.no_grad():
+        block(x)
+        assert counted == {"fused": 0, "reference": 1}
+        EMABlock(8, K=4, T=2, T_eval=2).eval()(x)
     assert counted == {"fused": 1, "reference": 1}

@@ -16,14 +16,14 @@ distribution attention vectors). Here n is ``K``.
   K descriptors, the weights softmax-normalised over K;
 * a 1x1 conv expands m back to C and the result is added to X (residual).
 
-The relation to EMANet (DESIGN.md: "A2Net is EMA with T = 1 and bases learned by
-backprop"), precisely. EMA with T = 1 on x = conv_in(X) computes
+The relation to EMANet ("A2Net is EMA with T = 1 and bases learned by backprop"),
+precisely. EMA with T = 1 on x = conv_in(X) computes
 
     z = softmax_K(x^T mu)                  (N x K)   E-step
-    mu1 = l2_C(x l1_N(z))                  (C x K)   M-step
-    x_hat = mu1 z^T                        (C x N)   reconstruction
+    mu1 = l2_C(x l1_N(z))                  (m x K)   M-step
+    x_hat = mu1 z^T                        (m x N)   reconstruction
 
-so with ``A = x`` (m = C) and ``B = V = mu^T x`` (one conv for both maps, whose weight is
+so with ``A = x`` and ``B = V = mu^T x`` (one conv for both maps, whose weight is
 mu^T W_in and bias mu^T b_in):
 
 * the **distribution** weights coincide exactly: A2's softmax over K of V *is* EMA's E-step
@@ -32,16 +32,26 @@ mu^T W_in and bias mu^T b_in):
   same logits over K and then L1-normalises each column over N. The two agree only when the
   per-pixel partition function sum_k exp(B_kn) is the same for every pixel;
 * EMA L2-normalises the descriptors (the M-step's normalisation); A2 does not;
-* EMA's output stage is ``ReLU -> conv -> BN -> + X -> ReLU``; A2's is ``conv -> + X``.
+* EMA's output stage is ``ReLU -> conv -> BN -> + X -> ReLU``; A2's is ``conv -> + X``;
+* EMANet keeps m = C; A2Net's descriptors are narrower (m = C/reduction).
 
-So exact equality needs an A2 configuration, exposed as factors (defaults = the paper):
-``reduction: 1`` (m = C), ``shared_maps: on`` (B and V from one conv), ``gather: em``
-(softmax over K then L1 over N, instead of ``softmax``: softmax over N), ``descriptor_norm:
-l2`` and ``out_relu: on``. :func:`a2_from_ema` builds that configuration from an
-:class:`~ablate.attention.ema.EMABlock` and copies its weights (the map conv's weight is
-mu^T W_in); the tests check the two outputs agree in float64. Note that with m = C and
-K <= C every K x C map weight can be written mu^T W_in for an invertible W_in, so the
-constraint is a reparametrisation, not a restriction.
+Both blocks expose these five switches under the same names (``gather``, ``shared_maps``,
+``descriptor_norm``, ``out_relu``, ``reduction``), each at its own paper's value by default.
+:func:`a2_from_ema` builds the A2Block with an EMA block's switches and copies its weights
+(a map conv's weight is mu^T W_in, or nu^T W_in for EMA's separate distribution bases nu);
+for T = 1 the two agree in value whichever way the bases are kept, and in gradient only with
+``bases: learned``: EMANet's moving-average iterations run without grad, so neither the maps
+nor the input conv get a gradient through the attention in EMA, while they do in A2.
+``tests/test_em_a2.py`` checks both, and that with all five switches at A2Net's values the
+EMA block computes A2Net's equations.
+
+What the switches do not close. The map weights are factored through the bases, mu^T W_in:
+with reduction their rank is at most m, a restriction whenever K > m (with m = C and K <= C
+every K x C weight can be written mu^T W_in for an invertible W_in, a reparametrisation), and
+the maps' biases are tied to A's (mu^T b_in). Initialisation differs too (EMA: Kaiming fan-out
+convs and unit-norm bases; here PyTorch's default convs). So the last rung of the
+``em_iterations`` ladder and the ``a2net`` preset compute the same equations from differently
+parametrised, differently initialised weights; the gap between them in a study measures that.
 
 Where ours differs from the paper: the expansion conv is followed by BatchNorm (the paper
 shows a 1x1 conv; the BN is the one every residual block in this harness has, and EMANet's
@@ -102,24 +112,32 @@ class A2Block(nn.Module):
 
 
 def a2_from_ema(ema: EMABlock) -> A2Block:
-    """An :class:`A2Block` that computes what ``ema`` computes with one EM iteration.
+    """An :class:`A2Block` that computes what ``ema`` (with T = T_eval = 1) computes.
 
-    Configuration: m = C, shared maps, ``gather='em'``, ``descriptor_norm='l2'``,
-    ``out_relu=True``; weights: A's conv is EMA's ``conv_in``, the map conv is
-    ``mu^T conv_in`` (from the current bases), the expansion conv and BN are EMA's.
-    Exact for ``T = 1`` (and ``T_eval = 1`` in eval mode), whichever way the bases are kept.
+    Configuration: ``ema``'s five switches (m = its width; the EMANet defaults give m = C,
+    shared maps, ``gather='em'``, ``descriptor_norm='l2'``, ``out_relu=True``); weights: A's
+    conv is EMA's ``conv_in``, the map convs are ``mu^T conv_in`` (and ``nu^T conv_in`` for
+    separate maps), from the current bases; the expansion conv and BN are EMA's. Equal in
+    value whichever way the bases are kept; equal in gradient only with learned bases.
     """
+    if ema.em.T != 1 or ema.em.T_eval != 1:
+        raise ValueError(f"a2_from_ema needs one EM iteration (T = T_eval = 1), got T={ema.em.T}, T_eval={ema.em.T_eval}")
     c, k = ema.channels, ema.em.K
-    a2 = A2Block(c, K=k, reduction=1, shared_maps=True, gather="em", descriptor_norm="l2", out_relu=True)
+    a2 = A2Block(c, K=k, reduction=ema.reduction, shared_maps=ema.shared_maps, gather=ema.em.gather,
+                 descriptor_norm=ema.em.descriptor_norm, out_relu=ema.out_relu)
     p = next(ema.parameters())
     a2 = a2.to(device=p.device, dtype=p.dtype)
+    w_in, b_in = ema.conv_in.weight.flatten(1), ema.conv_in.bias  # m, C_in and m
     with torch.no_grad():
-        mu = ema.em.mu[0].to(p.dtype)  # C, K
-        w_in = ema.conv_in.weight.flatten(1)  # C, C_in
         a2.features.weight.copy_(ema.conv_in.weight)
-        a2.features.bias.copy_(ema.conv_in.bias)
-        a2.gather_maps.weight.copy_((mu.T @ w_in).reshape(k, c, 1, 1))
-        a2.gather_maps.bias.copy_(mu.T @ ema.conv_in.bias)
+        a2.features.bias.copy_(b_in)
+        maps = [(a2.gather_maps, ema.em.mu[0])]
+        if not ema.shared_maps:
+            maps.append((a2.distribute_maps, ema.distribute[0]))
+        for conv, bases in maps:  # bases: m, K
+            bases = bases.to(p.dtype)
+            conv.weight.copy_((bases.T @ w_in).reshape(k, c, 1, 1))
+            conv.bias.copy_(bases.T @ b_in)
         a2.expand.weight.copy_(ema.conv_out.weight)
     a2.norm.load_state_dict(ema.norm.state_dict())
     a2.train(ema.training)

@@ -40,18 +40,38 @@ own buffer and DDP's buffer broadcast keeps rank 0's.
 Slots and factors: ``K`` (64 in the paper), ``T`` (3 for training), ``T_eval`` (the paper
 studies T at inference separately; default 3 = the official setting), ``momentum`` (0.9),
 ``bases``: ``moving_average`` (EMANet) or ``learned``: mu is an ``nn.Parameter`` updated
-by backprop, never averaged, and the iterations run with autograd. With ``T = 1`` and
-learned bases the unit is A2Net's double attention in a particular configuration; see
-``ablate/attention/a2net.py`` for the exact mapping and ``a2net.a2_from_ema``.
+by backprop, never averaged, and the iterations run with autograd.
+
+A2Net switches. With ``T = 1`` and learned bases the unit computes what an A2Net block in
+one configuration computes (``a2net.a2_from_ema``), in value *and* in gradient; with
+moving-average bases only in value, since EMANet's iterations carry no gradient. Five more
+factors, each at EMANet's value by default, walk from there to A2Net's paper form one switch
+at a time (``ablate/attention/a2net.py`` gives the exact correspondence):
+
+* ``gather``: ``em`` (EMANet: the M-step pools with ``z`` softmax-normalised over K, then
+  L1-normalised over the pixels) or ``softmax`` (A2Net: the same logits ``x^T mu``
+  softmax-normalised over the pixels);
+* ``shared_maps``: on (EMANet: the E-step responsibilities both gather and distribute) or
+  off (A2Net's separate distribution map: the reconstruction weights are
+  ``softmax_K(x^T nu)`` with a second set of learned bases ``nu``; the iterations still use
+  mu). Off means ``nu`` is trained by backprop in either bases mode, so with moving-average
+  bases the input conv then receives gradient through the distribution weights;
+* ``descriptor_norm``: ``l2`` (EMANet's L2 normalisation of the bases after each M-step) or
+  ``none``;
+* ``out_relu``: on (EMANet's ReLU on the reconstruction and after the residual) or off;
+* ``reduction``: the input conv maps C to m = C/reduction channels and the output conv back
+  (EMANet: 1; A2Net's descriptors are narrower than the input).
 
 Where ours differs: plain ``BatchNorm2d`` instead of the official synchronised BN with
 momentum 3e-4 (a training-loop setting); the official conv init (normal with std
-sqrt(2 / (k*k*out_channels)), i.e. Kaiming fan-out) is kept.
+sqrt(2 / (k*k*out_channels)), i.e. Kaiming fan-out; the input conv's bias keeps PyTorch's
+default, as the official ``EMAU``, XiaLiPKU/EMANet ``network.py``, does) is kept.
 
 ``em_step`` and ``em_iterations`` are plain functions, the reference the fused Triton kernel
 ``ablate_kernels.em`` is checked against; the moving-average (no-grad) iterations run the kernel
-on CUDA and the reference elsewhere (``ABLATE_KERNELS`` forces either). Learned bases keep the
-differentiable reference.
+on CUDA and the reference elsewhere (``ABLATE_KERNELS`` forces either). The kernel implements
+EMANet's M-step only (``gather: em``, ``descriptor_norm: l2``): other values, and learned
+bases, take the differentiable reference.
 """
 from __future__ import annotations
 
@@ -73,24 +93,34 @@ def l1_over(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t / (EPS + t.sum(dim=dim, keepdim=True))
 
 
-def em_step(x: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+GATHERS = ("em", "softmax")
+NORMS = ("l2", "none")
+
+
+def em_step(x: torch.Tensor, mu: torch.Tensor, gather: str = "em",
+            descriptor_norm: str = "l2") -> tuple[torch.Tensor, torch.Tensor]:
     """One EM iteration. ``x``: (B, C, N) features, ``mu``: (B, C, K) bases.
 
-    Returns ``(mu_new, z)``: mu_new (B, C, K) with unit-norm columns, and the E-step
-    responsibilities z (B, N, K), a softmax over K for every pixel.
+    Returns ``(mu_new, z)``: mu_new (B, C, K) (unit-norm columns with ``descriptor_norm='l2'``),
+    and the E-step responsibilities z (B, N, K), a softmax over K for every pixel. ``gather``
+    says how the M-step pools the pixels: ``em`` with z L1-normalised over N (EMANet), ``softmax``
+    with the logits softmax-normalised over N (A2Net's gathering).
     """
-    z = torch.softmax(x.transpose(1, 2) @ mu, dim=2)  # E-step: B, N, K
-    mu = l2_normalise(x @ l1_over(z, dim=1), dim=1)  # M-step: B, C, K
-    return mu, z
+    logits = x.transpose(1, 2) @ mu  # B, N, K
+    z = torch.softmax(logits, dim=2)  # E-step
+    weights = l1_over(z, dim=1) if gather == "em" else torch.softmax(logits, dim=1)
+    mu = x @ weights  # M-step: B, C, K
+    return (l2_normalise(mu, dim=1) if descriptor_norm == "l2" else mu), z
 
 
-def em_iterations(x: torch.Tensor, mu: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+def em_iterations(x: torch.Tensor, mu: torch.Tensor, T: int, gather: str = "em",
+                  descriptor_norm: str = "l2") -> tuple[torch.Tensor, torch.Tensor]:
     """``T >= 1`` EM iterations from ``mu``; returns the last ``(mu, z)`` (no grad handling here)."""
     if T < 1:
         raise ValueError(f"EM needs T >= 1 iterations, got {T}")
     z = None
     for _ in range(T):
-        mu, z = em_step(x, mu)
+        mu, z = em_step(x, mu, gather, descriptor_norm)
     return mu, z
 
 
@@ -100,24 +130,33 @@ def init_bases(channels: int, K: int) -> torch.Tensor:
     return l2_normalise(mu, dim=1)
 
 
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}, got {value!r}")
+    return value
+
+
 class EMBases(nn.Module):
     """The bases and their EM iterations; shared by :class:`EMABlock` and the ``em`` mapping.
 
     ``forward(x)`` with x (B, C, N) returns ``(mu, z)``: the final bases (B, C, K) and
     responsibilities (B, N, K). In ``moving_average`` mode the iterations run without grad and
     the buffer ``mu`` follows the moving average in train mode; in ``learned`` mode ``mu`` is a
-    parameter and the iterations are differentiated.
+    parameter and the iterations are differentiated. ``gather`` and ``descriptor_norm`` are
+    :func:`em_step`'s.
     """
 
     def __init__(self, channels: int, K: int = 64, T: int = 3, T_eval: int = 3,
-                 momentum: float = 0.9, bases: str = "moving_average"):
+                 momentum: float = 0.9, bases: str = "moving_average", gather: str = "em",
+                 descriptor_norm: str = "l2"):
         super().__init__()
         if T < 1 or T_eval < 1:
             raise ValueError(f"T and T_eval must be >= 1, got T={T}, T_eval={T_eval}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        if bases not in ("moving_average", "learned"):
-            raise ValueError(f"bases must be 'moving_average' or 'learned', got {bases!r}")
+        _choice("bases", bases, ("moving_average", "learned"))
+        self.gather, self.descriptor_norm = _choice("gather", gather, GATHERS), _choice(
+            "descriptor_norm", descriptor_norm, NORMS)
         self.K, self.T, self.T_eval, self.momentum, self.bases = K, T, T_eval, momentum, bases
         mu = init_bases(channels, K)
         if bases == "learned":
@@ -129,11 +168,12 @@ class EMBases(nn.Module):
         steps = self.T if self.training else self.T_eval
         mu0 = self.mu.expand(x.shape[0], -1, -1).to(x.dtype)
         if self.bases == "learned":
-            return em_iterations(x, mu0, steps)
+            return em_iterations(x, mu0, steps, self.gather, self.descriptor_norm)
         from ablate_kernels.em import em_attention_iterations  # fused Triton step on CUDA, em_iterations elsewhere
 
         with torch.no_grad():
-            mu, z = em_attention_iterations(x, mu0, steps)
+            mu, z = em_attention_iterations(x, mu0, steps, gather=self.gather,
+                                            descriptor_norm=self.descriptor_norm)
             if self.training:
                 # Official train.py: mu0 <- m * mu0 + (1 - m) * mean over the batch; no re-normalisation.
                 self.mu.mul_(self.momentum).add_(mu.mean(dim=0, keepdim=True).to(self.mu.dtype),
@@ -141,30 +181,48 @@ class EMBases(nn.Module):
         return mu, z
 
     def extra_repr(self) -> str:
-        return f"K={self.K}, T={self.T}, T_eval={self.T_eval}, momentum={self.momentum}, bases={self.bases}"
+        return (f"K={self.K}, T={self.T}, T_eval={self.T_eval}, momentum={self.momentum}, bases={self.bases}, "
+                f"gather={self.gather}, descriptor_norm={self.descriptor_norm}")
 
 
 class EMABlock(nn.Module):
-    """EMANet's EMA unit: conv in, EM bases, reconstruction, ReLU, conv + BN, residual, ReLU."""
+    """EMANet's EMA unit: conv in, EM bases, reconstruction, ReLU, conv + BN, residual, ReLU.
+
+    The last five arguments are the A2Net switches of the module docstring, at EMANet's values.
+    """
 
     def __init__(self, channels: int, K: int = 64, T: int = 3, T_eval: int = 3,
-                 momentum: float = 0.9, bases: str = "moving_average"):
+                 momentum: float = 0.9, bases: str = "moving_average", gather: str = "em",
+                 shared_maps: bool = True, descriptor_norm: str = "l2", out_relu: bool = True,
+                 reduction: int = 1):
         super().__init__()
-        self.channels = channels
-        self.conv_in = nn.Conv2d(channels, channels, kernel_size=1)
-        self.em = EMBases(channels, K, T, T_eval, momentum, bases)
-        self.conv_out = nn.Conv2d(channels, channels, kernel_size=1, bias=False)
+        if reduction < 1:
+            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        width = max(1, channels // reduction)
+        self.channels, self.width, self.reduction = channels, width, reduction
+        self.shared_maps, self.out_relu = shared_maps, out_relu
+        self.conv_in = nn.Conv2d(channels, width, kernel_size=1)
+        self.em = EMBases(width, K, T, T_eval, momentum, bases, gather, descriptor_norm)
+        if not shared_maps:  # A2Net's separate distribution map: its own learned bases
+            self.distribute = nn.Parameter(init_bases(width, K))
+        self.conv_out = nn.Conv2d(width, channels, kernel_size=1, bias=False)
         self.norm = nn.BatchNorm2d(channels)
         for conv in (self.conv_in, self.conv_out):  # official init: normal(0, sqrt(2 / (k*k*out)))
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
     def reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(x_hat, mu, z)``: the reconstruction mu z^T (B, C, N), the bases and responsibilities."""
-        feats = self.conv_in(x).flatten(2)  # B, C, N
+        """``(x_hat, mu, z)``: the reconstruction mu z^T (B, m, N), the bases and the distribution
+        weights (the E-step responsibilities, or softmax_K(x^T nu) with separate maps)."""
+        feats = self.conv_in(x).flatten(2)  # B, m, N
         mu, z = self.em(feats)
+        if not self.shared_maps:
+            z = torch.softmax(feats.transpose(1, 2) @ self.distribute.to(feats.dtype), dim=2)
         return mu @ z.transpose(1, 2), mu, z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_hat, _, _ = self.reconstruct(x)
-        y = torch.relu(x_hat).reshape_as(x)
-        return torch.relu(x + self.norm(self.conv_out(y)))
+        y = x_hat.reshape(x.shape[0], self.width, *x.shape[2:])
+        if self.out_relu:
+            y = torch.relu(y)
+        out = x + self.norm(self.conv_out(y))
+        return torch.relu(out) if self.out_relu else out

@@ -34,6 +34,17 @@ PRESETS: tuple[Preset, ...] = (
         Factor("momentum", 0.9, "float", minimum=0.0, help="moving average of the bases, in [0, 1] (paper: 0.9)"),
         Factor("bases", "moving_average", "choice", choices=("moving_average", "learned"),
                help="no-grad EM + moving average (paper), or bases learned by backprop through the EM"),
+        # A2Net's five switches (ema.py, a2net.py): at EMANet's values by default, rebuilding the block as before.
+        Factor("gather", "em", "choice", choices=("em", "softmax"), added=True,
+               help="M-step pooling: softmax over K then L1 over positions (paper), or A2Net's softmax over positions"),
+        Factor("shared_maps", True, **_BOOL, added=True,
+               help="the responsibilities gather and distribute (paper); off: A2Net's separate distribution map"),
+        Factor("descriptor_norm", "l2", "choice", choices=("l2", "none"), added=True,
+               help="L2-normalise the bases after each M-step (paper), or not (A2Net)"),
+        Factor("out_relu", True, **_BOOL, added=True,
+               help="ReLU on the reconstruction and after the residual (paper); off: A2Net's plain residual"),
+        Factor("reduction", 1, "int", minimum=1, added=True,
+               help="bases width m = C/reduction (paper: 1; A2Net's descriptors are narrower)"),
     ), "Expectation-Maximization Attention Networks for Semantic Segmentation (Li et al., ICCV 2019)",
         "T EM iterations of K bases (softmax E-step, normalised M-step), reconstruct x = mu z^T"),
     Preset("a2net", "lowrank", A2Block, (
