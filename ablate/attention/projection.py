@@ -13,8 +13,9 @@ attribute names of :class:`LearnedProjection` (``reduce``, ``project``) match Lo
 so state dicts carry over. Papers:
 
 * ``learned``: GloRe (Chen et al., CVPR 2019, https://arxiv.org/abs/1811.12814; official code
-  facebookresearch/GloRe). A 1x1 conv gives each pixel K projection weights B, *no softmax*;
-  ``V = X_s B^T / N`` (the official code divides by the pixel count), ``A = B``: GloRe
+  facebookresearch/GloRe, ``network/global_reasoning_unit.py``). A 1x1 conv gives each pixel K
+  projection weights B, *no softmax*; ``V = X_s B^T``, divided by the pixel count N only with
+  ``normalize=True`` (the official ``GloRe_Unit``'s option, off by default), ``A = B``: GloRe
   reprojects with the same B.
 * ``em``: EMANet (Li et al., ICCV 2019, https://arxiv.org/abs/1907.13426; official code
   XiaLiPKU/EMANet). T EM iterations of K bases over the reduced features (see ``ema.py``):
@@ -48,29 +49,31 @@ MAPPINGS = ("learned", "em", "pooled")
 
 
 class LearnedProjection(nn.Module):
-    """GloRe's projection: V = X_s B^T / N, A = B (a softmax-free 1x1 conv)."""
+    """GloRe's projection: V = X_s B^T (divided by N with ``normalize``), A = B (a softmax-free 1x1 conv)."""
 
-    def __init__(self, channels: int, state: int, K: int):
+    def __init__(self, channels: int, state: int, K: int, normalize: bool = False):
         super().__init__()
-        self.K, self.state = K, state
+        self.K, self.state, self.normalize = K, state, normalize
         self.reduce = nn.Conv2d(channels, state, kernel_size=1)
         self.project = nn.Conv2d(channels, K, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xs = self.reduce(x).flatten(2)  # B, C_s, N
         proj = self.project(x).flatten(2)  # B, K, N
-        return xs @ proj.transpose(1, 2) / xs.shape[-1], proj
+        v = xs @ proj.transpose(1, 2)
+        return (v / xs.shape[-1] if self.normalize else v), proj
 
 
 class EMProjection(nn.Module):
     """EMANet's EM as a mapping: V = mu (B, C_s, K), A = z^T (B, K, N)."""
 
     def __init__(self, channels: int, state: int, K: int, T: int = 3, T_eval: int = 3,
-                 momentum: float = 0.9, bases: str = "moving_average"):
+                 momentum: float = 0.9, bases: str = "moving_average", gather: str = "em",
+                 descriptor_norm: str = "l2"):
         super().__init__()
         self.K, self.state = K, state
         self.reduce = nn.Conv2d(channels, state, kernel_size=1)
-        self.em = EMBases(state, K, T, T_eval, momentum, bases)
+        self.em = EMBases(state, K, T, T_eval, momentum, bases, gather, descriptor_norm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, z = self.em(self.reduce(x).flatten(2))
@@ -115,15 +118,16 @@ class PooledProjection(nn.Module):
 
 
 def make_projection(mapping: str, channels: int, state: int, K: int, **kwargs) -> nn.Module:
-    """The projection module for ``mapping``; ``kwargs`` (T, T_eval, momentum, bases) go to ``em``."""
+    """The projection module for ``mapping``; ``kwargs`` go to ``em`` (T, T_eval, momentum, bases,
+    gather, descriptor_norm) or to ``learned`` (normalize)."""
     if mapping == "learned":
-        cls = LearnedProjection
-    elif mapping == "em":
+        if set(kwargs) - {"normalize"}:
+            raise ValueError(f"mapping 'learned' takes only normalize, got {sorted(kwargs)}")
+        return LearnedProjection(channels, state, K, **kwargs)
+    if mapping == "em":
         return EMProjection(channels, state, K, **kwargs)
-    elif mapping == "pooled":
-        cls = PooledProjection
-    else:
+    if mapping != "pooled":
         raise ValueError(f"unknown mapping {mapping!r}; valid: {', '.join(MAPPINGS)}")
     if kwargs:
-        raise ValueError(f"mapping {mapping!r} takes no options, got {sorted(kwargs)}")
-    return cls(channels, state, K)
+        raise ValueError(f"mapping 'pooled' takes no options, got {sorted(kwargs)}")
+    return PooledProjection(channels, state, K)
