@@ -109,9 +109,12 @@ PRESETS: tuple[Preset, ...] = (
     ), _PSA, "point-wise spatial attention: each pixel predicts an over-complete mask, cropped PSAMask-style"),
     Preset("dgmn", "pairwise", DGMNBlock, (
         Factor("samples", 36, "int", minimum=1, help="sampled neighbours K per pixel (official: 4 grids x 9)"),
-        Factor("radius", 12, "int", minimum=0, help="offsets drawn from [-radius, radius]^2 (official max dilation: 12)"),
+        Factor("radius", 12, "int", minimum=0, help="base offsets drawn from [-radius, radius]^2 (official max dilation: 12)"),
         Factor("groups", 1, "int", minimum=1, help="channel groups with their own aggregation weights (official: 1)"),
-    ), _DGMN, "message passing over K sampled neighbours (fixed seeded random offsets) with predicted weights"),
+        Factor("offsets", "learned", "choice", choices=("learned", "fixed"),
+               help="sampling positions moved by offsets predicted from the input (paper), or the fixed base set"),
+    ), _DGMN, "message passing over K sampled neighbours (seeded base offsets moved by input-predicted "
+              "offsets, bilinear) with predicted weights"),
 )
 
 __all__ = ["PRESETS"]
