@@ -11,7 +11,8 @@ _NL = "Non-local Neural Networks (Wang et al., CVPR 2018)"
 _BOOL = dict(kind="bool")
 
 
-def _nonlocal_factors(affinity: str, normalization: str, qk: bool) -> tuple[Factor, ...]:
+def _nonlocal_factors(affinity: str, normalization: str, qk: bool, scale: bool) -> tuple[Factor, ...]:
+    """The Non-local factors; defaults are the official code's (see pairwise.py) for each form."""
     return (
         Factor("reduction", 2, "int", minimum=1, help="inner width C/reduction (paper: 2)"),
         Factor("theta", qk, **_BOOL, help="query transform (identity when off)"),
@@ -20,8 +21,11 @@ def _nonlocal_factors(affinity: str, normalization: str, qk: bool) -> tuple[Fact
         Factor("shared_qk", False, **_BOOL, help="phi is theta: symmetric affinity for the dot forms"),
         Factor("affinity", affinity, "choice", choices=("dot", "concat")),
         Factor("normalization", normalization, "choice", choices=("softmax", "mean")),
-        Factor("scale", False, **_BOOL, help="divide dot products by sqrt(d)"),
-        Factor("zero_init", True, **_BOOL, help="zero BN gamma on the output transform"),
+        Factor("scale", scale, **_BOOL,
+               help="divide dot products by sqrt(d) (official: in the embedded Gaussian form only)"),
+        Factor("zero_init", True, **_BOOL, help="zero BN gamma on the output transform (official)"),
+        Factor("init_std", 0.01, "float", minimum=0.0,
+               help="convs drawn from N(0, init_std^2), zero biases (official: 0.01); 0: PyTorch's default init"),
         Factor("pre_conv", False, **_BOOL, help="one 1x1 conv before the block (with transforms dropped)"),
         Factor("pattern", "full", "choice", choices=PATTERNS,
                help="which pixels meet (sparse patterns need the dot affinity with softmax)"),
@@ -37,18 +41,22 @@ MECHANISMS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("none", "none", NoAttention, (), "-", "no attention block (control)"),
-        Preset("nonlocal", "pairwise", NonLocalBlock, _nonlocal_factors("dot", "softmax", True), _NL,
-               "embedded Gaussian: softmax(theta_i . phi_j) over all pixels"),
-        Preset("nonlocal_gaussian", "pairwise", NonLocalBlock, _nonlocal_factors("dot", "softmax", False), _NL,
+        Preset("nonlocal", "pairwise", NonLocalBlock, _nonlocal_factors("dot", "softmax", True, True), _NL,
+               "embedded Gaussian: softmax(theta_i . phi_j / sqrt(d)) over all pixels"),
+        Preset("nonlocal_gaussian", "pairwise", NonLocalBlock, _nonlocal_factors("dot", "softmax", False, False), _NL,
                "Gaussian: softmax(x_i . x_j), theta and phi are the identity"),
-        Preset("nonlocal_dot", "pairwise", NonLocalBlock, _nonlocal_factors("dot", "mean", True), _NL,
+        Preset("nonlocal_dot", "pairwise", NonLocalBlock, _nonlocal_factors("dot", "mean", True, False), _NL,
                "dot product: (theta_i . phi_j) / N"),
-        Preset("nonlocal_concat", "pairwise", NonLocalBlock, _nonlocal_factors("concat", "mean", True), _NL,
+        Preset("nonlocal_concat", "pairwise", NonLocalBlock, _nonlocal_factors("concat", "mean", True, False), _NL,
                "concatenation: ReLU(w . [theta_i; phi_j]) / N"),
         Preset("glore", "lowrank", LowRankBlock, (
             Factor("K", 16, "int", minimum=1, help="number of graph nodes"),
             Factor("state_reduction", 2, "int", minimum=1, help="state channels C/state_reduction"),
             Factor("gcn", True, **_BOOL, help="graph convolution between projection and reprojection"),
+            Factor("gcn_relu", "between", "choice", choices=("between", "after"),
+                   help="GCN's ReLU: W_s relu(V + A_g V) (official) or relu(W_s (V + A_g V))"),
+            Factor("normalize", False, **_BOOL, help="divide the node features by the pixel count (official default: off)"),
+            Factor("zero_init", True, **_BOOL, help="zero BN gamma on the output (the official 'blocker')"),
             Factor("mapping", "learned", "choice", choices=("learned", "em", "pooled"),
                    help="pixels to nodes: GloRe's learned projection, EM (T=3), or pooled regions (K a square)"),
         ), "Graph-Based Global Reasoning Networks (Chen et al., CVPR 2019)",

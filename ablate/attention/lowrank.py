@@ -1,26 +1,35 @@
 """Low-rank family: project pixels to K nodes, reason over the nodes, reproject.
 
 Graph-Based Global Reasoning Networks (GloRe), Chen, Rohrbach, Yan, Yan, Feng, Kalantidis,
-CVPR 2019, https://arxiv.org/abs/1811.12814 (official code consulted:
-facebookresearch/GloRe, ``GloRe_Unit``).
+CVPR 2019, https://arxiv.org/abs/1811.12814. Official code compared against:
+facebookresearch/GloRe, ``network/global_reasoning_unit.py`` (``GCN``, ``GloRe_Unit``) and the
+initialisation in ``network/resnet50_3d_gcn_x5.py`` / ``network/initializer.py``.
 
-Slots:
+At its defaults the block is the official unit:
 
-* ``mapping``: how pixels become nodes. ``learned``: a 1x1 conv gives each pixel K
-  projection weights (GloRe's B); the node features are the B-weighted sums of the reduced
-  pixel features, divided by the pixel count as in the official code. ``em`` (EMANet's EM,
-  T = 3, no gradient through the iterations) and ``pooled`` (sqrt(K) x sqrt(K) average-pooled
-  regions) come from ``projection.py``; with them the reprojection uses that mapping's
-  assignment (EM responsibilities, pooling membership) in place of B.
-* ``gcn``: the reasoning step. GloRe's graph convolution is ``relu(W_s ((I + A_g) V))``:
-  a 1D conv across the K nodes (the adjacency A_g) with an identity shortcut, then a 1D conv
-  across the state channels (W_s) and a ReLU. ``gcn: off`` skips it entirely, leaving only
-  projection and reprojection: the ablation DESIGN.md's ``gcn_effect`` study asks for.
-* reprojection with the transpose of the same projection (GloRe reuses B), a 1x1 conv back
-  to C channels, BN, residual.
+* reduce (1x1 conv C -> C_s, bias) and project (1x1 conv C -> K, bias, no softmax: GloRe's B);
+  node features ``V = X_s B^T`` (B, C_s, K). The official code sums over the pixels and divides
+  by their count N only with ``normalize=True`` (its default is False): factor ``normalize``,
+  default off.
+* ``gcn``: the reasoning step, official ``GCN.forward``: ``W_s relu(V + A_g V)``, i.e. a 1D conv
+  across the K nodes (A_g, with bias), the identity shortcut, a ReLU, then a 1D conv across the
+  state channels (W_s, no bias) with no ReLU after. ``gcn_relu: after`` is the form this
+  harness used before (``relu(W_s (V + A_g V))``), kept as a named alternative. ``gcn: off``
+  skips the step entirely, leaving projection and reprojection (the ``gcn_effect`` study).
+* reprojection with the same B (GloRe reuses it), a 1x1 conv back to C channels (no bias), BN
+  (eps 1e-4) and the residual. The official network zero-initialises that BN's gamma (the
+  ``blocker``), so the unit starts as the identity: factor ``zero_init``, default on.
+* initialisation: the official network applies Xavier-uniform (gain 1) to every conv, the
+  unit's included, with zero biases; so does this block.
 
-Widths follow the paper: state channels C_s = C / ``state_reduction`` (2 in the paper:
-C_s = 2 * C/4), K nodes (C/4 in the paper; a study factor here).
+``mapping``: how pixels become nodes. ``learned`` is GloRe's B above. ``em`` (EMANet's EM,
+T = 3, no gradient through the iterations) and ``pooled`` (sqrt(K) x sqrt(K) average-pooled
+regions) come from ``projection.py``; with them the reprojection uses that mapping's assignment
+(EM responsibilities, pooling membership) in place of B, their node features are already
+averages, and ``normalize`` does not apply (refused). Not in the paper.
+
+Widths: state channels C_s = C / ``state_reduction`` (the paper: C_s = 2 * C/4 = C/2), at least
+4 (``widths.reduced``); K nodes (C/4 in the paper; a study factor here).
 """
 from __future__ import annotations
 
@@ -28,18 +37,28 @@ import torch
 from torch import nn
 
 from .projection import make_projection
+from .vocab import FactorConflict
+from .widths import reduced
+
+GCN_RELU = ("between", "after")
 
 
 class GraphReasoning(nn.Module):
-    """GloRe's GCN over K nodes with C_s state channels: relu(W_s (V + A_g V))."""
+    """GloRe's GCN over K nodes with C_s state channels: W_s relu(V + A_g V) (official), or
+    relu(W_s (V + A_g V)) with ``relu='after'``."""
 
-    def __init__(self, nodes: int, state: int):
+    def __init__(self, nodes: int, state: int, relu: str = "between"):
         super().__init__()
+        if relu not in GCN_RELU:
+            raise ValueError(f"gcn_relu must be one of {', '.join(GCN_RELU)}, got {relu!r}")
+        self.relu = relu
         self.node_conv = nn.Conv1d(nodes, nodes, kernel_size=1)  # A_g, mixes nodes
         self.state_conv = nn.Conv1d(state, state, kernel_size=1, bias=False)  # W_s
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:  # v: B, C_s, K
         h = self.node_conv(v.transpose(1, 2)).transpose(1, 2) + v
+        if self.relu == "between":
+            return self.state_conv(torch.relu(h))
         return torch.relu(self.state_conv(h))
 
 
@@ -53,18 +72,37 @@ class LowRankBlock(nn.Module):
         state_reduction: int = 2,
         gcn: bool = True,
         mapping: str = "learned",
+        normalize: bool = False,
+        gcn_relu: str = "between",
+        zero_init: bool = True,
     ):
         super().__init__()
-        state = max(1, channels // state_reduction)
-        self.K, self.state, self.mapping_name = K, state, mapping
+        self.check_args(dict(mapping=mapping, normalize=normalize))
+        state = reduced(channels, state_reduction)
+        self.K, self.state, self.mapping_name, self.normalize = K, state, mapping, normalize
+        self.widths = {"state": state, "nodes": K}
         if mapping == "learned":  # GloRe's own layers, named as in the paper's B and reduction
             self.reduce = nn.Conv2d(channels, state, kernel_size=1)
             self.project = nn.Conv2d(channels, K, kernel_size=1)
         else:
             self.mapping = make_projection(mapping, channels, state, K)
-        self.reason = GraphReasoning(K, state) if gcn else nn.Identity()
+        self.reason = GraphReasoning(K, state, gcn_relu) if gcn else nn.Identity()
         self.extend = nn.Conv2d(state, channels, kernel_size=1, bias=False)
         self.norm = nn.BatchNorm2d(channels, eps=1e-4)
+        for m in self.modules():  # the official network's Xavier initialiser
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+                nn.init.xavier_uniform_(m.weight, gain=1.0)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if zero_init:
+            nn.init.zeros_(self.norm.weight)
+
+    @staticmethod
+    def check_args(args: dict) -> None:
+        """Combinations of factors the block cannot build (raised before anything runs)."""
+        if args.get("normalize", False) and args.get("mapping", "learned") != "learned":
+            raise FactorConflict("normalize", "normalize divides GloRe's learned projection by the pixel count; "
+                                 f"mapping {args.get('mapping')!r} already averages, so use normalize: off with it")
 
     def nodes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Node features V (B, C_s, K) and the projection B (B, K, N)."""
@@ -72,8 +110,8 @@ class LowRankBlock(nn.Module):
             return self.mapping(x)
         xs = self.reduce(x).flatten(2)  # B, C_s, N
         proj = self.project(x).flatten(2)  # B, K, N
-        v = xs @ proj.transpose(1, 2) / xs.shape[-1]
-        return v, proj
+        v = xs @ proj.transpose(1, 2)
+        return (v / xs.shape[-1] if self.normalize else v), proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

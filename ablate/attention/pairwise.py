@@ -1,8 +1,10 @@
 """Pairwise family: every pixel meets other pixels through an affinity.
 
 Non-local Neural Networks, Wang, Girshick, Gupta, He, CVPR 2018,
-https://arxiv.org/abs/1711.07971 (official code consulted: facebookresearch/video-nonlocal-net;
-mmsegmentation's ``NonLocal2d`` for the segmentation variant).
+https://arxiv.org/abs/1711.07971. Official code compared against:
+facebookresearch/video-nonlocal-net (``lib/models/nonlocal_helper.py``, defaults in
+``lib/core/config.py``) and mmcv 2.1's ``cnn/bricks/non_local.py`` (``NonLocal2d``, the block
+mmsegmentation's ``NLHead`` builds with a BN on its output conv).
 
 The block is written in the survey's slots:
 
@@ -12,20 +14,36 @@ The block is written in the survey's slots:
 * ``affinity``: ``dot`` (theta_i . phi_j) or ``concat`` (ReLU(w . [theta_i; phi_j]));
 * ``normalization``: ``softmax`` over j, or ``mean`` (divide by N, the paper's choice for
   the dot-product and concatenation forms);
+* ``scale``: divide dot products by sqrt(d). The official code does so in the softmax path
+  only (``USE_SCALE``; mmcv: ``use_scale`` in ``embedded_gaussian`` only), so the embedded
+  Gaussian preset scales and the Gaussian, dot-product and concatenation presets do not;
 * ``pattern``: which pixels meet (:mod:`.patterns`): ``full``, ``criss_cross``,
   ``interlaced``, ``local_window`` or ``sampled``, with ``window``, ``down_factor``, ``samples``
   and ``radius``; the sparse patterns need the softmax of a dot product (they choose the set
-  the softmax runs over). ``R`` runs the block R times with the same weights (CCNet's
-  recurrence; with a sparse pattern, R = 2 lets every pixel reach every other);
-* output transform W (1x1 conv + BN, BN gamma zero-initialised so the block starts as the
-  identity, as the paper does) and the residual;
+  the softmax runs over). ``R`` runs the block R times (CCNet's recurrence; with a sparse
+  pattern, R = 2 lets every pixel reach every other): the transforms and the output conv are
+  shared by the passes, and **each pass has its own output BN** (its own statistics and
+  affine), since the passes see differently distributed inputs; CCNet's own module has no BN;
+* output transform W (1x1 conv, no bias, + BN) and the residual; ``zero_init`` zeroes every
+  BN gamma so the block starts as the identity (official: ``BN_INIT_GAMMA = 0``);
+* ``init_std``: the official code draws every conv of the block (theta, phi, g and the output
+  conv) from N(0, 0.01^2) with zero biases (``CONV_INIT_STD``); ``init_std: 0`` keeps PyTorch's
+  default init instead (this harness's form before). mmcv draws theta, phi, g the same way but
+  leaves its output conv at its ConvModule's Kaiming (fan-out) init when a norm follows; with
+  the BN gamma at 0 and a BN after it, that conv's scale does not change the output.
+  ``pre_conv`` and the concatenation form's w keep PyTorch's default init (neither official
+  code initialises them: the first is not in the paper, mmcv leaves the second to ConvModule);
 * ``pre_conv``: one 1x1 conv on the block's input before the transforms, the alternative the
   ``drop_transforms`` study offers when theta/phi/sigma are dropped (not in the paper).
 
-The paper's four forms are presets: embedded Gaussian = dot + softmax with theta/phi on;
-Gaussian = dot + softmax with theta/phi off; dot product = dot + mean; concatenation =
-concat + mean. The paper does not scale the dot product; ``scale`` adds 1/sqrt(d)
-(mmsegmentation's default) for parity checks and as a switch.
+The paper's four forms are presets, each at the official settings above (the tests compare
+them with mmcv's ``NonLocal2d`` in the same mode): embedded Gaussian (``nonlocal``) = dot +
+softmax with theta/phi on, scaled; Gaussian (``nonlocal_gaussian``) = dot + softmax with
+theta/phi off, unscaled; dot product (``nonlocal_dot``) = dot + mean; concatenation
+(``nonlocal_concat``) = concat + mean. The paper's text gives none of the scale or the init;
+the official code does. Differences from the official code: no max-pool subsampling of phi and
+g (``USE_MAXPOOL``; mmcv's ``sub_sample`` default is off too); the output conv has no bias
+(video-nonlocal-net's has one, mmcv's has none when a norm follows; a BN follows it here).
 """
 from __future__ import annotations
 
@@ -35,6 +53,7 @@ from torch import nn
 
 from . import patterns as P
 from .vocab import FactorConflict
+from .widths import reduced
 
 
 def _conv1x1(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
@@ -68,7 +87,7 @@ class NonLocalBlock(nn.Module):
         shared_qk: bool = False,
         affinity: str = "dot",
         normalization: str = "softmax",
-        scale: bool = False,
+        scale: bool = True,
         pattern: str = "full",
         zero_init: bool = True,
         pre_conv: bool = False,
@@ -77,14 +96,16 @@ class NonLocalBlock(nn.Module):
         down_factor: int = 4,
         samples: int = 36,
         radius: int = 12,
+        init_std: float = 0.01,
     ):
         super().__init__()
         self.check_args(dict(affinity=affinity, normalization=normalization, pattern=pattern, R=R,
-                             window=window, down_factor=down_factor, samples=samples, radius=radius))
+                             window=window, down_factor=down_factor, samples=samples, radius=radius,
+                             init_std=init_std))
         self.pattern, self.R, self.window, self.down_factor = pattern, R, window, down_factor
         if pattern == "sampled":
             self.register_buffer("offsets", P.offsets(samples, radius), persistent=False)
-        inter = max(1, channels // reduction)
+        inter = reduced(channels, reduction)
         # A transform that is off is the identity, so the query and key widths must agree:
         # if either is the identity both live in the input's C channels.
         qk_dim = inter if (theta and phi) else channels
@@ -112,9 +133,24 @@ class NonLocalBlock(nn.Module):
             raise ValueError(f"affinity must be 'dot' or 'concat', got {affinity!r}")
         if normalization not in ("softmax", "mean"):
             raise ValueError(f"normalization must be 'softmax' or 'mean', got {normalization!r}")
+        # W and the first pass's BN; passes 2..R share W and have a BN each
         self.out = nn.Sequential(_conv1x1(v_dim, channels, bias=False), nn.BatchNorm2d(channels))
+        self.later_norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(R - 1))
+        self.widths = {"qk": qk_dim, "value": v_dim}
+        if init_std > 0:  # the official N(0, init_std^2) weights, zero biases
+            for conv in (self.theta, self.phi, self.sigma, self.out[0]):
+                if isinstance(conv, nn.Conv2d):
+                    nn.init.normal_(conv.weight, std=init_std)
+                    if conv.bias is not None:
+                        nn.init.zeros_(conv.bias)
         if zero_init:
-            nn.init.zeros_(self.out[1].weight)
+            for norm in self.norms:
+                nn.init.zeros_(norm.weight)
+
+    @property
+    def norms(self) -> list[nn.BatchNorm2d]:
+        """The output BN of each pass, in order."""
+        return [self.out[1], *self.later_norms]
 
     @staticmethod
     def check_args(args: dict) -> None:
@@ -126,6 +162,8 @@ class NonLocalBlock(nn.Module):
             raise FactorConflict("pattern", f"pattern {pattern!r} chooses the pixels a softmax of dot products runs over: it needs "
                              f"affinity 'dot' and normalization 'softmax' (got {args.get('affinity')!r}, "
                              f"{args.get('normalization')!r}); only pattern 'full' takes the other forms")
+        if args.get("init_std", 0.01) < 0:
+            raise FactorConflict("init_std", f"init_std must be >= 0 (0: PyTorch's default init), got {args.get('init_std')}")
         if args.get("R", 1) < 1:
             raise FactorConflict("R", f"R (passes of the block) must be >= 1, got {args.get('R')}")
         if pattern == "local_window" and (args.get("window", 7) < 1 or args.get("window", 7) % 2 == 0):
@@ -160,9 +198,12 @@ class NonLocalBlock(nn.Module):
         return s.softmax(-1) if self.normalization == "softmax" else s / s.shape[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.R):
-            x = self._one_pass(x)
+        for norm in self.norms:
+            x = self._one_pass(x, norm)
         return x
+
+    def _output(self, y: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
+        return norm(self.out[0](y))
 
     def _sparse(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._maps(x)
@@ -176,9 +217,9 @@ class NonLocalBlock(nn.Module):
             return P.local_window(q, k, v, self.window)
         return P.sampled(q, k, v, self.offsets)
 
-    def _one_pass(self, x: torch.Tensor) -> torch.Tensor:
+    def _one_pass(self, x: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
         if self.pattern != "full":
-            return x + self.out(self._sparse(x))
+            return x + self._output(self._sparse(x), norm)
         b, _, h, w = x.shape
         q, k, v = self._qkv(x)
         if self.affinity == "dot" and self.normalization == "softmax":
@@ -194,4 +235,4 @@ class NonLocalBlock(nn.Module):
         else:
             y = self.attention_map(x) @ v
         y = y.transpose(1, 2).reshape(b, self.v_dim, h, w)
-        return x + self.out(y)
+        return x + self._output(y, norm)

@@ -1,0 +1,220 @@
+"""Presets against their official computation, and the mechanisms behind the README's readings.
+
+* GloRe: the whole unit against the official ``GloRe_Unit`` written out here from its equations
+  (facebookresearch/GloRe, ``network/global_reasoning_unit.py``), float64, with the module's
+  weights; the blocker BN starts at gamma 0.
+* Non-local: each paper form's preset against mmcv's ``NonLocal2d`` in the same mode at mmcv's
+  defaults (with the BN that mmseg's NLHead gives it), the same weights, float64; and the
+  official init (N(0, 0.01^2) convs, zero biases, BN gamma 0).
+* Non-local with R passes: one output BN per pass.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ablate.attention import MECHANISMS
+
+F64 = torch.float64
+
+
+def _x(shape=(2, 16, 6, 8), seed=0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+def _randomize_norm(norm: nn.BatchNorm2d, seed: int = 1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in (norm.weight, norm.bias, norm.running_mean):
+            t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype))
+        norm.running_var.copy_(torch.rand(norm.running_var.shape, generator=g, dtype=t.dtype) + 0.5)
+
+
+def _bn(z: torch.Tensor, bn: nn.BatchNorm2d, train: bool) -> torch.Tensor:
+    """BatchNorm written out: batch statistics (biased variance) in training, running ones in eval."""
+    if train:
+        mean, var = z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=False)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    shape = (1, -1, 1, 1)
+    return (z - mean.view(shape)) / torch.sqrt(var.view(shape) + bn.eps) * bn.weight.view(shape) + bn.bias.view(shape)
+
+
+# ------------------------------------------------------------------------------------- GloRe
+
+def _glore_official(unit, x: torch.Tensor, normalize: bool, train: bool) -> torch.Tensor:
+    """GloRe_Unit from the paper's and official code's equations, with ``unit``'s weights:
+    X_s = W_state x + b, B = W_proj x + b, V = X_s B^T (/ N if normalize),
+    GCN(V) = W_s relu(V + V A_g^T + b_g), Y = GCN(V) B, out = x + BN(W_ext Y)."""
+    b, c, h, w = x.shape
+    flat = x.reshape(b, c, h * w)
+    w_state, b_state = unit.reduce.weight.reshape(unit.state, c), unit.reduce.bias
+    w_proj, b_proj = unit.project.weight.reshape(unit.K, c), unit.project.bias
+    xs = torch.einsum("sc,bcn->bsn", w_state, flat) + b_state.view(1, -1, 1)
+    proj = torch.einsum("kc,bcn->bkn", w_proj, flat) + b_proj.view(1, -1, 1)
+    v = torch.einsum("bsn,bkn->bsk", xs, proj)
+    if normalize:
+        v = v / (h * w)
+    a_g, b_g = unit.reason.node_conv.weight.reshape(unit.K, unit.K), unit.reason.node_conv.bias
+    w_s = unit.reason.state_conv.weight.reshape(unit.state, unit.state)
+    hidden = v + torch.einsum("kl,bsl->bsk", a_g, v) + b_g.view(1, 1, -1)  # conv1 across nodes, + identity
+    v = torch.einsum("ts,bsk->btk", w_s, hidden.clamp_min(0))  # ReLU, then conv2 across states; no ReLU after
+    y = torch.einsum("bsk,bkn->bsn", v, proj)
+    z = torch.einsum("cs,bsn->bcn", unit.extend.weight.reshape(c, unit.state), y).reshape(b, c, h, w)
+    return x + _bn(z, unit.norm, train)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("normalize", [False, True], ids=["sum", "normalize"])
+def test_glore_unit_equals_the_official_computation(normalize, train):
+    preset = MECHANISMS["glore"]
+    assert preset.defaults["normalize"] is False and preset.defaults["gcn_relu"] == "between"
+    torch.manual_seed(0)
+    unit = preset.build(16, K=6, normalize=normalize).double().train(train)
+    _randomize_norm(unit.norm)  # gamma is 0 at init: give the branch a visible output
+    x = _x()
+    with torch.no_grad():
+        ours, theirs = unit(x), _glore_official(unit, x, normalize, train)
+    assert (ours - x).abs().max() > 1e-2  # the reasoning branch counts
+    assert (ours - theirs).abs().max().item() <= 1e-10
+
+
+def test_glore_relu_after_is_a_different_unit():
+    """The old form relu(W_s (V + A_g V)) is a named alternative, not the default: it differs."""
+    torch.manual_seed(0)
+    unit = MECHANISMS["glore"].build(16, K=6, gcn_relu="after").double().eval()
+    _randomize_norm(unit.norm)
+    x = _x()
+    with torch.no_grad():
+        assert (unit(x) - _glore_official(unit, x, False, False)).abs().max() > 1e-3
+
+
+def test_glore_blocker_starts_at_zero_and_convs_are_xavier():
+    torch.manual_seed(0)
+    unit = MECHANISMS["glore"].build(32)
+    assert unit.norm.weight.abs().max() == 0 and unit.norm.eps == 1e-4
+    x = torch.randn(2, 32, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(unit.train()(x), x)  # the unit starts as the identity
+    convs = [m for m in unit.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    assert len(convs) == 5
+    for conv in convs:  # Xavier-uniform, gain 1: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))
+        fan_out, fan_in = conv.weight.shape[:2]
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert conv.weight.abs().max() <= bound
+        assert conv.weight.abs().max() > 0.8 * bound
+        assert conv.bias is None or conv.bias.abs().max() == 0
+
+
+# ---------------------------------------------------------------------------------- Non-local
+
+mmcv_cnn = pytest.importorskip("mmcv.cnn")
+
+MODES = {"nonlocal": "embedded_gaussian", "nonlocal_dot": "dot_product", "nonlocal_gaussian": "gaussian"}
+
+
+def _mmcv_nonlocal(mode: str, channels: int) -> nn.Module:
+    """mmcv's NonLocal2d at its defaults (reduction 2, use_scale True, std 0.01), with the BN
+    on its output conv that mmseg's NLHead configures."""
+    return mmcv_cnn.NonLocal2d(channels, mode=mode, norm_cfg=dict(type="BN"))
+
+
+def _randomize(module: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            fan_in = p[0].numel() if p.dim() > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) / math.sqrt(fan_in))
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g, dtype=F64))
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g, dtype=F64) + 0.5)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", list(MODES))
+def test_nonlocal_preset_equals_mmcv_at_its_defaults(name, train):
+    c = 16
+    torch.manual_seed(0)
+    ours = MECHANISMS[name].build(c).double()
+    theirs = _mmcv_nonlocal(MODES[name], c).double()
+    _randomize(ours, seed=3)
+    names = {"theta": "theta.conv", "phi": "phi.conv", "sigma": "g.conv", "out.0": "conv_out.conv",
+             "out.1": "conv_out.bn"}
+    src = ours.state_dict()
+    mapped = {}
+    for key, tensor in src.items():
+        prefix = next(p for p in sorted(names, key=len, reverse=True) if key.startswith(p + "."))
+        mapped[names[prefix] + key[len(prefix):]] = tensor
+    theirs.load_state_dict(mapped, strict=True)  # every tensor on both sides used
+    ours.train(train), theirs.train(train)
+    x = _x((2, c, 5, 7))
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+    assert (a - x).abs().max() > 1e-2
+    assert (a - b).abs().max().item() <= 1e-10
+
+
+@pytest.mark.parametrize("name", list(MODES))
+def test_nonlocal_init_matches_the_official_init(name):
+    """theta, phi, g: N(0, 0.01^2), zero bias (video-nonlocal-net and mmcv); the output conv:
+    N(0, 0.01^2) as video-nonlocal-net (mmcv leaves it at Kaiming); BN gamma and beta 0."""
+    c = 256
+    torch.manual_seed(0)
+    ours = MECHANISMS[name].build(c)
+    theirs = _mmcv_nonlocal(MODES[name], c)
+    pairs = [("sigma", "g")] + ([("theta", "theta"), ("phi", "phi")] if name != "nonlocal_gaussian" else [])
+    for mine, other in pairs:
+        w, their_w = getattr(ours, mine).weight, getattr(theirs, other).conv.weight
+        assert abs(w.std().item() - 0.01) < 5e-4 and abs(their_w.std().item() - 0.01) < 5e-4
+        assert abs(w.mean().item()) < 5e-4
+        assert getattr(ours, mine).bias.abs().max() == 0 and getattr(theirs, other).conv.bias.abs().max() == 0
+    assert abs(ours.out[0].weight.std().item() - 0.01) < 5e-4
+    for norm in (ours.out[1], theirs.conv_out.bn):
+        assert norm.weight.abs().max() == 0 and norm.bias.abs().max() == 0
+    # init_std: 0 is PyTorch's default (Kaiming-uniform, a = sqrt(5): U(+-1/sqrt(fan_in)))
+    default = MECHANISMS[name].build(c, init_std=0)
+    assert default.sigma.weight.abs().max() > 0.9 / math.sqrt(c)
+
+
+def test_nonlocal_embedded_gaussian_scales_and_the_other_forms_do_not():
+    """The official scale is in the softmax path of the embedded Gaussian only (mmcv: use_scale
+    applies to embedded_gaussian; video-nonlocal-net: USE_SCALE under USE_SOFTMAX)."""
+    defaults = {name: MECHANISMS[name].defaults["scale"] for name in
+                ("nonlocal", "nonlocal_gaussian", "nonlocal_dot", "nonlocal_concat")}
+    assert defaults == {"nonlocal": True, "nonlocal_gaussian": False, "nonlocal_dot": False, "nonlocal_concat": False}
+
+
+# --------------------------------------------------------------------------- R passes, R norms
+
+@pytest.mark.parametrize("pattern", ["full", "criss_cross"])
+def test_each_pass_has_its_own_output_norm(pattern):
+    torch.manual_seed(0)
+    # PyTorch's init and gamma 1: each pass changes its input visibly, so the passes' BNs see
+    # different inputs (at the official init the branch is tiny and the statistics nearly agree)
+    block = MECHANISMS["nonlocal"].build(8, pattern=pattern, R=3, zero_init=False, init_std=0)
+    norms = [m for m in block.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 3 and len({id(m) for m in norms}) == 3
+    assert block.norms == norms
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4  # theta, phi, g and the output conv: shared by the passes
+    block.train()
+    x = torch.randn(4, 8, 6, 6)
+    with torch.no_grad():
+        block(x)
+    for norm in norms:
+        assert norm.num_batches_tracked == 1
+    for first, second in zip(norms, norms[1:]):
+        assert (first.running_mean - second.running_mean).abs().max() > 1e-5  # float32 noise: 1e-9
+        assert (first.running_var - second.running_var).abs().max() > 1e-5
+
+
+def test_zero_init_zeroes_every_pass_norm():
+    block = MECHANISMS["nonlocal"].build(8, pattern="criss_cross", R=2)
+    assert all(n.weight.abs().max() == 0 for n in block.norms)
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(block.train()(x), x)
