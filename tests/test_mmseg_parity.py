@@ -487,10 +487,9 @@ def test_standin_is_installed_only_without_real_ops_and_fails_clearly():
     assert install() is is_standin(mmcv.ops)  # idempotent
     if not is_standin(mmcv.ops):
         pytest.skip("the real mmcv.ops is installed")
-    from mmcv.ops import DeformConv2d, point_sample, sigmoid_focal_loss  # imports work ...
-    with pytest.raises(NotImplementedError, match="point_sample"):  # ... calls say what is missing
-        point_sample(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2))
-    with pytest.raises(NotImplementedError, match="sigmoid_focal_loss"):
+    from mmcv.ops import DeformConv2d, sigmoid_focal_loss  # imports work ...
+    # (point_sample is mmcv's own pure-PyTorch function now: tests/test_mmcv_ops.py checks it)
+    with pytest.raises(NotImplementedError, match="sigmoid_focal_loss"):  # ... calls say what is missing
         sigmoid_focal_loss(torch.zeros(1), torch.zeros(1))
     with pytest.raises(NotImplementedError, match="DeformConv2d"):
         DeformConv2d(1, 1, 3)
