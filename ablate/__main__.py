@@ -1,4 +1,7 @@
-"""``python -m ablate list``: the mechanisms, their families, papers and factors with defaults.
+"""``python -m ablate list [--channels C]``: the mechanisms, their families, papers, factors with
+defaults, and the widths a block with a reduction ratio actually gets at C input channels
+(default 32, the small backbone's width; a ratio's width has a floor, see
+``ablate/attention/widths.py``).
 
 ``python -m ablate run STUDY.yaml`` and ``python -m ablate report STUDY.yaml`` are aliases of
 ``python -m ablate.run`` and ``python -m ablate.report``.
@@ -7,8 +10,15 @@ from __future__ import annotations
 
 import sys
 
+DEFAULT_CHANNELS = 32
 
-def list_mechanisms(out=sys.stdout) -> None:
+
+def effective_widths(preset, channels: int) -> dict[str, int]:
+    """The named inner widths (bottleneck, state, ...) of ``preset`` built at its defaults, or {}."""
+    return dict(getattr(preset.build(channels), "widths", {}))
+
+
+def list_mechanisms(out=sys.stdout, channels: int = DEFAULT_CHANNELS) -> None:
     from .attention import MECHANISMS
 
     for family in ("none", "pairwise", "lowrank", "gating"):
@@ -25,6 +35,21 @@ def list_mechanisms(out=sys.stdout) -> None:
                 setting = f"{f.name} = {default}"
                 print(f"  {'':20s}   {setting:26s} {f.valid()}{'; ' + f.help if f.help else ''}",
                       file=out)
+            widths = effective_widths(p, channels)
+            if widths:
+                said = ", ".join(f"{k} {v}" for k, v in widths.items())
+                print(f"  {'':20s}   widths at C = {channels}: {said}", file=out)
+
+
+def _channels(rest: list[str]) -> int | None:
+    """The value of ``--channels`` (default 32), or None after printing why it is invalid."""
+    if not rest:
+        return DEFAULT_CHANNELS
+    if len(rest) == 2 and rest[0] == "--channels" and rest[1].isdigit() and int(rest[1]) >= 1:
+        return int(rest[1])
+    print(f"error: python -m ablate list takes only --channels C with C a positive integer "
+          f"(the block's input channels, default {DEFAULT_CHANNELS}), got {' '.join(rest)!r}.", file=sys.stderr)
+    return None
 
 
 def main(argv=None) -> int:
@@ -34,7 +59,10 @@ def main(argv=None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "list":
-        list_mechanisms()
+        channels = _channels(rest)
+        if channels is None:
+            return 2
+        list_mechanisms(channels=channels)
         return 0
     if cmd == "run":
         from .run import main as run_main

@@ -218,3 +218,50 @@ def test_zero_init_zeroes_every_pass_norm():
     x = torch.randn(2, 8, 5, 5)
     with torch.no_grad():
         assert torch.equal(block.train()(x), x)
+
+
+# ------------------------------------------------------------------------- GCNet's bottleneck
+
+def _mask_grad(block: nn.Module, seed: int) -> float:
+    """|d loss / d W_k| of the attention-pooling conv, the transform's last conv set non-zero
+    (it is zero at init, which would hide the gradient), on non-negative (post-ReLU) features."""
+    with torch.no_grad():
+        block.transform[-1].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(100 + seed)
+    x = torch.relu(torch.randn(8, 32, 16, 16, generator=g))
+    (block(x) * torch.randn(x.shape, generator=g)).sum().backward()
+    return block.mask.weight.grad.norm().item()
+
+
+def test_gcnet_bottleneck_at_small_width_still_trains_the_pooling():
+    """C = 32 at the paper's r = 16 used to give a 2-channel LayerNorm (output +-1): the gradient
+    into the pooling conv was typically 1e-3 of the r = 4 block's. The floor keeps it within 10x."""
+    preset = MECHANISMS["gcnet"]
+    assert preset.defaults["reduction"] == 16
+    paper, wide = [], []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        paper.append(_mask_grad(preset.build(32), seed))
+        torch.manual_seed(seed)
+        wide.append(_mask_grad(preset.build(32, reduction=4), seed))
+    # medians: a 2-channel LayerNorm's gradient is tiny except when its two inputs nearly tie,
+    # where it spikes, so a mean over seeds would be one seed's spike
+    assert torch.tensor(paper).median() > torch.tensor(wide).median() / 10
+    assert preset.build(32).widths == {"bottleneck": 4} and preset.build(32, reduction=4).widths == {"bottleneck": 8}
+    assert preset.build(512).widths == {"bottleneck": 32}  # the paper's C/r wherever that is >= 4
+
+
+def test_list_reports_effective_widths(capsys):
+    from ablate.__main__ import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("  gcnet "):]
+    assert block[: block.index("\n  dnl ")].rstrip().endswith("widths at C = 32: bottleneck 4")
+    assert main(["list", "--channels", "256"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("  gcnet "):]
+    assert block[: block.index("\n  dnl ")].rstrip().endswith("widths at C = 256: bottleneck 16")
+    assert main(["list", "--channels", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "--channels" in err and "positive integer" in err

@@ -16,10 +16,14 @@ optimisation of the bottleneck); fusion by broadcast **add** (default) or **mul*
 (so ``add`` starts as the identity and ``mul`` starts as ``x * 0.5``, as in the official code).
 The paper's ablations default to ratio r = 16 (mmseg's segmentation head uses r = 4; a study can
 set ``reduction``). ``pooling='avg'`` replaces the attention pooling by global average pooling
-(the SE-style ablation of the paper).
+(the SE-style ablation of the paper). The mask conv is Kaiming-normal (fan-in) with zero bias,
+as the official ``reset_parameters``.
 
-Ours: faithful. The bottleneck keeps at least 2 channels, because a LayerNorm over a single
-channel outputs a constant and would cut the block off (only matters for C < 2r).
+Ours differs in one place: the bottleneck is ``max(C // r, min_width)`` channels (``min_width``
+4 by default, :mod:`.widths`; 1 gives the paper's C // r). At this harness's C = 32, r = 16
+gives 2 channels, and a LayerNorm over 2 channels outputs +-1 whatever its input: the gradient
+into the attention pooling behind it all but vanishes (with r = 4, 8 channels, it does not).
+At C // r >= 4, every real-dataset setting, the width is the paper's.
 
 Disentangled Non-local (DNL)
 ----------------------------
@@ -34,29 +38,35 @@ key have their means over positions subtracted, ``softmax_j((q_i - mu_q) . (k_j 
 the same for every query (GCNet's context) and models salient boundaries. Both weight the same
 value ``g(x)``; the output is ``x + W_z(pairwise + unary)`` with ``W_z`` a 1x1 conv + BN whose
 scale is zero-initialised. The official segmentation setting: inner channels C/2, dot products
-scaled by ``1/sqrt(d)`` and by a temperature ``tau = 0.05``.
+scaled by ``1/sqrt(d)`` and by a temperature ``tau = 0.05``. Convs theta, phi, g: N(0, 0.01^2),
+zero bias (mmseg's ``DisentangledNonLocal2d`` inherits this init from mmcv's ``NonLocal2d``).
 
 Ours: faithful; ``unary`` and ``whiten`` switch the two changes off (both off gives an
 embedded-Gaussian Non-local block with temperature), ``temperature`` and ``scale`` are exposed.
-The unary mask is computed from the block input x, as the official code does.
+The unary mask is computed from the block input x, as the official code does. The inner width
+C/2 follows the shared floor of :mod:`.widths` (no change at C >= 8).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .widths import FLOOR, reduced
+
 
 class GlobalContextBlock(nn.Module):
     """GCNet block: query-independent attention pooling, LN bottleneck, add/mul fusion."""
 
-    def __init__(self, channels: int, reduction: int = 16, fusion: str = "add", pooling: str = "att"):
+    def __init__(self, channels: int, reduction: int = 16, fusion: str = "add", pooling: str = "att",
+                 min_width: int = FLOOR):
         super().__init__()
         if fusion not in ("add", "mul"):
             raise ValueError(f"fusion must be 'add' or 'mul', got {fusion!r}")
         if pooling not in ("att", "avg"):
             raise ValueError(f"pooling must be 'att' or 'avg', got {pooling!r}")
-        planes = max(2, channels // reduction)
+        planes = reduced(channels, reduction, min_width)
         self.channels, self.fusion, self.pooling = channels, fusion, pooling
+        self.widths = {"bottleneck": planes}
         if pooling == "att":
             self.mask = nn.Conv2d(channels, 1, 1)
             nn.init.kaiming_normal_(self.mask.weight, mode="fan_in", nonlinearity="relu")
@@ -94,8 +104,9 @@ class DisentangledNonLocalBlock(nn.Module):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        inter = max(1, channels // reduction)
+        inter = reduced(channels, reduction)
         self.channels, self.inter = channels, inter
+        self.widths = {"inner": inter}
         self.unary, self.whiten, self.temperature, self.scale = unary, whiten, temperature, scale
         self.theta = nn.Conv2d(channels, inter, 1)
         self.phi = nn.Conv2d(channels, inter, 1)

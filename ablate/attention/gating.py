@@ -9,10 +9,10 @@ SENet
 Squeeze-and-Excitation Networks, Jie Hu, Li Shen, Gang Sun, CVPR 2018 (the TPAMI version adds
 Samuel Albanie and Enhua Wu), https://arxiv.org/abs/1709.01507. Official code
 consulted: hujie-frank/SENet (Caffe prototxts: global pool, FC C -> C/r, ReLU, FC C/r -> C,
-sigmoid, scale). Reduction r = 16. Ours differs: the hidden width is ``max(4, C // r)``: with
-this harness's narrow features (C = 32 gives 2 hidden units at r = 16) the paper's ratio
-leaves a bottleneck of 1-2 units; the clamp keeps at least 4. FCs are 1x1 convs with bias
-(the same map).
+sigmoid, scale). Reduction r = 16. Ours differs: the hidden width is ``max(C // r, 4)`` (the
+shared rule of :mod:`.widths`): with this harness's narrow features (C = 32 gives 2 hidden
+units at r = 16) the paper's ratio leaves a bottleneck of 1-2 units; the floor keeps at least 4.
+FCs are 1x1 convs with bias (the same map).
 
 CBAM
 ----
@@ -23,7 +23,7 @@ r = 16) on the average- and max-pooled descriptors, summed, sigmoid. Then the sp
 the channel-gated features: channel-wise max and mean (concatenated in that order, as the
 official ``ChannelPool``), a 7x7 conv (no bias) with BatchNorm (official ``BasicConv``, BN
 momentum 0.01), sigmoid. Factors ``channel`` and ``spatial`` switch either gate off (both
-off is the identity). Ours differs: the same ``max(4, C // r)`` clamp as SE.
+off is the identity). Ours differs: the same floor of 4 hidden units as SE.
 
 STN
 ---
@@ -46,9 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _hidden(channels: int, reduction: int) -> int:
-    return max(4, channels // reduction)
+from .widths import reduced
 
 
 class SEBlock(nn.Module):
@@ -56,7 +54,8 @@ class SEBlock(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
-        hidden = _hidden(channels, reduction)
+        hidden = reduced(channels, reduction)
+        self.widths = {"hidden": hidden}
         self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
         self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
 
@@ -75,7 +74,8 @@ class CBAMBlock(nn.Module):
         super().__init__()
         self.use_channel, self.use_spatial = channel, spatial
         if channel:
-            hidden = _hidden(channels, reduction)
+            hidden = reduced(channels, reduction)
+            self.widths = {"hidden": hidden}
             self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
                                      nn.Conv2d(hidden, channels, 1))
         if spatial:

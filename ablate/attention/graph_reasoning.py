@@ -2,7 +2,12 @@
 
 All three project the N pixels onto K nodes, reason over the nodes, and map back; they
 differ in each slot. ``gcn: off`` removes the reasoning step in each, as in GloRe's preset,
-leaving projection and reprojection (the ``gcn_effect`` study).
+leaving projection and reprojection (the ``gcn_effect`` study). Each reasoning step follows its
+own paper or official code, not GloRe's ``W_s relu(V + A_g V)``: SGR's and Beyond Grids' are
+``ReLU(A Z W)`` (their papers' equations, nonlinearity after the weight; neither released
+code), LatentGNN's is a parameter-free ``softmax(Z_n Z_n^T) Z`` (its official code, no ReLU).
+Reduced widths (SGR's state, LatentGNN's C/4) follow the shared floor of :mod:`.widths`
+(unchanged at C = 32 and the default ratios).
 
 SGR
 ---
@@ -73,12 +78,17 @@ latentgnn/LatentGNN-V1-PyTorch (``lib/latentgnn_v1.py``), followed closely:
 Defaults: K = 100 latent nodes (the official code's example), reduction 4 (the official
 default), one kernel (the official default; more kernels are concatenated there, not
 exposed here), the optional graph-conv weight of the official code off (its default).
+Compared line by line with ``lib/latentgnn_v1.py`` (``LatentGNNV1``, ``LatentGNN_Kernel``):
+no further difference found except ``gcn: off``, which the official code does not offer
+(its latent-to-latent step always runs); convs and BNs keep PyTorch's init, as there.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .widths import reduced
 
 
 # ----------------------------------------------------------------------------------------- SGR
@@ -90,8 +100,9 @@ class SGRBlock(nn.Module):
         super().__init__()
         if vote_norm not in ("sum", "mean"):
             raise ValueError(f"vote_norm must be 'sum' or 'mean', got {vote_norm!r}")
-        state = max(1, channels // state_reduction)
+        state = reduced(channels, state_reduction)
         self.K, self.state, self.gcn, self.vote_norm = K, state, gcn, vote_norm
+        self.widths = {"state": state, "nodes": K}
         self.vote = nn.Conv2d(channels, K, kernel_size=1, bias=False)  # W^a
         self.to_state = nn.Conv2d(channels, state, kernel_size=1, bias=False)  # W^ps
         if gcn:
@@ -173,8 +184,9 @@ class LatentGNNBlock(nn.Module):
     def __init__(self, channels: int, K: int = 100, reduction: int = 4, gcn: bool = True,
                  symmetric: bool = False):
         super().__init__()
-        inter = max(1, channels // reduction)
+        inter = reduced(channels, reduction)
         self.K, self.gcn, self.symmetric = K, gcn, symmetric
+        self.widths = {"inner": inter, "nodes": K}
         self.down_v2l = _conv_bn(channels, inter)
         self.psi_v2l = _conv_bn(inter, K, relu=True)
         if not symmetric:
