@@ -7,6 +7,11 @@
   defaults (with the BN that mmseg's NLHead gives it), the same weights, float64; and the
   official init (N(0, 0.01^2) convs, zero biases, BN gamma 0).
 * Non-local with R passes: one output BN per pass.
+* GCNet at C = 32: the bottleneck floor keeps the pooling conv's gradient; ``ablate list``
+  prints the effective widths.
+* The mechanisms behind the README's readings, with hand-set weights on global_cue scenes: a
+  shared rank-1 theta = phi can put every row's attention on the cue; two criss-cross passes
+  carry the cue to every pixel, one pass only along its rows and columns.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ablate.attention import MECHANISMS
@@ -265,3 +271,107 @@ def test_list_reports_effective_widths(capsys):
     assert main(["list", "--channels", "x"]) == 2
     err = capsys.readouterr().err
     assert "--channels" in err and "positive integer" in err
+
+
+# ---------------------------------------------------------------- mechanisms behind the readings
+#
+# The block sees the backbone's features at stride 2. These tests hand-set the block's weights on
+# features built from real global_cue scenes (the image average-pooled to the block's grid, and
+# the cue's cells, any cell holding a cue pixel), to separate what a mechanism can express and
+# reach from what training found: the features mark the cue (a flat square of one of two fixed
+# colours, which a small conv stack can detect), the hand-set attention must do the rest.
+
+def _cue_scenes(count: int = 6):
+    """(image at stride 2 (B, 3, 16, 16), cue cells (B, 1, 16, 16) in {0, 1}, cue sign (B,)):
+    the sign of R - G on the cue, +1 for one cue colour and -1 for the other."""
+    from ablate.data.synthetic import IGNORE_INDEX, SceneConfig, make_split
+
+    images, labels = make_split(SceneConfig(task="global_cue", train_images=1, val_images=count), "val")
+    cue = (labels == IGNORE_INDEX).float().unsqueeze(1)
+    sign = torch.sign(((images[:, 0] - images[:, 1]) * cue[:, 0]).sum((1, 2)))
+    return F.avg_pool2d(images, 2).double(), F.max_pool2d(cue, 2).double(), sign.double()
+
+
+def test_shared_rank_one_theta_puts_every_row_on_the_cue():
+    """theta = phi of rank 1 along the cue channel: q_i = a m_i + b, scores q_i q_j / sqrt(d).
+    Every pixel, object, background or cue, puts >= 0.9 of its attention on the cue's cells, and
+    the cue's colour (R - G) reaches every pixel in one block. So a symmetric affinity can
+    express 'attend to the cue'; the shared_qk floor is not a limit of what theta = phi can express."""
+    image, cue, sign = _cue_scenes()
+    x = torch.cat([image, cue], dim=1)  # B, 4, 16, 16: R, G, B, cue cells
+    torch.manual_seed(0)
+    block = MECHANISMS["nonlocal"].build(4, shared_qk=True, zero_init=False).double().eval()
+    assert block.phi is block.theta and block.scale
+    a = b = 5.0
+    with torch.no_grad():
+        block.theta.weight.zero_()
+        block.theta.bias.zero_()
+        block.theta.weight[0, 3] = a  # rank one: one output channel reads the cue channel
+        block.theta.bias[0] = b
+        block.sigma.weight.zero_()
+        block.sigma.bias.zero_()
+        block.sigma.weight[0, 0], block.sigma.weight[0, 1] = 1.0, -1.0  # value channel 0: R - G
+        attn = block.attention_map(x)  # B, N, N
+        on_cue = (attn * cue.flatten(1).unsqueeze(1)).sum(-1)  # B, N: each row's mass on the cue
+        assert on_cue.min() >= 0.9, on_cue.min()
+        q, k, v = block._qkv(x)
+        y = attn @ v  # what the block adds before its output transform
+    assert torch.equal(torch.sign(y[..., 0]), sign.view(-1, 1).expand_as(y[..., 0]))
+    assert sign.abs().min() == 1 and sign.min() < 0 < sign.max()  # both cue colours are present
+
+
+def _cue_features(cue: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """Channel 0 marks the cue's cells, channel 1 holds the value to carry (the cue's sign) there."""
+    return torch.cat([cue, cue * sign.view(-1, 1, 1, 1)], dim=1)
+
+
+def _hand_set_criss_cross(kind: str, R: int) -> nn.Module:
+    """q = k = A x_0 + B (scores favour pixels marked in channel 0), v = x, added back unchanged:
+    a pass copies the marked pixels' values into every pixel of their rows and columns."""
+    A = B = 5.0
+    torch.manual_seed(0)
+    if kind == "ccnet":
+        block = MECHANISMS["ccnet"].build(2, R=R).double().eval()
+        q, k, v = block.cca.query, block.cca.key, block.cca.value
+        gain = [block.cca.gamma]
+    else:
+        block = MECHANISMS["nonlocal"].build(2, pattern="criss_cross", R=R, zero_init=False).double().eval()
+        q, k, v = block.theta, block.phi, block.sigma
+        gain = []
+    with torch.no_grad():
+        for conv in (q, k):
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[0, 0], conv.bias[0] = A, B
+        v.weight.copy_(torch.eye(2, dtype=F64).view(2, 2, 1, 1))
+        v.bias.zero_()
+        for g in gain:
+            g.fill_(1.0)
+        if kind != "ccnet":  # W = identity, every pass's BN the identity (eval: running var 1 - eps)
+            block.out[0].weight.copy_(torch.eye(2, dtype=F64).view(2, 2, 1, 1))
+            for norm in block.norms:
+                norm.weight.fill_(1.0), norm.bias.zero_(), norm.running_mean.zero_()
+                norm.running_var.fill_(1 - norm.eps)
+    return block
+
+
+@pytest.mark.parametrize("kind", ["nonlocal_criss_cross", "ccnet"])
+def test_two_criss_cross_passes_carry_the_cue_to_every_pixel(kind):
+    """One pass copies the cue's value along the cue's rows and columns and leaves every other
+    pixel exactly as it was; the second pass copies it from there to every pixel. So two
+    passes can carry the cue everywhere: a sparse pattern at the floor after training has not
+    learned it, it is not out of reach."""
+    _, cue, sign = _cue_scenes()
+    x = _cue_features(cue, sign)
+    cross = (cue.amax(dim=3, keepdim=True) + cue.amax(dim=2, keepdim=True)).clamp_max(1)[:, 0] > 0  # B, H, W
+    want = sign.view(-1, 1, 1).expand_as(cross)
+    with torch.no_grad():
+        one = _hand_set_criss_cross(kind.split("_")[0], R=1)(x)
+        two = _hand_set_criss_cross(kind.split("_")[0], R=2)(x)
+    assert (~cross).any() and cross.any()
+    # one pass: off the cue's rows and columns nothing arrives, not even a trace
+    assert torch.equal((one - x).abs().sum(1)[~cross], torch.zeros_like((one - x).abs().sum(1)[~cross]))
+    assert (torch.sign(one[:, 1])[cross] == want[cross]).all() and one[:, 1][cross].abs().min() >= 0.9
+    # two passes: every pixel holds the cue's sign, at least 0.9 of it
+    assert (torch.sign(two[:, 1]) == want).all()
+    assert two[:, 1].abs().min() >= 0.9
