@@ -78,6 +78,7 @@ class CCNetBlock(nn.Module):
             raise ValueError(f"R (recurrences) must be >= 1, got {R}")
         self.channels, self.R = channels, R
         self.cca = CrissCrossAttention(channels, qk_reduction)
+        self.widths = {"qk": self.cca.query.out_channels}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for _ in range(self.R):
