@@ -84,6 +84,8 @@ PRESETS: tuple[Preset, ...] = (
         Factor("fusion", "add", "choice", choices=("add", "mul"), help="broadcast add or sigmoid-gated multiply"),
         Factor("pooling", "att", "choice", choices=("att", "avg"),
                help="query-independent attention pooling or global average pooling (SE-like)"),
+        Factor("min_width", 4, "int", minimum=1,
+               help="bottleneck floor: max(C // r, min_width) channels (1: the paper's C // r)"),
     ), _GC, "query-independent attention: one softmax map pools a global context added to every pixel"),
     Preset("dnl", "pairwise", DisentangledNonLocalBlock, (
         Factor("unary", True, **_BOOL, help="query-independent unary term softmax(w . x_j)"),
