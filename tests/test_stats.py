@@ -402,3 +402,219 @@ def test_verdict_never_asks_for_fewer_seeds_than_one_more():
     assert S.seeds_needed(d.sd, 0.01, 0.05) <= 3
     v = S.verdict(d, d.p, S.tost(d, 0.01).p, margin=0.01)
     assert v.label == "inconclusive" and v.seeds == 4
+
+
+# --- budget guard ------------------------------------------------------------------------------
+
+EPOCHS = 30
+
+
+def test_flat_plateau_is_not_budget_limited():
+    b = S.budget_limited([[0.1 * min(e, 10) / 10 + 0.5 for e in range(EPOCHS)]] * 3)
+    assert not b.limited and b.slope == 0.0 and b.p == 1.0 and b.window == 10
+
+
+def test_rising_line_is_budget_limited():
+    b = S.budget_limited([[0.3 + 0.01 * e for e in range(EPOCHS)]])
+    assert b.limited and b.slope == pytest.approx(0.01) and b.gain == pytest.approx(0.09)
+
+
+def test_noisy_rising_line_is_flagged_and_matches_linregress():
+    rng = np.random.default_rng(41)
+    curves = [0.3 + 0.004 * np.arange(EPOCHS) + rng.normal(0, 0.005, EPOCHS) for _ in range(3)]
+    b = S.budget_limited(curves)
+    window = np.mean(curves, axis=0)[-10:]
+    ref = stats.linregress(np.arange(20, 30), window, alternative="greater")
+    assert b.slope == pytest.approx(ref.slope, rel=1e-9)
+    assert b.se == pytest.approx(ref.stderr, rel=1e-9)
+    assert b.p == pytest.approx(ref.pvalue, rel=1e-7)
+    assert b.limited
+
+
+def test_noisy_plateau_is_flagged_about_alpha_of_the_time():
+    rng = np.random.default_rng(42)
+    rise = 0.6 * (1 - np.exp(-np.arange(EPOCHS) / 2.0))  # converged long before the last third
+    flagged = [S.budget_limited([rise + rng.normal(0, 0.01, EPOCHS) for _ in range(3)]).limited
+               for _ in range(400)]
+    assert np.mean(flagged) < 0.09  # one-sided 5% test on a flat window
+
+
+def test_budget_min_gain_ignores_a_tiny_steady_rise():
+    curve = 0.6 * (1 - np.exp(-np.arange(EPOCHS) / 8.0))  # still rising slightly, no noise
+    b = S.budget_limited([curve])
+    assert b.limited and 0 < b.gain < 0.05
+    assert not S.budget_limited([curve], min_gain=0.05).limited
+
+
+def test_budget_uses_the_mean_over_seeds_cut_to_the_shortest():
+    up = [0.5 + 0.01 * e for e in range(EPOCHS)]
+    down = [0.8 - 0.01 * e for e in range(EPOCHS)]
+    assert not S.budget_limited([up, down]).limited  # the mean curve is flat
+    b = S.budget_limited([up, up[:12]])
+    assert b.limited and b.window == 4
+    short = S.budget_limited([[0.1, 0.2]])
+    assert not short.limited and math.isnan(short.p)
+    assert not S.budget_limited([]).limited
+
+
+# --- sequential seeds --------------------------------------------------------------------------
+
+def test_next_seeds_first_fills_every_cell_to_start():
+    out = S.next_seeds({"base": [], "a": [0], "b": [0, 1, 2]}, {("a", "base"): False}, start=3, max_seeds=10)
+    assert out == {"base": [0, 1, 2], "a": [1, 2]}
+
+
+def test_next_seeds_grows_undecided_pairs_only():
+    done = {"base": [0, 1, 2], "a": [0, 1, 2], "b": [0, 1, 2], "ref": [0, 1, 2]}
+    pairs = {("a", "base"): False, ("b", "base"): True}
+    assert S.next_seeds(done, pairs, 3, 10) == {"base": [3], "a": [3]}
+    assert S.next_seeds(done, pairs, 3, 10, batch=2) == {"base": [3, 4], "a": [3, 4]}
+    assert S.next_seeds(done, {k: True for k in pairs}, 3, 10) == {}
+
+
+def test_next_seeds_aligns_a_pair_before_growing_it():
+    done = {"base": [0, 1, 2, 3, 4], "a": [0, 1, 2]}
+    assert S.next_seeds(done, {("a", "base"): False}, 3, 10) == {"a": [3, 4]}
+    assert S.next_seeds({"base": [0, 1, 2, 3, 4], "a": [0, 1, 2, 3, 4]}, {("a", "base"): False}, 3, 10) \
+        == {"base": [5], "a": [5]}
+
+
+def test_next_seeds_follows_the_seed_order_and_skips_seeds_done():
+    order = [7, 3, 11, 5, 2]
+    done = {"x": [7, 3, 11], "y": [3, 7, 11]}
+    assert S.next_seeds(done, {("x", "y"): False}, 3, 5, seed_order=order) == {"x": [5], "y": [5]}
+    assert S.next_seeds({"x": [3]}, {}, 3, 5, seed_order=order) == {"x": [7, 11]}
+
+
+def test_sequential_loop_never_exceeds_max_and_stops():
+    rng = np.random.default_rng(51)
+    cells = ["base", "clear", "null", "noisy"]
+    effect = {"base": 0.0, "clear": 0.05, "null": 0.0, "noisy": 0.003}
+    noise = {"base": 0.002, "clear": 0.002, "null": 0.002, "noisy": 0.02}
+    value = {c: {s: effect[c] + rng.normal(0, noise[c]) for s in range(10)} for c in cells}
+    done, rounds, calls = {c: [] for c in cells}, 0, []
+    while True:
+        pairs = {}
+        for c in cells[1:]:
+            if min(len(done[c]), len(done["base"])) >= 3:
+                d = S.compare({s: value[c][s] for s in done[c]}, {s: value["base"][s] for s in done["base"]},
+                              shared=True)
+                v = S.verdict(d, d.p, S.tost(d, 0.01).p, margin=0.01)
+                pairs[(c, "base")] = S.decided(v, d.half_width, 0.01)
+            else:
+                pairs[(c, "base")] = False
+        new = S.next_seeds(done, pairs, start=3, max_seeds=10)
+        assert new == S.next_seeds(done, pairs, start=3, max_seeds=10)  # deterministic
+        calls.append(new)
+        if not new:
+            break
+        for c, seeds in new.items():
+            assert not set(seeds) & set(done[c])
+            done[c] += seeds
+        assert all(len(s) <= 10 for s in done.values())
+        rounds += 1
+        assert rounds <= 10
+    assert len(done["clear"]) == 3 and len(done["null"]) == 3  # decided at the start
+    assert len(done["noisy"]) == 10 and len(done["base"]) == 10  # undecided until the cap
+
+
+def test_next_seeds_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="not in done"):
+        S.next_seeds({"a": [0]}, {("a", "b"): False}, 1, 3)
+    with pytest.raises(ValueError, match="start"):
+        S.next_seeds({"a": []}, {}, 4, 3)
+    with pytest.raises(ValueError, match="seed_order"):
+        S.next_seeds({"a": []}, {}, 2, 5, seed_order=[0, 1, 2])
+
+
+def test_decided_by_verdict_or_precision():
+    assert S.decided("better", math.nan, 0.01) and S.decided("equivalent", 0.5, 0.01)
+    assert S.decided("inconclusive", 0.009, 0.01)
+    assert not S.decided("inconclusive", 0.011, 0.01) and not S.decided("inconclusive", math.nan, 0.01)
+    assert S.decided(S.Verdict("worse", 3), 1.0, 0.01)
+    assert S.look_alpha(0.05, 3, 10) == pytest.approx(0.05 / 8) and S.look_alpha(0.05, 3, 3) == 0.05
+
+
+def _sequential_false_calls(alpha, reps, sd, margin=1.0, start=3, max_seeds=10, seed=61):
+    """Fraction of null comparisons (true Δ = 0) called better/worse by the sequential rule."""
+    rng = np.random.default_rng(seed)
+    wrong = 0
+    for _ in range(reps):
+        d_all = rng.normal(0, sd, max_seeds)
+        for n in range(start, max_seeds + 1):
+            d = S.paired_diff(d_all[:n], np.zeros(n), level=1 - alpha)
+            lab = S.label(d, d.p, S.tost(d, margin, alpha).p, alpha)
+            if S.decided(lab, d.half_width, margin) or n == max_seeds:
+                wrong += lab in ("better", "worse")
+                break
+    return wrong / reps
+
+
+def test_stopping_on_verdicts_needs_the_per_look_alpha():
+    # at the same alpha at every look the false calls rise well above alpha; at look_alpha they do not
+    assert _sequential_false_calls(0.05, 800, sd=4.0) > 0.1
+    assert _sequential_false_calls(S.look_alpha(0.05, 3, 10), 800, sd=4.0) <= 0.05
+
+
+# --- bootstrap over images ---------------------------------------------------------------------
+
+def _counts(rng, n_images, n_classes=4):
+    u = rng.integers(50, 500, size=(n_images, n_classes))
+    i = (u * rng.uniform(0.2, 0.9, size=(n_images, n_classes))).astype(int)
+    return i, u
+
+
+def test_bootstrap_of_identical_images_has_zero_width():
+    i, u = _counts(np.random.default_rng(71), 1)
+    b = S.bootstrap_miou(np.repeat(i, 20, 0), np.repeat(u, 20, 0), n_boot=500, seed=3)
+    assert b.lo == b.hi == b.miou == pytest.approx(np.mean(i[0] / u[0]), rel=1e-12)
+
+
+def test_bootstrap_point_estimate_is_the_miou_of_summed_counts():
+    i = np.array([[10, 0, 5], [30, 2, 0]])
+    u = np.array([[20, 0, 10], [40, 8, 0]])
+    # class 0: 40/60, class 1: 2/8, class 2: 5/10 -> mean of the three
+    expect = (40 / 60 + 2 / 8 + 5 / 10) / 3
+    assert S.miou_from_counts(i, u) == pytest.approx(expect)
+    assert S.bootstrap_miou(i, u, n_boot=200).miou == pytest.approx(expect)
+    assert S.miou_from_counts(np.zeros((2, 3)), np.zeros((2, 3))) != S.miou_from_counts(i, u)
+
+
+def test_bootstrap_leaves_out_classes_absent_from_a_resample():
+    # image 0: class A perfect, class B missed entirely; image 1: class A only
+    i, u = np.array([[10, 0], [10, 0]]), np.array([[10, 10], [10, 0]])
+    b = S.bootstrap_miou(i, u, n_boot=2000, seed=0)
+    assert b.miou == pytest.approx(0.5)
+    assert b.lo == pytest.approx(0.5) and b.hi == pytest.approx(1.0)  # 1.0: B absent, not counted as 0
+
+
+def test_bootstrap_is_reproducible_and_narrows_with_more_images():
+    i, u = _counts(np.random.default_rng(72), 40)
+    a, b = S.bootstrap_miou(i, u, 1000, seed=5), S.bootstrap_miou(i, u, 1000, seed=5)
+    assert a == b
+    assert S.bootstrap_miou(i, u, 1000, seed=6) != a
+    assert a.lo < a.miou < a.hi
+    big = S.bootstrap_miou(np.tile(i, (16, 1)), np.tile(u, (16, 1)), 1000, seed=5)
+    assert big.miou == pytest.approx(a.miou)
+    assert (big.hi - big.lo) < (a.hi - a.lo) / 2  # 16x the images: about a quarter of the width
+
+
+def test_bootstrap_rejects_mismatched_arrays():
+    with pytest.raises(ValueError, match="n_images, n_classes"):
+        S.bootstrap_miou(np.zeros((3, 2)), np.zeros((3, 3)))
+    e = S.bootstrap_miou(np.zeros((0, 3)), np.zeros((0, 3)))
+    assert e.n_images == 0 and math.isnan(e.lo)
+
+
+# --- the methods table -------------------------------------------------------------------------
+
+def test_methods_table_is_a_table_of_existing_functions():
+    text = S.methods_table()
+    rows = [l for l in text.splitlines() if l.startswith("|")]
+    assert len(rows) >= 2 + 10
+    assert all(r.count("|") == 5 for r in rows)  # no stray pipe breaks a row
+    import re
+    for name in set(re.findall(r"`(\w+)`", text)) - {"ablate"}:
+        assert callable(getattr(S, name)), name
+    for ref in ("Welch 1947", "Schuirmann 1987", "Holm 1979", "Efron & Tibshirani", "Cohen 1988"):
+        assert ref in text
