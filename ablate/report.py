@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 from .errors import StudyError, exit_with
@@ -25,7 +26,8 @@ def _pts(x: float) -> str:
 
 
 def collect(study, url: str) -> dict:
-    """Finished values per cell key, failed trials, timing, from the Optuna storage."""
+    """Finished values per cell key, failed trials (final, and to retry), running and pending
+    trials, timing and owners, from the Optuna storage."""
     import optuna
 
     from . import storage as st
@@ -35,34 +37,92 @@ def collect(study, url: str) -> dict:
     try:
         ostudy = optuna.load_study(study_name=study.name, storage=store)
     except KeyError:
-        return {"values": {}, "records": {}, "failed": [], "pruned": [], "epochs": {"run": 0, "planned": 0},
-                "finished": [], "run": {}}
+        return {"values": {}, "records": {}, "failed": [], "retry": [], "pruned": [], "running": 0, "running_here": 0,
+                "pending": len(study.trials()) if not study.search else study.search["n_trials"],
+                "epochs": {"run": 0, "planned": 0}, "finished": [], "run": {}}
+    trials = ostudy.get_trials(deepcopy=False)
     values: dict[str, dict[int, float]] = {}
     records: dict[str, list[dict]] = {}
-    failed, pruned = [], []
+    pruned = []
     epochs = {"run": 0, "planned": 0}  # over complete and pruned trials
-    finished = []  # (completion time, compute s) of complete and pruned trials
-    for t in ostudy.get_trials(deepcopy=False):
+    finished = []  # complete and pruned trials: completion time, compute s, owner
+    for t in trials:
         key, seed = t.user_attrs.get("cell_key"), t.user_attrs.get("seed")
-        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
-            curve = t.user_attrs.get("curve") or [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
-            config = t.user_attrs.get("config")
-            planned = json.loads(config)["train"]["epochs"] if isinstance(config, str) else len(curve)
-            epochs["run"] += len(curve)
-            epochs["planned"] += planned
-            if t.datetime_complete is not None:
-                finished.append((t.datetime_complete.timestamp(), t.user_attrs.get("compute_s", 0.0)))
+        if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            continue
+        curve = t.user_attrs.get("curve") or [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
+        config = t.user_attrs.get("config")
+        planned = json.loads(config)["train"]["epochs"] if isinstance(config, str) else len(curve)
+        epochs["run"] += len(curve)
+        epochs["planned"] += planned
+        if t.datetime_complete is not None:
+            finished.append(_finished_record(t))
         if t.state == optuna.trial.TrialState.COMPLETE:
             values.setdefault(key, {})[seed] = t.value
             records.setdefault(key, []).append(t.user_attrs)
-        elif t.state == optuna.trial.TrialState.PRUNED:
+        else:
             pruned.append({"key": key, "seed": seed, "epochs": len(curve), "planned": planned,
                            "last": curve[-1] if curve else float("nan"), "config": t.user_attrs.get("config"),
                            "compute_s": t.user_attrs.get("compute_s", 0.0)})
-        elif t.state == optuna.trial.TrialState.FAIL and t.system_attrs.get(st.ATTR + "fail_kind") == "error":
-            failed.append((key, seed, t.system_attrs.get(st.ATTR + "fail_reason", "")))
-    return {"values": values, "records": records, "failed": failed, "pruned": pruned, "epochs": epochs,
-            "finished": finished, "run": ostudy.user_attrs.get("last_run", {})}
+    final, retry = _failures(study, trials)
+    running, here, pending = _progress(study, trials)
+    return {"values": values, "records": records, "failed": final, "retry": retry, "pruned": pruned,
+            "running": running, "running_here": here, "pending": pending, "epochs": epochs, "finished": finished,
+            "run": ostudy.user_attrs.get("last_run", {})}
+
+
+def _finished_record(t) -> dict:
+    from . import storage as st
+
+    attrs = t.system_attrs
+    owner = (attrs.get(st.ATTR + "host"), attrs.get(st.ATTR + "pid"), attrs.get(st.ATTR + "start"))
+    return {"when": t.datetime_complete.timestamp(), "compute": t.user_attrs.get("compute_s", 0.0),
+            "start": t.datetime_start.timestamp() if t.datetime_start else None,
+            "owner": owner if owner[1] is not None else None, "run": attrs.get(st.ATTR + "run") or None}
+
+
+def _failures(study, trials) -> tuple[list, list]:
+    """(key, seed, reason) of the trials that failed for a reason of their own (final), and of
+    those that failed for the harness's and were not run again since (the next run retries)."""
+    from . import storage as st
+
+    pair = lambda t: (t.user_attrs.get("cell_key"), t.user_attrs.get("seed"))  # noqa: E731
+    settled = {pair(t) for t in trials if st.trial_status(t) in ("done", "running")}
+    final, retry = [], {}
+    for t in trials:
+        kind = t.system_attrs.get(st.ATTR + "fail_kind")
+        reason = t.system_attrs.get(st.ATTR + "fail_reason", "")
+        if kind == "error":
+            final.append((*pair(t), reason))
+        elif kind == "harness" and pair(t) not in settled:
+            retry[pair(t)] = (*pair(t), reason)  # the latest attempt's reason
+    if study.search and len(settled) >= study.search["n_trials"]:
+        retry = {}  # a search's failed samples are replaced by new ones; the budget is spent
+    return final, list(retry.values())
+
+
+def _progress(study, trials) -> tuple[int, int, int]:
+    """Trials running (their worker alive), of which on this machine, and trials still to run."""
+    from . import storage as st
+
+    now, grace = time.time(), st.grace_s()
+    live = [t for t in trials if st.trial_status(t) == "running" and st.ATTR + "pid" in t.system_attrs
+            and st._alive(t.system_attrs, now, grace)]
+    here = sum(st._same_machine(t.system_attrs) for t in live)
+    settled = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in trials
+               if st.trial_status(t) == "done"}
+    if study.search:
+        pending = max(0, study.search["n_trials"] - len(settled) - len(live))
+    else:
+        live_pairs = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in live}
+        pending = sum((c.key, s) not in settled | live_pairs for c, s in study.trials())
+    return len(live), here, pending
+
+
+def failures(study, url: str) -> tuple[list, list]:
+    """The study's final failures and failures to retry, as (cell key, seed, reason)."""
+    data = collect(study, url)
+    return data["failed"], data["retry"]
 
 
 COST_REPEATS, COST_WARMUP = 5, 1
@@ -160,6 +220,10 @@ def render(study, data: dict, storage_label: str) -> str:
     for p in data.get("pruned", []):
         n_pruned[p["key"]] = n_pruned.get(p["key"], 0) + 1
     lines = [f"# {study.name}", ""]
+    if data.get("running") or data.get("pending"):
+        lines += [f"**Partial.** This report was written while the study was unfinished: {data.get('running', 0)} "
+                  f"trial(s) running, {data.get('pending', 0)} still to run; the numbers below cover the finished "
+                  "trials only.", ""]
     if study.question:
         lines += [f"**Question.** {' '.join(study.question.split())}", ""]
     if study.search:
@@ -208,6 +272,10 @@ def render(study, data: dict, storage_label: str) -> str:
                   f"mode; measured when this report was written, on {costs['_device']} with "
                   f"{costs['_threads']} torch thread(s) (`ablate.costs.measure`). Params and MFLOPs are the "
                   "trial's own records."]
+    elif data.get("costs_skipped"):
+        lines += ["", f"Attention-block latency and peak memory were not measured: {data['costs_skipped']} trial(s) "
+                  "were training on this machine when this report was written, and their load would skew the "
+                  f"timings. `python -m ablate.report {study.path}` measures them once the study has finished."]
     if not study.search and len(study.factors) == 2:
         lines += _matrix_section(study, data, cells, costs)
     lines += ["", "## Verdict", ""]
@@ -231,16 +299,38 @@ def render(study, data: dict, storage_label: str) -> str:
                      f"{100 * (1 - comp / wall):.1f}% |")
     if data.get("pruned") or study.pruner["name"] != "none":
         lines += _pruning_section(study, data, cells)
+    titles = {c.key: c.title() for c in cells}
     if data["failed"]:
-        titles = {c.key: c.title() for c in cells}
-        lines += ["", "## Failed trials (not counted)", ""]
-        lines += [f"- {titles.get(k, k)} seed {s}: {why}" for k, s, why in data["failed"]]
+        lines += ["", "## Failed trials (not counted)", "",
+                  "The trial's own failure (non-finite loss, out of memory, an error in the model's forward or "
+                  "backward): final, never run again.", ""]
+        lines += [f"- {titles.get(k, k)} seed {s}: {_short(why)}" for k, s, why in data["failed"]]
+    if data.get("retry"):
+        lines += ["", "## Trials to run again (the harness or its environment failed)", "",
+                  "Not the trial's own failure (tracking, storage, files, a setting the study file's checks should "
+                  "have refused): the next `python -m ablate.run` on this study runs them again.", ""]
+        lines += [f"- {titles.get(k, k)} seed {s}: {_short(why)}" for k, s, why in data["retry"]]
+    lines += ["", "## Provenance", ""] + _provenance_lines(data)
+    lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
+                 f"by `python -m ablate.report {study.path}`. Cell keys: "
+                 + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _provenance_lines(data: dict) -> list[str]:
+    """The last invocation's run line, and who ran the finished trials (worker processes found
+    in the trials' owner records, so independent runners on one storage are all counted)."""
     run = data.get("run") or {}
-    lines += ["", "## Provenance", ""]
+    lines = []
     if run:
         here, total = run.get("trials_here"), run.get("trials_total")
         if here is not None and total is not None and here < total:
-            lines.append(f"Produced by `{run.get('command')}`, which resumed the study: that last invocation "
+            lines.append(f"Produced by `{run.get('command')}`; other invocations worked on the study too: that last one "
                          f"({run.get('workers')} worker(s)) ran {here} of the {total} finished trials in "
                          f"{run.get('wall_s', 0):.0f} s wall time, {run.get('compute_s', 0):.0f} s of trial compute, "
                          f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time; all {total} trials "
@@ -249,10 +339,28 @@ def render(study, data: dict, storage_label: str) -> str:
             lines.append(f"Produced by `{run.get('command')}` ({run.get('workers')} worker(s); study wall time "
                          f"{run.get('wall_s', 0):.0f} s; sum of trial compute {run.get('compute_s', 0):.0f} s; "
                          f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time).")
-    lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
-                 f"by `python -m ablate.report {study.path}`. Cell keys: "
-                 + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
-    return "\n".join(lines) + "\n"
+    workers = _workers(data.get("finished", []))
+    if workers:
+        lines.append(f"Workers: {workers['processes']} worker process(es) in {workers['runs']} invocation(s) of the "
+                     f"runner ran the {workers['trials']} finished trials (by the trials' owner records); trial "
+                     f"compute {workers['compute']:.0f} s, harness overhead {100 * workers['overhead']:.1f}% of their "
+                     "busy time (each worker's first trial start to its last trial end).")
+    return lines
+
+
+def _workers(finished: list[dict]) -> dict | None:
+    """Distinct worker processes over the finished trials' owner records, and their overhead."""
+    owned = [f for f in finished if isinstance(f, dict) and f.get("owner") and f.get("start") is not None]
+    if not owned:
+        return None
+    spans: dict = {}
+    for f in owned:
+        lo, hi = spans.get(f["owner"], (f["start"], f["when"]))
+        spans[f["owner"]] = (min(lo, f["start"]), max(hi, f["when"]))
+    busy = sum(hi - lo for lo, hi in spans.values())
+    compute = sum(f["compute"] for f in owned)
+    return {"trials": len(owned), "processes": len(spans), "runs": len({f["run"] for f in owned if f["run"]}) or 1,
+            "compute": compute, "overhead": max(0.0, 1 - compute / busy) if busy > 0 else 0.0}
 
 
 def _matrix_section(study, data: dict, cells: list, costs: dict) -> list[str]:
@@ -383,22 +491,34 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     data = collect(study, url)
     cells = _search_cells(study, data) if study.search else study.cells()
     done = [c for c in cells if c.key in data["records"]]
-    if done:
+    if done and data["running_here"]:
+        data["costs_skipped"] = data["running_here"]  # timings under a training load are not the block's
+    elif done:
         data["costs"] = block_costs(done, study.trainer.world_size, head=study.head)
     if run_info:
-        # a pruned trial's epochs were work too; a resumed run counts only the trials it finished
-        started = run_info.get("started", 0.0)
-        here = [c for when, c in data["finished"] if when >= started]
-        run_info = {**run_info, "compute_s": sum(here), "trials_here": len(here),
-                    "trials_total": len(data["finished"]), "compute_total_s": sum(c for _, c in data["finished"])}
-        busy = run_info["wall_s"] * run_info["workers"]
-        run_info["overhead"] = max(0.0, 1 - run_info["compute_s"] / busy) if busy else 0.0
+        run_info = _run_totals(run_info, data["finished"])
         _save_run_info(study, url, run_info)
         data["run"] = run_info
     out = Path(reports_dir) / f"{study.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(study, data, st.redact(url)))
     return out
+
+
+def _run_totals(run_info: dict, finished: list[dict]) -> dict:
+    """The invocation's own trials (by its run id in their owner records; by completion time for
+    records without one), their compute, and its overhead over its workers' wall time. A pruned
+    trial's epochs were work too."""
+    run = run_info.get("run")
+    if run and any(f.get("run") for f in finished):
+        here = [f["compute"] for f in finished if f.get("run") == run]
+    else:
+        here = [f["compute"] for f in finished if f["when"] >= run_info.get("started", 0.0)]
+    info = {**run_info, "compute_s": sum(here), "trials_here": len(here), "trials_total": len(finished),
+            "compute_total_s": sum(f["compute"] for f in finished)}
+    busy = info["wall_s"] * info["workers"]
+    info["overhead"] = max(0.0, 1 - info["compute_s"] / busy) if busy else 0.0
+    return info
 
 
 def _save_run_info(study, url: str, info: dict) -> None:
@@ -425,14 +545,23 @@ def main(argv=None) -> int:
 
     try:
         study = load_study(args.study)
+        if args.storage:
+            st.check_storage(args.storage, "--storage")
+        reports = Path(args.reports_dir)
+        if reports.exists() and not reports.is_dir():
+            raise StudyError("command line", "--reports-dir", f"the reports folder {reports} is a file, not a folder.")
     except StudyError as e:
         exit_with(e)
     run_dir = Path(args.run_dir) if args.run_dir else st.default_run_dir(study.name)
     url = st.storage_url(run_dir, args.storage)
     if "://" not in url and not Path(url).exists():
-        exit_with(StudyError(args.study, "", f"no results yet: the storage {url} does not exist. Run "
+        exit_with(StudyError(args.study, "", f"no results yet: the storage {st.redact(url)} does not exist. Run "
                              f"python -m ablate.run {args.study} first, or give --storage / --run-dir."))
-    print(f"report written to {write_report(study, url, args.reports_dir)}")
+    try:
+        path = write_report(study, url, args.reports_dir)
+    except StudyError as e:
+        exit_with(e)
+    print(f"report written to {path}")
     return 0
 
 

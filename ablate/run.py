@@ -8,6 +8,7 @@ joins the same study.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,25 +17,41 @@ import subprocess
 import sys
 import time
 import traceback
+import uuid
 from pathlib import Path
 
 from .errors import StudyError, exit_with
 
 
+EXIT_FAILED, EXIT_RETRY = 1, 3
+EXIT_STATUS = """exit status:
+  0    no trial of the study has failed (trials left to run by --max-trials, or running in another
+       runner, are not failures)
+  1    some trials failed for a reason of their own (non-finite loss, out of memory, an error in the
+       model's forward or backward): final, listed in the report
+  2    a mistake in the study file or on the command line, or a storage, run folder or reports
+       folder that cannot be used: one paragraph on stderr, nothing was run
+  3    some trials failed for a reason of the harness or its environment (tracking, storage, files):
+       run the same command again to retry them (the report lists them)
+  130  interrupted (Ctrl-C): run the same command again to resume"""
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ablate.run", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ablate.run", description=__doc__.split("\n")[0], epilog=EXIT_STATUS,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="study file (YAML), e.g. studies/gcn_effect.yaml")
     p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run folder); "
                    "e.g. sqlite:///runs/x.db or postgresql://user:pass@host/db")
     p.add_argument("--run-dir", help="run folder (default: runs/<study name>)")
     p.add_argument("--reports-dir", default="reports", help="where the report goes (default: reports)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers); "
+                   "a study's train.threads wins (it is part of the cell key)")
     p.add_argument("--dry-run", action="store_true", help="print the trial plan (cells x seeds) and exit")
     p.add_argument("--print-config", metavar="N", help="print the resolved config of plan trial N (1-based) or 'all'")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
-    p.add_argument("--max-trials", type=int, default=0, help="stop this worker after N trials (0: no limit)")
+    p.add_argument("--max-trials", type=int, default=0, help="stop this worker after N trials, failed ones included (0: no limit)")
     p.add_argument("--no-pruning", action="store_true",
                    help="run every trial to its last epoch whatever the study's pruner says (the full-grid control)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # child process of --workers
@@ -65,7 +82,11 @@ def print_plan(study, out=sys.stdout) -> None:
         print(f"  pruner: {study.pruner['name']} ({opts})", file=out)
 
 
-def _threads(args) -> int:
+def _threads(args, study=None) -> int:
+    """torch threads per worker: the study's train.threads (part of the cell key), else
+    --threads, else the machine's cores shared among the workers."""
+    if study is not None and study.train.threads > 0:
+        return study.train.threads
     if args.threads > 0:
         return args.threads
     return max(1, (os.cpu_count() or 1) // max(1, args.workers))
@@ -110,113 +131,177 @@ class TrialReporter:
         return prune
 
 
+@dataclasses.dataclass
+class _Worker:
+    """What a worker's loop shares between claiming and running trials."""
+
+    study: object
+    url: str
+    run_dir: Path
+    args: argparse.Namespace
+    store: object
+    ostudy: object
+    progress: Progress
+    run: str  # this invocation's id: its own harness failures are not retried by it
+    plan_index: dict
+    choices: dict
+    traced: bool = False  # a harness failure's traceback was printed once already
+
+
+MAX_HARNESS_STREAK = 3  # harness failures in a row after which a worker stops (the next run retries)
+
+
 def worker_loop(study, url: str, run_dir: Path, args) -> dict:
     """Claim and run trials until none is free; returns this worker's totals."""
     import optuna
 
     from . import storage as st
-    from .trainer import TrialFailed, run_trial, wandb_summary
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    threads = _threads(args)
     store = st.open_storage(url)
     with st.study_lock(url, study.name):
         st.load_or_create(store, study.name)
     ostudy = optuna.load_study(study_name=study.name, storage=store, pruner=study.make_pruner())
-    pruning = study.pruner["name"] != "none"
     plan = study.trials()
-    index_of = {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}
     choices: dict[str, list] = {}
     for c in study.cells():
         for k, v in c.label:
             if v not in choices.setdefault(k, []):
                 choices[k].append(v)
     tag = f"[w{args.worker_index}] " if args.worker else ""
-    progress = Progress(tag, study.search["n_trials"] if study.search else len(plan))
-    use_wandb = study.tracking.get("wandb", True) and not args.no_wandb
-    totals = {"trials": 0}
-    waiting = False
-    while not args.max_trials or totals["trials"] < args.max_trials:
+    w = _Worker(study, url, run_dir, args, store, ostudy,
+                Progress(tag, study.search["n_trials"] if study.search else len(plan)),
+                os.environ.get(st.RUN_ENV, ""), {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}, choices)
+    totals = {"trials": 0, "attempts": 0, "error": 0, "harness": 0}
+    waiting, streak = False, 0
+    while not args.max_trials or totals["attempts"] < args.max_trials:
         if waiting:
             time.sleep(min(5.0, st.heartbeat_s()))
         with st.study_lock(url, study.name):
-            trials = ostudy.get_trials(deepcopy=False)
-            if st.reap_lost(store, trials):
-                trials = ostudy.get_trials(deepcopy=False)
-            if study.search:
-                claim = _claim_search(study, ostudy, store, trials)
-                if claim is None:
-                    waiting = _wait_for_others(trials, progress, waiting)
-                    if waiting:
-                        continue
-                    break
-                tid, cell, seed, config = claim
-                index = 1 + sum(st.trial_status(t) in ("done", "running") for t in trials)
-            else:
-                taken = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed"))
-                         for t in trials if st.trial_status(t) in ("done", "running")}
-                todo = [(c, s) for c, s in plan if (c.key, s) not in taken]
-                if not todo:
-                    waiting = _wait_for_others(trials, progress, waiting)
-                    if waiting:
-                        continue
-                    break
-                cell, seed = todo[0]
-                config = study.trial_config(cell, seed)
-                tid = st.create_running_trial(ostudy, dict(cell.label), choices, _trial_attrs(cell, seed, config))
-                index = index_of[(cell.key, seed)]
+            claim, trials = _claim(w)
+        if claim is None:
+            waiting = _wait_for_others(trials, w.progress, waiting)
+            if waiting:
+                continue
+            break
         waiting = False
-        t0 = time.perf_counter()
-        title = cell.title()
-        epochs = config["train"]["epochs"]
-        progress.say(f"trial {index}/{progress.total} {title} seed={seed}: started")
-        reporter = TrialReporter(optuna.trial.Trial(ostudy, tid), pruning, epochs,
-                                 progress.epoch_printer(index, title, seed, epochs, t0))
-        isolated = study.trainer.isolated  # DDP: the trial process makes its own W&B run on rank 0
-        wandb_args = None
-        if use_wandb:
-            wandb_args = {"run_dir": str(run_dir), "project": study.tracking.get("project", "ablate"),
-                          "entity": study.tracking.get("entity"), "name": f"{title} seed={seed}"}
-        logger = None
-        try:
-            with st.Heartbeat(store, tid):
-                if wandb_args and not isolated:
-                    from .tracking import make_logger
-                    logger = make_logger(config, run_dir, wandb_args["project"], wandb_args["entity"],
-                                         wandb_args["name"])
-                result = run_trial(config, reporter, logger=logger, threads=threads,
-                                   wandb=wandb_args if isolated else None)
-                if logger is not None:
-                    logger.experiment.summary.update(wandb_summary(result))
-        except KeyboardInterrupt:
-            st.mark_failed(store, tid, "interrupted", "interrupted (Ctrl-C); run again to resume")
-            _finish_wandb(logger, 130)
-            raise
-        except Exception as e:  # noqa: BLE001 - any failure is recorded, the study goes on
-            reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
-            if not isinstance(e, TrialFailed):
-                traceback.print_exc()
-            st.mark_failed(store, tid, "error", reason)
-            progress.say(f"trial {index}/{progress.total} {title} seed={seed}: FAILED: {reason[:200]}")
-            _finish_wandb(logger, 1)
-            continue
-        _finish_wandb(logger, 0)
-        wall = time.perf_counter() - t0
-        result["wall_s"] = wall
-        for k, v in result.items():
-            store.set_trial_user_attr(tid, k, v)
-        totals["trials"] += 1
-        if result.get("pruned_epoch") is not None:
-            # final, like a failure of its own: storage counts PRUNED as done; the value is the
-            # last reported one, as Optuna's own tell() records it
-            store.set_trial_state_values(tid, optuna.trial.TrialState.PRUNED, [result["curve"][-1]])
-            progress.say(f"trial {index}/{progress.total} {title} seed={seed}: pruned after epoch "
-                         f"{result['pruned_epoch'] + 1}/{epochs} (val mIoU {result['curve'][-1]:.3f})  ({wall:.0f}s)")
-            continue
-        store.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [result["value"]])
-        progress.say(f"trial {index}/{progress.total} {title} seed={seed}: val mIoU {result['value']:.3f}  "
-                     f"({wall:.0f}s)")
+        outcome = _run_claimed(w, *claim)
+        totals["attempts"] += 1
+        if outcome in ("error", "harness"):
+            totals[outcome] += 1
+        else:
+            totals["trials"] += 1
+        streak = streak + 1 if outcome == "harness" else 0
+        if streak >= MAX_HARNESS_STREAK:
+            w.progress.say(f"stopping: {streak} trials in a row failed for a reason of the harness or its "
+                           "environment (above); fix it and run the same command again to retry them")
+            break
     return totals
+
+
+def _claim(w: _Worker):
+    """(trial id, cell, seed, config, plan index) of the next free trial, created RUNNING and owned
+    by this process, or None; and the trials seen. Call with the study lock held."""
+    from . import storage as st
+
+    trials = w.ostudy.get_trials(deepcopy=False)
+    if st.reap_lost(w.store, trials):
+        trials = w.ostudy.get_trials(deepcopy=False)
+    if w.study.search:
+        claim = _claim_search(w.study, w.ostudy, w.store, trials, w.run)
+        if claim is None:
+            return None, trials
+        index = 1 + sum(st.trial_status(t, w.run) in st.TAKEN for t in trials)
+        return (*claim, index), trials
+    taken = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed"))
+             for t in trials if st.trial_status(t, w.run) in st.TAKEN}
+    todo = [(c, s) for c, s in w.study.trials() if (c.key, s) not in taken]
+    if not todo:
+        return None, trials
+    cell, seed = todo[0]
+    config = w.study.trial_config(cell, seed)
+    tid = st.create_running_trial(w.ostudy, dict(cell.label), w.choices, _trial_attrs(cell, seed, config))
+    return (tid, cell, seed, config, w.plan_index[(cell.key, seed)]), trials
+
+
+def _run_claimed(w: _Worker, tid: int, cell, seed: int, config: dict, index: int) -> str:
+    """Run one claimed trial and record it; returns 'complete', 'pruned', 'error' (final) or
+    'harness' (retried by the next invocation)."""
+    import optuna
+
+    from . import storage as st
+    from .trainer import HarnessFailed, TrialFailed, failure_kind, run_trial, wandb_summary
+
+    t0 = time.perf_counter()
+    title, epochs = cell.title(), config["train"]["epochs"]
+    head = f"trial {index}/{w.progress.total} {title} seed={seed}"
+    w.progress.say(f"{head}: started")
+    logger = None
+    try:
+        with st.Heartbeat(w.store, tid):
+            reporter = TrialReporter(optuna.trial.Trial(w.ostudy, tid), w.study.pruner["name"] != "none", epochs,
+                                     w.progress.epoch_printer(index, title, seed, epochs, t0))
+            logger, isolated_wandb = _tracker(w, config, f"{title} seed={seed}")
+            result = run_trial(config, reporter, logger=logger, threads=_threads(w.args, w.study),
+                               wandb=isolated_wandb)
+            if logger is not None:
+                logger.experiment.summary.update(wandb_summary(result))
+            result["wall_s"] = time.perf_counter() - t0
+            outcome = _record(w.store, tid, result)
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            st.mark_failed(w.store, tid, "interrupted", "interrupted (Ctrl-C); run again to resume")
+        _finish_wandb(logger, 130)
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure is recorded, the study goes on
+        kind = failure_kind(e)
+        reason = str(e) if isinstance(e, (TrialFailed, HarnessFailed)) else f"{type(e).__name__}: {e}"
+        if kind == "harness" and not isinstance(e, HarnessFailed) and not w.traced:
+            traceback.print_exc()
+            w.traced = True
+        with contextlib.suppress(Exception):  # a broken storage: the trial stays RUNNING, reaped as lost later
+            st.mark_failed(w.store, tid, kind, reason)
+        what = "FAILED" if kind == "error" else "FAILED (harness or environment; the next run retries it)"
+        w.progress.say(f"{head}: {what}: {' '.join(reason.split())[:200]}")
+        _finish_wandb(logger, 1)
+        return kind
+    _finish_wandb(logger, 0)
+    wall, curve = result["wall_s"], result["curve"]
+    if outcome == "pruned":
+        w.progress.say(f"{head}: pruned after epoch {result['pruned_epoch'] + 1}/{epochs} (val mIoU {curve[-1]:.3f})  "
+                       f"({wall:.0f}s)")
+    else:
+        w.progress.say(f"{head}: val mIoU {result['value']:.3f}  ({wall:.0f}s)")
+    return outcome
+
+
+def _tracker(w: _Worker, config: dict, name: str):
+    """The trial's W&B logger (None when off, or under DDP, where the trial process makes its own
+    run on rank 0) and the W&B arguments for such a trial process (None otherwise)."""
+    if not w.study.tracking.get("wandb", True) or w.args.no_wandb:
+        return None, None
+    wandb_args = {"run_dir": str(w.run_dir), "project": w.study.tracking.get("project", "ablate"),
+                  "entity": w.study.tracking.get("entity"), "name": name}
+    if w.study.trainer.isolated:
+        return None, wandb_args
+    from .tracking import make_logger
+
+    return make_logger(config, w.run_dir, wandb_args["project"], wandb_args["entity"], name), None
+
+
+def _record(store, tid: int, result: dict) -> str:
+    """Write a finished trial's result and final state; returns 'complete' or 'pruned'."""
+    import optuna
+
+    for k, v in result.items():
+        store.set_trial_user_attr(tid, k, v)
+    if result.get("pruned_epoch") is not None:
+        # final, like a failure of its own: storage counts PRUNED as done; the value is the
+        # last reported one, as Optuna's own tell() records it
+        store.set_trial_state_values(tid, optuna.trial.TrialState.PRUNED, [result["curve"][-1]])
+        return "pruned"
+    store.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [result["value"]])
+    return "complete"
 
 
 def _wait_for_others(trials, progress, was_waiting: bool) -> bool:
@@ -261,25 +346,33 @@ def _suggest(trial, name, dist):
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
-def _claim_search(study, ostudy, store, trials):
-    """Sample the next point of a search study (lock held); None once the budget is used."""
+def _claim_search(study, ostudy, store, trials, run: str = ""):
+    """Sample the next point of a search study (lock held); None once the budget is used. The
+    new trial names its owner first: a sample that fails later is marked failed, never left
+    RUNNING without an owner."""
     import optuna
 
     from . import storage as st
 
-    if sum(st.trial_status(t) in ("done", "running") for t in trials) >= study.search["n_trials"]:
+    if sum(st.trial_status(t, run) in st.TAKEN for t in trials) >= study.search["n_trials"]:
         return None
     sampler_study = optuna.load_study(study_name=study.name, storage=store, sampler=make_sampler(study, len(trials)))
     trial = sampler_study.ask()
-    params = {k: _suggest(trial, k, d) for k, d in study.distributions().items()}
-    cell = study.search_cell(params)
-    seed = study.seeds[0]
-    config = study.trial_config(cell, seed)
+    tid = trial._trial_id
     for k, v in st.owner_attrs().items():
-        store.set_trial_system_attr(trial._trial_id, k, v)
-    for k, v in _trial_attrs(cell, seed, config).items():
-        store.set_trial_user_attr(trial._trial_id, k, v)
-    return trial._trial_id, cell, seed, config
+        store.set_trial_system_attr(tid, k, v)
+    try:
+        params = {k: _suggest(trial, k, d) for k, d in study.distributions().items()}
+        cell = study.search_cell(params)
+        seed = study.seeds[0]
+        config = study.trial_config(cell, seed)
+        for k, v in _trial_attrs(cell, seed, config).items():
+            store.set_trial_user_attr(tid, k, v)
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            st.mark_failed(store, tid, "harness", f"the sampled point could not be set up: {type(e).__name__}: {e}")
+        raise
+    return tid, cell, seed, config
 
 
 def _finish_wandb(logger, code: int) -> None:
@@ -314,7 +407,7 @@ def _worker_gpus(study, workers: int) -> list[str] | None:
     return gpu_assignment(workers, visible[:count], study.trainer.devices)
 
 
-def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None) -> int:
+def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None) -> list[int]:
     from . import storage as st
 
     procs = []
@@ -342,7 +435,83 @@ def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None)
         for p in procs:
             p.wait()
         raise
-    return max(codes)
+    return codes
+
+
+def _check_args(args) -> None:
+    for key, value, least in (("--workers", args.workers, 1), ("--threads", args.threads, 0),
+                              ("--max-trials", args.max_trials, 0)):
+        if value < least:
+            raise StudyError("command line", key, f"{value}: give {least} or more" +
+                             (" (0: the default)." if least == 0 else "."))
+
+
+def _print_config(study, args) -> int:
+    if study.search:
+        exit_with(StudyError("command line", "--print-config", "a search study's trials are sampled as it runs; "
+                             "--print-config works on grid studies (python -m ablate.report lists what ran)."))
+    plan = study.trials()
+    picks = range(1, len(plan) + 1) if args.print_config == "all" else None
+    if picks is None:
+        if not args.print_config.isdigit() or not 1 <= int(args.print_config) <= len(plan):
+            exit_with(StudyError("command line", "--print-config",
+                                 f"{args.print_config[:40]!r}: give a trial number from 1 to {len(plan)} or 'all'."))
+        picks = [int(args.print_config)]
+    for i in picks:
+        cell, seed = plan[i - 1]
+        print(json.dumps({"trial": i, **study.trial_config(cell, seed)}, indent=2))
+    return 0
+
+
+def _check_folder(path: Path, key: str, what: str) -> None:
+    """``path`` must be a writable folder, or one that can be made (its nearest existing
+    ancestor is a writable folder). Checked before any trial runs; nothing is created."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe == path and not path.is_dir():
+        raise StudyError("command line", key, f"the {what} {path} is a file, not a folder; give a folder (it is "
+                         "made if missing).")
+    if not probe.is_dir():
+        raise StudyError("command line", key, f"the {what} {path} cannot be made: {probe} is a file.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = f"the {what} {path} is" if probe == path else f"the {what} {path} cannot be made: {probe} is"
+        raise StudyError("command line", key, f"{where} not writable (permissions or a read-only file system); "
+                         f"give a writable folder with {key} or run from one.")
+
+
+def _prepare(study, args) -> tuple[Path, str]:
+    """The run folder and storage URL, checked before any trial runs: the storage is a known
+    kind and opens (server reachable, login accepted, journal readable), the run and report
+    folders are writable folders. A failure is a StudyError, and leaves no folder it made."""
+    import optuna
+
+    from . import storage as st
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.storage:
+        st.check_storage(args.storage, "--storage")
+    elif os.environ.get(st.STORAGE_ENV) and not args.worker:
+        st.check_storage(os.environ[st.STORAGE_ENV], "$" + st.STORAGE_ENV)
+    run_dir = Path(args.run_dir) if args.run_dir else st.default_run_dir(study.name)
+    if not args.no_report and not args.worker:
+        _check_folder(Path(args.reports_dir), "--reports-dir", "reports folder")
+    _check_folder(run_dir, "--run-dir", "run folder")
+    url = st.storage_url(run_dir, args.storage)
+    made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store = st.open_storage(url)
+        with st.study_lock(url, study.name):
+            st.load_or_create(store, study.name)
+    except BaseException as e:
+        for d in made:  # deepest first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        if isinstance(e, Exception) and not isinstance(e, StudyError):
+            raise st.storage_error(url, e) from None
+        raise
+    return run_dir, url
 
 
 def main(argv=None) -> int:
@@ -352,8 +521,7 @@ def main(argv=None) -> int:
 
     try:
         study = load_study(args.study)
-        if args.workers < 1:
-            raise StudyError("command line", "--workers", f"{args.workers} workers: give 1 or more.")
+        _check_args(args)
     except StudyError as e:
         exit_with(e)
     if args.no_pruning:
@@ -362,60 +530,65 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--dry-run | head` must not traceback
         print_plan(study)
         return 0
-    if args.print_config and study.search:
-        exit_with(StudyError("command line", "--print-config", "a search study's trials are sampled as it runs; "
-                             "--print-config works on grid studies (python -m ablate.report lists what ran)."))
     if args.print_config:
-        plan = study.trials()
-        picks = range(1, len(plan) + 1) if args.print_config == "all" else None
-        if picks is None:
-            if not args.print_config.isdigit() or not 1 <= int(args.print_config) <= len(plan):
-                exit_with(StudyError("command line", "--print-config",
-                                     f"{args.print_config!r}: give a trial number from 1 to {len(plan)} or 'all'."))
-            picks = [int(args.print_config)]
-        for i in picks:
-            cell, seed = plan[i - 1]
-            print(json.dumps({"trial": i, **study.trial_config(cell, seed)}, indent=2))
-        return 0
+        return _print_config(study, args)
 
     from . import storage as st
 
     # W&B records sys.argv and the report prints the command: neither may hold a password
     sys.argv[:] = [st.redact(a) for a in sys.argv]
-    run_dir = Path(args.run_dir) if args.run_dir else st.default_run_dir(study.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    url = st.storage_url(run_dir, args.storage)
+    if not args.worker:
+        os.environ[st.RUN_ENV] = uuid.uuid4().hex[:12]  # this invocation; its --workers inherit it
+    try:
+        run_dir, url = _prepare(study, args)
+        gpus = _worker_gpus(study, args.workers) if args.workers > 1 and not args.worker else None
+    except StudyError as e:
+        exit_with(e)
     os.environ.setdefault("WANDB_DIR", str(run_dir))
     if not args.worker:
         print(f"ablate: study {study.name} -> storage {st.redact(url)}; {len(study.trials())} trials; "
-              f"{args.workers} worker(s) x {_threads(args)} thread(s)", flush=True)
+              f"{args.workers} worker(s) x {_threads(args, study)} thread(s)", flush=True)
     try:
         if args.workers > 1 and not args.worker:
-            try:
-                gpus = _worker_gpus(study, args.workers)
-            except StudyError as e:
-                exit_with(e)
             if gpus:
                 print(f"ablate: GPUs per worker: {'; '.join(f'w{i}={g}' for i, g in enumerate(gpus))}", flush=True)
-            code = _spawn_workers(args, url, run_dir, gpus)
-            totals = None
+            codes, totals = _spawn_workers(args, url, run_dir, gpus), None
         else:
-            totals = worker_loop(study, url, run_dir, args)
-            code = 0
+            codes, totals = [0], worker_loop(study, url, run_dir, args)
     except KeyboardInterrupt:
         print("\nablate: interrupted; run the same command again to resume (finished trials are kept).",
               file=sys.stderr)
         return 130
+    except StudyError as e:
+        exit_with(e)
     if args.worker:
-        return code
-    wall = time.perf_counter() - t_start
-    if not args.no_report:
-        from .report import write_report
+        return 0
+    return _finish(study, url, args, argv, codes, totals, time.perf_counter() - t_start, started_at)
 
+
+def _finish(study, url: str, args, argv, codes: list[int], totals, wall: float, started_at: float) -> int:
+    """Write the report and say how the study stands; returns the exit status (see --help)."""
+    from . import storage as st
+    from .report import failures, write_report
+
+    if not args.no_report:
         path = write_report(study, url, args.reports_dir, run_info={
-            "wall_s": wall, "started": started_at, "workers": args.workers, "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))})
+            "wall_s": wall, "started": started_at, "workers": args.workers, "run": os.environ.get(st.RUN_ENV),
+            "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))})
         print(f"ablate: report written to {path}")
     print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials run here)" if totals else ""))
+    final, retry = failures(study, url)
+    if final:
+        print(f"ablate: {len(final)} trial(s) failed for a reason of their own (non-finite loss, out of memory, "
+              "an error in the model): final, listed in the report.", file=sys.stderr)
+    if retry:
+        print(f"ablate: {len(retry)} trial(s) failed for a reason of the harness or its environment (tracking, "
+              "storage, files): run the same command again to retry them.", file=sys.stderr)
+    code = EXIT_RETRY if retry else EXIT_FAILED if final else 0
+    if any(c == 2 for c in codes):
+        return 2
+    if any(c not in (0, 130) for c in codes):  # a worker died (its output says why)
+        return max(code, EXIT_FAILED)
     return code
 
 

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -60,7 +61,40 @@ def quiet_libraries() -> None:
 
 
 class TrialFailed(Exception):
-    """A trial that cannot finish for a reason of its own (NaN loss, out of memory)."""
+    """A trial that cannot finish for a reason of its own (NaN loss, out of memory, an exception
+    in the model's forward or backward): final, the next run does not repeat it."""
+
+
+class HarnessFailed(Exception):
+    """A trial stopped by the harness or its environment (tracking, storage, files, missing
+    weights, a setting that validation should have refused): the next run tries it again."""
+
+
+# code that is the harness's, not the trial's: an exception raised with one of these modules on
+# its stack (W&B, the storage, our own runner) is the harness's even when it surfaces in a fit
+_HARNESS_MODULES = ("wandb", "optuna", "sqlalchemy", "psycopg", "psycopg2", "pymysql", "lightning.pytorch.loggers",
+                    "lightning.fabric.loggers", "ablate.run", "ablate.storage", "ablate.tracking")
+
+
+def _from_harness(e: BaseException) -> bool:
+    """Whether an exception raised during a fit came from the harness (I/O, tracking, storage)."""
+    if isinstance(e, OSError):
+        return True
+    for frame, _ in traceback.walk_tb(e.__traceback__):
+        name = frame.f_globals.get("__name__", "")
+        if any(name == m or name.startswith(m + ".") for m in _HARNESS_MODULES):
+            return True
+    return False
+
+
+def failure_kind(e: BaseException) -> str:
+    """'error' (the trial's own, final) or 'harness' (retried by the next run) for an exception
+    out of :func:`run_trial`. Outside the fit (building the model, data, logger) every failure is
+    the harness's: it costs nothing to try again, and a final mark would keep a fixed setting
+    from ever running (the cell key does not hold every setting)."""
+    if isinstance(e, TrialFailed):
+        return "error"
+    return "harness"
 
 
 @functools.lru_cache(maxsize=4)
@@ -207,11 +241,14 @@ def run_trial(config: dict, on_epoch: Callable[[int, float], bool | None] = lamb
               logger=None, threads: int | None = None, wandb: dict | None = None) -> dict:
     """Train one trial; return its metrics. Deterministic for a given config and thread count.
 
+    ``threads`` is torch's intra-op thread count unless the config's ``train.threads`` sets one
+    (it is part of the cell key: the study's value wins over the runner's default or --threads).
     ``on_epoch(epoch, val_miou)`` is called after every validation epoch (0-based epoch index);
     a True answer stops the trial there (pruned: the result has ``pruned_epoch``). ``logger``
     is a Lightning logger for an in-process trial; ``wandb`` (``make_logger``'s arguments) asks
     a trial that runs in its own process to create its W&B run on rank 0.
     """
+    threads = int((config.get("train") or {}).get("threads") or 0) or threads  # the study's train.threads wins
     if is_isolated(config):
         return _run_isolated(config, on_epoch, threads, wandb)
     return _fit(config, on_epoch, logger, threads)
@@ -242,7 +279,7 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
                                     lr=train["lr"], weight_decay=train["weight_decay"], epochs=train["epochs"],
                                     head=config.get("head"), **extra)
     except PretrainedWeightsError as e:  # a URL that cannot be fetched here: say where to put the file
-        raise TrialFailed(str(e)) from None
+        raise HarnessFailed(str(e)) from None
     iterations = int(train.get("iterations") or 0)
     if iterations:  # step-based: validation every val_interval steps, across epochs of the loader
         length = dict(max_steps=iterations, max_epochs=-1, check_val_every_n_epoch=None,
@@ -272,10 +309,17 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
         raise
     except torch.OutOfMemoryError as e:  # pragma: no cover - needs a GPU
         raise TrialFailed(f"out of memory: {e}") from None
-    except RuntimeError as e:
-        if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
-            raise TrialFailed(f"out of memory: {str(e).splitlines()[0]}") from None
+    except (TrialFailed, HarnessFailed):
         raise
+    except MemoryError:
+        raise TrialFailed("out of memory (MemoryError)") from None
+    except Exception as e:  # noqa: BLE001 - the model's own exceptions are the trial's outcome
+        first = (str(e).splitlines() or [""])[0][:300]
+        if "out of memory" in first.lower() or "can't allocate memory" in first.lower():
+            raise TrialFailed(f"out of memory: {first}") from None
+        if _from_harness(e):
+            raise
+        raise TrialFailed(f"{type(e).__name__} in training (the model's forward or backward): {first}") from e
     hist = module.history
     if not hist:
         raise TrialFailed("no validation epoch completed")
@@ -337,7 +381,7 @@ def _run_isolated(config: dict, on_epoch, threads: int | None, wandb: dict | Non
                 elif kind == "result":
                     result = msg
                 elif kind == "failed":
-                    failed = msg["reason"]
+                    failed = msg
         code = proc.wait()
     except BaseException:
         if proc.poll() is None:
@@ -354,10 +398,10 @@ def _run_isolated(config: dict, on_epoch, threads: int | None, wandb: dict | Non
     if code in (130, -signal.SIGINT):
         raise KeyboardInterrupt
     if failed is not None:
-        raise TrialFailed(failed)
-    if result is None or code != 0:
-        raise TrialFailed(f"the trial process (python -m ablate.trainer, {config['trainer']}) exited with code "
-                          f"{code} without a result; its output is above")
+        raise (TrialFailed if failed.get("kind", "error") == "error" else HarnessFailed)(failed["reason"])
+    if result is None or code != 0:  # killed, or crashed below Python: not known to be the trial's own
+        raise HarnessFailed(f"the trial process (python -m ablate.trainer, {config['trainer']}) exited with code "
+                            f"{code} without a result; its output is above")
     return result
 
 
@@ -397,7 +441,11 @@ def _trial_process(job_path: str) -> int:
             logger.experiment.summary.update(wandb_summary(result))
         send("result", result)
     except TrialFailed as e:
-        send("failed", {"reason": str(e)})
+        send("failed", {"reason": str(e), "kind": "error"})
+        code = 1
+    except Exception as e:  # noqa: BLE001 - the worker records it; the traceback goes to the log
+        traceback.print_exc()
+        send("failed", {"reason": f"{type(e).__name__}: {e}"[:500], "kind": failure_kind(e)})
         code = 1
     except KeyboardInterrupt:
         code = 130
