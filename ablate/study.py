@@ -91,18 +91,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .attention import MECHANISMS
 from .data.real import REAL_DATASETS, RealDataSpec, validate_real_data
 from .data.synthetic import TASKS, SceneConfig
-from .errors import StudyError
+from .errors import StudyError, brief
 from .models.backbone import BACKBONES
 from .models.resnet import ResNetSpec, validate_resnet
+from .study_text import read_study
 
 DATASETS = ("synthetic", *REAL_DATASETS)
 ALL_BACKBONES = (*BACKBONES, "resnet_d8")
@@ -131,6 +132,12 @@ PRUNERS = {
                   "reduction_factor": ("int", 2, None, 3), "bootstrap_count": ("int", 0, None, 0)},
 }
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+# bounds on what a study may ask for (the file itself is bounded in study_text.py)
+MAX_SEEDS = 1000  # seeds per study
+MAX_SEED = 2 ** 31 - 1  # the largest seed value (the runner offsets seeds; Lightning takes < 2**32)
+MAX_CELLS = 1000  # cells of a grid (factor values multiplied, plus references)
+MAX_NAME_CHARS = 100  # a study name names a folder and a report file
+MAX_THREADS = 1024  # train.threads
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 
 
@@ -150,9 +157,9 @@ class TrainSpec:
     iterations: int = 0  # > 0: train this many optimiser steps; epochs = validation rounds
     val_interval: int = 0  # steps between validations with iterations (0: once, at the end)
 
-    # key -> (kind, minimum[, strict]): strict means the minimum itself is out of range
+    # key -> (kind, minimum[, strict[, maximum]]): strict means the minimum itself is out of range
     _rules = {"epochs": ("int", 1), "batch_size": ("int", 1), "lr": ("float", 0.0, True),
-              "weight_decay": ("float", 0.0), "threads": ("int", 0), "momentum": ("float", 0.0),
+              "weight_decay": ("float", 0.0), "threads": ("int", 0, False, MAX_THREADS), "momentum": ("float", 0.0),
               "poly_power": ("float", 0.0, True), "min_lr": ("float", 0.0), "iterations": ("int", 0),
               "val_interval": ("int", 0)}
     # the fields every cell key has always held; the others enter a key only when not at default
@@ -301,7 +308,8 @@ class Study:
         return [c for c in cells if c.key in keys]
 
     def distributions(self) -> dict:
-        """Optuna distributions of a search study's factors."""
+        """Optuna distributions of a search study's factors: integers for a factor that takes
+        integers, floats for one that takes numbers (also when the bounds are written 0 and 1)."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         out = {}
@@ -310,9 +318,9 @@ class Study:
                 out[k] = CategoricalDistribution(spec)
             elif "choices" in spec:
                 out[k] = CategoricalDistribution(spec["choices"])
-            elif all(isinstance(spec.get(b), int) for b in ("low", "high")) and isinstance(spec.get("step", 1), int):
+            elif _search_kind(self, k) == "int":  # validated: integer bounds and step
                 out[k] = IntDistribution(spec["low"], spec["high"], log=bool(spec.get("log")),
-                                         step=1 if spec.get("log") else spec.get("step", 1))
+                                         step=1 if spec.get("log") else spec.get("step") or 1)
             else:
                 out[k] = FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")),
                                            step=None if spec.get("log") else spec.get("step"))
@@ -374,7 +382,8 @@ def _fmt(v: Any) -> str:
         return "on" if v else "off"
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(v)
+    text = brief(v)  # bounded; a value whose repr is short prints as str() always did
+    return str(v) if text == repr(v) else text
 
 
 # ======================================================================================
@@ -385,7 +394,7 @@ def _expect_mapping(obj, where: str, key: str) -> dict:
     if obj is None:
         return {}
     if not isinstance(obj, dict):
-        raise StudyError(where, key, f"expected a mapping (key: value lines), got {type(obj).__name__} {obj!r}.")
+        raise StudyError(where, key, f"expected a mapping (key: value lines), got {type(obj).__name__} {brief(obj)}.")
     return obj
 
 
@@ -395,14 +404,19 @@ def _unknown(obj: dict, allowed, where: str, prefix: str) -> None:
             raise StudyError(where, f"{prefix}{k}", f"unknown key; valid keys here are: {', '.join(allowed)}.")
 
 
-def _typed(value, kind: str, minimum, where: str, key: str, strict: bool = False):
+def _typed(value, kind: str, minimum, where: str, key: str, strict: bool = False, maximum=None):
+    """``value`` as an int or a finite float, checked against ``minimum`` (and ``maximum``)."""
     ok = (kind == "int" and isinstance(value, int) and not isinstance(value, bool)) or \
          (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
     if not ok:
-        raise StudyError(where, key, f"expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}.")
+        raise StudyError(where, key, f"expected {'an integer' if kind == 'int' else 'a number'}, got {brief(value)}.")
+    if kind == "float" and not (math.isfinite(value) if isinstance(value, float) else abs(value) < 2 ** 1023):
+        raise StudyError(where, key, f"{brief(value)} is not a finite number; give a finite one.")
     value = float(value) if kind == "float" else value
     if minimum is not None and (value < minimum or (strict and value == minimum)):
-        raise StudyError(where, key, f"{value!r} is out of range: it must be {'>' if strict else '>='} {minimum:g}.")
+        raise StudyError(where, key, f"{brief(value)} is out of range: it must be {'>' if strict else '>='} {minimum:g}.")
+    if maximum is not None and value > maximum:
+        raise StudyError(where, key, f"{brief(value)} is out of range: it must be <= {maximum:g}.")
     return value
 
 
@@ -419,13 +433,13 @@ def _spec(cls, raw: dict, where: str, prefix: str, base=None):
             v = _typed(v, *rules[k][:2], where, prefix + k, *rules[k][2:])
         elif isinstance(default, bool):
             if not isinstance(v, bool):
-                raise StudyError(where, prefix + k, f"expected true or false, got {v!r}.")
+                raise StudyError(where, prefix + k, f"expected true or false, got {brief(v)}.")
         elif isinstance(default, int):
             v = _typed(v, "int", 0, where, prefix + k)
         elif isinstance(default, float):
             v = _typed(v, "float", 0.0, where, prefix + k)
         elif isinstance(default, str) and not isinstance(v, str):
-            raise StudyError(where, prefix + k, f"expected a string, got {v!r}.")
+            raise StudyError(where, prefix + k, f"expected a string, got {brief(v)}.")
         values[k] = v
     return cls(**values)
 
@@ -439,10 +453,10 @@ def _data_spec(raw: dict, where: str, base=None, prefix: str = "data.", check_la
         return validate_real_data(raw, where, prefix, base if isinstance(base, RealDataSpec) else None, check_layout)
     raw.pop("name", None)
     if name != "synthetic":
-        raise StudyError(where, prefix + "name", f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
+        raise StudyError(where, prefix + "name", f"unknown dataset {brief(name)}; valid: {', '.join(DATASETS)}.")
     cfg = _spec(SceneConfig, raw, where, prefix, base)
     if cfg.task not in TASKS:
-        raise StudyError(where, prefix + "task", f"unknown synthetic task {cfg.task!r}; valid: {', '.join(TASKS)}.")
+        raise StudyError(where, prefix + "task", f"unknown synthetic task {brief(cfg.task)}; valid: {', '.join(TASKS)}.")
     checks = [
         ("size", cfg.size >= 16, "must be >= 16"),
         ("train_images", cfg.train_images >= 1, "must be >= 1"),
@@ -454,7 +468,7 @@ def _data_spec(raw: dict, where: str, base=None, prefix: str = "data.", check_la
     ]
     for key, ok, why in checks:
         if not ok:
-            raise StudyError(where, prefix + key, f"{getattr(cfg, key)!r} {why}.")
+            raise StudyError(where, prefix + key, f"{brief(getattr(cfg, key))} {why}.")
     return cfg
 
 
@@ -465,8 +479,8 @@ def _backbone_spec(raw: dict, where: str, base=None, prefix="model.backbone.", c
         return validate_resnet(raw, where, prefix, base if isinstance(base, ResNetSpec) else None, check_files)
     base = base if isinstance(base, BackboneSpec) else None  # a factor may switch the backbone family
     name = raw.get("name", getattr(base, "name", "small_cnn"))
-    if name not in BACKBONES:
-        raise StudyError(where, prefix + "name", f"unknown backbone {name!r}; valid: {', '.join(ALL_BACKBONES)}.")
+    if not isinstance(name, str) or name not in BACKBONES:
+        raise StudyError(where, prefix + "name", f"unknown backbone {brief(name)}; valid: {', '.join(ALL_BACKBONES)}.")
     return _spec(BackboneSpec, raw, where, prefix, base)
 
 
@@ -482,16 +496,16 @@ def _train_spec(raw: dict, where: str, base: TrainSpec | None = None, prefix: st
     spec = _spec(TrainSpec, raw, where, prefix, base)
     for key, valid in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
         if getattr(spec, key) not in valid:
-            raise StudyError(where, prefix + key, f"unknown {key} {getattr(spec, key)!r}; valid: {', '.join(valid)}.")
+            raise StudyError(where, prefix + key, f"unknown {key} {brief(getattr(spec, key))}; valid: {', '.join(valid)}.")
     if "momentum" in raw and spec.optimizer != "sgd":
         raise StudyError(where, prefix + "momentum", f"momentum applies to optimizer sgd only, and this one is "
-                         f"{spec.optimizer!r}; set train.optimizer: sgd or drop momentum.")
+                         f"{brief(spec.optimizer)}; set train.optimizer: sgd or drop momentum.")
     for key in ("poly_power", "min_lr"):
         if key in raw and spec.schedule != "poly":
             raise StudyError(where, prefix + key, f"{key} applies to schedule poly only, and this one is "
-                             f"{spec.schedule!r}; set train.schedule: poly or drop {key}.")
+                             f"{brief(spec.schedule)}; set train.schedule: poly or drop {key}.")
     if spec.schedule == "poly" and spec.min_lr >= spec.lr:
-        raise StudyError(where, prefix + "min_lr", f"{spec.min_lr!r} is not below train.lr ({spec.lr!r}); the poly "
+        raise StudyError(where, prefix + "min_lr", f"{brief(spec.min_lr)} is not below train.lr ({brief(spec.lr)}); the poly "
                          "schedule decays the lr from train.lr down to min_lr.")
     if spec.iterations:
         interval = spec.val_interval or spec.iterations
@@ -514,13 +528,13 @@ def _trainer_precision(value, where: str) -> str:
     for name, spellings in PRECISIONS.items():
         if any(value == s and type(value) is type(s) for s in spellings):
             return name
-    raise StudyError(where, "trainer.precision", f"unknown precision {value!r}; valid: {', '.join(PRECISIONS)} "
+    raise StudyError(where, "trainer.precision", f"unknown precision {brief(value)}; valid: {', '.join(PRECISIONS)} "
                      "(32 and 16 are read as 32-true and 16-mixed, bf16 as bf16-mixed).")
 
 
 def _mechanism(name, where: str, key: str) -> str:
-    if name not in MECHANISMS:
-        raise StudyError(where, key, f"unknown mechanism {name!r}; valid: {', '.join(sorted(MECHANISMS))} "
+    if not isinstance(name, str) or name not in MECHANISMS:
+        raise StudyError(where, key, f"unknown mechanism {brief(name)}; valid: {', '.join(sorted(MECHANISMS))} "
                          "(python -m ablate list shows each one's factors).")
     return name
 
@@ -538,6 +552,9 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
     base_args = {k: v for k, v in study.args.items() if k in preset.defaults} if mech != study.mechanism else dict(study.args)
     overrides = dict(base_args)
     for k, v in assignment.items():
+        if not isinstance(k, str):
+            raise StudyError(where, f"{key_prefix}.{k}", f"a factor is named by a string (a mechanism factor, "
+                             f"mechanism, train.<key>, data.<key> or backbone.<key>), not by {brief(k)}.")
         if k == "mechanism":
             continue
         if k.startswith("train."):
@@ -557,8 +574,12 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
             if k not in preset.defaults:
                 have = ", ".join(preset.defaults) or "none"
                 raise StudyError(where, f"{key_prefix}.{k}",
-                                 f"mechanism {mech!r} has no factor {k!r}; its factors are: {have} "
+                                 f"mechanism {brief(mech)} has no factor {brief(k)}; its factors are: {have} "
                                  "(also valid: mechanism, train.<key>, data.<key>, backbone.<key>).")
+            try:
+                preset.factor(k).coerce(v)
+            except ValueError as e:
+                raise StudyError(where, f"{key_prefix}.{k}", f"{e}.") from None
             overrides[k] = v
     try:
         mech_args = preset.resolve(overrides)
@@ -574,7 +595,7 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
                          f"so give a multiple of {world}.")
     if study.head.aux_weight and backbone.name != "resnet_d8":
         raise StudyError(where, "model.head.aux_weight", f"the auxiliary head reads ResNet stage 3, and backbone "
-                         f"{backbone.name!r} has none; use model.backbone.name: resnet_d8 or set aux_weight: 0.")
+                         f"{brief(backbone.name)} has none; use model.backbone.name: resnet_d8 or set aux_weight: 0.")
     label = tuple((k, _canon(preset, k, v)) for k, v in assignment.items())
     cell = Cell(label, mech, tuple(sorted(mech_args.items())), backbone, data, train)
     content = {"mechanism": mech, "args": preset.identity(mech_args), "backbone": _asdict(backbone),
@@ -604,24 +625,14 @@ def load_study(path: str | Path, check_files: bool = True) -> Study:
 
     ``check_files=False`` skips what needs the cluster's disks (a real dataset's layout under
     ``data_root``, a ``pretrained`` weights file) and checks the schema alone: for validating
-    shipped example studies on a machine without their data, never for running one."""
+    shipped example studies on a machine without their data, never for running one. The file is
+    read by :func:`ablate.study_text.read_study` (bounded size, UTF-8, no duplicate keys, no
+    alias bombs, no .nan/.inf)."""
     path = Path(path)
     where = str(path)
-    if not path.exists():
-        raise StudyError(where, "", "the study file does not exist; give the path of a YAML study file such as "
-                         "studies/gcn_effect.yaml.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise StudyError(where, "", f"the file is not valid YAML{at} ({getattr(e, 'problem', e)}).") from None
-    raw = _expect_mapping(raw, where, "")
+    raw = _expect_mapping(read_study(path, where), where, "")
     _unknown(raw, TOP_KEYS, where, "")
-
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name or not all(ch.isalnum() or ch in "-_" for ch in name):
-        raise StudyError(where, "name", f"{name!r} is not a valid study name: use letters, digits, '-' and '_'.")
+    name = _study_name(raw, path, where)
     question = raw.get("question", "")
     if not isinstance(question, str):
         raise StudyError(where, "question", "expected a string stating the question the study answers.")
@@ -636,8 +647,8 @@ def load_study(path: str | Path, check_files: bool = True) -> Study:
     preset = MECHANISMS[mech]
     for k, v in args.items():
         if k not in preset.defaults:
-            raise StudyError(where, f"model.args.{k}", f"mechanism {mech!r} has no factor {k!r}; its factors are: "
-                             f"{', '.join(preset.defaults) or 'none'}.")
+            raise StudyError(where, f"model.args.{k}", f"mechanism {brief(mech)} has no factor {brief(k)}; its "
+                             f"factors are: {', '.join(preset.defaults) or 'none'}.")
         try:
             preset.factor(k).coerce(v)
         except ValueError as e:
@@ -649,47 +660,20 @@ def load_study(path: str | Path, check_files: bool = True) -> Study:
     train = _train_spec(_expect_mapping(raw.get("train"), where, "train"), where)
 
     factors = _expect_mapping(raw.get("factors"), where, "factors")
-    search = raw.get("search")
-    if search is not None:
-        search = _expect_mapping(search, where, "search")
-        _unknown(search, ("n_trials", "sampler"), where, "search.")
-        n = search.get("n_trials")
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise StudyError(where, "search.n_trials", f"expected a whole number of trials >= 1, got {n!r}.")
-        sampler = search.get("sampler", "tpe")
-        if sampler not in SAMPLERS:
-            raise StudyError(where, "search.sampler", f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}.")
-        search = {"n_trials": n, "sampler": sampler}
-    for k, values in factors.items():
-        key = f"factors.{k}"
-        if search is None:
-            if not isinstance(values, list) or not values:
-                raise StudyError(where, key, f"expected a non-empty list of values to try, e.g. {k}: [a, b]; got "
-                                 f"{values!r}. (Ranges such as {{low, high}} need a 'search:' section.)")
-            if len(set(map(repr, values))) != len(values):
-                raise StudyError(where, key, f"the list {values!r} repeats a value; each cell must be distinct.")
-        else:
-            _check_range(values, where, key)
-
+    for k in factors:
+        if not isinstance(k, str):
+            raise StudyError(where, f"factors.{k}", f"a factor is named by a string (a mechanism factor, mechanism, "
+                             f"train.<key>, data.<key> or backbone.<key>), not by {brief(k)}.")
+    search = _search_spec(raw.get("search"), where)
     refs = raw.get("references") or []
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise StudyError(where, "references", "expected a list of mappings, each one cell, e.g. - {mechanism: none}.")
-    seeds = raw.get("seeds", 3)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise StudyError(where, "seeds", f"{seeds} seeds: give a count >= 1 or a list of integers.")
-        seeds = list(range(seeds))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                           for s in seeds) or len(set(seeds)) != len(seeds):
-        raise StudyError(where, "seeds", f"expected a count or a list of distinct integers >= 0, got {seeds!r}.")
+    seeds = _seeds(raw.get("seeds", 3), where)
     metric = raw.get("metric", "val_miou")
     if metric not in METRICS:
-        raise StudyError(where, "metric", f"unknown metric {metric!r}; valid: {', '.join(METRICS)}.")
+        raise StudyError(where, "metric", f"unknown metric {brief(metric)}; valid: {', '.join(METRICS)}.")
     baseline = _expect_mapping(raw.get("baseline"), where, "baseline")
-    tracking = _expect_mapping(raw.get("tracking"), where, "tracking")
-    _unknown(tracking, ("wandb", "project", "entity"), where, "tracking.")
-    if "wandb" in tracking and not isinstance(tracking["wandb"], bool):
-        raise StudyError(where, "tracking.wandb", f"expected true or false, got {tracking['wandb']!r}.")
+    tracking = _tracking_spec(_expect_mapping(raw.get("tracking"), where, "tracking"), where)
 
     trainer = _trainer_spec(_expect_mapping(raw.get("trainer"), where, "trainer"), where)
     rounds = ("train.epochs", "train.iterations", "train.val_interval")  # what sets the number of validations
@@ -700,36 +684,112 @@ def load_study(path: str | Path, check_files: bool = True) -> Study:
                   {k: v for k, v in factors.items()}, tuple(tuple(r.items()) for r in refs), tuple(seeds),
                   metric, dict(baseline), search, dict(tracking), pruner, trainer, head, check_files)
     if search is None:
-        # resolve every cell now: a factor the mechanism lacks fails here, before anything runs
-        names = list(factors)
-        for k in names:  # values that coincide once coerced (on / 'on' / true) are one cell
-            canon = [repr(_canon(preset, k, v)) for v in factors[k]]
-            if len(set(canon)) != len(canon):
-                raise StudyError(where, f"factors.{k}", f"the list {factors[k]!r} repeats a value (after reading "
-                                 "on/off/true/false as the same switch); each cell must be distinct.")
-        for vals in itertools.product(*(factors[n] for n in names)):
-            build_cell(study, dict(zip(names, vals)), "factors")
-        for i, r in enumerate(refs):
-            build_cell(study, r, f"references[{i}]")
-        cells = study.cells()
-        keys = [c.key for c in cells]
-        if len(set(keys)) != len(keys):
-            dup = next(c for c in cells if keys.count(c.key) > 1)
-            raise StudyError(where, "references", f"two cells resolve to the same configuration ({dup.title()}); "
-                             "remove the duplicate.")
-        if baseline and study.baseline_cell() is None:
-            raise StudyError(where, "baseline", f"{baseline!r} matches no cell; cells are: "
-                             f"{'; '.join(c.title() for c in cells)}.")
+        _check_grid(study, refs)
     else:
-        if refs:
-            raise StudyError(where, "references", "references are grid cells; they cannot be combined with 'search:'.")
-        if not factors:
-            raise StudyError(where, "factors", "a search needs at least one factor with a range or choices.")
-        for k in factors:
-            if k != "mechanism" and not k.startswith(("train.", "data.", "backbone.")) and k not in preset.defaults:
-                raise StudyError(where, f"factors.{k}", f"mechanism {mech!r} has no factor {k!r}; its factors are: "
-                                 f"{', '.join(preset.defaults) or 'none'}.")
+        _check_search(study, refs)
     return study
+
+
+def _study_name(raw: dict, path: Path, where: str) -> str:
+    """``name:``, or the file's stem with every run of other characters than letters, digits,
+    '-' and '_' replaced by '_' (``my.study.yaml`` -> ``my_study``)."""
+    def valid(name) -> bool:
+        return isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and \
+            all(ch.isalnum() or ch in "-_" for ch in name)
+
+    rule = f"1 to {MAX_NAME_CHARS} letters, digits, '-' and '_' (it names the run folder and the report)"
+    if "name" in raw:
+        if not valid(raw["name"]):
+            raise StudyError(where, "name", f"{brief(raw['name'])} is not a valid study name: use {rule}.")
+        return raw["name"]
+    derived = re.sub(r"[^\w-]+", "_", path.stem).strip("_")[:MAX_NAME_CHARS]
+    if not valid(derived):
+        raise StudyError(where, "", f"the study has no 'name:' and its file name {brief(path.name)} gives no "
+                         f"usable one; add a line such as 'name: my_study' ({rule}).")
+    return derived
+
+
+def _search_spec(search, where: str) -> dict | None:
+    if search is None:
+        return None
+    search = _expect_mapping(search, where, "search")
+    _unknown(search, ("n_trials", "sampler"), where, "search.")
+    n = search.get("n_trials")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise StudyError(where, "search.n_trials", f"expected a whole number of trials >= 1, got {brief(n)}.")
+    sampler = search.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise StudyError(where, "search.sampler", f"unknown sampler {brief(sampler)}; valid: {', '.join(SAMPLERS)}.")
+    return {"n_trials": n, "sampler": sampler}
+
+
+def _seeds(seeds, where: str) -> list:
+    """``seeds:`` as a list: a count N is 0..N-1; both bounded (:data:`MAX_SEEDS`, :data:`MAX_SEED`)."""
+    valid = f"give a count from 1 to {MAX_SEEDS:,} or a list of distinct integers from 0 to {MAX_SEED:,}"
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise StudyError(where, "seeds", f"{brief(seeds)} seeds: {valid} (a count must be >= 1).")
+        return list(range(seeds))
+    if not isinstance(seeds, list) or not seeds or len(seeds) > MAX_SEEDS:
+        raise StudyError(where, "seeds", f"expected a count or a list of seeds, got {brief(seeds)}; {valid}.")
+    for i, s in enumerate(seeds):
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= MAX_SEED:
+            raise StudyError(where, f"seeds[{i}]", f"{brief(s)} is not a seed; {valid}.")
+    if len(set(seeds)) != len(seeds):
+        dup = next(s for s in seeds if seeds.count(s) > 1)
+        raise StudyError(where, "seeds", f"seed {dup} is listed twice; {valid}.")
+    return seeds
+
+
+def _tracking_spec(tracking: dict, where: str) -> dict:
+    """``tracking:``: wandb on/off and W&B's project and entity names (checked here: W&B would
+    refuse them in every trial)."""
+    _unknown(tracking, ("wandb", "project", "entity"), where, "tracking.")
+    if "wandb" in tracking and not isinstance(tracking["wandb"], bool):
+        raise StudyError(where, "tracking.wandb", f"expected true or false, got {brief(tracking['wandb'])}.")
+    for k in ("project", "entity"):
+        v = tracking.get(k)
+        if v is not None and (not isinstance(v, str) or not 0 < len(v) <= 128 or any(c in v for c in "/\\#?%:")):
+            raise StudyError(where, f"tracking.{k}", f"expected a W&B {k} name (1 to 128 characters, none of "
+                             f"/ \\ # ? % :), got {brief(v)}.")
+    return tracking
+
+
+def _check_grid(study: Study, refs: list) -> None:
+    """Resolve every cell of a grid study now: a value a factor refuses fails here, before anything runs."""
+    where, factors, preset = study.path, study.factors, MECHANISMS[study.mechanism]
+    for k, values in factors.items():
+        key = f"factors.{k}"
+        if not isinstance(values, list) or not values:
+            raise StudyError(where, key, f"expected a non-empty list of values to try, e.g. {k}: [a, b]; got "
+                             f"{brief(values)}. (Ranges such as {{low, high}} need a 'search:' section.)")
+        if len(set(map(repr, values))) != len(values):
+            raise StudyError(where, key, f"the list {brief(values)} repeats a value; each cell must be distinct.")
+    n_cells = math.prod(len(v) for v in factors.values()) + len(refs)
+    if n_cells > MAX_CELLS:
+        sizes = " x ".join(str(len(v)) for v in factors.values())
+        raise StudyError(where, "factors", f"{sizes} values{f' + {len(refs)} references' if refs else ''} make "
+                         f"{n_cells:,} cells, more than the {MAX_CELLS:,} a study may have; split it into smaller "
+                         "studies, or use a 'search:' section.")
+    names = list(factors)
+    for k in names:  # values that coincide once coerced (on / 'on' / true) are one cell
+        canon = [repr(_canon(preset, k, v)) for v in factors[k]]
+        if len(set(canon)) != len(canon):
+            raise StudyError(where, f"factors.{k}", f"the list {brief(factors[k])} repeats a value (after reading "
+                             "on/off/true/false as the same switch); each cell must be distinct.")
+    for vals in itertools.product(*(factors[n] for n in names)):
+        build_cell(study, dict(zip(names, vals)), "factors")
+    for i, r in enumerate(refs):
+        build_cell(study, r, f"references[{i}]")
+    cells = study.cells()
+    keys = [c.key for c in cells]
+    if len(set(keys)) != len(keys):
+        dup = next(c for c in cells if keys.count(c.key) > 1)
+        raise StudyError(where, "references", f"two cells resolve to the same configuration ({dup.title()}); "
+                         "remove the duplicate.")
+    if study.baseline and study.baseline_cell(cells) is None:
+        listed = "; ".join(c.title() for c in cells[:20]) + (f"; and {len(cells) - 20} more" if len(cells) > 20 else "")
+        raise StudyError(where, "baseline", f"{brief(study.baseline)} matches no cell; cells are: {listed}.")
 
 
 def _pruner_spec(raw, where: str, epochs: int | None) -> dict:
@@ -740,8 +800,8 @@ def _pruner_spec(raw, where: str, epochs: int | None) -> dict:
         raw = {"name": raw}
     raw = dict(_expect_mapping(raw, where, "pruner"))
     name = raw.pop("name", None)
-    if name not in PRUNERS:
-        got = "missing" if name is None else f"unknown pruner {name!r}"
+    if not isinstance(name, str) or name not in PRUNERS:
+        got = "missing" if name is None else f"unknown pruner {brief(name)}"
         raise StudyError(where, "pruner.name", f"{got}; valid: {', '.join(PRUNERS)}.")
     options = PRUNERS[name]
     for k in raw:
@@ -758,7 +818,7 @@ def _pruner_spec(raw, where: str, epochs: int | None) -> dict:
             continue
         v = _typed(v, "float" if kind == "float" else "int", low, where, f"pruner.{k}")
         if high is not None and v > high:
-            raise StudyError(where, f"pruner.{k}", f"{v!r} is out of range: it must be <= {high:g}.")
+            raise StudyError(where, f"pruner.{k}", f"{brief(v)} is out of range: it must be <= {high:g}.")
         spec[k] = v
     return spec
 
@@ -768,10 +828,10 @@ def _trainer_spec(raw: dict, where: str) -> TrainerSpec:
     precision = _trainer_precision(raw.pop("precision"), where) if "precision" in raw else TrainerSpec.precision
     spec = replace(_spec(TrainerSpec, raw, where, "trainer."), precision=precision)
     if spec.accelerator not in ACCELERATORS:
-        raise StudyError(where, "trainer.accelerator", f"unknown accelerator {spec.accelerator!r}; valid: "
+        raise StudyError(where, "trainer.accelerator", f"unknown accelerator {brief(spec.accelerator)}; valid: "
                          f"{', '.join(ACCELERATORS)}.")
     if spec.strategy not in STRATEGIES:
-        raise StudyError(where, "trainer.strategy", f"unknown strategy {spec.strategy!r}; valid: "
+        raise StudyError(where, "trainer.strategy", f"unknown strategy {brief(spec.strategy)}; valid: "
                          f"{', '.join(STRATEGIES)} (auto picks ddp when devices > 1).")
     if spec.accelerator == "cpu" and spec.precision in ("16-mixed", "16-true"):
         raise StudyError(where, "trainer.precision", f"{spec.precision} needs a GPU; on the CPU use 32-true or "
@@ -783,20 +843,109 @@ def _trainer_spec(raw: dict, where: str) -> TrainerSpec:
     return spec
 
 
-def _check_range(spec, where: str, key: str) -> None:
-    if isinstance(spec, list):
-        if not spec:
-            raise StudyError(where, key, "an empty list of choices.")
-        return
+SEARCH_VALUES = 64  # an integer range with at most this many values is checked value by value
+SEARCH_COMBOS = 512  # searches with at most this many checked combinations are checked combination by combination
+
+
+def _check_search(study: Study, refs: list) -> None:
+    """Check a search study's ranges and choices against each factor's own rules now (its kind,
+    minimum and choices, and the combinations the block's ``check_args`` refuses), so that a value
+    the sampler could draw and a trial would refuse fails at load time, before any trial exists.
+    A range is checked at its ends (an integer range with few values at every value)."""
+    where, preset = study.path, MECHANISMS[study.mechanism]
+    if refs:
+        raise StudyError(where, "references", "references are grid cells; they cannot be combined with 'search:'.")
+    if not study.factors:
+        raise StudyError(where, "factors", "a search needs at least one factor with a range or choices.")
+    picks = {}
+    for k, spec in study.factors.items():
+        if k != "mechanism" and not k.startswith(("train.", "data.", "backbone.")) and k not in preset.defaults:
+            raise StudyError(where, f"factors.{k}", f"mechanism {brief(study.mechanism)} has no factor {brief(k)}; "
+                             f"its factors are: {', '.join(preset.defaults) or 'none'}.")
+        picks[k] = _search_picks(study, k, spec)
+        if study.search["sampler"] == "grid" and isinstance(spec, dict) and "choices" not in spec:
+            raise StudyError(where, f"factors.{k}", "the grid sampler tries listed values only; give choices "
+                             "(a list) or use sampler: tpe or random for a range.")
+    for k, values in picks.items():
+        for value, subkey, what in values:
+            try:
+                build_cell(study, {k: value}, "factors")
+            except StudyError as e:
+                raise StudyError(where, subkey, f"{what} is not valid: {e.message}") from None
+    if math.prod(len(v) for v in picks.values()) <= SEARCH_COMBOS:
+        names = list(picks)
+        for combo in itertools.product(*picks.values()):
+            assignment = {n: value for n, (value, _, _) in zip(names, combo)}
+            try:
+                build_cell(study, assignment, "factors")
+            except StudyError as e:
+                shown = ", ".join(f"{n}={brief(v)}" for n, v in assignment.items())
+                raise StudyError(where, e.key, f"the search can sample {shown}, which is not valid: "
+                                 f"{e.message}") from None
+
+
+def _search_picks(study: Study, k: str, spec) -> list[tuple]:
+    """The values of one search factor to check, as (value, key to blame, words for it)."""
+    where, key = study.path, f"factors.{k}"
+    if isinstance(spec, list) or (isinstance(spec, dict) and "choices" in spec):
+        if isinstance(spec, dict):
+            _unknown(spec, ("choices",), where, key + ".")
+        choices, key = (spec, key) if isinstance(spec, list) else (spec["choices"], key + ".choices")
+        if not isinstance(choices, list) or not choices or len(choices) > MAX_CELLS:
+            raise StudyError(where, key, f"expected a non-empty list of at most {MAX_CELLS:,} choices, got "
+                             f"{brief(choices)}.")
+        if len(set(map(repr, choices))) != len(choices):
+            raise StudyError(where, key, f"the choices {brief(choices)} repeat a value.")
+        return [(c, f"{key}[{i}]", f"choice {brief(c)}") for i, c in enumerate(choices)]
     if not isinstance(spec, dict):
-        raise StudyError(where, key, "in a search, give {low: L, high: H[, log: true][, step: S]} or a list of choices.")
+        raise StudyError(where, key, "in a search, give {low: L, high: H[, log: true][, step: S]} or a list of "
+                         f"choices, not {brief(spec)}.")
     _unknown(spec, ("low", "high", "log", "step", "choices"), where, key + ".")
-    if "choices" in spec:
-        if not isinstance(spec["choices"], list) or not spec["choices"]:
-            raise StudyError(where, key + ".choices", "expected a non-empty list.")
-        return
-    low, high = spec.get("low"), spec.get("high")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low >= high:
-        raise StudyError(where, key, f"expected numbers low < high, got low={low!r}, high={high!r}.")
-    if spec.get("log") and low <= 0:
+    for end in ("low", "high", "step"):
+        v = spec.get(end)
+        if (v is not None or end != "step") and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+            raise StudyError(where, f"{key}.{end}", f"expected a number, got {brief(v)}; a range is "
+                             "{low: L, high: H} with numbers L < H (and optionally log: true or step: S > 0).")
+    low, high, step, log = spec["low"], spec["high"], spec.get("step"), spec.get("log", False)
+    if low >= high:
+        raise StudyError(where, key, f"expected numbers low < high, got low={brief(low)}, high={brief(high)}.")
+    if not isinstance(log, bool):
+        raise StudyError(where, key + ".log", f"expected true or false, got {brief(log)}.")
+    if step is not None and (step <= 0 or log):
+        why = "give step or log: true, not both (a log scale has no steps)" if log else "a step must be > 0"
+        raise StudyError(where, key + ".step", f"{brief(step)}: {why}.")
+    if log and low <= 0:
         raise StudyError(where, key + ".low", "a log-scale range needs low > 0.")
+    kind = _search_kind(study, k)
+    if kind in ("bool", "choice", "other"):
+        takes = {"bool": "true or false", "choice": "one of its named choices"}.get(kind, "values that are not numbers")
+        raise StudyError(where, key, f"{k} takes {takes}, so a range of numbers cannot sample it; list the values "
+                         "to try instead, e.g. {choices: [a, b]}.")
+    ends = [(low, key + ".low", "the range's low end"), (high, key + ".high", "the range's high end")]
+    if kind != "int":
+        return ends
+    for end, v in (("low", low), ("high", high), ("step", step)):
+        if v is not None and not isinstance(v, int):
+            raise StudyError(where, f"{key}.{end}", f"{k} takes integers, so the range's {end} must be an integer, "
+                             f"got {brief(v)}.")
+    values = range(low, high + 1, step or 1)
+    if len(values) > SEARCH_VALUES:
+        values = [values[0], values[1], values[-2], values[-1]]
+    return [(v, key, f"{v}, a value the range can sample,") for v in values]
+
+
+def _search_kind(study: Study, k: str) -> str | None:
+    """What a search factor takes: "int", "float", "bool", "choice" or "other" (None: no such key)."""
+    if k == "mechanism":
+        return "choice"
+    section, _, name = k.partition(".")
+    if name and section in ("train", "data", "backbone"):
+        base = {"train": study.train, "data": study.data, "backbone": study.backbone}[section]
+        if name not in {f.name for f in fields(base)}:
+            return None
+        default = getattr(base, name)
+        if isinstance(default, bool):
+            return "bool"
+        return "int" if isinstance(default, int) else "float" if isinstance(default, float) else "other"
+    preset = MECHANISMS[study.mechanism]
+    return preset.factor(k).kind if k in preset.defaults else None

@@ -8,10 +8,13 @@ that mechanism, and asking for it is a validation error.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
+
+from ..errors import brief
 
 
 class FactorConflict(ValueError):
@@ -20,6 +23,13 @@ class FactorConflict(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(message)
         self.key = key
+
+
+def _finite_number(value: Any) -> bool:
+    """An int or float that is a finite float (.nan, .inf and ints past float's range are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) if isinstance(value, float) else abs(value) < 2 ** 1023
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,7 @@ class Factor:
         if self.kind == "choice":
             return "one of " + ", ".join(repr(c) for c in self.choices)
         low = "" if self.minimum is None else f" >= {self.minimum:g}"
-        return f"{'an integer' if self.kind == 'int' else 'a number'}{low}"
+        return f"{'an integer' if self.kind == 'int' else 'a finite number'}{low}"
 
     def coerce(self, value: Any) -> Any:
         """Return ``value`` in canonical form or raise ``ValueError`` saying what is valid."""
@@ -56,14 +66,14 @@ class Factor:
         elif self.kind == "int":
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif self.kind == "float":
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = _finite_number(value)
             value = float(value) if ok else value
         elif self.kind == "choice":
             ok = value in self.choices
         if ok and self.minimum is not None and self.kind in ("int", "float"):
             ok = value >= self.minimum
         if not ok:
-            raise ValueError(f"{value!r} is not valid for {self.name}: expected {self.valid()}")
+            raise ValueError(f"{brief(value)} is not valid for {self.name}: expected {self.valid()}")
         return value
 
 
