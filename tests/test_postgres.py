@@ -338,6 +338,25 @@ def test_workers_starting_together_on_an_empty_database_all_start(pg_url, tmp_pa
 # workers on one server
 # --------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("fault", ["wrong password", "no such database", "no such role"])
+def test_a_storage_that_refuses_the_login_is_one_paragraph_before_any_run_folder(pg_url, pg_server, tmp_path, fault):
+    """Wrong password, missing database, unknown role: exit 2 with one paragraph naming the
+    redacted URL, no traceback, no password, and no run folder left behind."""
+    url = {"wrong password": pg_url.replace(pg_server.password, "wrongpw" + pg_server.password[:6]),
+           "no such database": pg_url.rsplit("/", 1)[0] + "/nosuchdb",
+           "no such role": pg_url.replace(f"//{pg_server.user}:", "//nosuchrole:")}[fault]
+    study = tiny_study(tmp_path)
+    res = subprocess.run([sys.executable, "-m", "ablate.run", str(study), "--storage", url, "--no-wandb"], cwd=tmp_path,
+                         env=ENV, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    flat = " ".join(res.stderr.split())
+    assert "Traceback" not in res.stderr and "cannot use the storage" in flat and "Nothing was run." in flat
+    assert ":***@127.0.0.1" in flat
+    for secret in (pg_server.password, "wrongpw"):
+        assert secret not in res.stdout + res.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()
+
+
 @pytest.mark.slow
 def test_four_workers_one_killed_run_each_trial_once_and_match_a_single_worker(pg_url, pg_server, tmp_path):
     """Four independent `ablate.run` processes on one PostgreSQL URL (as on four machines), one
