@@ -246,7 +246,9 @@ def _run_claimed(w: _Worker, tid: int, cell, seed: int, config: dict, index: int
                                wandb=isolated_wandb)
             if logger is not None:
                 logger.experiment.summary.update(wandb_summary(result))
-            result["wall_s"] = time.perf_counter() - t0
+            _finish_wandb(logger, 0)
+            logger = None
+            result["wall_s"] = time.perf_counter() - t0  # closing the W&B run is the harness's time too
             outcome = _record(w.store, tid, result)
     except KeyboardInterrupt:
         with contextlib.suppress(Exception):
@@ -265,7 +267,6 @@ def _run_claimed(w: _Worker, tid: int, cell, seed: int, config: dict, index: int
         w.progress.say(f"{head}: {what}: {' '.join(reason.split())[:200]}")
         _finish_wandb(logger, 1)
         return kind
-    _finish_wandb(logger, 0)
     wall, curve = result["wall_s"], result["curve"]
     if outcome == "pruned":
         w.progress.say(f"{head}: pruned after epoch {result['pruned_epoch'] + 1}/{epochs} (val mIoU {curve[-1]:.3f})  "
