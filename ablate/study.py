@@ -453,7 +453,7 @@ def _data_spec(raw: dict, where: str, base=None, prefix: str = "data.", check_la
         return validate_real_data(raw, where, prefix, base if isinstance(base, RealDataSpec) else None, check_layout)
     raw.pop("name", None)
     if name != "synthetic":
-        raise StudyError(where, prefix + "name", f"unknown dataset {brief(name)}; valid: {', '.join(DATASETS)}.")
+        raise StudyError(where, prefix + "name", f"{_unknown_name('dataset', name)}; valid: {', '.join(DATASETS)}.")
     cfg = _spec(SceneConfig, raw, where, prefix, base)
     if cfg.task not in TASKS:
         raise StudyError(where, prefix + "task", f"unknown synthetic task {brief(cfg.task)}; valid: {', '.join(TASKS)}.")
@@ -480,7 +480,7 @@ def _backbone_spec(raw: dict, where: str, base=None, prefix="model.backbone.", c
     base = base if isinstance(base, BackboneSpec) else None  # a factor may switch the backbone family
     name = raw.get("name", getattr(base, "name", "small_cnn"))
     if not isinstance(name, str) or name not in BACKBONES:
-        raise StudyError(where, prefix + "name", f"unknown backbone {brief(name)}; valid: {', '.join(ALL_BACKBONES)}.")
+        raise StudyError(where, prefix + "name", f"{_unknown_name('backbone', name)}; valid: {', '.join(ALL_BACKBONES)}.")
     return _spec(BackboneSpec, raw, where, prefix, base)
 
 
@@ -532,9 +532,14 @@ def _trainer_precision(value, where: str) -> str:
                      "(32 and 16 are read as 32-true and 16-mixed, bf16 as bf16-mixed).")
 
 
+def _unknown_name(what: str, value) -> str:
+    """"unknown metric 'x'" for a string; "expected a metric name, got a list of 3 items" otherwise."""
+    return f"unknown {what} {brief(value)}" if isinstance(value, str) else f"expected a {what} name, got {brief(value)}"
+
+
 def _mechanism(name, where: str, key: str) -> str:
     if not isinstance(name, str) or name not in MECHANISMS:
-        raise StudyError(where, key, f"unknown mechanism {brief(name)}; valid: {', '.join(sorted(MECHANISMS))} "
+        raise StudyError(where, key, f"{_unknown_name('mechanism', name)}; valid: {', '.join(sorted(MECHANISMS))} "
                          "(python -m ablate list shows each one's factors).")
     return name
 
@@ -671,7 +676,7 @@ def load_study(path: str | Path, check_files: bool = True) -> Study:
     seeds = _seeds(raw.get("seeds", 3), where)
     metric = raw.get("metric", "val_miou")
     if metric not in METRICS:
-        raise StudyError(where, "metric", f"unknown metric {brief(metric)}; valid: {', '.join(METRICS)}.")
+        raise StudyError(where, "metric", f"{_unknown_name('metric', metric)}; valid: {', '.join(METRICS)}.")
     baseline = _expect_mapping(raw.get("baseline"), where, "baseline")
     tracking = _tracking_spec(_expect_mapping(raw.get("tracking"), where, "tracking"), where)
 
@@ -719,7 +724,7 @@ def _search_spec(search, where: str) -> dict | None:
         raise StudyError(where, "search.n_trials", f"expected a whole number of trials >= 1, got {brief(n)}.")
     sampler = search.get("sampler", "tpe")
     if sampler not in SAMPLERS:
-        raise StudyError(where, "search.sampler", f"unknown sampler {brief(sampler)}; valid: {', '.join(SAMPLERS)}.")
+        raise StudyError(where, "search.sampler", f"{_unknown_name('sampler', sampler)}; valid: {', '.join(SAMPLERS)}.")
     return {"n_trials": n, "sampler": sampler}
 
 
@@ -801,7 +806,7 @@ def _pruner_spec(raw, where: str, epochs: int | None) -> dict:
     raw = dict(_expect_mapping(raw, where, "pruner"))
     name = raw.pop("name", None)
     if not isinstance(name, str) or name not in PRUNERS:
-        got = "missing" if name is None else f"unknown pruner {brief(name)}"
+        got = "missing" if name is None else f"{_unknown_name('pruner', name)}"
         raise StudyError(where, "pruner.name", f"{got}; valid: {', '.join(PRUNERS)}.")
     options = PRUNERS[name]
     for k in raw:
@@ -929,9 +934,9 @@ def _search_picks(study: Study, k: str, spec) -> list[tuple]:
             raise StudyError(where, f"{key}.{end}", f"{k} takes integers, so the range's {end} must be an integer, "
                              f"got {brief(v)}.")
     values = range(low, high + 1, step or 1)
-    if len(values) > SEARCH_VALUES:
-        values = [values[0], values[1], values[-2], values[-1]]
-    return [(v, key, f"{v}, a value the range can sample,") for v in values]
+    inner = values[1:-1] if len(values) <= SEARCH_VALUES else [values[1], values[-2]]
+    return [ends[0], *((v, key, f"{v}, a value the range can sample,") for v in inner),
+            (values[-1], key + ".high", "the range's high end")]
 
 
 def _search_kind(study: Study, k: str) -> str | None:

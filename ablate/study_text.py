@@ -28,7 +28,7 @@ from .errors import StudyError, brief
 
 MAX_STUDY_BYTES = 256 * 1024  # the shipped studies are under 4 KB
 MAX_DEPTH = 32  # a study nests 4 or 5 levels
-MAX_NODES = 10_000  # values after alias expansion; the largest shipped study has about 150
+MAX_NODES = 5_000  # values after alias expansion; the largest shipped study has about 150
 MAX_TEXT_CHARS = 1_000_000  # scalar characters after alias expansion
 MAX_INT_DIGITS = 100
 
@@ -36,11 +36,11 @@ _EXAMPLE = "give the path of a YAML study file such as studies/gcn_effect.yaml."
 
 
 class _Refusal(Exception):
-    """A limit the loader refuses to pass; ``mark`` is where in the text."""
+    """A limit the loader refuses to pass; ``mark`` is where in the text, ``key`` the dotted key."""
 
-    def __init__(self, mark, message: str):
+    def __init__(self, mark, message: str, key: str = ""):
         super().__init__(message)
-        self.mark, self.message = mark, message
+        self.mark, self.message, self.key = mark, message, key
 
 
 def read_study(path: Path, where: str):
@@ -55,7 +55,7 @@ def read_study(path: Path, where: str):
         _check_keys(loader, node, where)
         data = loader.construct_document(node)
     except _Refusal as e:
-        raise StudyError(where, "", f"{e.message.rstrip('.')}{_at(e.mark)}.") from None
+        raise StudyError(where, e.key, f"{e.message.rstrip('.')}{_at(e.mark)}.") from None
     except yaml.reader.ReaderError as e:
         line, col = _line_col(text, e.position)
         raise StudyError(where, "", f"the file holds the control character U+{e.character:04X} at line {line}, column "
@@ -122,20 +122,32 @@ class _Loader(yaml.SafeLoader):
         self._nodes = 0
         self._chars = 0
         self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, characters) it holds
+        self._path: list[str] = []  # the keys (and [index]es) down to the node being composed
 
     def compose_node(self, parent, index):
         event = self.peek_event()
+        if isinstance(index, int):
+            self._path.append(f"[{index}]")
+        elif isinstance(index, yaml.ScalarNode):
+            self._path.append(str(index.value))
+        try:
+            return self._compose_counted(event, parent, index)
+        finally:
+            if isinstance(index, (int, yaml.ScalarNode)):
+                self._path.pop()
+
+    def _compose_counted(self, event, parent, index):
         if isinstance(event, yaml.AliasEvent):
             node = self.anchors.get(event.anchor)
             if node is not None:  # (an undefined alias is PyYAML's own error)
                 if id(node) not in self._sizes:
                     raise _Refusal(event.start_mark, f"the alias *{event.anchor} stands for a value that contains "
-                                   "it, a structure without end; a study cannot be recursive")
+                                   "it, a structure without end; a study cannot be recursive", self._key())
                 self._grow(*self._sizes[id(node)], event.start_mark)
             return super().compose_node(parent, index)
         if self._depth >= MAX_DEPTH:
             raise _Refusal(event.start_mark, f"values are nested more than {MAX_DEPTH} levels deep (a study "
-                           "needs about 5)")
+                           "needs about 5)", self._key())
         before = (self._nodes, self._chars)
         self._grow(1, len(event.value) if isinstance(event, yaml.ScalarEvent) else 0, event.start_mark)
         self._depth += 1
@@ -149,8 +161,15 @@ class _Loader(yaml.SafeLoader):
         self._chars += chars
         if self._nodes > MAX_NODES or self._chars > MAX_TEXT_CHARS:
             what = f"{MAX_NODES:,} values" if self._nodes > MAX_NODES else f"{MAX_TEXT_CHARS:,} characters of text"
-            raise _Refusal(mark, f"the document holds more than {what} once its aliases (*name) are expanded, "
-                           "the limit for a study (which needs a few hundred values); reading stopped")
+            raise _Refusal(mark, f"the document holds more than {what} (counting everything each alias *name "
+                           "stands for), the limit for a study, which needs a few hundred; reading stopped",
+                           self._key())
+
+    def _key(self) -> str:
+        out = ""
+        for part in self._path:
+            out += part if part.startswith("[") or not out else f".{part}"
+        return out
 
     def construct_object(self, node, deep=False):
         try:
