@@ -348,6 +348,9 @@ def _cut_torn_tail(path: str, quick: bool = False) -> None:
     if bad is None:
         return
     line, offset, last = bad
+    if line == 1 and not last and not _salvage(data.split(b"\n", 1)[0]):
+        raise StudyError(path, "", "this is not an Optuna journal: its first line is not a journal record. Give "
+                         "--storage a journal file (or a new path ending in .journal), or a database URL.")
     if not last:
         raise StudyError(path, "", f"line {line} of the journal is broken (not a complete record) and records "
                          f"follow it, so the study cannot be read. `python -m ablate.storage repair {path}` keeps a "

@@ -77,11 +77,15 @@ def test_a_failing_tracker_fails_trials_that_the_next_run_completes_exactly_once
     """W&B refuses a setting (project given as a list: pydantic's ValidationError) for the seed-0
     trials: they fail as the harness's, the invocation does not retry them itself, exit 3; once
     tracking works, the next run runs exactly those and every cell x seed is complete once."""
+    import wandb
+
     path = tiny_study(tmp_path, train={"epochs": 1})
     real = tracking.make_logger
 
     def broken(config, run_dir, project, entity, name):
-        return real(config, run_dir, ["a", "b"] if name.endswith("seed=0") else project, entity, name)
+        if name.endswith("seed=0"):
+            wandb.Settings(project=["a", "b"])  # the ValidationError wandb.init raises for this setting
+        return None  # no W&B run in this process: its service would outlive the test
 
     monkeypatch.setattr(tracking, "make_logger", broken)
     assert in_process(path, "--run-dir", "runs/tiny") == 3
@@ -97,7 +101,7 @@ def test_a_failing_tracker_fails_trials_that_the_next_run_completes_exactly_once
     assert "## Trials to run again (the harness or its environment failed)" in report
     assert "## Failed trials" not in report and report.count("ValidationError") == 2
 
-    monkeypatch.setattr(tracking, "make_logger", real)
+    monkeypatch.setattr(tracking, "make_logger", real)  # tracking fixed
     assert in_process(path, "--run-dir", "runs/tiny", "--no-wandb") == 0
     assert _all_once(path, journal)
     assert sum(t.state == FAIL for t in _trials(journal)) == 2
@@ -312,6 +316,18 @@ def test_storage_that_is_neither_a_url_nor_a_journal_is_refused(tmp_path, in_pro
     assert "key '--storage'" in " ".join(out.err.split()) and "Nothing was run." in out.err
     assert not list((tmp_path / "runs").iterdir()) and not (tmp_path / "reports").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "tiny.yaml"], "no folder named after the URL"
+
+
+def test_a_file_that_is_not_a_journal_is_refused_untouched(tmp_path, in_process, capsys):
+    path = tiny_study(tmp_path)
+    sqlite = tmp_path / "x.db"
+    sqlite.write_bytes(b"SQLite format 3\0" + bytes(100) + b"\n{}\n")
+    for given, needle in ((path, "this is not an Optuna journal"), (sqlite, f"give --storage sqlite:///{sqlite}")):
+        before = Path(given).read_bytes()
+        assert in_process(path, "--storage", given, "--run-dir", "runs/tiny") == 2
+        assert needle in " ".join(capsys.readouterr().err.split())
+        assert Path(given).read_bytes() == before and not list(tmp_path.glob("*.torn-*"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_known_storages_and_journal_paths_are_accepted(tmp_path):
