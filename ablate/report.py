@@ -330,8 +330,8 @@ def _provenance_lines(data: dict) -> list[str]:
     if run:
         here, total = run.get("trials_here"), run.get("trials_total")
         if here is not None and total is not None and here < total:
-            lines.append(f"Produced by `{run.get('command')}`; other invocations worked on the study too: that last one "
-                         f"({run.get('workers')} worker(s)) ran {here} of the {total} finished trials in "
+            lines.append(f"Produced by `{run.get('command')}`; other invocations worked on the study too: "
+                         f"that last one ({run.get('workers')} worker(s)) ran {here} of the {total} finished trials in "
                          f"{run.get('wall_s', 0):.0f} s wall time, {run.get('compute_s', 0):.0f} s of trial compute, "
                          f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time; all {total} trials "
                          f"took {run.get('compute_total_s', 0):.0f} s of trial compute.")

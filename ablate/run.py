@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--print-config", metavar="N", help="print the resolved config of plan trial N (1-based) or 'all'")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
-    p.add_argument("--max-trials", type=int, default=0, help="stop this worker after N trials, failed ones included (0: no limit)")
+    p.add_argument("--max-trials", type=int, default=0,
+                   help="stop this worker after N trials, failed ones included (0: no limit)")
     p.add_argument("--no-pruning", action="store_true",
                    help="run every trial to its last epoch whatever the study's pruner says (the full-grid control)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # child process of --workers

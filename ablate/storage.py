@@ -487,7 +487,8 @@ def owner_attrs() -> dict:
     """System attributes naming this process as a trial's owner, with a fresh heartbeat."""
     pid = os.getpid()
     return {ATTR + "host": socket.gethostname(), ATTR + "node": _node(), ATTR + "pid": pid,
-            ATTR + "start": _proc_start(pid), ATTR + "heartbeat": time.time(), ATTR + "run": os.environ.get(RUN_ENV, "")}
+            ATTR + "start": _proc_start(pid), ATTR + "heartbeat": time.time(),
+            ATTR + "run": os.environ.get(RUN_ENV, "")}
 
 
 def _same_machine(attrs: dict) -> bool:
