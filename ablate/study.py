@@ -7,7 +7,8 @@ trial, which the runner prints with ``--print-config`` and hands, unchanged, to 
 
 Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
 
-    name: gcn_effect                 # default: the file's stem
+    name: gcn_effect                 # default: the file's stem, other characters than letters,
+                                     # digits, '-' and '_' made '_' (my.study.yaml -> my_study)
     question: "Does GloRe's GCN step help?"
     model:
       backbone: {name: small_cnn, width: 32, depth: 3}
@@ -21,16 +22,24 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
       gcn: [on, off]                 # a mechanism factor, 'mechanism', or train.X / data.X / backbone.X
     references:                      # extra cells outside the grid (optional)
       - {mechanism: none}
-    seeds: [0, 1, 2]                 # or a count: 3 -> [0, 1, 2]
+    seeds: [0, 1, 2]                 # or a count: 3 -> [0, 1, 2]; at most 1,000 seeds, each < 2**31
     metric: val_miou                 # val_miou (last epoch) or best_val_miou
     baseline: {gcn: on}              # the cell the deltas are taken against (default: first); naming
                                      # only some factors ({mechanism: none} in a mechanism x task grid)
                                      # gives a baseline per group: none on the same task
-    search: {n_trials: 20, sampler: tpe}   # only with range factors: {low, high, log} / {choices}
+    search: {n_trials: 20, sampler: tpe}   # only with range factors: {low, high, log | step} / {choices}
     pruner: {name: median, n_startup_trials: 4, n_warmup_steps: 1}   # default: none
     trainer: {accelerator: cpu, devices: 1, strategy: auto, num_nodes: 1, sync_batchnorm: true,
               precision: 32-true}
     tracking: {wandb: true, project: ablate}
+
+Limits (each an exit-2 error naming the key): the file is read by :mod:`ablate.study_text`
+(UTF-8, at most 256 KiB, 5,000 values after alias expansion, no key twice, no .nan/.inf); a grid
+has at most 1,000 cells; ``train.threads`` is 0 (cores / workers) to 1,024. A search's ranges and
+choices are checked against each factor when the study is loaded: its kind (an integer factor
+takes integer bounds and step and is sampled as integers; a number factor is sampled as floats,
+even from integer bounds), its minimum, its choices, and the combinations the block's
+``check_args`` refuses (at the range's ends; an integer range of at most 64 values at every one).
 
 Real data and the papers' backbone (see ``ablate/data/real.py`` and ``ablate/models/resnet.py``)::
 
@@ -576,15 +585,8 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
         elif k.startswith("backbone."):
             backbone = _backbone_spec({k[9:]: v}, where, backbone, "model.backbone.", study.check_files)
         else:
-            if k not in preset.defaults:
-                have = ", ".join(preset.defaults) or "none"
-                raise StudyError(where, f"{key_prefix}.{k}",
-                                 f"mechanism {brief(mech)} has no factor {brief(k)}; its factors are: {have} "
-                                 "(also valid: mechanism, train.<key>, data.<key>, backbone.<key>).")
-            try:
-                preset.factor(k).coerce(v)
-            except ValueError as e:
-                raise StudyError(where, f"{key_prefix}.{k}", f"{e}.") from None
+            _check_factor_value(preset, k, v, where, f"{key_prefix}.{k}",
+                                " (also valid: mechanism, train.<key>, data.<key>, backbone.<key>)")
             overrides[k] = v
     try:
         mech_args = preset.resolve(overrides)
@@ -614,6 +616,17 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
         content["head"] = head_diff
     payload = json.dumps(content, sort_keys=True, default=str)
     return Cell(label, mech, cell.args, backbone, data, train, hashlib.sha1(payload.encode()).hexdigest()[:12])
+
+
+def _check_factor_value(preset, k, v, where: str, key: str, also: str = "") -> None:
+    """A mechanism factor the preset has, with a value its factor accepts."""
+    if k not in preset.defaults:
+        raise StudyError(where, key, f"mechanism {brief(preset.name)} has no factor {brief(k)}; its factors are: "
+                         f"{', '.join(preset.defaults) or 'none'}{also}.")
+    try:
+        preset.factor(k).coerce(v)
+    except ValueError as e:
+        raise StudyError(where, key, f"{e}.") from None
 
 
 def _canon(preset, key, value):
@@ -649,15 +662,8 @@ def load_study(path: str | Path, check_files: bool = True) -> Study:
                          f"{', '.join(sorted(MECHANISMS))}.")
     mech = _mechanism(model["mechanism"], where, "model.mechanism")
     args = _expect_mapping(model.get("args"), where, "model.args")
-    preset = MECHANISMS[mech]
     for k, v in args.items():
-        if k not in preset.defaults:
-            raise StudyError(where, f"model.args.{k}", f"mechanism {brief(mech)} has no factor {brief(k)}; its "
-                             f"factors are: {', '.join(preset.defaults) or 'none'}.")
-        try:
-            preset.factor(k).coerce(v)
-        except ValueError as e:
-            raise StudyError(where, f"model.args.{k}", f"{e}.") from None
+        _check_factor_value(MECHANISMS[mech], k, v, where, f"model.args.{k}")
     backbone = _backbone_spec(_expect_mapping(model.get("backbone"), where, "model.backbone"), where,
                               check_files=check_files)
     head = _head_spec(_expect_mapping(model.get("head"), where, "model.head"), where)

@@ -61,9 +61,8 @@ def read_study(path: Path, where: str):
         raise StudyError(where, "", f"the file holds the control character U+{e.character:04X} at line {line}, column "
                          f"{col}, which YAML does not allow; remove it (is this a text file?).") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        raise StudyError(where, "", f"the file is not valid YAML{_at(mark)} ({brief(problem, 200)[1:-1]}).") from None
+        raise StudyError(where, "", f"the file is not valid YAML{_at(getattr(e, 'problem_mark', None))} "
+                         f"({_yaml_problem(e)}).") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -101,6 +100,21 @@ def _read_text(path: Path, where: str) -> str:
         raise StudyError(where, "", f"the file holds NUL bytes (the first at line {line}, column {col}): it is a "
                          "binary file or UTF-16 text, not a UTF-8 YAML study; save the study as UTF-8.")
     return text
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's context and problem in one phrase ("while parsing a flow mapping at line 1, ...")."""
+    context, problem = getattr(e, "context", None), getattr(e, "problem", None)
+    if not context and not problem:
+        return _clip(str(e), 200)
+    parts = [f"{context}{_at(getattr(e, 'context_mark', None))}" if context else "", problem or ""]
+    return _clip(", ".join(p for p in parts if p), 200)
+
+
+def _clip(text: str, limit: int) -> str:
+    """PyYAML's or Python's own words about a problem, cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _line_col(text: str, position: int) -> tuple[int, int]:
@@ -175,9 +189,11 @@ class _Loader(yaml.SafeLoader):
         try:
             return super().construct_object(node, deep)
         except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as e:
+            # PyYAML's constructors fail this way on values an explicit tag (!!int, !!timestamp) cannot take
             value = f"{brief(node.value)} " if isinstance(node, yaml.ScalarNode) else ""
-            raise _Refusal(node.start_mark, f"the value {value}cannot be read as {node.tag.rsplit(':', 1)[-1]} "
-                           f"({brief(str(e), 120)[1:-1]})") from None
+            why = f" ({_clip(str(e), 120)})" if isinstance(e, (ValueError, OverflowError)) else ""
+            raise _Refusal(node.start_mark, f"the value {value}cannot be read as {node.tag.rsplit(':', 1)[-1]}"
+                           f"{why}") from None
 
     def construct_yaml_int(self, node):
         if len(node.value) > MAX_INT_DIGITS:
