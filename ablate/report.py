@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -547,6 +548,8 @@ def main(argv=None) -> int:
         study = load_study(args.study)
         if args.storage:
             st.check_storage(args.storage, "--storage")
+        elif os.environ.get(st.STORAGE_ENV):
+            st.check_storage(os.environ[st.STORAGE_ENV], "$" + st.STORAGE_ENV)
         reports = Path(args.reports_dir)
         if reports.exists() and not reports.is_dir():
             raise StudyError("command line", "--reports-dir", f"the reports folder {reports} is a file, not a folder.")

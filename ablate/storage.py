@@ -186,9 +186,13 @@ def storage_error(url: str, e: BaseException):
 
     first = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
     first = redact(first)[:300]
-    return StudyError("storage", "--storage", f"cannot use the storage {redact(url)[:200]}: {type(e).__name__}: "
-                      f"{first}. Check that the server runs and is reachable, the database exists, the user and "
-                      f"password are right (or in PGPASSWORD / ~/.pgpass) and its driver is installed.")
+    if "://" in url:
+        advice = ("Check that the server runs and is reachable, the database exists, the user and password are "
+                  "right (or in PGPASSWORD / ~/.pgpass) and its driver is installed.")
+    else:
+        advice = "Check that the journal file and its folder can be read and written."
+    return StudyError(f"the storage {redact(url)[:200]}", "", f"it cannot be used: {type(e).__name__}: {first}. "
+                      + advice)
 
 
 def _sha1_key(text: str) -> int:

@@ -350,7 +350,7 @@ def test_a_storage_that_refuses_the_login_is_one_paragraph_before_any_run_folder
                          env=ENV, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
     flat = " ".join(res.stderr.split())
-    assert "Traceback" not in res.stderr and "cannot use the storage" in flat and "Nothing was run." in flat
+    assert "Traceback" not in res.stderr and "it cannot be used: " in flat and "Nothing was run." in flat
     assert ":***@127.0.0.1" in flat
     for secret in (pg_server.password, "wrongpw"):
         assert secret not in res.stdout + res.stderr

@@ -355,7 +355,7 @@ def test_an_unusable_server_is_one_paragraph_and_leaves_no_run_folder(tmp_path, 
     assert in_process(path, "--storage", url) == 2
     out = capsys.readouterr()
     flat = " ".join(out.err.split())
-    assert "cannot use the storage" in flat and "u:***@127.0.0.1" in flat and "Nothing was run." in flat
+    assert "it cannot be used: " in flat and "u:***@127.0.0.1" in flat and "Nothing was run." in flat
     assert "secret" not in out.out + out.err and out.out == ""
     assert not (tmp_path / "runs").exists(), "no empty run folder is left behind"
 
