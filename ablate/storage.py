@@ -162,9 +162,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     """The Optuna storage of ``url``. A server that cannot be reached or refuses the login, a
     missing driver, or a journal broken in the middle is a StudyError (one paragraph)."""
     if "://" not in url:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        check_journal(url)
-        return optuna.storages.journal.JournalStorage(_JournalBackend(url, lock_obj=JournalFlock(url)))
+        try:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            check_journal(url)
+            return optuna.storages.journal.JournalStorage(_JournalBackend(url, lock_obj=JournalFlock(url)))
+        except OSError as e:
+            raise storage_error(url, e) from None
     import sqlalchemy
 
     try:
@@ -331,9 +334,11 @@ def _first_bad_line(data: bytes) -> tuple[int, int, bool] | None:
     return (len(lines), offset, True) if lines[-1] else None
 
 
-def _cut_torn_tail(path: str, quick: bool = False) -> None:
+def _cut_torn_tail(path: str, quick: bool = False, cut: bool = True) -> None:
     """With the writers' lock held: back up and cut a torn last line; a broken line before the
-    last is a StudyError. ``quick`` only looks at the last byte (a torn line has no newline)."""
+    last is a StudyError. ``quick`` only looks at the last byte (a torn line has no newline);
+    without ``cut`` (no lock: the journal cannot be written here) a torn last line is only
+    reported, and Optuna's reader skips it."""
     from .errors import StudyError
 
     size = os.path.getsize(path)
@@ -359,6 +364,10 @@ def _cut_torn_tail(path: str, quick: bool = False) -> None:
         raise StudyError(path, "", f"line {line} of the journal is broken (not a complete record) and records "
                          f"follow it, so the study cannot be read. `python -m ablate.storage repair {path}` keeps a "
                          f"backup copy, then drops the broken part of that line and keeps every complete record.")
+    if not cut:
+        print(f"ablate: {path}: line {line} was cut short (a write interrupted by a kill or a full disk); it is "
+              "skipped, and left in place because this journal cannot be written here", file=sys.stderr, flush=True)
+        return
     torn = data[offset:]
     keep = _salvage(torn[:-1]) if torn.endswith(b"\n") else b""  # a record appended onto the torn piece
     try:
@@ -401,7 +410,11 @@ def check_journal(path: str) -> None:
     if not os.path.exists(path):
         return
     lock = JournalFlock(path)
-    lock.acquire()
+    try:
+        lock.acquire()
+    except OSError:  # a journal in a folder this process cannot write (an archive): read it as it is
+        _cut_torn_tail(path, cut=False)
+        return
     try:
         _cut_torn_tail(path)
     finally:

@@ -235,6 +235,27 @@ def test_a_stale_lock_neither_stalls_nor_breaks_a_rerun(tmp_path):
     assert _all_once(path, journal)
 
 
+def test_a_read_only_journal_is_reported_as_it_is(tmp_path, capsys):
+    """An archived journal in a folder nobody may write: the report reads it, a torn last line is
+    skipped and said, and nothing is written next to it."""
+    study = load_study(tiny_study(tmp_path, seeds=[0]))
+    archive = tmp_path / "archive"
+    url = str(archive / "optuna.journal")
+    store = st.open_storage(url)
+    ostudy = st.load_or_create(store, study.name)
+    for cell, seed in study.trials():
+        _owned_trial(store, ostudy, study, cell, seed, time.time() - 20, 10.0, 1, "r", 8.0)
+    (archive / "optuna.journal.write-lock").unlink()
+    with open(url, "ab") as f:
+        f.write(TORN)
+    before = Path(url).read_bytes()
+    with _read_only(archive):
+        text = write_report(study, url, str(tmp_path / "rep")).read_text()
+    assert "**Partial.**" not in text and all(f"| {c.title()} |" in text for c in study.cells())
+    assert "it is skipped, and left in place" in capsys.readouterr().err
+    assert Path(url).read_bytes() == before and sorted(p.name for p in archive.iterdir()) == ["optuna.journal"]
+
+
 # --------------------------------------------------------------------------------------------
 # 4. RUNNING trials without an owner
 # --------------------------------------------------------------------------------------------
