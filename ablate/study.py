@@ -32,6 +32,8 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
     trainer: {accelerator: cpu, devices: 1, strategy: auto, num_nodes: 1, sync_batchnorm: true,
               precision: 32-true}
     tracking: {wandb: true, project: ablate}
+    margin: 1.0                      # mIoU points: a smaller |difference| counts as equivalent (> 0)
+    correction: holm                 # none | holm | bonferroni, over all comparisons of the study
 
 Limits (each an exit-2 error naming the key): the file is read by :mod:`ablate.study_text`
 (UTF-8, at most 256 KiB, 5,000 values after alias expansion, no key twice, no .nan/.inf); a grid
@@ -70,6 +72,11 @@ decays as ``(lr - min_lr) * (1 - step / total) ** poly_power + min_lr`` every st
 set to their number (``iterations / val_interval``); give ``epochs`` or ``iterations``, not both.
 Every new setting at its default is left out of the cell key, so the keys of studies that do not
 use them are those they always had.
+
+``margin`` and ``correction`` only change how the report judges the comparisons (see
+:mod:`ablate.report`): a difference inside ±margin points can be called equivalent, and every
+comparison of the study is corrected together. They are never part of a cell key, so changing
+them re-judges the finished trials instead of starting new ones.
 
 ``pruner`` stops a trial early when its val mIoU after an epoch is poor next to the trials
 finished before it (Optuna's pruners; the step is Lightning's 0-based epoch index, and a
@@ -124,9 +131,10 @@ PRECISIONS = {"32-true": (32, "32", "32-true"), "16-mixed": (16, "16", "16-mixed
               "64-true": (64, "64", "64-true")}
 
 TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references", "seeds", "metric",
-            "baseline", "search", "pruner", "trainer", "tracking")
+            "baseline", "search", "pruner", "trainer", "tracking", "margin", "correction")
 METRICS = ("val_miou", "best_val_miou")
 SAMPLERS = ("tpe", "random", "grid")
+CORRECTIONS = ("none", "holm", "bonferroni")  # as ablate.stats.CORRECTIONS
 
 # pruner name -> {option: (kind, minimum, maximum, default)}; kind "int", "float" or "int|auto"
 _STARTUP = {"n_startup_trials": ("int", 0, None, 5), "n_warmup_steps": ("int", 0, None, 0),
@@ -264,6 +272,8 @@ class Study:
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
     head: HeadSpec = field(default_factory=HeadSpec)
     check_files: bool = True  # check real-data layouts and weight files on disk (off: schema only)
+    margin: float = 1.0  # mIoU points; the report's equivalence margin (never in a cell key)
+    correction: str = "holm"  # the report's multiple-comparison correction (never in a cell key)
 
     # ----------------------------------------------------------------------------------
     def cells(self) -> list[Cell]:
@@ -690,10 +700,12 @@ def load_study(path: str | Path, check_files: bool = True) -> Study:
     rounds = ("train.epochs", "train.iterations", "train.val_interval")  # what sets the number of validations
     epochs_vary = any(k in rounds for k in factors) or any(k in r for r in refs for k in rounds)
     pruner = _pruner_spec(raw.get("pruner"), where, None if epochs_vary else train.epochs)
+    margin, correction = _verdict_spec(raw, where)
 
     study = Study(where, name, question, mech, dict(args), backbone, data, train,
                   {k: v for k, v in factors.items()}, tuple(tuple(r.items()) for r in refs), tuple(seeds),
-                  metric, dict(baseline), search, dict(tracking), pruner, trainer, head, check_files)
+                  metric, dict(baseline), search, dict(tracking), pruner, trainer, head, check_files,
+                  margin, correction)
     if search is None:
         _check_grid(study, refs)
     else:
@@ -801,6 +813,19 @@ def _check_grid(study: Study, refs: list) -> None:
     if study.baseline and study.baseline_cell(cells) is None:
         listed = "; ".join(c.title() for c in cells[:20]) + (f"; and {len(cells) - 20} more" if len(cells) > 20 else "")
         raise StudyError(where, "baseline", f"{brief(study.baseline)} matches no cell; cells are: {listed}.")
+
+
+def _verdict_spec(raw: dict, where: str) -> tuple[float, str]:
+    """``margin:`` (mIoU points, a finite number > 0 and <= 100) and ``correction:``."""
+    margin = raw.get("margin", 1.0)
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool):
+        raise StudyError(where, "margin", f"expected a number of mIoU points (> 0, e.g. 1.0), got {brief(margin)}.")
+    margin = _typed(margin, "float", 0, where, "margin", strict=True, maximum=100)
+    correction = raw.get("correction", "holm")
+    if correction not in CORRECTIONS:
+        raise StudyError(where, "correction", f"{_unknown_name('correction', correction)}; valid: "
+                         f"{', '.join(CORRECTIONS)} (holm is the default).")
+    return margin, correction
 
 
 def _pruner_spec(raw, where: str, epochs: int | None) -> dict:

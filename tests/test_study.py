@@ -352,9 +352,11 @@ def test_reference_switching_mechanism_keeps_args_it_has(tmp_path):
 # settings added with the real datasets: defaults leave old keys alone
 # --------------------------------------------------------------------------------------------
 
-# gcn_effect's keys before train.optimizer/schedule/iterations, model.head, trainer.precision and
-# the real datasets existed: a resumed study must find its finished trials under them
-GCN_EFFECT_KEYS = ["32439f554a2e", "2f061de87edc", "460086aa4f51", "89e59477c03a"]
+# gcn_effect's keys (from `python -m ablate.run studies/gcn_effect.yaml --dry-run`): spelling out
+# train.optimizer/schedule/iterations, model.head, trainer.precision, margin and correction at their
+# defaults must keep them, so a resumed study finds its finished trials. The glore and nonlocal
+# keys changed on purpose when their presets followed the official code (issue 11); none's did not.
+GCN_EFFECT_KEYS = ["f71a7e7a52e8", "aef8242a7dcb", "460086aa4f51", "796a28f129be"]
 
 
 def test_new_settings_at_their_defaults_keep_the_old_cell_keys(tmp_path):
@@ -363,6 +365,7 @@ def test_new_settings_at_their_defaults_keep_the_old_cell_keys(tmp_path):
     raw["train"].update(optimizer="adamw", schedule="onecycle", iterations=0, val_interval=0)
     raw["model"]["head"] = {"channels": 0, "aux_weight": 0.0}
     raw["trainer"] = {"precision": 32}
+    raw["margin"], raw["correction"] = 1.0, "holm"
     spelled = tmp_path / "gcn_effect.yaml"
     spelled.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert [c.key for c in load_study(spelled).cells()] == GCN_EFFECT_KEYS
@@ -413,7 +416,25 @@ NEW_SETTING_MISTAKES = {
                          ["small_cnn", "resnet_d8"]),
     "resnet_without_pretrained": (dict(model__backbone={"name": "resnet_d8", "depth": 50}),
                                   "model.backbone.pretrained", ["none", "open-mmlab://resnet50_v1c"]),
+    "zero_margin": (dict(margin=0), "margin", ["> 0"]),
+    "negative_margin": (dict(margin=-1.0), "margin", ["> 0"]),
+    "margin_over_the_range": (dict(margin=150), "margin", ["<= 100"]),
+    "margin_as_text": (dict(margin="1pt"), "margin", ["mIoU points", "'1pt'"]),
+    "margin_as_bool": (dict(margin=True), "margin", ["mIoU points"]),
+    "unknown_correction": (dict(correction="fdr"), "correction", ["'fdr'", "none", "holm", "bonferroni"]),
+    "correction_as_list": (dict(correction=["holm"]), "correction", ["none", "holm", "bonferroni"]),
 }
+
+
+def test_margin_and_correction_default_and_stay_out_of_the_cell_keys(tmp_path):
+    plain = load_study(_write(tmp_path, "plain"))
+    assert (plain.margin, plain.correction) == (1.0, "holm")
+    judged = load_study(_write(tmp_path, "judged", margin=0.5, correction="bonferroni"))
+    assert (judged.margin, judged.correction) == (0.5, "bonferroni")
+    assert [c.key for c in judged.cells()] == [c.key for c in plain.cells()]
+    cell, seed = judged.trials()[0]
+    config = json.dumps(judged.trial_config(cell, seed))
+    assert "margin" not in config and "bonferroni" not in config
 
 
 @pytest.mark.parametrize("case", list(NEW_SETTING_MISTAKES))
