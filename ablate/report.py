@@ -1,11 +1,14 @@
 """``python -m ablate.report STUDY.yaml``: the study's ablation table, from storage alone.
 
 One row per cell: mean +- std of the metric over finished seeds, its 95% t interval, the
-difference to the baseline cell with a Welch 95% interval, the attention block's parameter
-count and forward FLOPs per image (recorded by the trial), its forward+backward latency and
-peak memory (measured when the report is written, see :func:`block_costs`), seeds finished,
-and a verdict: is the difference distinguishable from zero at this many seeds? W&B is never
-read.
+difference to the baseline cell (paired t over the seeds both cells share, Welch otherwise) with
+its interval at the corrected level, the attention block's parameter count and forward FLOPs per
+image (recorded by the trial), its forward+backward latency and peak memory (measured when the
+report is written, see :func:`block_costs`), seeds finished, and a verdict from
+:mod:`ablate.stats`: better / worse / equivalent within ±margin (TOST) / inconclusive with the
+seeds that would decide, every comparison of the study corrected together (``correction:``,
+Holm by default). A cell whose mean validation curve still rises over its last third is marked
+budget-limited, and "worse" against or for it reads "worse at this budget". W&B is never read.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import time
 from pathlib import Path
 
 from .errors import StudyError, exit_with
-from .stats import summarize, welch_diff
+from .stats import adjust, budget_limited, compare, interval_level, printable, summarize, tost, verdict
+
+ALPHA = 0.05  # family level of the verdicts
 
 
 def _pts(x: float) -> str:
@@ -40,10 +45,11 @@ def collect(study, url: str) -> dict:
     except KeyError:
         return {"values": {}, "records": {}, "failed": [], "retry": [], "pruned": [], "running": 0, "running_here": 0,
                 "pending": len(study.trials()) if not study.search else study.search["n_trials"],
-                "epochs": {"run": 0, "planned": 0}, "finished": [], "run": {}}
+                "epochs": {"run": 0, "planned": 0}, "finished": [], "run": {}, "curves": {}}
     trials = ostudy.get_trials(deepcopy=False)
     values: dict[str, dict[int, float]] = {}
     records: dict[str, list[dict]] = {}
+    curves: dict[str, list[list[float]]] = {}  # per-epoch val curves of the complete trials
     pruned = []
     epochs = {"run": 0, "planned": 0}  # over complete and pruned trials
     finished = []  # complete and pruned trials: completion time, compute s, owner
@@ -61,6 +67,7 @@ def collect(study, url: str) -> dict:
         if t.state == optuna.trial.TrialState.COMPLETE:
             values.setdefault(key, {})[seed] = t.value
             records.setdefault(key, []).append(t.user_attrs)
+            curves.setdefault(key, []).append(list(curve))
         else:
             pruned.append({"key": key, "seed": seed, "epochs": len(curve), "planned": planned,
                            "last": curve[-1] if curve else float("nan"), "config": t.user_attrs.get("config"),
@@ -69,7 +76,7 @@ def collect(study, url: str) -> dict:
     running, here, pending = _progress(study, trials)
     return {"values": values, "records": records, "failed": final, "retry": retry, "pruned": pruned,
             "running": running, "running_here": here, "pending": pending, "epochs": epochs, "finished": finished,
-            "run": ostudy.user_attrs.get("last_run", {})}
+            "run": ostudy.user_attrs.get("last_run", {}), "curves": curves}
 
 
 def _finished_record(t) -> dict:
@@ -230,38 +237,33 @@ def render(study, data: dict, storage_label: str) -> str:
     if study.search:
         lines += [f"Search: {study.search['n_trials']} trials, {study.search['sampler']} sampler, one seed each; "
                   "rows are the sampled points, best first, and deltas are taken against the best.", ""]
+    pairs = [(c, base_of(c)) for c in cells]
+    comps, info = judge(study, data, [(c, b) for c, b in pairs if b is not None and b.key != c.key])
+    limited = {c.key for c in cells if budget_limited((data.get("curves") or {}).get(c.key, [])).limited}
     lines += [f"Metric: `{study.metric}` (mIoU in points, 0-100) {describe_setup(study)}. "
-              f"Intervals are 95% t intervals over seeds; delta intervals are Welch's.", ""]
-    head = ("| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [95% CI] | attn params | "
+              "Cell intervals are 95% t intervals over seeds.", "", _judging_sentence(study, comps, info), ""]
+    head = (f"| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [{_pct(info['level'])} CI] | attn params | "
             "attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |")
     lines += [head, "|" + "---|" * 11]
     costs = data.get("costs") or {}
-    verdicts, diffs = [], {}
-    for c in cells:
-        v = list(vals.get(c.key, {}).values())
-        s = summarize(v)
+    verdicts = []
+    for c, base in pairs:
+        s = summarize(list(vals.get(c.key, {}).values()))
         params, mflops, ms, mib = _cost_columns(c.key, data, costs)
         name = c.title() + (" (reference)" if c.key in ref_keys else "")
-        base = base_of(c)
-        base_vals = list(vals.get(base.key, {}).values()) if base else []
         if base is not None and c.key == base.key:
             delta, verdict = "baseline", "—"
-        elif len(v) < 2 or len(base_vals) < 2:
-            delta, verdict = "n/a", "needs ≥ 2 seeds in both cells"
+        elif c.key not in comps:
+            delta, verdict = "n/a", "inconclusive (needs ≥ 2 seeds in both cells)"
         else:
-            d = welch_diff(v, base_vals)
-            lo, hi = d.mean - d.half_width, d.mean + d.half_width
-            distinct = lo > 0 or hi < 0
-            delta = f"{100 * d.mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-            verdict = ("**distinguishable** from zero" if distinct else "not distinguishable from zero") + \
-                      f" at {min(len(v), len(base_vals))} seeds"
-            diffs[c.key] = (d, distinct)
-            verdicts.append((c.key in ref_keys,
-                             f"- {c.title()}{' (reference)' if c.key in ref_keys else ''} vs {base.title()}: "
-                             f"Δ = {100 * d.mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]; "
-                             f"{verdict.replace('**', '')}."))
+            x = comps[c.key]
+            delta, verdict = _delta_text(x), _label_text(x, study.margin)
+            if x["verdict"].label in ("better", "worse"):
+                verdict = f"**{verdict}**"
+            verdicts.append((c.key in ref_keys, _verdict_line(x, c.key in ref_keys, limited, study.margin)))
         ci = "n/a" if math.isnan(s.half_width) else f"[{_pts(s.ci[0])}, {_pts(s.ci[1])}]"
         mean = "—" if s.n == 0 else f"{_pts(s.mean)} ± {_pts(s.std)}"
+        mean += " (budget-limited)" if c.key in limited else ""
         seeds = f"{s.n}/{planned}" + (f" ({n_pruned[c.key]} pruned)" if c.key in n_pruned else "")
         lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
                      f"{seeds} | {verdict} |")
@@ -282,7 +284,7 @@ def render(study, data: dict, storage_label: str) -> str:
     lines += ["", "## Verdict", ""]
     # the grid's own comparisons first; references are calibration, listed after them
     verdicts = [text for _, text in sorted(verdicts, key=lambda v: v[0])]
-    grouped = _grouped_verdict(study, data, cells, diffs)
+    grouped = _grouped_verdict(study, data, cells, comps)
     if grouped:
         verdicts = grouped
     lines += verdicts or ["- Not enough finished seeds for a verdict yet."]
@@ -316,6 +318,102 @@ def render(study, data: dict, storage_label: str) -> str:
                  f"by `python -m ablate.report {study.path}`. Cell keys: "
                  + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
     return "\n".join(lines) + "\n"
+
+
+def judge(study, data: dict, pairs: list) -> tuple[dict, dict]:
+    """Every (cell, baseline) pair with values in both: Δ (paired over shared seeds, else Welch),
+    difference and TOST p-values corrected together over the study (``study.correction``), the
+    interval at :func:`ablate.stats.interval_level`, the verdict, and whether either cell is
+    budget-limited. An interval :func:`ablate.stats.printable` rejects (n < 2, or wider than the
+    0-100 range) is dropped and its verdict is inconclusive. Returns (cell key -> comparison,
+    {"m": comparisons with a test, "level": the printed intervals' level})."""
+    vals, curves, margin = data["values"], data.get("curves") or {}, study.margin / 100
+    comps = {c.key: {"cell": c, "base": b, "d": compare(vals[c.key], vals[b.key], shared=True)}
+             for c, b in pairs if vals.get(c.key) and vals.get(b.key)}
+    keys = list(comps)
+    p_diff = adjust([comps[k]["d"].p for k in keys], study.correction)
+    p_tost = adjust([tost(comps[k]["d"], margin, ALPHA).p for k in keys], study.correction)
+    m = sum(not math.isnan(comps[k]["d"].p) for k in keys)
+    level = interval_level(ALPHA, m, study.correction)
+    flags = {}
+    for k, pd, pt in zip(keys, p_diff, p_tost):
+        x = comps[k]
+        iv = x["d"].interval(level)
+        x["interval"] = iv if printable(iv, 1.0) else None
+        if x["interval"] is None:
+            pd = pt = math.nan
+        x["p_diff"], x["p_tost"] = pd, pt
+        x["verdict"] = verdict(x["d"], pd, pt, margin, ALPHA, m)
+        for c in (x["cell"], x["base"]):
+            if c.key not in flags:
+                flags[c.key] = budget_limited(curves.get(c.key, [])).limited
+        x["limited"] = flags[x["cell"].key] or flags[x["base"].key]
+    return comps, {"m": m, "level": level}
+
+
+def _pct(level: float) -> str:
+    return f"{100 * level:.2f}".rstrip("0").rstrip(".") + "%"
+
+
+def _method_text(d) -> str:
+    if d.method == "paired":
+        return f"paired t over {d.n} shared seeds"
+    return f"Welch t over {d.n_a} and {d.n_b} seeds"
+
+
+def _delta_text(x: dict) -> str:
+    d = x["d"]
+    if x["interval"] is None:
+        return f"{100 * d.mean:+.1f} [{'—' if math.isnan(d.se) else 'too wide'}]"
+    lo, hi = x["interval"]
+    return f"{100 * d.mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _label_text(x: dict, margin_pts: float) -> str:
+    """The verdict in words: better / worse (at this budget) / equivalent within ±m / inconclusive."""
+    v = x["verdict"]
+    if v.label == "worse" and x["limited"]:
+        return "worse at this budget (still improving)"
+    if v.label == "equivalent":
+        return f"equivalent within ±{margin_pts:g}"
+    if v.label != "inconclusive":
+        return v.label
+    if v.capped:
+        return f"inconclusive (more than {v.max_seeds} seeds a cell would be needed)"
+    if v.more is None:
+        return "inconclusive (needs ≥ 2 seeds in both cells)"
+    return f"inconclusive ({v.more} more seed{'s' if v.more != 1 else ''} would decide)"
+
+
+def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> str:
+    """One comparison as a sentence: Δ, its interval, how it was computed, the verdict, budget flags."""
+    c, b, d = x["cell"], x["base"], x["d"]
+    interval = "" if x["interval"] is None else f" [{100 * x['interval'][0]:+.1f}, {100 * x['interval'][1]:+.1f}]"
+    flagged = [t.title() for t in (c, b) if t.key in limited]
+    note = f" Budget-limited (still improving over its last epochs): {', '.join(flagged)}." if flagged else ""
+    return (f"- {c.title()}{' (reference)' if reference else ''} vs {b.title()}: Δ = {100 * d.mean:+.1f} points"
+            f"{interval} ({_method_text(d)}); {_label_text(x, margin_pts)}.{note}")
+
+
+def _judging_sentence(study, comps: dict, info: dict) -> str:
+    """Margin, correction, number of comparisons, interval level and the Δ methods, in one paragraph."""
+    m, level = info["m"], info["level"]
+    methods: dict[str, int] = {}
+    for x in comps.values():
+        methods[_method_text(x["d"])] = methods.get(_method_text(x["d"]), 0) + 1
+    how = "; ".join(f"{k} ({n})" for k, n in methods.items()) or "none yet"
+    corr = ("no multiple-comparison correction" if study.correction == "none" else
+            f"{study.correction.capitalize()} correction over the study's {m} comparison(s) (difference and "
+            "equivalence (TOST) p-values adjusted as two families)")
+    shown = f"{_pct(level)} intervals" + ("" if study.correction == "none" else
+                                          f" (1 - {ALPHA:g}/{m}, Bonferroni" +
+                                          (", conservative for Holm)" if study.correction == "holm" else ")"))
+    return (f"Verdicts: margin ±{study.margin:g} mIoU points; {corr}; family level {ALPHA:g}; Δ column shows "
+            f"{shown}. Δ is taken per seed (paired t) over the seeds both cells share, Welch's t otherwise: {how}. "
+            "\"better\"/\"worse\": the corrected difference test rejects Δ = 0; \"equivalent\": the corrected TOST "
+            "puts Δ inside ±margin; otherwise inconclusive, with the seeds a cell that would give 80% power at the "
+            "margin. \"budget-limited\": the cell's mean validation curve still rises over its last third of epochs "
+            "(slope test at 0.05).")
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -413,10 +511,11 @@ def _cost_columns(key: str, data: dict, costs: dict) -> tuple[str, str, str, str
     return str(params), "" if flops is None else f"{flops / 1e6:.2f}", ms, mib
 
 
-def _grouped_verdict(study, data: dict, cells: list, diffs: dict) -> list[str]:
+def _grouped_verdict(study, data: dict, cells: list, comps: dict) -> list[str]:
     """A two-factor grid whose baseline names one factor (``{mechanism: none}`` across tasks):
-    one line per value of the other factor, listing which rows beat, trail or tie their group's
-    baseline. Empty when the study is not of that shape (the per-cell lines are used then)."""
+    one line per value of the other factor, listing the rows by their verdict against their
+    group's baseline (see :func:`judge`). Empty when the study is not of that shape (the
+    per-cell lines are used then)."""
     if study.search or len(study.factors) != 2 or len(study.baseline) != 1:
         return []
     (bf,) = study.baseline
@@ -432,28 +531,33 @@ def _grouped_verdict(study, data: dict, cells: list, diffs: dict) -> list[str]:
         bv = list(vals.get(base.key, {}).values())
         head = f"- **{gf}={_fmt_value(gv)}** ({_fmt_value(base.label_dict[bf])}: " + \
                (f"{_pts(summarize(bv).mean)}" if bv else "no finished seeds") + ")"
-        better, worse, tied, missing = [], [], [], []
+        kinds = ("better", "worse", "worse at this budget (still improving)",
+                 f"equivalent within ±{study.margin:g}", "inconclusive")
+        by_kind: dict[str, list] = {k: [] for k in kinds}
+        missing = []
         for c in group:
             if c.key == base.key:
                 continue
             name = _fmt_value(c.label_dict[bf])
-            if c.key not in diffs:
+            if c.key not in comps:
                 missing.append(name)
                 continue
-            d, distinct = diffs[c.key]
-            entry = f"{name} {100 * d.mean:+.1f}"
-            (tied if not distinct else better if d.mean > 0 else worse).append((d.mean, entry))
+            x = comps[c.key]
+            text = _label_text(x, study.margin)
+            kind = "inconclusive" if text.startswith("inconclusive") else text
+            more = f" ({text.split('(', 1)[1]}" if kind == "inconclusive" and "(" in text else ""
+            by_kind[kind].append((x["d"].mean, f"{name} {100 * x['d'].mean:+.1f}{more}"))
         parts = []
-        for label, items in (("above", better), ("below", worse), ("not distinguishable", tied)):
-            if items:
-                parts.append(f"{label}: " + ", ".join(e for _, e in sorted(items, reverse=True)))
+        for label in kinds:
+            if by_kind[label]:
+                parts.append(f"{label}: " + ", ".join(e for _, e in sorted(by_kind[label], reverse=True)))
         if missing:
             parts.append("too few seeds: " + ", ".join(missing))
         out.append(head + ": " + ("; ".join(parts) if parts else "nothing to compare") + ".")
     if out:
         out.insert(0, f"Each {bf} against {_fmt_value(next(iter(study.baseline.values())))} on the same {gf}: "
-                   "Δ in points over the finished seeds, largest first; \"above\" and \"below\" when the 95% "
-                   "Welch interval of the difference excludes zero. The table above has every interval.")
+                   "Δ in points over the finished seeds, largest first, grouped by verdict (see the sentence above "
+                   "the table). The table above has every interval and how each Δ was computed.")
         out.insert(1, "")
     return out
 

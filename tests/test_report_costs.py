@@ -148,8 +148,10 @@ def test_a_baseline_naming_one_factor_is_taken_per_group_of_the_other(tmp_path):
     assert delta["mechanism=none, data.task=local"] == "baseline"
     assert delta["mechanism=none, data.task=global_cue"] == "baseline"
     verdict = text.split("## Verdict")[1].split("## ")[0]
-    assert "- **data.task=global_cue** (none: 41.0): above: glore +40.0." in verdict
-    assert "- **data.task=local** (none: 91.0): below: glore -10.0." in verdict
+    # the same seeds in every cell: paired differences, judged with the study's other comparisons
+    assert "- **data.task=global_cue** (none: 41.0): better: glore +40.0." in verdict
+    assert "- **data.task=local** (none: 91.0): worse: glore -10.0." in verdict
+    assert "paired t over 3 shared seeds (2)" in text and "Holm correction over the study's 2 comparison(s)" in text
     assert "synthetic tasks of the `data.task` factor (global_cue, local)" in text
 
 
