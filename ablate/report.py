@@ -239,7 +239,7 @@ def render(study, data: dict, storage_label: str) -> str:
                   "rows are the sampled points, best first, and deltas are taken against the best.", ""]
     pairs = [(c, base_of(c)) for c in cells]
     comps, info = judge(study, data, [(c, b) for c, b in pairs if b is not None and b.key != c.key])
-    limited = {c.key for c in cells if budget_limited((data.get("curves") or {}).get(c.key, [])).limited}
+    limited = {c.key for c in cells if _limited(study, data, c.key)}
     lines += [f"Metric: `{study.metric}` (mIoU in points, 0-100) {describe_setup(study)}. "
               "Cell intervals are 95% t intervals over seeds.", "", _judging_sentence(study, comps, info), ""]
     head = (f"| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [{_pct(info['level'])} CI] | attn params | "
@@ -327,7 +327,7 @@ def judge(study, data: dict, pairs: list) -> tuple[dict, dict]:
     budget-limited. An interval :func:`ablate.stats.printable` rejects (n < 2, or wider than the
     0-100 range) is dropped and its verdict is inconclusive. Returns (cell key -> comparison,
     {"m": comparisons with a test, "level": the printed intervals' level})."""
-    vals, curves, margin = data["values"], data.get("curves") or {}, study.margin / 100
+    vals, margin = data["values"], study.margin / 100
     comps = {c.key: {"cell": c, "base": b, "d": compare(vals[c.key], vals[b.key], shared=True)}
              for c, b in pairs if vals.get(c.key) and vals.get(b.key)}
     keys = list(comps)
@@ -346,9 +346,17 @@ def judge(study, data: dict, pairs: list) -> tuple[dict, dict]:
         x["verdict"] = verdict(x["d"], pd, pt, margin, ALPHA, m)
         for c in (x["cell"], x["base"]):
             if c.key not in flags:
-                flags[c.key] = budget_limited(curves.get(c.key, [])).limited
+                flags[c.key] = _limited(study, data, c.key)
         x["limited"] = flags[x["cell"].key] or flags[x["base"].key]
     return comps, {"m": m, "level": level}
+
+
+def _limited(study, data: dict, key: str) -> bool:
+    """Budget-limited: the seed-mean validation curve's slope over its last third is above zero
+    beyond its noise (:func:`ablate.stats.budget_limited`) and the rise over that window exceeds
+    the study's margin (a steady rise smaller than the margin could not change a verdict)."""
+    curves = (data.get("curves") or {}).get(key, [])
+    return budget_limited(curves, alpha=ALPHA, min_gain=study.margin / 100).limited
 
 
 def _pct(level: float) -> str:
@@ -413,7 +421,7 @@ def _judging_sentence(study, comps: dict, info: dict) -> str:
             "\"better\"/\"worse\": the corrected difference test rejects Δ = 0; \"equivalent\": the corrected TOST "
             "puts Δ inside ±margin; otherwise inconclusive, with the seeds a cell that would give 80% power at the "
             "margin. \"budget-limited\": the cell's mean validation curve still rises over its last third of epochs "
-            "(slope test at 0.05).")
+            f"(slope test at {ALPHA:g}) by more than the margin.")
 
 
 def _short(text: str, limit: int = 300) -> str:
