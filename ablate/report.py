@@ -242,8 +242,8 @@ def render(study, data: dict, storage_label: str) -> str:
     limited = {c.key for c in cells if _limited(study, data, c.key)}
     lines += [f"Metric: `{study.metric}` (mIoU in points, 0-100) {describe_setup(study)}. "
               "Cell intervals are 95% t intervals over seeds.", "", _judging_sentence(study, comps, info), ""]
-    head = (f"| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [{_pct(info['level'])} CI] | attn params | "
-            "attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |")
+    head = (f"| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [{_pct(info['level'])} CI] | "
+            "attn params | attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |")
     lines += [head, "|" + "---|" * 11]
     costs = data.get("costs") or {}
     verdicts = []
