@@ -396,7 +396,7 @@ def _label_text(x: dict, margin_pts: float) -> str:
 def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> str:
     """One comparison as a sentence: Δ, its interval, how it was computed, the verdict, budget flags."""
     c, b, d = x["cell"], x["base"], x["d"]
-    interval = "" if x["interval"] is None else f" [{100 * x['interval'][0]:+.1f}, {100 * x['interval'][1]:+.1f}]"
+    interval = " " + _delta_text(x).split(" ", 1)[1].replace("[too wide]", "[interval too wide to print]")
     flagged = [t.title() for t in (c, b) if t.key in limited]
     note = f" Budget-limited (still improving over its last epochs): {', '.join(flagged)}." if flagged else ""
     return (f"- {c.title()}{' (reference)' if reference else ''} vs {b.title()}: Δ = {100 * d.mean:+.1f} points"
