@@ -508,7 +508,8 @@ _METHODS = [
      "t_c = t_{1-α/(2m), df}; paired df = n-1, λ = ε√n/s_d; Welch df = 2n-2, λ = ε/(s_p√(2/n))",
      "Cohen 1988 (noncentral t)", "`power`, `seeds_needed`"),
     ("Budget-limited", "OLS slope b of the seed-mean curve over the last third of epochs; flagged "
-     "when P(T_{k-2} > b/se(b)) < 0.05", "least-squares slope t test", "`budget_limited`"),
+     "when P(T_{k-2} > b/se(b)) < 0.05 and the fitted rise over that third exceeds ε (the report's "
+     "min_gain)", "least-squares slope t test", "`budget_limited`"),
     ("Sequential seeds", "stop a pair when its verdict is decided or the interval half-width < ε; "
      "verdicts at α/K over K possible looks keep the error ≤ α", "Bonferroni over looks; "
      "Jennison & Turnbull 2000", "`decided`, `look_alpha`, `next_seeds`"),
