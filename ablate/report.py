@@ -53,6 +53,7 @@ def collect(study, url: str) -> dict:
     pruned = []
     epochs = {"run": 0, "planned": 0}  # over complete and pruned trials
     finished = []  # complete and pruned trials: completion time, compute s, owner
+    fps: dict[str, list] = {}  # per cell, the finished trials' fingerprints (None: recorded before them)
     for t in trials:
         key, seed = t.user_attrs.get("cell_key"), t.user_attrs.get("seed")
         if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
@@ -64,6 +65,7 @@ def collect(study, url: str) -> dict:
         epochs["planned"] += planned
         if t.datetime_complete is not None:
             finished.append(_finished_record(t))
+        fps.setdefault(key, []).append(t.user_attrs.get("fingerprint"))
         if t.state == optuna.trial.TrialState.COMPLETE:
             values.setdefault(key, {})[seed] = t.value
             records.setdefault(key, []).append(t.user_attrs)
@@ -76,7 +78,7 @@ def collect(study, url: str) -> dict:
     running, here, pending = _progress(study, trials)
     return {"values": values, "records": records, "failed": final, "retry": retry, "pruned": pruned,
             "running": running, "running_here": here, "pending": pending, "epochs": epochs, "finished": finished,
-            "run": ostudy.user_attrs.get("last_run", {}), "curves": curves}
+            "run": ostudy.user_attrs.get("last_run", {}), "curves": curves, "fingerprints": fps}
 
 
 def _finished_record(t) -> dict:
@@ -313,7 +315,7 @@ def render(study, data: dict, storage_label: str) -> str:
                   "Not the trial's own failure (tracking, storage, files, a setting the study file's checks should "
                   "have refused): the next `python -m ablate.run` on this study runs them again.", ""]
         lines += [f"- {titles.get(k, k)} seed {s}: {_short(why)}" for k, s, why in data["retry"]]
-    lines += ["", "## Provenance", ""] + _provenance_lines(data)
+    lines += ["", "## Provenance", ""] + _provenance_lines(data) + _fingerprint_lines(study, data, cells)
     lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
                  f"by `python -m ablate.report {study.path}`. Cell keys: "
                  + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
@@ -452,6 +454,34 @@ def _provenance_lines(data: dict) -> list[str]:
                      f"runner ran the {workers['trials']} finished trials (by the trials' owner records); trial "
                      f"compute {workers['compute']:.0f} s, harness overhead {100 * workers['overhead']:.1f}% of their "
                      "busy time (each worker's first trial start to its last trial end).")
+    return lines
+
+
+def _fingerprint_lines(study, data: dict, cells: list) -> list[str]:
+    """The fingerprint fields all finished trials share, once, and a confound line for each
+    non-factor field whose value differs between cells (:func:`ablate.fingerprint.confounds`)."""
+    from .fingerprint import confound_line, confounds, describe, exempt_fields, shared
+
+    per_key = data.get("fingerprints") or {}
+    titles = {c.key: c.title() for c in cells}
+    found = {titles.get(k, str(k)): [f for f in fps if isinstance(f, dict)] for k, fps in per_key.items()}
+    found = {name: fps for name, fps in found.items() if fps}
+    missing = sum(not isinstance(f, dict) for fps in per_key.values() for f in fps)
+    if not found:
+        return ["Fingerprint: no fingerprint recorded (trials from before fingerprints)."] if missing else []
+    every = [f for fps in found.values() for f in fps]
+    common = shared(every)
+    lines = [f"Fingerprint (shared by all {len(every)} fingerprinted finished trials): "
+             + (describe(common) or "no field is shared by all of them") + "."]
+    if missing:
+        lines.append(f"{missing} finished trial(s) have no fingerprint recorded (trials from before fingerprints); "
+                     "the confound check covers the others only.")
+    exempt = exempt_fields(study.factors)
+    conf = confounds(found, exempt)
+    lines += [confound_line(c) for c in conf]
+    if not conf and len(found) > 1:
+        lines.append("Confound check: the cells' fingerprints agree on every field"
+                     + (f" but the factor-varied {', '.join(sorted(exempt))}" if exempt else "") + ".")
     return lines
 
 

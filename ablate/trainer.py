@@ -46,6 +46,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, S
 from .costs import forward_flops
 from .data.real import build_real_datasets, is_real, spec_from_dict, train_loader, val_loader
 from .data.synthetic import SceneConfig, make_split, num_classes
+from .fingerprint import fingerprint
 from .models.resnet import PretrainedWeightsError
 from .models.segmenter import SegmentationModule, feature_side
 
@@ -342,6 +343,7 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
         "compute_s": module.compute_seconds,
         "train_s": time.perf_counter() - wall0,
         "threads": torch.get_num_threads(),
+        "fingerprint": fingerprint(spec["precision"], cuda),
         "world_size": world,
         "pid": os.getpid(),
     }
