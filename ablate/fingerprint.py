@@ -9,12 +9,16 @@ factor of the study varies that field on purpose (``train.threads`` varies the t
 from __future__ import annotations
 
 import functools
-import importlib
+import importlib.util
 import platform
 import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("torch", "lightning", "optuna", "mmseg", "mmcv", "triton")
+# module -> the distributions that may install it
+PACKAGES = {"torch": ("torch",), "lightning": ("lightning",), "optuna": ("optuna",), "mmseg": ("mmsegmentation",),
+            "mmcv": ("mmcv", "mmcv-lite", "mmcv-full"), "triton": ("triton",)}
 
 # factor -> the fingerprint fields it varies on purpose (not a confound when it is a factor)
 FACTOR_FIELDS = {"train.threads": ("threads",), "trainer.precision": ("precision",),
@@ -51,14 +55,27 @@ def git_state() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def package_versions() -> dict:
-    """python and each of :data:`PACKAGES` that imports (a missing one is left out)."""
+    """python and each of :data:`PACKAGES` that is importable (a missing one is left out): the
+    loaded module's ``__version__``, else the installed distribution's version, so that nothing
+    heavy (mmseg, triton) is imported only to be named."""
     out = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name, dists in PACKAGES.items():
         try:
-            out[name] = str(getattr(importlib.import_module(name), "__version__", "unknown"))
-        except Exception:  # noqa: BLE001 - an optional package that fails to import is simply absent
+            loaded = getattr(sys.modules.get(name), "__version__", None)
+            if loaded or importlib.util.find_spec(name) is not None:
+                out[name] = str(loaded or _dist_version(dists))
+        except (ImportError, ValueError):
             continue
     return out
+
+
+def _dist_version(dists: tuple) -> str:
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 @functools.lru_cache(maxsize=1)

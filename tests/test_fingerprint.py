@@ -45,6 +45,16 @@ def test_fingerprint_without_git_gives_nulls(monkeypatch):
         fpmod.git_state.cache_clear()
 
 
+def test_a_package_that_is_not_installed_is_left_out(monkeypatch):
+    monkeypatch.setitem(fpmod.PACKAGES, "no_such_package_here", ("no-such-package-here",))
+    fpmod.package_versions.cache_clear()
+    try:
+        versions = fpmod.package_versions()
+        assert "no_such_package_here" not in versions and versions["torch"] == torch.__version__
+    finally:
+        fpmod.package_versions.cache_clear()
+
+
 def _fp(torch_version="2.3.0", threads=1, dirty=False):
     return {"git": {"commit": "a" * 40, "dirty": dirty}, "versions": {"torch": torch_version, "python": "3.11.0"},
             "device": "cpu X", "threads": threads, "precision": "32-true",
