@@ -40,6 +40,40 @@ def tiny_study(tmp_path: Path, name: str = "tiny", **overrides) -> Path:
     return path
 
 
+
+def base_study() -> dict:
+    """A small valid study as a dict; the validation tests change one thing in it at a time."""
+    return {
+        "name": "case",
+        "model": {"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "glore", "args": {"K": 4}},
+        "data": {"name": "synthetic", "task": "global_cue", "train_images": 16, "val_images": 8},
+        "train": {"epochs": 1, "batch_size": 4, "lr": 0.01, "threads": 1},
+        "factors": {"gcn": [True, False]},
+        "seeds": 2,
+        "baseline": {"gcn": True},
+    }
+
+
+def psamask_reference(x, psa_type: str, hm: int, wm: int):
+    """PSAMask by loops: mask entry (r, c) of pixel (y, x) weighs image position
+    (y + r - (hm - 1) // 2, x + c - (wm - 1) // 2); ``collect`` stores it at channel = that
+    position, space = (y, x); ``distribute`` at channel = (y, x), space = that position."""
+    b, _, h, w = x.shape
+    out = x.new_zeros(b, h * w, h, w)
+    for y in range(h):
+        for xx in range(w):
+            for r in range(hm):
+                for c in range(wm):
+                    ty, tx = y + r - (hm - 1) // 2, xx + c - (wm - 1) // 2
+                    if not (0 <= ty < h and 0 <= tx < w):
+                        continue
+                    value = x[:, r * wm + c, y, xx]
+                    if psa_type == "collect":
+                        out[:, ty * w + tx, y, xx] = value
+                    else:
+                        out[:, y * w + xx, ty, tx] = value
+    return out
+
 def run_cli(args: list[str], cwd: Path, **kw):
     import subprocess
 

@@ -18,6 +18,8 @@ from ablate.attention.ocnet import ObjectContext
 from ablate.attention.psanet import PSANetBlock, psa_mask
 from ablate.attention.zoo_pairwise import PRESETS
 
+from conftest import psamask_reference
+
 EXPECTED = {
     "danet", "danet_position", "danet_channel", "ocnet", "ocnet_pyramid", "ocnet_asp", "ccnet", "isa",
     "local_relation", "gcnet", "dnl", "cgnl", "psanet", "dgmn",
@@ -305,21 +307,9 @@ def test_cgnl_starts_as_identity_and_checks_groups():
 # --- PSANet --------------------------------------------------------------------------------
 
 def _psa_mask_loop(mask, mode):
-    """Direct transcription of the official PSAMask CPU loops."""
-    b, _, h, w = mask.shape
-    mh, mw, hh, hw = 2 * h - 1, 2 * w - 1, h - 1, w - 1
-    out = torch.zeros(b, h * w, h, w, dtype=mask.dtype)
-    for y in range(h):
-        for x in range(w):
-            for hidx in range(max(0, hh - y), min(mh, h + hh - y)):
-                for widx in range(max(0, hw - x), min(mw, w + hw - x)):
-                    ty, tx = hidx + y - hh, widx + x - hw
-                    val = mask[:, hidx * mw + widx, y, x]
-                    if mode == "collect":
-                        out[:, ty * w + tx, y, x] = val
-                    else:
-                        out[:, y * w + x, ty, tx] = val
-    return out
+    """The over-complete (2h - 1) x (2w - 1) mask cropped by the loop reference."""
+    h, w = mask.shape[-2:]
+    return psamask_reference(mask, mode, 2 * h - 1, 2 * w - 1)
 
 
 @pytest.mark.parametrize("mode", ["collect", "distribute"])

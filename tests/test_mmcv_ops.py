@@ -15,33 +15,13 @@ import torch
 pytest.importorskip("mmcv")
 
 from ablate.compat.mmcv_ops import install, is_standin  # noqa: E402
+from conftest import psamask_reference  # noqa: E402
 
 install()
 with warnings.catch_warnings():  # mmcv-lite's notice that MultiScaleDeformableAttention is missing
     warnings.filterwarnings("ignore", message=".*MultiScaleDeformableAttention", category=UserWarning)
     import mmcv  # noqa: E402
     import mmcv.ops  # noqa: E402
-
-
-def psamask_reference(x: torch.Tensor, psa_type: str, hm: int, wm: int) -> torch.Tensor:
-    """PSAMask by loops: mask entry (r, c) of pixel (y, x) weighs image position
-    (y + r - (hm - 1) // 2, x + c - (wm - 1) // 2); ``collect`` stores it at channel = that
-    position, space = (y, x); ``distribute`` at channel = (y, x), space = that position."""
-    b, _, h, w = x.shape
-    out = x.new_zeros(b, h * w, h, w)
-    for y in range(h):
-        for xx in range(w):
-            for r in range(hm):
-                for c in range(wm):
-                    ty, tx = y + r - (hm - 1) // 2, xx + c - (wm - 1) // 2
-                    if not (0 <= ty < h and 0 <= tx < w):
-                        continue
-                    value = x[:, r * wm + c, y, xx]
-                    if psa_type == "collect":
-                        out[:, ty * w + tx, y, xx] = value
-                    else:
-                        out[:, y * w + xx, ty, tx] = value
-    return out
 
 
 @pytest.mark.parametrize("psa_type", ["collect", "distribute"])

@@ -25,7 +25,7 @@ from ablate.data.synthetic import TASKS
 from ablate.errors import StudyError, exit_with
 from ablate.study import load_study
 
-from conftest import REPO
+from conftest import REPO, base_study
 
 GCN_EFFECT = REPO / "studies" / "gcn_effect.yaml"
 STUDY_FILES = sorted((REPO / "studies").glob("*.yaml"))
@@ -38,15 +38,7 @@ STUDY_FILES = sorted((REPO / "studies").glob("*.yaml"))
 # --------------------------------------------------------------------------------------------
 
 def _base() -> dict:
-    return {
-        "name": "case",
-        "model": {"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "glore", "args": {"K": 4}},
-        "data": {"name": "synthetic", "task": "global_cue", "train_images": 16, "val_images": 8},
-        "train": {"epochs": 1, "batch_size": 4, "lr": 0.01, "threads": 1},
-        "factors": {"gcn": [True, False]},
-        "seeds": 2,
-        "baseline": {"gcn": True},
-    }
+    return base_study()
 
 
 def _write(tmp_path: Path, name: str = "study", **changes) -> Path:

@@ -19,20 +19,15 @@ from ablate.errors import MAX_MESSAGE_CHARS, StudyError, brief
 from ablate.study import MAX_CELLS, MAX_SEED, MAX_SEEDS, load_study
 from ablate.study_text import MAX_DEPTH, MAX_NODES, MAX_STUDY_BYTES
 
-from conftest import REPO
+from conftest import REPO, base_study
 
 BOUND = MAX_MESSAGE_CHARS + 300  # the longest paragraph: message, file and key
 
 
 def _base() -> dict:
-    return {
-        "name": "case",
-        "model": {"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "glore", "args": {"K": 4}},
-        "data": {"name": "synthetic", "task": "global_cue", "train_images": 16, "val_images": 8},
-        "train": {"epochs": 1, "batch_size": 4, "lr": 0.01, "threads": 1},
-        "factors": {"gcn": [True, False]},
-        "seeds": 2,
-    }
+    s = base_study()
+    del s["baseline"]  # these cases leave the baseline at its default
+    return s
 
 
 def _text(**changes) -> str:
