@@ -22,9 +22,13 @@ import time
 from pathlib import Path
 
 from .errors import StudyError, exit_with
-from .stats import adjust, budget_limited, compare, interval_level, printable, summarize, tost, verdict
+from .report_rows import ALPHA, judge, search_cells, table
+from .report_rows import label_text as _label_text
+from .report_rows import limited as _limited
+from .report_rows import method_text as _method_text
+from .stats import summarize
 
-ALPHA = 0.05  # family level of the verdicts
+_search_cells = search_cells  # noqa: the old private name
 
 
 def _pts(x: float) -> str:
@@ -45,7 +49,7 @@ def collect(study, url: str) -> dict:
     except KeyError:
         return {"values": {}, "records": {}, "failed": [], "retry": [], "pruned": [], "running": 0, "running_here": 0,
                 "pending": len(study.trials()) if not study.search else study.search["n_trials"],
-                "epochs": {"run": 0, "planned": 0}, "finished": [], "run": {}, "curves": {}}
+                "epochs": {"run": 0, "planned": 0}, "finished": [], "run": {}, "curves": {}, "trials": []}
     trials = ostudy.get_trials(deepcopy=False)
     values: dict[str, dict[int, float]] = {}
     records: dict[str, list[dict]] = {}
@@ -54,8 +58,10 @@ def collect(study, url: str) -> dict:
     epochs = {"run": 0, "planned": 0}  # over complete and pruned trials
     finished = []  # complete and pruned trials: completion time, compute s, owner
     fps: dict[str, list] = {}  # per cell, the finished trials' fingerprints (None: recorded before them)
+    rows = []  # every trial, any state, for the CSV export
     for t in trials:
         key, seed = t.user_attrs.get("cell_key"), t.user_attrs.get("seed")
+        rows.append(_trial_row(t))
         if t.state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
             continue
         curve = t.user_attrs.get("curve") or [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
@@ -78,7 +84,26 @@ def collect(study, url: str) -> dict:
     running, here, pending = _progress(study, trials)
     return {"values": values, "records": records, "failed": final, "retry": retry, "pruned": pruned,
             "running": running, "running_here": here, "pending": pending, "epochs": epochs, "finished": finished,
-            "run": ostudy.user_attrs.get("last_run", {}), "curves": curves, "fingerprints": fps}
+            "run": ostudy.user_attrs.get("last_run", {}), "curves": curves, "fingerprints": fps, "trials": rows}
+
+
+def _trial_row(t) -> dict:
+    """One trial of any state as the CSV export needs it (values as stored)."""
+    from . import storage as st
+
+    attrs = t.user_attrs
+    curve = attrs.get("curve") or [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
+    config = attrs.get("config")
+    try:
+        cell = json.loads(attrs["cell"]) if isinstance(attrs.get("cell"), str) else dict(attrs.get("cell") or {})
+    except ValueError:
+        cell = {}
+    return {"number": t.number, "key": attrs.get("cell_key"), "seed": attrs.get("seed"), "state": t.state.name.lower(),
+            "fail_kind": t.system_attrs.get(st.ATTR + "fail_kind"), "value": t.value, "curve": list(curve), "cell": cell,
+            "planned": json.loads(config)["train"]["epochs"] if isinstance(config, str) else None,
+            **{k: attrs.get(k) for k in ("best_val_miou", "attention_params", "attention_flops", "total_params",
+                                         "wall_s", "compute_s")},
+            "fail_reason": t.system_attrs.get(st.ATTR + "fail_reason")}
 
 
 def _finished_record(t) -> dict:
@@ -203,32 +228,11 @@ def block_costs(cells: list, world_size: int = 1, device: str | None = None, hea
     return out
 
 
-def _search_cells(study, data: dict) -> list:
-    """A search study's cells are the points it sampled, best first."""
-    seen = {}
-    configs = [(key, recs[0].get("config")) for key, recs in data["records"].items()]
-    configs += [(p["key"], p["config"]) for p in data.get("pruned", [])]
-    for key, config in configs:
-        if isinstance(config, str) and key not in seen:
-            seen[key] = study.search_cell(json.loads(config)["cell"])
-    means = {k: sum(v.values()) / len(v) for k, v in data["values"].items()}
-    return sorted(seen.values(), key=lambda c: -means.get(c.key, 0.0))
-
-
-def render(study, data: dict, storage_label: str) -> str:
-    cells = _search_cells(study, data) if study.search else study.cells()
-    vals = data["values"]
-
-    def base_of(c):
-        if study.search:
-            return cells[0] if cells else None
-        return study.baseline_for(c, cells)
-
-    ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
-    planned = 1 if study.search else len(study.seeds)
-    n_pruned: dict[str, int] = {}
-    for p in data.get("pruned", []):
-        n_pruned[p["key"]] = n_pruned.get(p["key"], 0) + 1
+def render(study, data: dict, storage_label: str, tab: dict | None = None, figures: list | None = None) -> str:
+    """The Markdown report from the collected data (and its :func:`ablate.report_rows.table`,
+    computed here when not given); ``figures``: (file name relative to the report, caption)."""
+    tab = tab or table(study, data)
+    cells, comps, info, limited = tab["cells"], tab["comps"], tab["info"], tab["limited"]
     lines = [f"# {study.name}", ""]
     if data.get("running") or data.get("pending"):
         lines += [f"**Partial.** This report was written while the study was unfinished: {data.get('running', 0)} "
@@ -239,9 +243,6 @@ def render(study, data: dict, storage_label: str) -> str:
     if study.search:
         lines += [f"Search: {study.search['n_trials']} trials, {study.search['sampler']} sampler, one seed each; "
                   "rows are the sampled points, best first, and deltas are taken against the best.", ""]
-    pairs = [(c, base_of(c)) for c in cells]
-    comps, info = judge(study, data, [(c, b) for c, b in pairs if b is not None and b.key != c.key])
-    limited = {c.key for c in cells if _limited(study, data, c.key)}
     lines += [f"Metric: `{study.metric}` (mIoU in points, 0-100) {describe_setup(study)}. "
               "Cell intervals are 95% t intervals over seeds.", "", _judging_sentence(study, comps, info), ""]
     head = (f"| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [{_pct(info['level'])} CI] | "
@@ -249,24 +250,24 @@ def render(study, data: dict, storage_label: str) -> str:
     lines += [head, "|" + "---|" * 11]
     costs = data.get("costs") or {}
     verdicts = []
-    for c, base in pairs:
-        s = summarize(list(vals.get(c.key, {}).values()))
+    for r in tab["rows"]:
+        c = r["cell"]
         params, mflops, ms, mib = _cost_columns(c.key, data, costs)
-        name = c.title() + (" (reference)" if c.key in ref_keys else "")
-        if base is not None and c.key == base.key:
+        name = r["title"] + (" (reference)" if r["reference"] else "")
+        if r["role"] == "baseline":
             delta, verdict = "baseline", "—"
-        elif c.key not in comps:
+        elif r["role"] == "missing":
             delta, verdict = "n/a", "inconclusive (needs ≥ 2 seeds in both cells)"
         else:
             x = comps[c.key]
-            delta, verdict = _delta_text(x), _label_text(x, study.margin)
+            delta, verdict = _delta_text(x), r["verdict_text"]
             if x["verdict"].label in ("better", "worse"):
                 verdict = f"**{verdict}**"
-            verdicts.append((c.key in ref_keys, _verdict_line(x, c.key in ref_keys, limited, study.margin)))
-        ci = "n/a" if math.isnan(s.half_width) else f"[{_pts(s.ci[0])}, {_pts(s.ci[1])}]"
-        mean = "—" if s.n == 0 else f"{_pts(s.mean)} ± {_pts(s.std)}"
-        mean += " (budget-limited)" if c.key in limited else ""
-        seeds = f"{s.n}/{planned}" + (f" ({n_pruned[c.key]} pruned)" if c.key in n_pruned else "")
+            verdicts.append((r["reference"], _verdict_line(x, r["reference"], limited, study.margin)))
+        ci = "n/a" if r["ci"] is None else f"[{_pts(r['ci'][0])}, {_pts(r['ci'][1])}]"
+        mean = "—" if r["n"] == 0 else f"{_pts(r['mean'])} ± {_pts(r['std'])}"
+        mean += " (budget-limited)" if r["limited"] else ""
+        seeds = f"{r['n']}/{r['planned']}" + (f" ({r['pruned']} pruned)" if r["pruned"] else "")
         lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
                      f"{seeds} | {verdict} |")
     if costs:
@@ -290,18 +291,18 @@ def render(study, data: dict, storage_label: str) -> str:
     if grouped:
         verdicts = grouped
     lines += verdicts or ["- Not enough finished seeds for a verdict yet."]
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{cap}]({name})" for name, cap in figures]
     # per-class IoU and costs
     lines += ["", "## Per-class IoU and cost (means over finished seeds)", "",
               "| cell | per-class IoU | trial wall s | compute s | harness overhead |", "|---|---|---|---|---|"]
-    for c in cells:
-        recs = data["records"].get(c.key, [])
-        if not recs:
+    for r in tab["rows"]:
+        if "class_iou" not in r:
             continue
-        per = [sum(r["class_iou"][i] for r in recs) / len(recs) for i in range(len(recs[0]["class_iou"]))]
-        wall = sum(r["wall_s"] for r in recs) / len(recs)
-        comp = sum(r["compute_s"] for r in recs) / len(recs)
-        lines.append(f"| {c.title()} | {' / '.join(_pts(p) for p in per)} | {wall:.1f} | {comp:.1f} | "
+        wall, comp = r["wall_s"], r["compute_s"]
+        lines.append(f"| {r['title']} | {' / '.join(_pts(p) for p in r['class_iou'])} | {wall:.1f} | {comp:.1f} | "
                      f"{100 * (1 - comp / wall):.1f}% |")
+    lines += _image_lines(tab)
     if data.get("pruned") or study.pruner["name"] != "none":
         lines += _pruning_section(study, data, cells)
     titles = {c.key: c.title() for c in cells}
@@ -322,53 +323,33 @@ def render(study, data: dict, storage_label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def judge(study, data: dict, pairs: list) -> tuple[dict, dict]:
-    """Every (cell, baseline) pair with values in both: Δ (paired over shared seeds, else Welch),
-    difference and TOST p-values corrected together over the study (``study.correction``), the
-    interval at :func:`ablate.stats.interval_level`, the verdict, and whether either cell is
-    budget-limited. An interval :func:`ablate.stats.printable` rejects (n < 2, or wider than the
-    0-100 range) is dropped and its verdict is inconclusive. Returns (cell key -> comparison,
-    {"m": comparisons with a test, "level": the printed intervals' level})."""
-    vals, margin = data["values"], study.margin / 100
-    comps = {c.key: {"cell": c, "base": b, "d": compare(vals[c.key], vals[b.key], shared=True)}
-             for c, b in pairs if vals.get(c.key) and vals.get(b.key)}
-    keys = list(comps)
-    p_diff = adjust([comps[k]["d"].p for k in keys], study.correction)
-    p_tost = adjust([tost(comps[k]["d"], margin, ALPHA).p for k in keys], study.correction)
-    m = sum(not math.isnan(comps[k]["d"].p) for k in keys)
-    level = interval_level(ALPHA, m, study.correction)
-    flags = {}
-    for k, pd, pt in zip(keys, p_diff, p_tost):
-        x = comps[k]
-        iv = x["d"].interval(level)
-        x["interval"] = iv if printable(iv, 1.0) else None
-        if x["interval"] is None:
-            pd = pt = math.nan
-        x["p_diff"], x["p_tost"] = pd, pt
-        x["verdict"] = verdict(x["d"], pd, pt, margin, ALPHA, m)
-        for c in (x["cell"], x["base"]):
-            if c.key not in flags:
-                flags[c.key] = _limited(study, data, c.key)
-        x["limited"] = flags[x["cell"].key] or flags[x["base"].key]
-    return comps, {"m": m, "level": level}
-
-
-def _limited(study, data: dict, key: str) -> bool:
-    """Budget-limited: the seed-mean validation curve's slope over its last third is above zero
-    beyond its noise (:func:`ablate.stats.budget_limited`) and the rise over that window exceeds
-    the study's margin (a steady rise smaller than the margin could not change a verdict)."""
-    curves = (data.get("curves") or {}).get(key, [])
-    return budget_limited(curves, alpha=ALPHA, min_gain=study.margin / 100).limited
+def _image_lines(tab: dict) -> list[str]:
+    """Image-level intervals (issue 13 item 7) where the trials stored per-image counts."""
+    img = tab["images"]
+    if not img["with"]:
+        return ["", "Image-level intervals: n/a (trials predate per-image counts)."] if img["without"] else []
+    first = next(iter(img["with"].values()))
+    lines = ["", "## Image-level intervals", "",
+             f"Percentile bootstrap over the {first['n_images']} validation images ({first['n_boot']} resamples, "
+             "mIoU recomputed from the resampled images' summed intersection and union counts; "
+             "`ablate.stats.bootstrap_miou`), per seed; a cell's interval is the mean over its seeds of the per-seed "
+             "bounds (every seed is resampled with the same images). It covers the choice of validation images, "
+             "not the seeds: compare it with the 95% CI over seeds above.", "",
+             "| cell | mIoU of summed counts (seed mean) | image-level 95% CI | per seed |", "|---|---|---|---|"]
+    for r in tab["rows"]:
+        x = img["with"].get(r["key"])
+        if x is None:
+            lines.append(f"| {r['title']} | n/a | n/a (trials predate per-image counts) | |")
+            continue
+        per = ", ".join(f"{s['seed']}: [{_pts(s['lo'])}, {_pts(s['hi'])}]" for s in x["seeds"])
+        lines.append(f"| {r['title']} | {_pts(x['miou'])} | [{_pts(x['lo'])}, {_pts(x['hi'])}] | {per} |")
+    if img["without"]:
+        lines += ["", f"{img['without']} finished trial(s) have no per-image counts (trials predate per-image counts)."]
+    return lines
 
 
 def _pct(level: float) -> str:
     return f"{100 * level:.2f}".rstrip("0").rstrip(".") + "%"
-
-
-def _method_text(d) -> str:
-    if d.method == "paired":
-        return f"paired t over {d.n} shared seeds"
-    return f"Welch t over {d.n_a} and {d.n_b} seeds"
 
 
 def _delta_text(x: dict) -> str:
@@ -377,22 +358,6 @@ def _delta_text(x: dict) -> str:
         return f"{100 * d.mean:+.1f} [{'—' if math.isnan(d.se) else 'too wide'}]"
     lo, hi = x["interval"]
     return f"{100 * d.mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-
-
-def _label_text(x: dict, margin_pts: float) -> str:
-    """The verdict in words: better / worse (at this budget) / equivalent within ±m / inconclusive."""
-    v = x["verdict"]
-    if v.label == "worse" and x["limited"]:
-        return "worse at this budget (still improving)"
-    if v.label == "equivalent":
-        return f"equivalent within ±{margin_pts:g}"
-    if v.label != "inconclusive":
-        return v.label
-    if v.capped:
-        return f"inconclusive (more than {v.max_seeds} seeds a cell would be needed)"
-    if v.more is None:
-        return "inconclusive (needs ≥ 2 seeds in both cells)"
-    return f"inconclusive ({v.more} more seed{'s' if v.more != 1 else ''} would decide)"
 
 
 def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> str:
