@@ -47,8 +47,11 @@ from .costs import forward_flops
 from .data.real import build_real_datasets, is_real, spec_from_dict, train_loader, val_loader
 from .data.synthetic import SceneConfig, make_split, num_classes
 from .fingerprint import fingerprint
+from .image_counts import ATTR as IMAGE_COUNTS, encode as encode_counts
 from .models.resnet import PretrainedWeightsError
 from .models.segmenter import SegmentationModule, feature_side
+from .probes import PROBE_IMAGES, make_cue_probe
+from .seeds import SEED_STREAMS
 
 
 def quiet_libraries() -> None:
@@ -275,12 +278,15 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
         datamodule = _Batches((xt, yt), (xv, yv), train["batch_size"], seed)
     spec = _trainer_spec(config)
     extra = {k: train[k] for k in ("optimizer", "momentum", "schedule", "poly_power", "min_lr") if k in train}
-    try:
+    try:  # each part from its own seed stream (ablate/seeds.py), then the "train" stream
         module = SegmentationModule(n_classes, config["backbone"], config["mechanism"], config["args"],
                                     lr=train["lr"], weight_decay=train["weight_decay"], epochs=train["epochs"],
-                                    head=config.get("head"), **extra)
+                                    head=config.get("head"), seed=seed, **extra)
     except PretrainedWeightsError as e:  # a URL that cannot be fetched here: say where to put the file
         raise HarnessFailed(str(e)) from None
+    probing = not is_real(config["data"]) and data.task == "global_cue"
+    if probing:  # the attention mass on the cue, once per validation epoch (ablate/probes.py)
+        module.probe = make_cue_probe(xv[:PROBE_IMAGES], yv[:PROBE_IMAGES], seed)
     iterations = int(train.get("iterations") or 0)
     if iterations:  # step-based: validation every val_interval steps, across epochs of the loader
         length = dict(max_steps=iterations, max_epochs=-1, check_val_every_n_epoch=None,
@@ -336,6 +342,8 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
         "curve": curve,
         "class_iou": hist[-1]["class_iou"],
         "val_pixels": hist[-1]["val_pixels"],  # every rank's pixels: the whole validation set
+        # the last epoch's per-image intersection/union counts, every rank's images in order
+        IMAGE_COUNTS: encode_counts(module.image_counts[:, 0].numpy(), module.image_counts[:, 1].numpy()),
         "pruned_epoch": hook.pruned_epoch,  # None, or the 0-based epoch after which the trial stopped
         "attention_params": attention_params(module),
         "attention_flops": forward_flops(model.attention, (1, model.attention_channels, fh, fw)),
@@ -346,6 +354,8 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
         "fingerprint": fingerprint(spec["precision"], cuda),
         "world_size": world,
         "pid": os.getpid(),
+        "seed_streams": SEED_STREAMS,  # backbone, block, head and training draw from their own streams
+        **({"cue_mass": [h["cue_mass"] for h in hist]} if probing else {}),  # per epoch; None: no map
     }
 
 

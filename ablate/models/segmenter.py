@@ -4,6 +4,9 @@ The backbone is ``small_cnn`` (the synthetic task's) or ``resnet_d8`` (the paper
 ResNet, ``ablate/models/resnet.py``). ``head`` (``model.head`` of a study) optionally puts a 3x3
 conv to ``channels`` before the attention block and adds mmseg's auxiliary FCN head on ResNet
 stage 3; with the defaults the model is exactly backbone -> block -> dropout + 1x1 classifier.
+
+Given the trial ``seed``, each part is built from its own seed stream (``ablate/seeds.py``), so
+the backbone, ``reduce`` and head of seed s start from the same weights whatever the block.
 """
 from __future__ import annotations
 
@@ -13,12 +16,16 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import Metric
 from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassJaccardIndex
+from torchmetrics.utilities import dim_zero_cat
 
 from ..attention import get_preset
 from ..data.real import resize_logits_to
 from ..data.synthetic import IGNORE_INDEX
+from ..image_counts import confusion_counts
+from ..seeds import reseed
 from .backbone import BACKBONES as _SMALL, SmallCNN, conv_bn_relu
 from .resnet import BACKBONES as _RESNET
 
@@ -50,27 +57,47 @@ class Segmenter(nn.Module):
     """features = backbone(x); [features = reduce(features)]; features = attention(features);
     logits = head(features), upsampled to the input. ``head`` (optional): ``channels`` > 0 adds
     ``reduce`` (3x3 conv + BN + ReLU to that width); ``aux_weight`` > 0 adds ``aux_head`` on
-    ResNet stage 3, whose logits :meth:`forward_train` also returns."""
+    ResNet stage 3, whose logits :meth:`forward_train` also returns.
+
+    ``seed`` (the trial seed): reseed the generators with the part's own stream before building
+    each part (``backbone``, ``reduce``, ``attention``, ``head``, ``aux_head``) and with the
+    ``train`` stream after the last; None keeps whatever state the generators are in."""
 
     def __init__(self, num_classes: int, backbone: dict, mechanism: str, mechanism_args: dict,
-                 head: dict | None = None):
+                 head: dict | None = None, seed: int | None = None):
         super().__init__()
         head = head or {}
+
+        def stream(name: str) -> None:
+            if seed is not None:
+                reseed(seed, name)
+
+        stream("backbone")
         self.backbone = build_backbone(backbone)
         c = self.backbone.out_channels
         self.reduce = None
         if head.get("channels"):
+            stream("reduce")
             self.reduce = conv_bn_relu(c, head["channels"])
             c = head["channels"]
         self.attention_channels = c
+        stream("attention")
         self.attention = get_preset(mechanism).build(c, **mechanism_args)
+        stream("head")
         self.head = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c, num_classes, kernel_size=1))
         self.aux_head = None
         if head.get("aux_weight"):
             if not hasattr(self.backbone, "forward_stages"):
                 raise ValueError(f"an auxiliary head needs a backbone with stages (resnet_d8), not {backbone['name']}")
+            stream("aux_head")
             self.aux_head = nn.Sequential(conv_bn_relu(self.backbone.aux_channels, AUX_CHANNELS), nn.Dropout2d(0.1),
                                           nn.Conv2d(AUX_CHANNELS, num_classes, kernel_size=1))
+        stream("train")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the attention block sees: backbone features, through ``reduce`` when present."""
+        f = self.backbone(x)
+        return f if self.reduce is None else self.reduce(f)
 
     def _logits(self, f: torch.Tensor, size) -> torch.Tensor:
         if self.reduce is not None:
@@ -88,6 +115,27 @@ class Segmenter(nn.Module):
         c3, c4 = self.backbone.forward_stages(x)
         aux = F.interpolate(self.aux_head(c3), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return self._logits(c4, x.shape[-2:]), aux
+
+
+class ImageCounts(Metric):
+    """Per-image (intersection, union) pixel counts per class, rows (B, 2, C) concatenated over
+    batches and, under DDP, over ranks in rank order. The trainer gives each rank a contiguous
+    shard of the validation set in order (``ablate/trainer.py``), so the rows are in the split's
+    image order. Integer states: the counts are exact (torchmetrics' CatMetric casts to float)."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, ignore_index: int):
+        super().__init__()
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.add_state("rows", default=[], dist_reduce_fx="cat")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        inter, union = confusion_counts(pred, target, self.num_classes, self.ignore_index)
+        self.rows.append(torch.stack([inter, union], dim=1))
+
+    def compute(self) -> torch.Tensor:
+        return dim_zero_cat(self.rows) if self.rows else torch.zeros(0, 2, self.num_classes, dtype=torch.long)
 
 
 class SegmentationModule(L.LightningModule):
@@ -108,19 +156,29 @@ class SegmentationModule(L.LightningModule):
     ``optimizer``: ``adamw`` or ``sgd`` (with ``momentum``); ``schedule``: ``onecycle`` (15%
     warm-up) or ``poly`` (mmseg's PolyLR with ``poly_power`` and floor ``min_lr``), both stepped
     every optimiser step over Lightning's estimate of the run's steps.
+
+    ``image_counts`` holds the last validation epoch's per-image (intersection, union) counts,
+    (n_images, 2, C) int64 over every rank (:class:`ImageCounts`). ``probe`` (optional): a
+    callable ``probe(model) -> float | None`` run once after each validation epoch (in eval mode,
+    without gradients); its value goes to the epoch's ``history`` entry as ``cue_mass``.
+    ``seed``: the trial seed, for :class:`Segmenter`'s seed streams.
     """
 
     def __init__(self, num_classes: int, backbone: dict, mechanism: str, mechanism_args: dict,
                  lr: float = 3e-3, weight_decay: float = 1e-4, epochs: int = 10,
                  ignore_index: int = IGNORE_INDEX, head: dict | None = None, optimizer: str = "adamw",
-                 momentum: float = 0.9, schedule: str = "onecycle", poly_power: float = 0.9, min_lr: float = 0.0):
+                 momentum: float = 0.9, schedule: str = "onecycle", poly_power: float = 0.9, min_lr: float = 0.0,
+                 seed: int | None = None):
         super().__init__()
         self.save_hyperparameters()
-        self.model = Segmenter(num_classes, backbone, mechanism, mechanism_args, head)
+        self.model = Segmenter(num_classes, backbone, mechanism, mechanism_args, head, seed=seed)
         self.aux_weight = float((head or {}).get("aux_weight") or 0.0)
         self.miou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)
         self.class_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index)
         self.val_pixels = SumMetric()  # pixels scored (ignore_index excluded), over every rank
+        self.val_image_counts = ImageCounts(num_classes, ignore_index)
+        self.image_counts: torch.Tensor | None = None
+        self.probe = None
         self.compute_seconds = 0.0
         self._t0 = 0.0
         self.history: list[dict] = []
@@ -159,19 +217,33 @@ class SegmentationModule(L.LightningModule):
         self.miou.update(pred, y)
         self.class_iou.update(pred, y)
         self.val_pixels.update((y != self.hparams.ignore_index).sum())
+        self.val_image_counts.update(pred, y)
         self.log("val_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_end(self):
         miou = self.miou.compute()
         per_class = self.class_iou.compute()
         pixels = self.val_pixels.compute()
-        self.miou.reset()
-        self.class_iou.reset()
-        self.val_pixels.reset()
+        counts = self.val_image_counts.compute()
+        for metric in (self.miou, self.class_iou, self.val_pixels, self.val_image_counts):
+            metric.reset()
         self.log("val_miou", miou, sync_dist=True)  # already global: torchmetrics syncs on compute
         if not self.trainer.sanity_checking:
+            self.image_counts = counts.detach().cpu()
             self.history.append({"epoch": self.current_epoch, "val_miou": float(miou),
-                                 "class_iou": [float(v) for v in per_class], "val_pixels": int(pixels)})
+                                 "class_iou": [float(v) for v in per_class], "val_pixels": int(pixels),
+                                 "cue_mass": self._run_probe()})
+
+    def _run_probe(self) -> float | None:
+        if self.probe is None:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.probe(self.model)
+        finally:
+            self.model.train(was_training)
 
     def configure_optimizers(self):
         hp = self.hparams

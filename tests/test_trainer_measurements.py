@@ -1,0 +1,102 @@
+"""What a trial measures besides its mIoU curve: per-image counts (issue 13 item 7), the seed
+streams that pair cells (item 1) and the cue probe's attention mass (issue 11), through
+``run_trial`` on tiny synthetic trials."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ablate.attention import MECHANISMS
+from ablate.attention.vocab import Preset
+from ablate.image_counts import ATTR, decode
+from ablate.models.segmenter import Segmenter
+from ablate.seeds import SEED_STREAMS, derive
+from ablate.stats import bootstrap_miou, miou_from_counts
+from ablate.trainer import run_trial
+
+SMALL = {"name": "small_cnn", "width": 8, "depth": 3}
+
+
+def _config(mechanism: str, seed: int, task: str = "global_cue", epochs: int = 1, args: dict | None = None) -> dict:
+    return {"seed": seed, "backbone": dict(SMALL), "mechanism": mechanism, "args": args or {},
+            "data": {"task": task, "train_images": 32, "val_images": 24},
+            "train": {"epochs": epochs, "batch_size": 16, "lr": 0.01, "weight_decay": 1e-4}}
+
+
+class _Inert(nn.Module):
+    """An identity block that still draws 1000 random numbers at construction (an unused
+    parameter): a factor value that changes nothing but the generators' state."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.unused = nn.Parameter(torch.randn(1000))
+
+    def forward(self, x):
+        return x
+
+
+@pytest.fixture
+def inert(monkeypatch):
+    monkeypatch.setitem(MECHANISMS, "_inert", Preset("_inert", "none", _Inert, (), "-", "test: identity, unused weights"))
+    return "_inert"
+
+
+def test_derive_is_stable_and_separates_streams():
+    assert derive(0, "head") == derive(0, "head")
+    assert len({derive(s, n) for s in (0, 1) for n in ("backbone", "attention", "head", "train")}) == 8
+    assert 0 <= derive(123, "backbone") < 2 ** 63
+    # a fixed value: the derivation must not change between processes or versions of Python
+    assert derive(0, "head") == int.from_bytes(__import__("hashlib").sha256(b"ablate:0:head").digest()[:8],
+                                               "little") & (2 ** 63 - 1)
+
+
+def _shared_state(model: Segmenter) -> dict:
+    return {f"{part}.{k}": v for part in ("backbone", "head") for k, v in getattr(model, part).state_dict().items()}
+
+
+def test_backbone_and_head_init_are_bit_identical_across_mechanisms(inert):
+    ref = _shared_state(Segmenter(5, SMALL, "none", {}, seed=3))
+    for mechanism, args in (("nonlocal", {}), ("glore", {"K": 4}), (inert, {})):
+        other = _shared_state(Segmenter(5, SMALL, mechanism, args, seed=3))
+        assert other.keys() == ref.keys()
+        assert all(torch.equal(other[k], ref[k]) for k in ref), mechanism
+    assert not torch.equal(Segmenter(5, SMALL, "none", {}, seed=4).head[1].weight, ref["head.1.weight"])
+    # without streams (seed=None: one global seed, as before) the block's draws move the head
+    torch.manual_seed(3)
+    plain = Segmenter(5, SMALL, "none", {}).head[1].weight
+    torch.manual_seed(3)
+    assert not torch.equal(Segmenter(5, SMALL, inert, {}).head[1].weight, plain)
+
+
+def test_a_factor_that_changes_nothing_gives_delta_zero_per_seed(inert):
+    for seed in (0, 1):
+        a = run_trial(_config("none", seed), threads=1)
+        b = run_trial(_config(inert, seed), threads=1)
+        assert b["attention_params"] == 1000 and a["attention_params"] == 0
+        assert a["curve"] == b["curve"] and a["class_iou"] == b["class_iou"]  # Δ = 0 exactly
+        assert a[ATTR] == b[ATTR]
+        assert a["seed_streams"] == b["seed_streams"] == SEED_STREAMS
+    assert run_trial(_config("none", 2), threads=1)["curve"] != a["curve"], "the seed should still matter"
+
+
+def test_image_counts_give_back_the_trials_miou_and_a_bootstrap_interval():
+    result = run_trial(_config("nonlocal", 0, epochs=2), threads=1)
+    inter, union = decode(result[ATTR])
+    assert inter.shape == union.shape == (24, 5)
+    assert (inter <= union).all() and (inter >= 0).all()
+    assert miou_from_counts(inter, union) == pytest.approx(result["final_val_miou"], abs=1e-6)
+    total_u = union.sum(0)
+    per_class = np.where(total_u > 0, inter.sum(0) / np.maximum(total_u, 1), 0.0)
+    np.testing.assert_allclose(per_class, result["class_iou"], atol=1e-6)
+    boot = bootstrap_miou(inter, union, n_boot=300)
+    assert boot.lo <= result["final_val_miou"] <= boot.hi
+    # the cue probe ran once per validation epoch and found the Non-local map
+    assert len(result["cue_mass"]) == len(result["curve"]) == 2
+    assert all(0.0 <= m <= 1.0 for m in result["cue_mass"])
+
+
+def test_cue_mass_only_for_global_cue_and_none_without_a_map():
+    assert run_trial(_config("none", 0), threads=1)["cue_mass"] == [None]
+    assert "cue_mass" not in run_trial(_config("none", 0, task="local"), threads=1)
