@@ -1,16 +1,45 @@
-"""``python -m ablate list [--channels C]``: the mechanisms, their families, papers, factors with
-defaults, and the widths a block with a reduction ratio actually gets at C input channels
-(default 32, the small backbone's width; a ratio's width has a floor, see
-``ablate/attention/widths.py``).
+"""``ablate COMMAND ...`` (the console script; ``python -m ablate`` is the same).
 
-``python -m ablate run STUDY.yaml`` and ``python -m ablate report STUDY.yaml`` are aliases of
-``python -m ablate.run`` and ``python -m ablate.report``.
+Commands (``ablate COMMAND --help`` for each):
+
+  run STUDY.yaml [KEY=VALUE ...]   run every cell x seed of a study, then write its report; KEY=VALUE
+                                   overrides a setting (train.epochs=3 seeds=2 model.args.K=32),
+                                   --smoke runs every cell once on a few batches, --dry-run shows the plan
+  report STUDY.yaml                write a study's report from its storage
+  list [--channels C]              the mechanisms: family, paper, factors with defaults, and the inner
+                                   widths a block gets at C input channels (default 32)
+  doctor                           check this installation and machine (python -m ablate.doctor)
+  costs                            params, FLOPs, latency and peak memory of each mechanism's block
+  bench                            the fused kernels against their reference implementations
+
+``python -m ablate.run``, ``python -m ablate.report``, ``python -m ablate.costs`` and
+``python -m ablate_kernels.bench`` keep working; the commands here call the same functions.
+Output cut short by a closed pipe (``ablate list | head -3``) ends quietly with status 141.
 """
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 
 DEFAULT_CHANNELS = 32
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
+
+# command -> (module, function taking argv and returning the exit status)
+COMMANDS = {
+    "run": ("ablate.run", "main"),
+    "report": ("ablate.report", "main"),
+    "list": ("ablate.__main__", "list_main"),
+    "doctor": ("ablate.doctor", "main"),
+    "costs": ("ablate.costs", "main"),
+    "bench": ("ablate_kernels.bench", "main"),
+}
+LIST_HELP = """usage: ablate list [--channels C]
+
+The mechanisms by family, each with its paper, its factors (default, valid values, meaning) and
+the named inner widths (bottleneck, state, ...) a block built at its defaults gets at C input
+channels (default 32, the small backbone's width; a ratio's width has a floor, see
+ablate/attention/widths.py)."""
 
 
 def effective_widths(preset, channels: int) -> dict[str, int]:
@@ -47,31 +76,87 @@ def _channels(rest: list[str]) -> int | None:
         return DEFAULT_CHANNELS
     if len(rest) == 2 and rest[0] == "--channels" and rest[1].isdigit() and int(rest[1]) >= 1:
         return int(rest[1])
-    print(f"error: python -m ablate list takes only --channels C with C a positive integer "
+    print(f"error: ablate list takes only --channels C with C a positive integer "
           f"(the block's input channels, default {DEFAULT_CHANNELS}), got {' '.join(rest)!r}.", file=sys.stderr)
     return None
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def list_main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(LIST_HELP)
+        return 0
+    channels = _channels(argv)
+    if channels is None:
+        return 2
+    list_mechanisms(sys.stdout, channels=channels)
+    return 0
+
+
+def _run(argv: list[str]) -> int:
+    """``ablate run``: smoke mode goes to :mod:`ablate.smoke`, everything else to :mod:`ablate.run`."""
+    if "--smoke" in argv and not any(a in ("-h", "--help") for a in argv):
+        from .smoke import main as smoke_main
+
+        return smoke_main(argv)
+    from .run import main as run_main
+
+    return run_main(argv)
+
+
+def _command(cmd: str):
+    """The function behind ``cmd``, imported only now (torch and Lightning are slow to import)."""
+    if cmd == "run":
+        return _run
+    module, attr = COMMANDS[cmd]
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        return None
+    return getattr(mod, attr, None)
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "list":
-        channels = _channels(rest)
-        if channels is None:
-            return 2
-        list_mechanisms(channels=channels)
+    if argv[0] == "--version":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"ablate {version('ablate')}")
+        except PackageNotFoundError:
+            print("ablate (not installed; running from a checkout)")
         return 0
-    if cmd == "run":
-        from .run import main as run_main
-        return run_main(rest)
-    if cmd == "report":
-        from .report import main as report_main
-        return report_main(rest)
-    print(f"error: unknown command {cmd!r}; valid: list, run, report.", file=sys.stderr)
-    return 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"error: unknown command {cmd[:60]!r}; valid: {', '.join(COMMANDS)} (ablate --help says what "
+              "each does).", file=sys.stderr)
+        return 2
+    func = _command(cmd)
+    if func is None:
+        module, attr = COMMANDS[cmd]
+        print(f"error: ablate {cmd} is not available in this installation ({module}.{attr} is missing); "
+              f"reinstall ablate (pip install -e .).", file=sys.stderr)
+        return 2
+    code = func(rest)
+    return 0 if code is None else int(code)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = _dispatch(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader went away (`ablate list | head -3`): stop quietly; point stdout at /dev/null so
+        # that the interpreter's own flush at exit does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":

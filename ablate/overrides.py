@@ -193,7 +193,7 @@ def effective_raw(path: str | Path, overrides: list[str], smoke: bool = False) -
     if smoke:
         from .smoke import smoke_transform
 
-        out = smoke_transform(out)
+        out = smoke_transform(out, source)
         out["name"] = f"{str(out.get('name', base))[:100 - 6]}-smoke"
     return out
 
@@ -256,4 +256,10 @@ def effective_yaml(path: str | Path, overrides: list[str], smoke: bool = False) 
     raw = effective_raw(path, overrides, smoke)
     said = " ".join(overrides) + (" --smoke" if smoke else "")
     head = f"# effective study: {path} with {said.strip() or 'no overrides'}\n"
+    if smoke:
+        from .smoke import smoke_overrides
+        from .study_text import read_study
+
+        first = apply_overrides(read_study(Path(path), str(path)), overrides, str(path))
+        head += f"# smoke mode sets: {' '.join(smoke_overrides(first, str(path)))}\n"
     return head + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=100)

@@ -1,0 +1,192 @@
+"""Smoke mode, ``ablate run STUDY.yaml --smoke``: every cell of the study once, before it goes to a
+cluster, so that a configuration mistake (a factor value a block refuses at build time, a shape
+that breaks in a forward pass, a data setting the loader cannot serve) fails in seconds here
+rather than hours into a job.
+
+Smoke mode is a set of overrides (:func:`smoke_overrides`, shown by ``--smoke --dry-run``):
+
+- one seed (the study's first);
+- one epoch (``train.epochs=1``), or two optimiser steps for a study that trains by
+  ``train.iterations`` (validated once, at the end);
+- a few batches: the training split cut to 2 batches and validation to 1 (synthetic data:
+  ``train_images = 2 x batch_size``, ``val_images = batch_size``; real data: the first
+  ``2 x batch_size`` training images and one validation image per device);
+- a search study samples 1 trial.
+
+Factors that vary these settings keep their cells apart: their values are replaced by small
+distinct ones in the same order (``train.epochs: [10, 30]`` becomes ``[1, 2]``). A study that
+varies ``train.val_interval`` is refused (its values must divide the iterations it runs).
+
+The run goes through the normal runner into a throwaway folder (a new temporary folder, removed
+when every trial passed; kept, and named, when one failed) with no report and no W&B logging;
+the study is named ``<name>-smoke``. Everything else (trainer, precision, devices, pruner,
+data_root, pretrained weights) is the study's own, so the smoke run checks them too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import StudyError, exit_with
+
+TRAIN_BATCHES = 2  # training batches per smoke trial
+ROUND_KEYS = {"epochs": 1, "iterations": 2}  # train key -> its smoke value (the smallest of a factor's)
+
+
+def _seq(values, first: int, step: int = 1) -> list:
+    """Small distinct replacements of ``values``, in the order of the originals."""
+    order = sorted(set(values), key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else 0))
+    rank = {v: i for i, v in enumerate(order)}
+    return [first + step * rank[v] for v in values]
+
+
+def _capped(values, cap: int) -> list:
+    """``values`` capped at ``cap``, kept distinct (cap, cap + 1, ... where capping would merge them)."""
+    capped = [min(v, cap) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else cap for v in values]
+    return capped if len(set(capped)) == len(capped) else _seq(values, cap)
+
+
+def _batch_size(raw: dict) -> int:
+    """The largest global batch the study trains with (its train.batch_size and any factor's)."""
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    sizes = [train.get("batch_size", 32)]
+    factors = raw.get("factors") if isinstance(raw.get("factors"), dict) else {}
+    spec = factors.get("train.batch_size")
+    sizes += spec if isinstance(spec, list) else spec.get("choices", [spec.get("high", 0)]) if isinstance(spec, dict) else []
+    sizes += [r.get("train.batch_size", 0) for r in raw.get("references") or [] if isinstance(r, dict)]
+    return max([s for s in sizes if isinstance(s, int) and not isinstance(s, bool) and s > 0] or [32])
+
+
+def _data_caps(raw: dict) -> dict:
+    """data key -> smoke value: 2 training batches, 1 validation batch (real data: 1 image per device)."""
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    batch = _batch_size(raw)
+    trainer = raw.get("trainer") if isinstance(raw.get("trainer"), dict) else {}
+    devices = trainer.get("devices", 1) if isinstance(trainer.get("devices", 1), int) else 1
+    if data.get("name", "synthetic") == "synthetic":
+        return {"train_images": TRAIN_BATCHES * batch, "val_images": batch}
+    return {"train_images": TRAIN_BATCHES * batch, "val_images": max(1, devices)}
+
+
+def smoke_overrides(raw: dict, source: str = "study") -> list[str]:
+    """The overrides (``KEY=VALUE``) that make ``raw``, the mapping of the study file ``source``, a
+    smoke run."""
+    if not isinstance(raw, dict):
+        return []
+    out = []
+    seeds = raw.get("seeds", 3)
+    out.append(f"seeds=[{seeds[0] if isinstance(seeds, list) and seeds else 0}]")
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    rounds = "iterations" if train.get("iterations") else "epochs"
+    out.append(f"train.{rounds}={ROUND_KEYS[rounds]}")
+    if train.get("val_interval"):
+        out.append("train.val_interval=0")
+    caps = _data_caps(raw)
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    for k, cap in caps.items():
+        v = data.get(k, 0)
+        out.append(f"data.{k}={min(v, cap) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else cap}")
+    factors = raw.get("factors") if isinstance(raw.get("factors"), dict) else {}
+    small = {f"train.{k}": v for k, v in ROUND_KEYS.items()}
+    small.update({f"data.{k}": v for k, v in caps.items()})
+    refs = [r for r in raw.get("references") or [] if isinstance(r, dict)]
+    if "train.val_interval" in factors or any("train.val_interval" in r for r in refs):
+        raise StudyError(source, "factors.train.val_interval", "smoke mode cannot shrink a study that varies "
+                         "train.val_interval (its values must divide train.iterations); smoke-test a copy of "
+                         "the study without that factor.")
+    for k, spec in factors.items():
+        if k not in small:
+            continue
+        out.append(f"factors.{k}={json.dumps(_shrunk(k, spec, small[k]))}")
+    for i, ref in enumerate(raw.get("references") or []):
+        for k in (k for k in (ref if isinstance(ref, dict) else {}) if k in small):
+            out.append(f"references[{i}].{k}={small[k]}")
+    search = raw.get("search")
+    if isinstance(search, dict):
+        out.append("search.n_trials=1")
+    return out
+
+
+def _shrunk(key: str, spec, small: int):
+    """A factor's grid list or search range over a round or data-size key, made small."""
+    cap = key.startswith("data.")
+    if isinstance(spec, list):
+        return _capped(spec, small) if cap else _seq(spec, small, small)
+    if isinstance(spec, dict) and isinstance(spec.get("choices"), list):
+        return {**spec, "choices": _capped(spec["choices"], small) if cap else _seq(spec["choices"], small, small)}
+    if isinstance(spec, dict):
+        return {k: v for k, v in {**spec, "low": small, "high": small * 2, "step": None, "log": None}.items()
+                if v is not None}
+    return spec
+
+
+def smoke_transform(raw: dict, source: str = "study") -> dict:
+    """``raw`` with :func:`smoke_overrides` applied."""
+    from .overrides import apply_overrides
+
+    return apply_overrides(raw, smoke_overrides(raw, source), source)
+
+
+def run_smoke(path: str, overrides: list[str], workers: int = 1, threads: int = 0, run_dir: str | None = None,
+              dry_run: bool = False, out=sys.stdout) -> int:
+    """Run every cell of the study at ``path`` (with ``overrides``) once in smoke mode through the
+    normal runner; returns the runner's exit status. Errors in the study exit 2 as usual."""
+    from .overrides import effective_raw, effective_yaml, load_with_overrides
+    from .run import main as run_main, print_plan
+
+    try:
+        study = load_with_overrides(path, overrides, smoke=True)
+        raw = effective_raw(path, overrides, smoke=True)
+    except StudyError as e:
+        exit_with(e)
+    if dry_run:
+        print(effective_yaml(path, overrides, smoke=True), file=out)
+        print_plan(study, out)
+        return 0
+    folder = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"ablate-smoke-{study.name[:40]}-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    effective = folder / f"{study.name}.yaml"  # the study that ran, kept with the run while it is kept
+    effective.write_text(effective_yaml(path, overrides, smoke=True), encoding="utf-8")
+    cells = len(study.cells()) or study.search["n_trials"]
+    print(f"ablate smoke: {path}: {cells} cells x 1 seed, {_rounds(study)} on {raw['data']['train_images']} "
+          f"training images, in {folder}", file=out, flush=True)
+    t0 = time.perf_counter()
+    code = run_main([str(effective), "--run-dir", str(folder), "--no-report", "--no-wandb",
+                     "--workers", str(workers), "--threads", str(threads)])
+    wall = time.perf_counter() - t0
+    rate = f"{wall / cells:.1f}s per cell" if cells else ""
+    if code == 0:
+        if not run_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+        print(f"ablate smoke: passed: {cells} cells in {wall:.0f}s ({rate}).", file=out)
+    else:
+        print(f"ablate smoke: FAILED (exit {code}) after {wall:.0f}s; the run folder {folder} is kept "
+              "(its journal and logs say which trial failed and why).", file=out)
+    return code
+
+
+def _rounds(study) -> str:
+    t = study.train
+    return f"{t.iterations} steps" if t.iterations else f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="ablate run STUDY --smoke", description=__doc__.split("\n\n")[0])
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied before smoke mode's own")
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # implied
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--run-dir", help="run folder to keep (default: a temporary folder, removed if all pass)")
+    p.add_argument("--dry-run", action="store_true", help="print the effective study and the plan, run nothing")
+    args = p.parse_intermixed_args(argv)
+    return run_smoke(args.study, args.overrides, args.workers, args.threads, args.run_dir, args.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
