@@ -398,11 +398,111 @@ def decided(verdict_label: str | Verdict, half_width: float, margin: float) -> b
     return lab != "inconclusive" or (math.isfinite(half_width) and half_width < margin)
 
 
-def look_alpha(alpha: float, start: int, max_seeds: int) -> float:
-    """Per-look family level alpha / K for K = max_seeds - start + 1 possible looks (Bonferroni over
-    looks): the chance of any wrong call over all looks stays ≤ alpha whatever the stopping rule
-    (conservative; cf. Jennison & Turnbull 2000 for group-sequential boundaries)."""
-    return alpha / max(1, max_seeds - start + 1)
+def look_counts(start: int, max_seeds: int, step: int = 1) -> list[int]:
+    """The seeds a pair can have when it is looked at: start, start + step, ... and max_seeds.
+
+    :func:`next_seeds` grows a pair by ``step`` or aligns it to its partner's count, so every
+    count stays on this grid (a trial that fails for a reason of its own leaves a cell one value
+    short: that look happens off the grid, a small excess over the union bound)."""
+    if not 1 <= start <= max_seeds or step < 1:
+        raise ValueError(f"need 1 <= start <= max_seeds and step >= 1; got start={start}, max_seeds={max_seeds}, "
+                         f"step={step}")
+    return sorted(set(range(start, max_seeds, step)) | {max_seeds})
+
+
+def look_alpha(alpha: float, start: int, max_seeds: int, step: int = 1) -> float:
+    """Per-look family level alpha / K for the K = len(:func:`look_counts`) possible looks
+    (Bonferroni over looks: K = max_seeds - start + 1 with step 1): the chance of any wrong call
+    over all looks stays <= alpha whatever the stopping rule, since the verdict at n seeds is a
+    function of the first n seeds (conservative; cf. Jennison & Turnbull 2000 for
+    group-sequential boundaries, which spend alpha less bluntly)."""
+    return alpha / len(look_counts(start, max_seeds, step))
+
+
+def verdict_alpha(alpha: float, sequential: Mapping | None = None) -> float:
+    """The family level a study's verdicts are taken at: ``alpha`` for a fixed set of seeds;
+    :func:`look_alpha` for sequential seeds (``sequential``: {"start", "max", "step"}, as
+    ``Study.sequential``). The runner stops adding seeds at this level and the report judges at
+    it, so the verdict that stopped a pair is the one printed."""
+    if not sequential:
+        return alpha
+    return look_alpha(alpha, sequential["start"], sequential["max"], sequential.get("step", 1))
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One comparison of a family: its Δ, adjusted p-values, printed interval and verdict."""
+    d: Diff
+    p_diff: float  # adjusted; nan when the interval is not printable
+    p_tost: float
+    interval: tuple[float, float] | None  # at ``level``; None when not printable
+    level: float
+    verdict: Verdict
+
+    @property
+    def half_width(self) -> float:
+        """Half-width of the interval at ``level``; nan when the spread is unknown."""
+        return self.d.half_width_at(self.level)
+
+
+def judge_family(diffs: Sequence[Diff], margin: float, alpha: float = 0.05, correction: str = "holm",
+                 metric_range: float = 1.0, max_seeds: int = 50) -> list[Judged]:
+    """Verdicts of a study's comparisons taken together (the report's rule, in numbers).
+
+    Difference and TOST p-values are adjusted as two families with ``correction``; m counts the
+    comparisons with a test; the interval is at :func:`interval_level`; an interval that
+    :func:`printable` rejects (wider than ``metric_range``) makes its comparison inconclusive.
+    """
+    p_diff = adjust([d.p for d in diffs], correction)
+    p_tost = adjust([tost(d, margin, alpha).p for d in diffs], correction)
+    m = sum(not math.isnan(d.p) for d in diffs)
+    level = interval_level(alpha, m, correction)
+    out = []
+    for d, pd, pt in zip(diffs, p_diff, p_tost):
+        iv = d.interval(level)
+        if not printable(iv, metric_range):
+            iv, pd, pt = None, math.nan, math.nan
+        out.append(Judged(d, pd, pt, iv, level, verdict(d, pd, pt, margin, alpha, m, max_seeds=max_seeds)))
+    return out
+
+
+@dataclass(frozen=True)
+class Look:
+    """One look of sequential seeding: each pair's verdict and whether it is decided, and the
+    seeds each cell runs next ({} when the study is finished)."""
+    alpha: float  # the per-look family level
+    judged: dict  # (cell_a, cell_b) -> Judged; pairs without 2 values in each cell are left out
+    decided: dict  # (cell_a, cell_b) -> bool
+    new: dict  # cell -> seeds to run next
+
+
+def sequential_look(values: Mapping[Hashable, Mapping[int, float]], done: Mapping[Hashable, Sequence[int]],
+                    pairs: Sequence[tuple], margin: float, alpha: float, correction: str, start: int,
+                    max_seeds: int, step: int = 1, seed_order: Sequence[int] | None = None) -> Look:
+    """Judge every pair (cell, baseline) on the values finished so far and pick the next seeds.
+
+    ``values``: {cell: {seed: value}} of the finished trials; ``done``: each cell's seeds finished
+    (failed ones included). Verdicts are taken at :func:`look_alpha` with :func:`judge_family`,
+    Holm replaced by Bonferroni: a Bonferroni-adjusted p is never below Holm's, so a pair stopped
+    here stays decided under the report's Holm, however the other pairs move. A pair is decided
+    (:func:`decided`) by its verdict or by precision (half-width at the printed level below the
+    margin); a pair whose cells have their seeds but fewer than 2 values (failed trials) is not
+    grown either. Then :func:`next_seeds` with ``batch=step``.
+    """
+    a = look_alpha(alpha, start, max_seeds, step)
+    ready = [(x, b) for x, b in pairs if len(values.get(x, {})) >= 2 and len(values.get(b, {})) >= 2]
+    diffs = [compare(values[x], values[b], shared=True) for x, b in ready]
+    family = judge_family(diffs, margin, a, "bonferroni" if correction == "holm" else correction)
+    judged = dict(zip(ready, family))
+    state = {}
+    for pair in pairs:
+        x, b = pair
+        if pair in judged:
+            state[pair] = decided(judged[pair].verdict, judged[pair].half_width, margin)
+        else:  # too few values: undecided while seeds are missing, given up once they are done
+            state[pair] = min(len(set(done.get(x, ()))), len(set(done.get(b, ())))) >= start
+    new = next_seeds(done, state, start, max_seeds, seed_order, batch=step)
+    return Look(a, judged, state, new)
 
 
 def next_seeds(done: Mapping[Hashable, Sequence[int]], pairs: Mapping[tuple, bool], start: int,
@@ -510,9 +610,12 @@ _METHODS = [
     ("Budget-limited", "OLS slope b of the seed-mean curve over the last third of epochs; flagged "
      "when P(T_{k-2} > b/se(b)) < 0.05 and the fitted rise over that third exceeds ε (the report's "
      "min_gain)", "least-squares slope t test", "`budget_limited`"),
-    ("Sequential seeds", "stop a pair when its verdict is decided or the interval half-width < ε; "
-     "verdicts at α/K over K possible looks keep the error ≤ α", "Bonferroni over looks; "
-     "Jennison & Turnbull 2000", "`decided`, `look_alpha`, `next_seeds`"),
+    ("Sequential seeds (`seeds: {start, max, step}`)", "every cell runs `start` seeds; after each look a pair "
+     "stops when its verdict is decided or its interval half-width < ε, else it and its baseline get `step` more "
+     "seeds, up to `max`; every verdict of such a study (the runner's and the report's) is taken at α/K, K = the "
+     "possible looks (start, start+step, ..., max), which keeps the chance of any wrong call ≤ α",
+     "Bonferroni over looks; Jennison & Turnbull 2000", "`sequential_look`, `look_alpha`, `verdict_alpha`, "
+     "`next_seeds`"),
     ("Image-level mIoU interval", "resample images with replacement, mIoU of the summed counts "
      "(classes with zero union left out), percentile interval", "Efron & Tibshirani 1993",
      "`bootstrap_miou`"),

@@ -22,7 +22,8 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
       gcn: [on, off]                 # a mechanism factor, 'mechanism', or train.X / data.X / backbone.X
     references:                      # extra cells outside the grid (optional)
       - {mechanism: none}
-    seeds: [0, 1, 2]                 # or a count: 3 -> [0, 1, 2]; at most 1,000 seeds, each < 2**31
+    seeds: [0, 1, 2]                 # or a count: 3 -> [0, 1, 2]; at most 1,000 seeds, each < 2**31;
+                                     # or {start: 3, max: 10}: sequential seeds (below)
     metric: val_miou                 # val_miou (last epoch) or best_val_miou
     baseline: {gcn: on}              # the cell the deltas are taken against (default: first); naming
                                      # only some factors ({mechanism: none} in a mechanism x task grid)
@@ -77,6 +78,14 @@ use them are those they always had.
 :mod:`ablate.report`): a difference inside ±margin points can be called equivalent, and every
 comparison of the study is corrected together. They are never part of a cell key, so changing
 them re-judges the finished trials instead of starting new ones.
+
+``seeds: {start: S, max: M, step: k}`` (k defaults to 1) runs seeds 0..S-1 in every cell, then
+looks at the verdicts: each comparison with its baseline that is still undecided (neither
+better/worse nor equivalent, and its interval's half-width not yet below the margin) gets k more
+seeds in both cells (seeds S, S+1, ... in order, so seeds stay paired), up to M, one look at a
+time (see :func:`ablate.stats.sequential_look`). Every verdict of such a study, the runner's and
+the report's, is taken at alpha / K over its K possible looks (:func:`ablate.stats.verdict_alpha`).
+It works with grids only (not with ``search:``) and without a pruner (a pruned trial has no value).
 
 ``pruner`` stops a trial early when its val mIoU after an epoch is poor next to the trials
 finished before it (Optuna's pruners; the step is Lightning's 0-based epoch index, and a
@@ -274,6 +283,8 @@ class Study:
     check_files: bool = True  # check real-data layouts and weight files on disk (off: schema only)
     margin: float = 1.0  # mIoU points; the report's equivalence margin (never in a cell key)
     correction: str = "holm"  # the report's multiple-comparison correction (never in a cell key)
+    # seeds: {start, max, step}: {"start": S, "max": M, "step": k}; seeds is then 0..M-1 (None: fixed seeds)
+    sequential: dict | None = None
 
     # ----------------------------------------------------------------------------------
     def cells(self) -> list[Cell]:
@@ -288,8 +299,10 @@ class Study:
         return build_cell(self, assignment, key_prefix)
 
     def trials(self) -> list[tuple[Cell, int]]:
-        """The grid plan: every cell times every seed, cells outermost."""
-        return [(c, s) for c in self.cells() for s in self.seeds]
+        """The grid plan: every cell times every seed, cells outermost. With sequential seeds, the
+        first ``start`` seeds of every cell: the runner adds the rest as the verdicts ask."""
+        seeds = self.seeds[:self.sequential["start"]] if self.sequential else self.seeds
+        return [(c, s) for c in self.cells() for s in seeds]
 
     def _is_baseline(self, c: Cell) -> bool:
         preset = MECHANISMS[c.mechanism]
@@ -689,7 +702,7 @@ def load_study(path: str | Path, check_files: bool = True) -> Study:
     refs = raw.get("references") or []
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise StudyError(where, "references", "expected a list of mappings, each one cell, e.g. - {mechanism: none}.")
-    seeds = _seeds(raw.get("seeds", 3), where)
+    seeds, sequential = _seeds(raw.get("seeds", 3), where)
     metric = raw.get("metric", "val_miou")
     if metric not in METRICS:
         raise StudyError(where, "metric", f"{_unknown_name('metric', metric)}; valid: {', '.join(METRICS)}.")
@@ -705,7 +718,14 @@ def load_study(path: str | Path, check_files: bool = True) -> Study:
     study = Study(where, name, question, mech, dict(args), backbone, data, train,
                   {k: v for k, v in factors.items()}, tuple(tuple(r.items()) for r in refs), tuple(seeds),
                   metric, dict(baseline), search, dict(tracking), pruner, trainer, head, check_files,
-                  margin, correction)
+                  margin, correction, sequential)
+    if sequential and search is not None:
+        raise StudyError(where, "seeds", "sequential seeds ({start, max}) choose seeds per grid cell by its "
+                         "verdicts; a search runs one seed per sampled point: give seeds as a list or a count.")
+    if sequential and pruner["name"] != "none":
+        raise StudyError(where, "pruner", "a pruned trial has no value to judge, so sequential seeds ({start, max}) "
+                         "cannot be combined with a pruner: remove pruner: (or set it to none), or give seeds as a "
+                         "list or a count.")
     if search is None:
         _check_grid(study, refs)
     else:
@@ -746,13 +766,22 @@ def _search_spec(search, where: str) -> dict | None:
     return {"n_trials": n, "sampler": sampler}
 
 
-def _seeds(seeds, where: str) -> list:
-    """``seeds:`` as a list: a count N is 0..N-1; both bounded (:data:`MAX_SEEDS`, :data:`MAX_SEED`)."""
-    valid = f"give a count from 1 to {MAX_SEEDS:,} or a list of distinct integers from 0 to {MAX_SEED:,}"
+SEQUENTIAL_KEYS = ("start", "max", "step")
+
+
+def _seeds(seeds, where: str) -> tuple[list, dict | None]:
+    """``seeds:`` as (the seeds, None), a count N meaning 0..N-1; or, for sequential seeding
+    ``{start: S, max: M[, step: 1]}``, (0..M-1, {"start": S, "max": M, "step": step}).
+    Both bounded (:data:`MAX_SEEDS`, :data:`MAX_SEED`)."""
+    valid = (f"give a count from 1 to {MAX_SEEDS:,}, a list of distinct integers from 0 to {MAX_SEED:,}, or "
+             f"{{start: S, max: M}} (sequential seeds, 2 <= S <= M <= {MAX_SEEDS:,})")
+    if isinstance(seeds, dict):
+        spec = _sequential(seeds, where)
+        return list(range(spec["max"])), spec
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if not 1 <= seeds <= MAX_SEEDS:
             raise StudyError(where, "seeds", f"{brief(seeds)} seeds: {valid} (a count must be >= 1).")
-        return list(range(seeds))
+        return list(range(seeds)), None
     if not isinstance(seeds, list) or not seeds or len(seeds) > MAX_SEEDS:
         raise StudyError(where, "seeds", f"expected a count or a list of seeds, got {brief(seeds)}; {valid}.")
     for i, s in enumerate(seeds):
@@ -761,7 +790,22 @@ def _seeds(seeds, where: str) -> list:
     if len(set(seeds)) != len(seeds):
         dup = next(s for s in seeds if seeds.count(s) > 1)
         raise StudyError(where, "seeds", f"seed {dup} is listed twice; {valid}.")
-    return seeds
+    return seeds, None
+
+
+def _sequential(spec: dict, where: str) -> dict:
+    """``seeds: {start, max, step}``: every cell runs seeds 0..start-1, then the runner adds
+    ``step`` seeds at a time (in order, up to max-1) to the comparisons still undecided."""
+    _unknown(spec, SEQUENTIAL_KEYS, where, "seeds.")
+    for k in ("start", "max"):
+        if k not in spec:
+            raise StudyError(where, f"seeds.{k}", f"missing; sequential seeds are {{start: S, max: M}} with "
+                             f"2 <= S <= M <= {MAX_SEEDS:,}, e.g. {{start: 3, max: 10}} (optionally step: 1, the "
+                             "seeds added to an undecided comparison at each look).")
+    start = _typed(spec["start"], "int", 2, where, "seeds.start", maximum=MAX_SEEDS)
+    top = _typed(spec["max"], "int", start, where, "seeds.max", maximum=MAX_SEEDS)
+    step = _typed(spec.get("step", 1), "int", 1, where, "seeds.step", maximum=max(1, top - start))
+    return {"start": start, "max": top, "step": step}
 
 
 def _tracking_spec(tracking: dict, where: str) -> dict:
