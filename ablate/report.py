@@ -101,6 +101,7 @@ def _trial_row(t) -> dict:
     return {"number": t.number, "key": attrs.get("cell_key"), "seed": attrs.get("seed"), "state": t.state.name.lower(),
             "fail_kind": t.system_attrs.get(st.ATTR + "fail_kind"), "value": t.value, "curve": list(curve), "cell": cell,
             "planned": json.loads(config)["train"]["epochs"] if isinstance(config, str) else None,
+            "mechanism": json.loads(config).get("mechanism") if isinstance(config, str) else None,
             **{k: attrs.get(k) for k in ("best_val_miou", "attention_params", "attention_flops", "total_params",
                                          "wall_s", "compute_s")},
             "fail_reason": t.system_attrs.get(st.ATTR + "fail_reason")}
@@ -593,8 +594,14 @@ def _pruning_section(study, data: dict, cells: list) -> list[str]:
     return lines
 
 
-def write_report(study, url: str, reports_dir: str = "reports", run_info: dict | None = None) -> Path:
+def write_report(study, url: str, reports_dir: str = "reports", run_info: dict | None = None,
+                 wandb: bool | None = None, run_dir: str | Path | None = None) -> Path:
+    """Write ``<study>.md`` and beside it the figures, HTML, TeX, CSV and JSON
+    (:mod:`ablate.report_formats`); with ``wandb`` (default: at the end of a run whose study and
+    command line did not turn W&B off) an offline W&B summary run under ``run_dir``
+    (:mod:`ablate.wandb_summary`). Returns the Markdown's path."""
     from . import storage as st
+    from .report_formats import write_formats
 
     data = collect(study, url)
     cells = _search_cells(study, data) if study.search else study.cells()
@@ -609,8 +616,35 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
         data["run"] = run_info
     out = Path(reports_dir) / f"{study.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(study, data, st.redact(url)))
+    tab = table(study, data)
+    figs = _figures(study, tab, data)
+    md = render(study, data, st.redact(url), tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs])
+    out.write_text(md)
+    write_formats(study, data, tab, md, [(stem, cap, text) for stem, cap, text, _ in figs], out.parent)
+    if wandb if wandb is not None else _wandb_wanted(study, run_info):
+        from .wandb_summary import log_study
+
+        log_study(study, tab, data, figs, run_dir or st.default_run_dir(study.name))
     return out
+
+
+def _figures(study, tab: dict, data: dict) -> list[tuple[str, str, str, bytes]]:
+    """(stem, caption, SVG text, PNG bytes) of each figure the study has (:mod:`ablate.figures`)."""
+    from . import figures
+
+    out = []
+    for stem, cap, fig in figures.figures(study, tab, data):
+        out.append((stem, cap, figures.svg(fig, f"{study.name}-{stem}"), figures.png(fig)))
+    return out
+
+
+def _wandb_wanted(study, run_info: dict | None) -> bool:
+    """At the end of a run, a W&B summary run unless the study or the command turned W&B off
+    (``ablate.run`` does not pass its --no-wandb here, so the command line recorded in run_info
+    is read); ``python -m ablate.report`` makes one only with --wandb."""
+    if not run_info or not study.tracking.get("wandb", True):
+        return False
+    return "--no-wandb" not in str(run_info.get("command", "")).split()
 
 
 def _run_totals(run_info: dict, finished: list[dict]) -> dict:
@@ -647,6 +681,9 @@ def main(argv=None) -> int:
     p.add_argument("--storage")
     p.add_argument("--run-dir")
     p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log an offline W&B summary run of the study (job_type report, the trials' group) "
+                        "under the run folder")
     args = p.parse_args(argv)
     from . import storage as st
     from .study import load_study
@@ -668,10 +705,11 @@ def main(argv=None) -> int:
         exit_with(StudyError(args.study, "", f"no results yet: the storage {st.redact(url)} does not exist. Run "
                              f"python -m ablate.run {args.study} first, or give --storage / --run-dir."))
     try:
-        path = write_report(study, url, args.reports_dir)
+        path = write_report(study, url, args.reports_dir, wandb=args.wandb, run_dir=run_dir)
     except StudyError as e:
         exit_with(e)
-    print(f"report written to {path}")
+    others = ", ".join(f"{path.stem}.{ext}" for ext in ("html", "tex", "csv", "json"))
+    print(f"report written to {path} (and {others}, figures in {path.parent / path.stem}/)")
     return 0
 
 
