@@ -104,6 +104,9 @@ def curves(tab: dict, data: dict):
         ax.set_title(_short(r["title"] + (" (budget-limited)" if r["limited"] else ""), 34), fontsize=FONT)
         ax.tick_params(labelsize=FONT - 1)
         ax.grid(alpha=0.3, lw=0.5)
+    from matplotlib.ticker import MaxNLocator
+
+    axes.flat[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # shared by every panel
     fig.supxlabel("epoch", fontsize=FONT)
     fig.supylabel("val mIoU (points)", fontsize=FONT)
     return fig

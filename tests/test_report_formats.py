@@ -1,0 +1,308 @@
+"""The report's other formats (issue 14): figures, HTML, TeX, CSV, JSON and the W&B summary run,
+from a small synthetic storage written by hand (no training), so the module takes seconds.
+
+The storage: a GloRe ``gcn`` on/off grid plus a ``none`` reference, seeds 0-2; gcn=off seed 2 was
+pruned, none seed 2 failed for a reason of its own, and only the gcn=off trials carry per-image
+intersection/union counts (the others are as if they predated them)."""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from ablate import storage as st
+from ablate.image_counts import encode
+from ablate.report import main as report_main
+from ablate.report import write_report
+from ablate.stats import bootstrap_miou
+from ablate.study import load_study
+
+from conftest import tiny_study
+
+SEEDS = [0, 1, 2]
+EPOCHS = 4
+
+
+def _counts(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image (intersection, union) counts of 12 images and 3 classes, different per seed."""
+    rng = np.random.default_rng(100 + seed)
+    union = rng.integers(50, 200, size=(12, 3))
+    return (union * rng.uniform(0.3, 0.95, size=union.shape)).astype(int), union
+
+
+def build(tmp_path: Path):
+    """The synthetic study and its storage URL; returns (study, url, {(key, seed): (state, value, curve)})."""
+    study = load_study(tiny_study(tmp_path, name="fmt", seeds=SEEDS, references=[{"mechanism": "none"}],
+                                  train={"epochs": EPOCHS}))
+    url = str(tmp_path / "runs" / "optuna.journal")
+    store = st.open_storage(url)
+    ostudy = st.load_or_create(store, study.name)
+    truth = {}
+    for i, (cell, seed) in enumerate(study.trials()):
+        base = {"gcn=on": 0.55, "gcn=off": 0.80, "mechanism=none": 0.40}[cell.title()]
+        curve = [base * (e + 1) / EPOCHS + 0.01 * seed for e in range(EPOCHS)]
+        attrs = {"cell_key": cell.key, "seed": seed, "config": json.dumps(study.trial_config(cell, seed)),
+                 "cell": json.dumps(cell.label_dict), "class_iou": [0.9, 0.5 + 0.01 * seed, 0.3],
+                 "wall_s": 2.0 + seed, "compute_s": 1.5, "curve": curve, "best_val_miou": max(curve),
+                 "attention_params": 0 if cell.mechanism == "none" else 100,
+                 "attention_flops": 0 if cell.mechanism == "none" else 1000 + 10 * i, "total_params": 5000}
+        if cell.title() == "gcn=off":
+            attrs["image_counts"] = encode(*_counts(seed))
+        if cell.title() == "gcn=off" and seed == 2:
+            trial = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={**attrs, "curve": curve[:2]},
+                                              intermediate_values={0: curve[0], 1: curve[1]})
+            truth[(cell.key, seed)] = ("pruned", None, curve[:2])
+            ostudy.add_trial(trial)
+        elif cell.title() == "mechanism=none" and seed == 2:
+            trial = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={
+                "cell_key": cell.key, "seed": seed, "config": attrs["config"], "cell": attrs["cell"]},
+                system_attrs={st.ATTR + "fail_kind": "error", st.ATTR + "fail_reason": "non-finite loss"})
+            truth[(cell.key, seed)] = ("fail", None, [])
+            ostudy.add_trial(trial)
+        else:
+            ostudy.add_trial(optuna.trial.create_trial(value=curve[-1], user_attrs=attrs))
+            truth[(cell.key, seed)] = ("complete", curve[-1], curve)
+    return study, url, truth
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """The study's reports written once, with the W&B summary run (offline)."""
+    tmp = tmp_path_factory.mktemp("fmt")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    study, url, truth = build(tmp)
+    md = write_report(study, url, str(tmp / "reports"), wandb=True, run_dir=tmp / "runs")
+    return {"study": study, "url": url, "truth": truth, "md": md, "dir": tmp / "reports", "run_dir": tmp / "runs"}
+
+
+def _main_table(text: str) -> dict:
+    lines = [ln for ln in text.split("\n## ")[0].splitlines() if ln.startswith("| ")]
+    head = [h.strip() for h in lines[0].strip("|").split("|")]
+    return {r.split("|")[1].strip(): dict(zip(head, (c.strip() for c in r.strip("|").split("|")))) for r in lines[1:]}
+
+
+def test_every_format_is_written_beside_the_markdown(written):
+    d, name = written["dir"], written["study"].name
+    for ext in ("md", "html", "tex", "csv", "json"):
+        assert (d / f"{name}.{ext}").stat().st_size > 0, ext
+    md = written["md"].read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert {Path(x).name for x in links} == {"forest.svg", "curves.svg", "cost.svg"}  # one factor: no heat map
+    for link in links:
+        assert (d / link).is_file() and (d / link).read_text().lstrip().startswith("<?xml")
+
+
+def test_csv_has_one_row_per_trial_with_its_values(written):
+    study, truth = written["study"], written["truth"]
+    with open(written["dir"] / f"{study.name}.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(truth) == len(study.trials())
+    titles = {c.key: c for c in study.cells()}
+    for r in rows:
+        state, value, curve = truth[(r["cell_key"], int(r["seed"]))]
+        cell = titles[r["cell_key"]]
+        assert r["state"] == state and r["cell"] == cell.title() and r["mechanism"] == cell.mechanism
+        assert r["gcn"] == ("" if "gcn" not in cell.label_dict else str(cell.label_dict["gcn"]).lower())
+        if value is None:
+            assert r["val_miou_pts"] == ""
+        else:
+            assert float(r["val_miou_pts"]) == pytest.approx(100 * value, abs=1e-9)
+        epochs = [r[f"val_miou_pts_epoch_{e + 1}"] for e in range(EPOCHS)]
+        assert [float(v) for v in epochs if v] == pytest.approx([100 * v for v in curve])
+        assert int(r["epochs_run"]) == len(curve) and r["epochs_planned"] == str(EPOCHS)
+    failed = [r for r in rows if r["state"] == "fail"]
+    assert [r["fail_reason"] for r in failed] == ["non-finite loss"] and failed[0]["fail_kind"] == "error"
+    done = [r for r in rows if r["state"] == "complete"]
+    assert all(float(r["attn_fwd_bwd_ms"]) > 0 for r in done if r["mechanism"] == "glore")
+
+
+def test_json_table_equals_the_markdown_numbers(written):
+    study = written["study"]
+    table = json.loads((written["dir"] / f"{study.name}.json").read_text())
+    md = _main_table(written["md"].read_text())
+    assert [r["cell"] for r in table["rows"]] == [c.title() for c in study.cells()]
+    assert table["unit"].startswith("mIoU points") and table["margin"] == study.margin
+    level = next(h for h in next(iter(md.values())) if h.startswith("Δ"))
+    assert f"{100 * table['delta_interval_level']:.2f}".rstrip("0").rstrip(".") in level
+    for r in table["rows"]:
+        row = md[r["cell"] + (" (reference)" if r["reference"] else "")]
+        assert row["mIoU mean ± std"].split(" (")[0] == f"{r['mean']:.1f} ± {r['std']:.1f}"
+        assert row["95% CI"] == ("n/a" if r["ci95"] is None else f"[{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]")
+        assert row["seeds"].startswith(f"{r['n']}/{r['seeds_planned']}")
+        if r["role"] == "compared":
+            assert row[level].startswith(f"{r['delta']:+.1f}")
+            assert row["verdict"].strip("*") == r["verdict_text"]
+            if r["delta_ci"]:
+                assert row[level].endswith(f"[{r['delta_ci'][0]:+.1f}, {r['delta_ci'][1]:+.1f}]")
+        assert row["attn MFLOPs/img"] == ("" if r["attn_mflops"] is None else f"{r['attn_mflops']:.2f}")
+    # the values are the storage's: gcn=on's mean is the mean of its three final values
+    on = next(r for r in table["rows"] if r["cell"] == "gcn=on")
+    finals = [v for (k, _), (s, v, _) in written["truth"].items() if k == on["key"] and s == "complete"]
+    assert on["mean"] == pytest.approx(100 * sum(finals) / len(finals))
+
+
+def test_figures_have_content_for_each_cell_and_are_deterministic(written, tmp_path):
+    study, d = written["study"], written["dir"]
+    curves = (d / study.name / "curves.svg").read_text()
+    forest = (d / study.name / "forest.svg").read_text()
+    cost = (d / study.name / "cost.svg").read_text()
+    for c in study.cells():  # every cell has finished seeds here: one panel each, titled
+        assert re.search(f">{re.escape(c.title())}( \\(budget-limited\\))?<", curves)
+    titles = [c.title() for c in study.cells()]
+    for other in titles[1:]:
+        assert f">{other} vs gcn=on<" in forest
+    assert "attention MFLOPs / image" in cost and "attention fwd+bwd ms" in cost
+    # one line per seed plus the mean, per cell with complete trials (2 + 1, 3 + 1, 2 + 1)
+    assert len(re.findall(r'<g id="line2d_\d+">\s*<path d="M [^"]*L', curves)) >= 3 + 4 + 3
+    again = write_report(study, written["url"], str(tmp_path / "again"), wandb=False)
+    for stem in ("curves", "forest"):  # cost: latency is measured anew each time
+        assert (again.parent / study.name / f"{stem}.svg").read_text() == (d / study.name / f"{stem}.svg").read_text()
+
+
+class _Rows(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.stack, self.rows, self.refs = [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self.stack.append(a.get("id"))
+        if tag == "tr" and self.stack and self.stack[-1] == "main-table" and "data-key" in a:
+            self.rows += 1
+        for k in ("src", "href"):
+            if a.get(k):
+                self.refs.append(a[k])
+        if tag == "link":
+            self.refs.append(str(a))
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.stack.pop()
+
+
+def test_html_is_self_contained_with_one_row_per_cell(written):
+    study = written["study"]
+    page = (written["dir"] / f"{study.name}.html").read_text()
+    parser = _Rows()
+    parser.feed(page)
+    assert parser.rows == len(study.cells())
+    assert [r for r in parser.refs if not r.startswith("#")] == []  # nothing loaded from anywhere
+    assert "<script src" not in page and page.count("<svg") == 3
+    assert 'class="v-baseline"' in page and "Image-level intervals" in page
+
+
+def test_image_level_interval_only_where_trials_have_counts(written):
+    md = written["md"].read_text()
+    section = md.split("## Image-level intervals")[1].split("\n## ")[0]
+    rows = {ln.split("|")[1].strip(): ln for ln in section.splitlines() if ln.startswith("| ") and "---" not in ln}
+    assert "n/a (trials predate per-image counts)" in rows["gcn=on"]
+    assert "n/a (trials predate per-image counts)" in rows["mechanism=none"]
+    # gcn=off: the complete seeds 0 and 1 (seed 2 was pruned); the cell's bounds are their mean
+    boots = [bootstrap_miou(*_counts(s), seed=0) for s in (0, 1)]
+    lo, hi = (sum(b.lo for b in boots) / 2, sum(b.hi for b in boots) / 2)
+    assert f"[{100 * lo:.1f}, {100 * hi:.1f}]" in rows["gcn=off"]
+    assert f"0: [{100 * boots[0].lo:.1f}, {100 * boots[0].hi:.1f}]" in rows["gcn=off"]
+    assert "5 finished trial(s) have no per-image counts" in section  # gcn=on 3, none 2
+
+
+def _tex_compile(tmp_path: Path, body: str, booktabs: bool) -> subprocess.CompletedProcess:
+    (tmp_path / "wrapper.tex").write_text("\\documentclass{article}\n" + ("\\usepackage{booktabs}\n" if booktabs else "")
+                                          + "\\begin{document}\n\\begin{table}\\centering\n\\input{table.tex}\n"
+                                          "\\end{table}\n\\end{document}\n")
+    (tmp_path / "table.tex").write_text(body)
+    return subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "wrapper.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_tex_table_has_each_cell_and_the_footnote(written):
+    study = written["study"]
+    tex = (written["dir"] / f"{study.name}.tex").read_text()
+    table = json.loads((written["dir"] / f"{study.name}.json").read_text())
+    for r in table["rows"]:
+        assert f"{r['mean']:.1f} $\\pm$ {r['std']:.1f}" in tex
+    assert "\\toprule" in tex and "\\bottomrule" in tex
+    assert "n = 2--3 seeds per cell" in tex and "Holm correction over 2 comparison(s)" in tex
+    assert "margin $\\pm$1 points" in tex and "95\\% Student t" in tex
+
+
+@pytest.mark.parametrize("booktabs", [True, False])
+def test_tex_compiles_with_pdflatex(written, tmp_path, booktabs):
+    if not shutil.which("pdflatex"):
+        if os.environ.get("ABLATE_REQUIRE_LATEX"):
+            pytest.fail("pdflatex is not installed but ABLATE_REQUIRE_LATEX is set (CI installs texlive)")
+        pytest.skip("pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended)")
+    if booktabs and subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).stdout == "":
+        pytest.skip("booktabs.sty is not installed (Debian: texlive-latex-recommended)")
+    tex = (written["dir"] / f"{written['study'].name}.tex").read_text()
+    res = _tex_compile(tmp_path, tex, booktabs)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert (tmp_path / "wrapper.pdf").stat().st_size > 1000
+    assert "Undefined control sequence" not in res.stdout and "Missing" not in res.stdout
+
+
+def _wandb_records(path: str) -> list:
+    """The protobuf records of an offline run's .wandb file (a LevelDB-style log: 7-byte file
+    header, then 32 KiB blocks of records with a 7-byte header each: checksum, length, type)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, out, buf = Path(path).read_bytes(), 7, [], b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:
+            pos += left
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            continue
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            out.append(rec)
+    return out
+
+
+def test_wandb_summary_run_holds_the_table_and_the_figures(written):
+    study = written["study"]
+    runs = glob.glob(str(written["run_dir"] / "wandb" / "offline-run-*"))
+    assert len(runs) == 1
+    recs = _wandb_records(glob.glob(runs[0] + "/run-*.wandb")[0])
+    run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
+    assert run.run_group == study.name and run.job_type == "report" and run.project == "ablate"
+    history = {tuple(i.nested_key) or (i.key,): json.loads(i.value_json)
+               for r in recs if r.WhichOneof("record_type") == "history" for i in r.history.item}
+    assert history[("report/table", "_type")] == "table-file"
+    assert history[("report/table", "nrows")] == len(study.cells())
+    for stem in ("forest", "curves", "cost"):
+        assert history[(f"report/{stem}", "_type")] == "image-file"
+        png = Path(runs[0]) / "files" / history[(f"report/{stem}", "path")]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and history[(f"report/{stem}", "width")] > 100
+    logged = json.loads((Path(runs[0]) / "files" / history[("report/table", "path")]).read_text())
+    table = json.loads((written["dir"] / f"{study.name}.json").read_text())
+    means = {row[0]: row[logged["columns"].index("mean")] for row in logged["data"]}
+    assert means == pytest.approx({r["cell"]: r["mean"] for r in table["rows"]})
+
+
+def test_report_command_writes_all_formats_and_wandb_only_when_asked(tmp_path, capsys):
+    study, url, _ = build(tmp_path)
+    rep = tmp_path / "rep"
+    assert report_main([study.path, "--storage", url, "--reports-dir", str(rep), "--run-dir", str(tmp_path / "r")]) == 0
+    assert "fmt.html" in capsys.readouterr().out
+    assert sorted(p.name for p in rep.iterdir()) == ["fmt", "fmt.csv", "fmt.html", "fmt.json", "fmt.md", "fmt.tex"]
+    assert not (tmp_path / "r" / "wandb").exists()
+    assert not math.isnan(json.loads((rep / "fmt.json").read_text())["rows"][0]["mean"])
