@@ -1,6 +1,6 @@
 """How each mechanism's cost grows with the feature map: a CPU scaling benchmark.
 
-``python -m ablate_kernels.scaling`` builds the attention block of each mechanism
+``python -m ablate.scaling`` builds the attention block of each mechanism
 (``ablate.attention.get_preset(name).build(C, **args)``), runs it as :mod:`ablate.costs` does (train
 mode, forward + backward from a fixed upstream gradient, on square maps of side s, N = s^2)
 and records the median wall time, the peak of live CPU allocator bytes and the counted FLOPs
@@ -123,7 +123,7 @@ def measure_point(block: torch.nn.Module, shape: tuple[int, int, int, int], repe
     """Median and minimum forward+backward ms over up to ``repeats`` calls (stops early, after at
     least 3, once ``budget_s`` seconds are spent), peak live CPU bytes and forward+backward FLOPs,
     with :mod:`ablate.costs`' helpers."""
-    from ablate import costs
+    from . import costs
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).requires_grad_(True)
@@ -150,7 +150,7 @@ def run(mechanisms: Sequence[str], sides: Sequence[int] = DEFAULT_SIDES, channel
         repeats: int = 20, warmup: int = 1, budget_s: float = 2.0, flops: bool = True,
         progress=None) -> list[Result]:
     """Measure every mechanism at every side (blocks built once per mechanism, seeded)."""
-    from ablate.attention import get_preset
+    from .attention import get_preset
 
     results = []
     for label in mechanisms:
@@ -227,7 +227,7 @@ def table(results: Sequence[Result], sides: Sequence[int], fit_last: int, markdo
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m ablate_kernels.scaling",
+    parser = argparse.ArgumentParser(prog="python -m ablate.scaling",
                                      description="CPU time and peak memory vs feature-map side, with fitted exponents in N.")
     parser.add_argument("--sides", default=",".join(map(str, DEFAULT_SIDES)),
                         help="square feature-map sides, comma-separated (N = side^2)")
@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit_last = args.fit_last if args.fit_last >= 2 else len(sides)
     torch.set_num_threads(args.threads)
 
-    from ablate.costs import describe_device
+    from .costs import describe_device
 
     t0 = time.time()
     progress = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"thread(s); float32; input (B, C, s, s) = ({args.batch}, {args.channels}, s, s), train mode, "
           f"forward + backward; median of up to {args.repeats} calls after {args.warmup} warm-up "
           f"(at least 3 once {args.budget:g} s are spent); {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
-          f"took {elapsed:.0f} s. Command: `python -m ablate_kernels.scaling {shlex.join(argv)}`".rstrip())
+          f"took {elapsed:.0f} s. Command: `python -m ablate.scaling {shlex.join(argv)}`".rstrip())
     print()
     print(table(results, sides, fit_last, args.markdown))
     print()

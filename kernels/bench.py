@@ -4,19 +4,19 @@
 
 * ``criss_cross`` -- forward + backward of CCNet's attention with q, k at C/8 and v at C:
   the Triton kernel (:func:`ablate_kernels.criss_cross.criss_cross`), the einsum reference
-  (:func:`ablate.attention.criss_cross.criss_cross_reference`, the formulation mmcv's
+  (:func:`ablate_kernels.reference.criss_cross_reference`, the formulation mmcv's
   ``CrissCrossAttention`` uses) and, for scale, dense non-local attention over all N = H*W
-  pixels with the same q, k, v (:func:`ablate.attention.patterns.full`, i.e.
-  ``F.scaled_dot_product_attention(..., scale=1.0)``: CCNet's affinity is the unscaled dot
+  pixels with the same q, k, v (:func:`dense_attention`, i.e.
+  ``F.scaled_dot_product_attention(..., scale=1.0)``, the Non-local block's ``full`` pattern: CCNet's affinity is the unscaled dot
   product, so SDPA's default 1/sqrt(d) is overridden).
 * ``em`` -- EMANet's T EM iterations on x (B, C, H*W) with K bases, forward only under
   ``torch.no_grad`` as EMANet runs them: the fused kernel
-  (:func:`ablate_kernels.em.em_iterations_fused`) vs :func:`ablate.attention.ema.em_iterations`.
+  (:func:`ablate_kernels.em.em_iterations_fused`) vs :func:`ablate_kernels.reference.em_iterations`.
 * ``local_window`` -- forward + backward of Local Relation's aggregation, window k, C/G value
   channels per group and one query/key channel per group (the Local Relation layer's shapes:
   G = C / channels_per_group, d = 1); geometry bias (G, k*k) learned, so it gets a gradient too:
   :func:`ablate_kernels.local_window.local_window` vs
-  :func:`ablate.attention.local_relation.local_window_reference`.
+  :func:`ablate_kernels.reference.local_window_reference`.
 
 Columns: median milliseconds, peak MiB (memory allocated during one call beyond what was live
 before it: inputs and the upstream gradient are not counted; outputs, saved activations,
@@ -30,7 +30,7 @@ peak memory from ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_s
 On the CPU (no CUDA) the kernels are *not* timed (they are GPU kernels; the output says so):
 only the references and dense SDPA run, at the sizes divided by ``--cpu-scale`` in H and W,
 timed with ``time.perf_counter`` and with peak memory from the profiler's allocation events
-(the method of :mod:`ablate.costs`). ``--force-kernels`` runs the kernels on CPU tensors too,
+(the method of ``ablate.costs``). ``--force-kernels`` runs the kernels on CPU tensors too,
 which needs Triton's interpreter (``TRITON_INTERPRET=1`` set before Triton is imported); that
 checks the harness end to end and says nothing about GPU speed.
 """
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import platform
 import shlex
 import statistics
 import sys
@@ -49,6 +50,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import dispatch
+from .reference import criss_cross_reference, em_iterations, l2_normalise, local_window_reference
 
 OPS = ("criss_cross", "dense", "em", "local_window")
 GPU_SIZES = ((2, 512, 97, 97), (1, 512, 128, 256), (2, 512, 64, 64))
@@ -136,7 +138,7 @@ def peak_bytes(call: Callable[[], None], reset: Callable[[], None], device: torc
     """Bytes allocated at the peak of one ``call`` beyond what was live before it.
 
     CUDA: ``max_memory_allocated`` after ``reset_peak_memory_stats``. CPU: the profiler's
-    allocation and free events summed in time order, as :func:`ablate.costs.measure` does.
+    allocation and free events summed in time order, as ``ablate.costs.measure`` does.
     """
     reset()
     if device.type == "cuda":
@@ -201,6 +203,29 @@ def _randn(shape, device, dtype, gen, grad=False):
     return t.requires_grad_(grad)
 
 
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax of unscaled ``q . k`` over all N pixels (SDPA), for scale: what the sparse patterns avoid."""
+    b, _, h, w = q.shape
+    flat = [t.flatten(2).transpose(1, 2).unsqueeze(1) for t in (q, k, v)]  # B, 1, N, d
+    y = torch.nn.functional.scaled_dot_product_attention(*flat, scale=1.0)
+    return y.squeeze(1).transpose(1, 2).reshape(b, v.shape[1], h, w)
+
+
+def describe_device(device: torch.device | str) -> str:
+    """The device in words: CUDA's device name, or the CPU's model name (as ``ablate.costs`` prints it)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{device.type} ({name})"
+
+
 def _fwd_bwd(fn, inputs, grad_out):
     def reset():
         for t in inputs:
@@ -214,9 +239,6 @@ def _fwd_bwd(fn, inputs, grad_out):
 
 def criss_cross_cases(size, device, dtype, kernels: bool, dense: bool, reference: bool = True,
                       qk_reduction: int = 8) -> list[Case]:
-    from ablate.attention.criss_cross import criss_cross_reference
-    from ablate.attention.patterns import full
-
     B, C, H, W = size
     d = max(1, C // qk_reduction)
     gen = torch.Generator().manual_seed(0)
@@ -236,19 +258,18 @@ def criss_cross_cases(size, device, dtype, kernels: bool, dense: bool, reference
         call, reset = _fwd_bwd(criss_cross_reference, (q, k, v), g)
         cases.append(Case("criss_cross", "einsum reference", call, reset, is_reference=True))
     if dense:
-        call, reset = _fwd_bwd(full, (q, k, v), g)
+        call, reset = _fwd_bwd(dense_attention, (q, k, v), g)
         cases.append(Case("criss_cross", "dense SDPA (all N)", call, reset))
     return cases
 
 
 def em_cases(size, device, dtype, kernels: bool, K: int = 64, T: int = 3) -> list[Case]:
-    from ablate.attention.ema import em_iterations, init_bases
-
     B, C, H, W = size
     N = H * W
     gen = torch.Generator().manual_seed(0)
     x = torch.relu(_randn((B, C, N), device, dtype, gen))  # EMANet's features follow a ReLU + 1x1 conv
-    mu = init_bases(C, K).to(device=device, dtype=dtype).expand(B, C, K).contiguous()
+    mu = l2_normalise(torch.empty(1, C, K).normal_(0.0, math.sqrt(2.0 / K)), dim=1)  # EMANet's initial bases
+    mu = mu.to(device=device, dtype=dtype).expand(B, C, K).contiguous()
     cases = []
     if kernels:
         from .em import bytes_moved, em_iterations_fused
@@ -270,8 +291,6 @@ def em_cases(size, device, dtype, kernels: bool, K: int = 64, T: int = 3) -> lis
 
 def local_window_cases(size, device, dtype, kernels: bool, window: int = 7,
                        channels_per_group: int = 8) -> list[Case]:
-    from ablate.attention.local_relation import local_window_reference
-
     B, C, H, W = size
     G = max(1, C // channels_per_group)
     while C % G:
@@ -391,8 +410,6 @@ def run(sizes: Sequence[tuple[int, int, int, int]], ops: Sequence[str] = OPS, de
             rows.extend(group)
             del cases
             _free(device)
-    from ablate.costs import describe_device
-
     info = dict(device=describe_device(device), cuda=cuda, kernels=kernels, dtype=str(dtype).replace("torch.", ""),
                 repeats=repeats, warmup=warmup, bandwidth=bandwidth, threads=torch.get_num_threads(),
                 torch=torch.__version__)

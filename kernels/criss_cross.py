@@ -2,7 +2,7 @@
 
 What it computes
 ----------------
-Exactly :func:`ablate.attention.criss_cross.criss_cross_reference`. With ``q``, ``k`` of shape
+Exactly :func:`ablate_kernels.reference.criss_cross_reference`. With ``q``, ``k`` of shape
 (B, d, H, W) and ``v`` of shape (B, c, H, W), every pixel p = (h, w) scores its query against
 the keys of its *band*: its column (i, w) for every row i != h and its row (h, j) for every
 column j (the centre once, in the row part), H + W - 1 entries. One softmax runs over the band
@@ -96,6 +96,7 @@ from __future__ import annotations
 import torch
 
 from . import dispatch
+from .reference import criss_cross_reference
 
 try:
     import triton
@@ -447,7 +448,7 @@ def criss_cross(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tens
     """Criss-cross attention by the Triton kernels (differentiable in q, k and v).
 
     ``q``, ``k``: (B, d, H, W); ``v``: (B, c, H, W); returns (B, c, H, W) in v's dtype. Same
-    semantics as :func:`ablate.attention.criss_cross.criss_cross_reference`. Inputs are made
+    semantics as :func:`ablate_kernels.reference.criss_cross_reference`. Inputs are made
     contiguous; float32/float64 compute in their own precision, other float types in float32.
     On CPU tensors this needs Triton's interpreter (``TRITON_INTERPRET=1``).
     """
@@ -455,7 +456,6 @@ def criss_cross(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tens
         raise RuntimeError("criss_cross: Triton does not import here; use criss_cross_attention")
     _check_shapes(q, k, v)
     if v.numel() == 0:  # nothing to launch over (B, H, W or c is 0)
-        from ablate.attention.criss_cross import criss_cross_reference
         return criss_cross_reference(q, k, v)
     out_dtype = v.dtype
     dtype = torch.float64 if torch.float64 in (q.dtype, k.dtype, v.dtype) else torch.float32
@@ -468,5 +468,4 @@ def criss_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> 
     """The kernel when :func:`ablate_kernels.dispatch.use_triton` says so, else the reference."""
     if dispatch.use_triton(q, k, v):
         return criss_cross(q, k, v)
-    from ablate.attention.criss_cross import criss_cross_reference  # lazy: ablate imports us
     return criss_cross_reference(q, k, v)

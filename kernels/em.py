@@ -2,7 +2,7 @@
 
 What it computes
 ----------------
-Exactly ``ablate.attention.ema.em_iterations(x, mu, T)`` without autograd: ``x`` (B, C, N)
+Exactly ``ablate_kernels.reference.em_iterations(x, mu, T)`` without autograd: ``x`` (B, C, N)
 features, ``mu`` (B, C, K) bases (a batch of 1 broadcasts, as ``@`` does in the reference);
 ``T >= 1`` times
 
@@ -95,21 +95,28 @@ EMANet's own (moving-average) iterations run under ``torch.no_grad``.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from . import dispatch
+from .reference import EPS, em_iterations
+
+try:
+    import triton
+    import triton.language as tl
+
+    _jit = triton.jit
+except ImportError:  # Triton is Linux-only; em_attention_iterations then runs the reference
+    triton = tl = None
+
+    def _jit(fn):
+        return fn
 
 __all__ = ["em_iterations_fused", "em_attention_iterations", "kernel_implements", "bytes_moved", "EPS"]
-
-EPS = 1e-6  # EMANet's epsilon, both for the L1 over N and the L2 over C
 
 # Output allocator; tests replace it with one that pre-fills NaN so an unwritten element shows.
 _empty = torch.empty
 
-_TL_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64,
-             torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
-_SUPPORTED = tuple(_TL_DTYPE)
+_SUPPORTED = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_TL_DTYPE = dict(zip(_SUPPORTED, (tl.float32, tl.float64, tl.float16, tl.bfloat16))) if tl else {}
 
 
 def bytes_moved(B: int, C: int, N: int, K: int, T: int, dtype_bytes: int) -> int:
@@ -128,7 +135,7 @@ def bytes_moved(B: int, C: int, N: int, K: int, T: int, dtype_bytes: int) -> int
     return (T * (B * C * N + 2 * B * C * K) + B * N * K) * dtype_bytes
 
 
-@triton.jit
+@_jit
 def _em_pass(x_ptr, mu_ptr, z_ptr, acc_ptr, zs_ptr,
              C, N, K, n_blocks, n_splits,
              sxb, sxc, sxn, smb, smc, smk,
@@ -200,7 +207,7 @@ def _em_pass(x_ptr, mu_ptr, z_ptr, acc_ptr, zs_ptr,
                 tl.store(a_ptrs, old + part, mask=a_mask)
 
 
-@triton.jit
+@_jit
 def _em_reduce(part_ptr, acc_ptr, CK, n_splits, p_sb, p_ss, a_sb,
                BLOCK: tl.constexpr):
     """acc[b] = sum_s part[b, s] over the flattened (C, K_pad) slices, in order of s."""
@@ -213,7 +220,7 @@ def _em_reduce(part_ptr, acc_ptr, CK, n_splits, p_sb, p_ss, a_sb,
     tl.store(acc_ptr + b * a_sb + offs, total, mask=mask)
 
 
-@triton.jit
+@_jit
 def _em_finalize(acc_ptr, zs_ptr, mu_ptr, C, K, n_zs, eps,
                  acc_sb, zs_sb, zs_ss,
                  ACC_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -256,6 +263,8 @@ def _precision(dtype: torch.dtype, precision: str | None) -> str:
 
 
 def _check(x: torch.Tensor, mu: torch.Tensor, T: int) -> None:
+    if triton is None:
+        raise RuntimeError("em_iterations_fused needs Triton, which does not import here; use em_attention_iterations")
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
         raise ValueError(f"EM needs an integer T >= 1 iterations, got {T!r}")
     if x.dim() != 3 or mu.dim() != 3:
@@ -289,7 +298,6 @@ def em_iterations_fused(x: torch.Tensor, mu: torch.Tensor, T: int, *,
     B, C, N = x.shape
     K = mu.shape[2]
     if B == 0 or C == 0 or N == 0 or K == 0:  # nothing for a kernel to do; keep the reference's values
-        from ablate.attention.ema import em_iterations
         mu_out, z = em_iterations(x, mu.expand(B, C, K), T)
         return mu_out.detach(), z.detach()
     if mu.shape[0] != B:
@@ -377,5 +385,4 @@ def em_attention_iterations(x: torch.Tensor, mu: torch.Tensor, T: int, *, gather
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or mu.requires_grad)
     if not needs_grad and kernel_implements(gather, descriptor_norm) and dispatch.use_triton(x, mu):
         return em_iterations_fused(x, mu, T)
-    from ablate.attention.ema import em_iterations
     return em_iterations(x, mu, T, gather, descriptor_norm)

@@ -2,7 +2,7 @@
 
 What it computes
 ----------------
-Exactly :func:`ablate.attention.local_relation.local_window_reference`: ``q``, ``k`` are
+Exactly :func:`ablate_kernels.reference.local_window_reference`: ``q``, ``k`` are
 (B, G*d, H, W) (G groups of d channels), ``v`` is (B, C, H, W) with C divisible by G (group g
 aggregates value channels ``g*C/G .. (g+1)*C/G - 1``), ``geometry_bias`` is (G, k*k) for a
 k x k window (k odd, r = k // 2, offsets row-major from (-r, -r)). For pixel i, group g and
@@ -75,6 +75,7 @@ from __future__ import annotations
 import torch
 
 from . import dispatch
+from .reference import local_window_reference
 
 try:
     import triton
@@ -507,6 +508,4 @@ def local_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ge
     """:func:`local_window` where :func:`ablate_kernels.dispatch.use_triton` says so, else the reference."""
     if dispatch.use_triton(q, k, v):
         return local_window(q, k, v, geometry_bias, window, composability)
-    from ablate.attention.local_relation import local_window_reference
-
     return local_window_reference(q, k, v, geometry_bias, window, composability)

@@ -52,3 +52,168 @@ def test_every_preset_is_pinned():
     from ablate.attention import MECHANISMS
 
     assert sorted(MECHANISMS) == sorted(json.loads(pins.PRESET_PINS.read_text())), f"pin a new preset with {REGENERATE}"
+
+
+# -- imports: one way between ablate/ and kernels/, no cycle, Triton optional ------------------------
+
+PACKAGES = {"ablate": REPO / "ablate", "ablate_kernels": REPO / "kernels"}  # import name -> folder
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of ablate/ and kernels/ by its import name (``ablate.attention.ema``, ``ablate_kernels.em``)."""
+    out = {}
+    for top, folder in PACKAGES.items():
+        for path in sorted(folder.rglob("*.py")):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join([top, *parts])] = path
+    return out
+
+
+def _runtime_imports(tree: ast.AST):
+    """Every import statement, lazy ones inside functions included, except under ``if TYPE_CHECKING``."""
+    def walk(node):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                for sub in child.orelse:
+                    yield from walk_one(sub)
+                continue
+            yield from walk_one(child)
+
+    def walk_one(node):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        yield from walk(node)
+
+    yield from walk(tree)
+
+
+def _imported(name: str, path: Path, node, modules: dict) -> set[str]:
+    """The modules of ours one import statement in module ``name`` loads explicitly."""
+    if isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+            package = package[: len(package) - (node.level - 1)]
+            base = ".".join(package + ([base] if base else []))
+        targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+    found = set()
+    for t in targets:
+        while t and t not in modules:  # `import ablate.x.y` of a module we have, or its package
+            t = t.rpartition(".")[0]
+        if t:
+            found.add(t)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        graph[name] = set().union(*(_imported(name, path, n, modules) for n in _runtime_imports(tree))) - {name}
+    return graph
+
+
+def test_the_import_graph_sees_lazy_and_relative_imports():
+    """The graph the two tests below read: a known lazy import and known relative ones are in it."""
+    graph = import_graph()
+    assert "ablate_kernels.criss_cross" in graph["ablate.attention.criss_cross"]  # lazy, in forward
+    assert "ablate_kernels.reference" in graph["ablate.attention.ema"]
+    assert "ablate.attention.vocab" in graph["ablate.attention"]
+    assert "ablate_kernels.dispatch" in graph["ablate_kernels.em"]  # `from . import dispatch`
+
+
+def test_nothing_in_kernels_imports_ablate():
+    """kernels/ is below ablate/: the mechanisms call the kernels, never the other way round."""
+    for name, targets in import_graph().items():
+        if name.startswith("ablate_kernels"):
+            assert not {t for t in targets if t.split(".")[0] == "ablate"}, f"{name} imports {targets}"
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_in_ablate_and_kernels():
+    """No module reaches itself through imports, lazy ones included (a lazy import is no licence for a loop)."""
+    cycle = _find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+NO_TRITON = """
+import importlib.abc, sys
+
+class NoTriton(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "triton" or name.startswith("triton."):
+            raise ImportError(f"{name} is made unimportable by the test")
+        return None
+
+sys.meta_path.insert(0, NoTriton())
+"""
+
+BUILD_EVERY_PRESET = """
+import torch
+from ablate.attention import MECHANISMS
+import ablate_kernels.bench, ablate_kernels.criss_cross, ablate_kernels.em, ablate_kernels.local_window
+from ablate_kernels import dispatch
+
+assert not dispatch.triton_available()
+x = torch.randn(2, 16, 12, 10, requires_grad=True)
+for name, preset in sorted(MECHANISMS.items()):
+    torch.manual_seed(0)
+    block = preset.build(16)
+    y = block(x)
+    y.sum().backward()
+    assert y.shape == x.shape and torch.isfinite(y).all(), name
+assert "triton" not in sys.modules
+print("built", len(MECHANISMS))
+"""
+
+
+def test_every_preset_builds_and_runs_without_triton():
+    """Triton is Linux-only: where it does not import, every mechanism still builds, runs and
+    trains on the PyTorch references (and importing a kernel module does not fail)."""
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("ABLATE_KERNELS", "TRITON_INTERPRET")}
+    proc = subprocess.run([sys.executable, "-c", NO_TRITON + BUILD_EVERY_PRESET], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from ablate.attention import MECHANISMS
+
+    assert proc.stdout.strip() == f"built {len(MECHANISMS)}"
+
+
+def test_the_triton_blocker_blocks():
+    proc = subprocess.run([sys.executable, "-c", NO_TRITON + "import triton"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0 and "made unimportable by the test" in proc.stderr

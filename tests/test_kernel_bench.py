@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from ablate_kernels import bench, dispatch, scaling
+from ablate import scaling
+from ablate_kernels import bench, dispatch
 
 TINY = "1,16,4,4"
 

@@ -14,8 +14,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-import ablate.attention.criss_cross as reference_module  # noqa: E402
-from ablate.attention.criss_cross import criss_cross_reference  # noqa: E402
+from ablate_kernels.reference import criss_cross_reference  # noqa: E402
 from ablate_kernels import criss_cross as cc  # noqa: E402
 from ablate_kernels import dispatch  # noqa: E402
 
@@ -157,7 +156,7 @@ def test_bytes_moved_floor():
 @pytest.fixture
 def counted(monkeypatch):
     calls = {"kernel": 0, "reference": 0}
-    kernel, reference = cc.criss_cross, reference_module.criss_cross_reference
+    kernel, reference = cc.criss_cross, cc.criss_cross_reference
 
     def kernel_counted(*args):
         calls["kernel"] += 1
@@ -168,7 +167,7 @@ def counted(monkeypatch):
         return reference(*args)
 
     monkeypatch.setattr(cc, "criss_cross", kernel_counted)
-    monkeypatch.setattr(reference_module, "criss_cross_reference", reference_counted)
+    monkeypatch.setattr(cc, "criss_cross_reference", reference_counted)
     return calls
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.attention import ema
 from ablate.attention.ema import EMABlock
-from ablate_kernels import dispatch, em
+from ablate_kernels import dispatch, em, reference
 
 SMALL = dict(block_n=16, block_c=16)  # several blocks even at these sizes
 
@@ -22,7 +21,7 @@ SHAPES = [(2, 5, 37, 3), (2, 19, 100, 7), (1, 32, 64, 16), (3, 40, 50, 21)]
 def inputs(B, C, N, K, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, C, N, generator=g, dtype=torch.float64)
-    mu = ema.l2_normalise(torch.randn(B, C, K, generator=g, dtype=torch.float64), dim=1)
+    mu = reference.l2_normalise(torch.randn(B, C, K, generator=g, dtype=torch.float64), dim=1)
     return x.to(dtype), mu.to(dtype)
 
 
@@ -60,12 +59,12 @@ def test_fused_matches_reference(shape, T, deterministic, poisoned):
     x, mu = inputs(*shape, seed=sum(shape) + T)
     got = em.em_iterations_fused(x, mu, T, deterministic=deterministic, **SMALL)
     assert len(poisoned) >= 2  # the NaN allocator really provided the outputs
-    assert_matches(got, ema.em_iterations(x, mu, T), 1e-4)
+    assert_matches(got, reference.em_iterations(x, mu, T), 1e-4)
 
 
 def test_default_launch_config(poisoned):
     x, mu = inputs(2, 19, 150, 7, seed=3)
-    assert_matches(em.em_iterations_fused(x, mu, 3), ema.em_iterations(x, mu, 3), 1e-4)
+    assert_matches(em.em_iterations_fused(x, mu, 3), reference.em_iterations(x, mu, 3), 1e-4)
 
 
 def test_broadcast_bases_and_strided_input(poisoned):
@@ -73,7 +72,7 @@ def test_broadcast_bases_and_strided_input(poisoned):
     B, C, N, K = 3, 12, 45, 5
     x_nc, mu1 = inputs(B, N, C, K)[0], inputs(1, C, 1, K, seed=1)[1]
     x = x_nc.transpose(1, 2)  # (B, C, N), not contiguous
-    want = ema.em_iterations(x, mu1.expand(B, -1, -1), 3)
+    want = reference.em_iterations(x, mu1.expand(B, -1, -1), 3)
     assert_matches(em.em_iterations_fused(x, mu1.expand(B, -1, -1), 3, **SMALL), want, 1e-4)
     assert_matches(em.em_iterations_fused(x, mu1, 3, **SMALL), want, 1e-4)  # batch 1 broadcasts
 
@@ -82,7 +81,7 @@ def test_float64(poisoned):
     x, mu = inputs(2, 19, 37, 7, dtype=torch.float64)
     for det in (False, True):
         assert_matches(em.em_iterations_fused(x, mu, 3, deterministic=det, **SMALL),
-                       ema.em_iterations(x, mu, 3), 1e-12)
+                       reference.em_iterations(x, mu, 3), 1e-12)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -90,9 +89,9 @@ def test_half_precision_close_to_float64(dtype):
     # The kernel keeps softmax and sums in fp32, so it is at least as close to the float64
     # answer as the reference run in the 16-bit dtype (within one rounding of that dtype).
     x, mu = inputs(2, 19, 37, 7, dtype=torch.float64)
-    exact = ema.em_iterations(x, mu, 2)
+    exact = reference.em_iterations(x, mu, 2)
     got = em.em_iterations_fused(x.to(dtype), mu.to(dtype), 2, **SMALL)
-    ref = ema.em_iterations(x.to(dtype), mu.to(dtype), 2)
+    ref = reference.em_iterations(x.to(dtype), mu.to(dtype), 2)
     ulp = torch.finfo(dtype).eps
     for g, r, e in zip(got, ref, exact):
         assert g.dtype == dtype
@@ -137,7 +136,7 @@ def test_deterministic_default_follows_torch(torch_deterministic, monkeypatch):
     monkeypatch.setattr(em, "_em_reduce", Spy())
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: torch_deterministic)
     x, mu = inputs(1, 5, 37, 3)
-    assert_matches(em.em_iterations_fused(x, mu, 2, **SMALL), ema.em_iterations(x, mu, 2), 1e-4)
+    assert_matches(em.em_iterations_fused(x, mu, 2, **SMALL), reference.em_iterations(x, mu, 2), 1e-4)
     assert len(launches) == (2 if torch_deterministic else 0)  # the split-N reduce, once per iteration
 
 
@@ -158,7 +157,7 @@ def test_input_checks():
 def test_empty_pixels_follow_the_reference():
     x, mu = inputs(2, 5, 0, 3)
     mu_f, z = em.em_iterations_fused(x, mu, 2)
-    mu_r, z_r = ema.em_iterations(x, mu, 2)
+    mu_r, z_r = reference.em_iterations(x, mu, 2)
     assert torch.equal(mu_f, mu_r) and z.shape == z_r.shape == (2, 0, 3)
 
 
@@ -174,7 +173,7 @@ def test_bytes_moved():
 def counted(monkeypatch):
     """Count calls to the kernel entry point and to the reference (both still run)."""
     counts = {"fused": 0, "reference": 0}
-    fused, reference = em.em_iterations_fused, ema.em_iterations
+    fused, plain = em.em_iterations_fused, em.em_iterations
 
     def count_fused(*a, **kw):
         counts["fused"] += 1
@@ -182,10 +181,10 @@ def counted(monkeypatch):
 
     def count_reference(*a, **kw):
         counts["reference"] += 1
-        return reference(*a, **kw)
+        return plain(*a, **kw)
 
     monkeypatch.setattr(em, "em_iterations_fused", count_fused)
-    monkeypatch.setattr(ema, "em_iterations", count_reference)
+    monkeypatch.setattr(em, "em_iterations", count_reference)
     return counts
 
 
@@ -196,7 +195,7 @@ def test_dispatch(mode, expect, counted):
     with dispatch.backend(mode):
         got = em.em_attention_iterations(x, mu, 2)
     assert counted == {"fused": int(expect == "fused"), "reference": int(expect == "reference")}
-    assert_matches(got, ema.em_iterations(x, mu, 2), 1e-4)
+    assert_matches(got, reference.em_iterations(x, mu, 2), 1e-4)
 
 
 def test_dispatch_takes_the_reference_when_gradients_are_needed(counted):
@@ -221,9 +220,9 @@ def test_dispatch_takes_the_reference_for_variants_the_kernel_lacks(variant, cou
     with dispatch.backend("triton"), torch.no_grad():
         got = em.em_attention_iterations(x, mu, 2, **variant)
     assert counted == {"fused": 0, "reference": 1}
-    want = ema.em_iterations(x, mu, 2, **variant)
+    want = reference.em_iterations(x, mu, 2, **variant)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-    assert not torch.allclose(got[0], ema.em_iterations(x, mu, 2)[0], atol=1e-3)
+    assert not torch.allclose(got[0], reference.em_iterations(x, mu, 2)[0], atol=1e-3)
 
 
 def test_ema_block_variant_runs_under_a_forced_kernel(counted):

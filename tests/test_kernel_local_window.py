@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import ablate_kernels.local_window as lw
-from ablate.attention import local_relation
-from ablate.attention.local_relation import local_window_reference
+from ablate_kernels.reference import local_window_reference
 from ablate_kernels import dispatch
 
 COMPOSABILITIES = ("dot", "squared_diff")
@@ -137,7 +136,7 @@ def test_bytes_moved_is_every_tensor_read_or_written_once():
 def calls(monkeypatch):
     """Count calls of the kernel and of the reference (both still run)."""
     counts = {"kernel": 0, "reference": 0}
-    kernel, reference = lw.local_window, local_relation.local_window_reference
+    kernel, reference = lw.local_window, lw.local_window_reference
 
     def counted_kernel(*a, **kw):
         counts["kernel"] += 1
@@ -148,7 +147,7 @@ def calls(monkeypatch):
         return reference(*a, **kw)
 
     monkeypatch.setattr(lw, "local_window", counted_kernel)
-    monkeypatch.setattr(local_relation, "local_window_reference", counted_reference)
+    monkeypatch.setattr(lw, "local_window_reference", counted_reference)
     return counts
 
 

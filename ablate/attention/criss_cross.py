@@ -19,11 +19,12 @@ reach every other pixel in two hops.
 
 Ours
 ----
-:func:`criss_cross_reference` is the band computation in pure PyTorch; it never builds the
-N x N matrix, only the ``B x H x W x (H + W)`` band scores, and is the reference the Triton
-kernel ``ablate_kernels.criss_cross`` is checked against; the module runs the kernel on CUDA
-and the reference elsewhere (``ABLATE_KERNELS`` forces either). :class:`CrissCrossAttention` is one module and
-:class:`CCNetBlock` re-applies it ``R`` times. Like the official module the block includes its
+:func:`criss_cross_reference` (in ``ablate_kernels.reference``, re-exported here) is the band
+computation in pure PyTorch; it never builds the N x N matrix, only the ``B x H x W x (H + W)``
+band scores, and is the reference the Triton kernel ``ablate_kernels.criss_cross`` is checked
+against; the module runs the kernel on CUDA and the reference elsewhere (``ABLATE_KERNELS``
+forces either). :class:`CrissCrossAttention` is one module and :class:`CCNetBlock` re-applies
+it ``R`` times. Like the official module the block includes its
 own zero-init-gamma residual, so it is the identity at initialisation. The conv-BN-ReLU layers
 the CCNet head puts before and after the recurrence belong to the head, not the block.
 """
@@ -32,31 +33,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ablate_kernels.reference import criss_cross_reference  # noqa: F401 (the reference, re-exported)
+
 from .pairwise import QueryKeyValue
-
-
-def criss_cross_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Criss-cross attention without the N x N matrix.
-
-    ``q``, ``k``: (B, d, H, W); ``v``: (B, c, H, W). For each pixel (h, w) the scores against
-    its column (i, w) for every row i and its row (h, j) for every column j are concatenated
-    (H + W entries), the centre is removed from the column part (``-inf``) so it appears once,
-    one softmax runs over the band and the values are summed with those weights.
-    Returns (B, c, H, W).
-    """
-    if q.shape != k.shape or q.shape[0] != v.shape[0] or q.shape[2:] != v.shape[2:]:
-        raise ValueError(f"shape mismatch: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    h = q.shape[2]
-    # column part: scores[b, h, w, i] = q[b, :, h, w] . k[b, :, i, w]
-    col = torch.einsum("bdhw,bdiw->bhwi", q, k)
-    centre = torch.eye(h, dtype=torch.bool, device=q.device).view(h, 1, h)  # [h, ., i]: i == h
-    col = col.masked_fill(centre, float("-inf"))
-    # row part: scores[b, h, w, j] = q[b, :, h, w] . k[b, :, h, j]
-    row = torch.einsum("bdhw,bdhj->bhwj", q, k)
-    attn = torch.softmax(torch.cat([col, row], dim=-1), dim=-1)
-    a_col, a_row = attn[..., :h], attn[..., h:]
-    out = torch.einsum("bciw,bhwi->bchw", v, a_col)
-    return out + torch.einsum("bchj,bhwj->bchw", v, a_row)
 
 
 class CrissCrossAttention(QueryKeyValue):

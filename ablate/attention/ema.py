@@ -67,11 +67,11 @@ momentum 3e-4 (a training-loop setting); the official conv init (normal with std
 sqrt(2 / (k*k*out_channels)), i.e. Kaiming fan-out; the input conv's bias keeps PyTorch's
 default, as the official ``EMAU``, XiaLiPKU/EMANet ``network.py``, does) is kept.
 
-``em_step`` and ``em_iterations`` are plain functions, the reference the fused Triton kernel
-``ablate_kernels.em`` is checked against; the moving-average (no-grad) iterations run the kernel
-on CUDA and the reference elsewhere (``ABLATE_KERNELS`` forces either). The kernel implements
-EMANet's M-step only (``gather: em``, ``descriptor_norm: l2``): other values, and learned
-bases, take the differentiable reference.
+``em_step`` and ``em_iterations`` are plain functions; they live beside the fused Triton kernel
+they define (``ablate_kernels.reference``, re-exported here). The moving-average (no-grad)
+iterations run the kernel ``ablate_kernels.em`` on CUDA and the reference elsewhere
+(``ABLATE_KERNELS`` forces either). The kernel implements EMANet's M-step only (``gather: em``,
+``descriptor_norm: l2``): other values, and learned bases, take the differentiable reference.
 """
 from __future__ import annotations
 
@@ -80,48 +80,10 @@ import math
 import torch
 from torch import nn
 
-EPS = 1e-6  # the official code's epsilon, both for the L1 over N and the L2 over C
-
-
-def l2_normalise(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """``t / (1e-6 + ||t||)`` along ``dim`` (EMANet's ``_l2norm``)."""
-    return t / (EPS + t.norm(dim=dim, keepdim=True))
-
-
-def l1_over(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """``t / (1e-6 + sum t)`` along ``dim`` (EMANet's normalisation of z over the pixels)."""
-    return t / (EPS + t.sum(dim=dim, keepdim=True))
-
+from ablate_kernels.reference import EPS, em_iterations, em_step, l1_over, l2_normalise  # noqa: F401
 
 GATHERS = ("em", "softmax")
 NORMS = ("l2", "none")
-
-
-def em_step(x: torch.Tensor, mu: torch.Tensor, gather: str = "em",
-            descriptor_norm: str = "l2") -> tuple[torch.Tensor, torch.Tensor]:
-    """One EM iteration. ``x``: (B, C, N) features, ``mu``: (B, C, K) bases.
-
-    Returns ``(mu_new, z)``: mu_new (B, C, K) (unit-norm columns with ``descriptor_norm='l2'``),
-    and the E-step responsibilities z (B, N, K), a softmax over K for every pixel. ``gather``
-    says how the M-step pools the pixels: ``em`` with z L1-normalised over N (EMANet), ``softmax``
-    with the logits softmax-normalised over N (A2Net's gathering).
-    """
-    logits = x.transpose(1, 2) @ mu  # B, N, K
-    z = torch.softmax(logits, dim=2)  # E-step
-    weights = l1_over(z, dim=1) if gather == "em" else torch.softmax(logits, dim=1)
-    mu = x @ weights  # M-step: B, C, K
-    return (l2_normalise(mu, dim=1) if descriptor_norm == "l2" else mu), z
-
-
-def em_iterations(x: torch.Tensor, mu: torch.Tensor, T: int, gather: str = "em",
-                  descriptor_norm: str = "l2") -> tuple[torch.Tensor, torch.Tensor]:
-    """``T >= 1`` EM iterations from ``mu``; returns the last ``(mu, z)`` (no grad handling here)."""
-    if T < 1:
-        raise ValueError(f"EM needs T >= 1 iterations, got {T}")
-    z = None
-    for _ in range(T):
-        mu, z = em_step(x, mu, gather, descriptor_norm)
-    return mu, z
 
 
 def init_bases(channels: int, K: int) -> torch.Tensor:

@@ -22,9 +22,10 @@ output pixel p' and every pixel p in its k x k neighbourhood the aggregation wei
 
 Ours
 ----
-:func:`local_window_reference` is the windowed computation with ``unfold``, the reference the
-Triton kernel ``ablate_kernels.local_window`` is checked against; the block runs the kernel on
-CUDA and the reference elsewhere (``ABLATE_KERNELS`` forces either). :class:`LocalRelationBlock` is
+:func:`local_window_reference` (in ``ablate_kernels.reference``, re-exported here) is the
+windowed computation with ``unfold``, the reference the Triton kernel
+``ablate_kernels.local_window`` is checked against; the block runs the kernel on CUDA and the
+reference elsewhere (``ABLATE_KERNELS`` forces either). :class:`LocalRelationBlock` is
 ``x + BN(conv1x1(LR(x)))``: the local relation layer on the input, the bottleneck's output 1x1
 conv + BN, and the residual; the BN scale is zero-initialised so the block starts as the identity
 (as the Non-local block does; LR-Net's own init is the ResNet one -- our choice). Differences:
@@ -45,49 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def local_window_reference(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    geometry_bias: torch.Tensor,
-    window: int,
-    composability: str = "dot",
-) -> torch.Tensor:
-    """Grouped attention inside a ``window`` x ``window`` neighbourhood.
-
-    ``q``, ``k``: (B, G*d, H, W), G groups of d channels each; ``v``: (B, C, H, W) with C
-    divisible by G (group g aggregates channels ``g*C/G .. (g+1)*C/G - 1``); ``geometry_bias``:
-    (G, window*window) added to the scores of each window offset (row-major, offset (-r, -r)
-    first, r = window // 2; zeros for no geometry prior); it also fixes G. Scores are ``q . k`` per group (``dot``) or
-    ``-|q - k|^2`` (``squared_diff``); out-of-image positions are excluded from the softmax.
-    Returns (B, C, H, W).
-    """
-    if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be odd and >= 1, got {window}")
-    b, gd, h, w = q.shape
-    c = v.shape[1]
-    g = geometry_bias.shape[0]
-    if geometry_bias.shape != (g, window * window):
-        raise ValueError(f"geometry_bias must be (G, {window * window}), got {tuple(geometry_bias.shape)}")
-    if gd % g or c % g:
-        raise ValueError(f"{gd} key/query and {c} value channels do not split into {g} groups")
-    d, kk, r = gd // g, window * window, window // 2
-    n = h * w
-    k_win = F.unfold(k, window, padding=r).view(b, g, d, kk, n)
-    q_c = q.reshape(b, g, d, 1, n)
-    if composability == "dot":
-        scores = (q_c * k_win).sum(2)
-    elif composability == "squared_diff":
-        scores = -((q_c - k_win) ** 2).sum(2)
-    else:
-        raise ValueError(f"composability must be 'dot' or 'squared_diff', got {composability!r}")
-    scores = scores + geometry_bias.view(1, g, kk, 1)
-    inside = F.unfold(q.new_ones(1, 1, h, w), window, padding=r).view(1, 1, kk, n) > 0.5
-    attn = torch.softmax(scores.masked_fill(~inside, float("-inf")), dim=2)  # B, G, kk, N
-    v_win = F.unfold(v, window, padding=r).view(b, g, c // g, kk, n)
-    out = (attn.unsqueeze(2) * v_win).sum(3)  # B, G, C/G, N
-    return out.reshape(b, c, h, w)
+from ablate_kernels.reference import local_window_reference  # noqa: F401 (the reference, re-exported)
 
 
 class LocalRelationBlock(nn.Module):
