@@ -245,6 +245,8 @@ def test_tex_compiles_with_pdflatex(written, tmp_path, booktabs):
             pytest.fail("pdflatex is not installed but ABLATE_REQUIRE_LATEX is set (CI installs texlive)")
         pytest.skip("pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended)")
     if booktabs and subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).stdout == "":
+        if os.environ.get("ABLATE_REQUIRE_LATEX"):
+            pytest.fail("booktabs.sty is not installed but ABLATE_REQUIRE_LATEX is set (CI installs it)")
         pytest.skip("booktabs.sty is not installed (Debian: texlive-latex-recommended)")
     tex = (written["dir"] / f"{written['study'].name}.tex").read_text()
     res = _tex_compile(tmp_path, tex, booktabs)
