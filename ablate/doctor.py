@@ -263,13 +263,14 @@ class _Pass:
     maps: list
 
 
-def _one_pass(block: nn.Module, x: torch.Tensor, seed: int) -> _Pass:
-    """Forward ``x`` in train mode and backpropagate a fixed random linear function of the output."""
+def _one_pass(block: nn.Module, x: torch.Tensor, seed: int, record: bool = True) -> _Pass:
+    """Forward ``x`` in train mode and backpropagate a fixed random linear function of the output;
+    ``record``: keep the statistics of its softmax maps."""
     block.train()
     block.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
     with torch.enable_grad():
-        with recording_softmax() as maps:
+        with (recording_softmax() if record else contextlib.nullcontext([])) as maps:
             y = block(x)
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"the block returned {type(y).__name__}, not a tensor")
@@ -330,7 +331,7 @@ def _unblocked(block: nn.Module, x: torch.Tensor, dead: list, grads: dict, seed:
         with torch.no_grad():
             p.copy_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + 2)))
         try:
-            res = _one_pass(trial, x, seed)
+            res = _one_pass(trial, x, seed, record=False)
         except Exception:  # noqa: BLE001 - a gate that breaks the block explains nothing
             continue
         largest = _largest(res.grads)
