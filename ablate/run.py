@@ -70,14 +70,33 @@ def print_plan(study, out=sys.stdout) -> None:
     plan = study.trials()
     cells = study.cells()
     bases = {c.key for c in study.baseline_cells()}
-    print(f"study {study.name}: {len(cells)} cells x {len(study.seeds)} seeds = {len(plan)} trials "
-          f"({study.train.epochs} epochs each)", file=out)
+    seq = study.sequential
+    if seq:
+        print(f"study {study.name}: {len(cells)} cells x {seq['start']} seeds to start = {len(plan)} trials, up to "
+              f"{seq['max']} seeds a cell = {len(cells) * seq['max']} trials ({study.train.epochs} epochs each)",
+              file=out)
+    else:
+        print(f"study {study.name}: {len(cells)} cells x {len(study.seeds)} seeds = {len(plan)} trials "
+              f"({study.train.epochs} epochs each)", file=out)
     if study.question:
         print(f"question: {' '.join(study.question.split())}", file=out)
     for i, c in enumerate(cells):
         mark = "  <- baseline" if c.key in bases else ""
         print(f"  cell {i + 1}: {c.title():40s} mechanism={c.mechanism:18s} key={c.key}{mark}", file=out)
-    print(f"  seeds: {', '.join(map(str, study.seeds))}", file=out)
+    if seq:
+        from .report import ALPHA
+        from .stats import look_counts, verdict_alpha
+
+        k = len(look_counts(seq["start"], seq["max"], seq["step"]))
+        print(f"  seeds: {', '.join(map(str, study.seeds[:seq['start']]))} in every cell; then, after each look, "
+              f"{seq['step']} more (in order: {', '.join(map(str, study.seeds[seq['start']:]))}) for each "
+              f"comparison still undecided and its baseline, up to {seq['max']}", file=out)
+        print(f"  looks: at most {k} (seeds {', '.join(map(str, look_counts(seq['start'], seq['max'], seq['step'])))}"
+              f"); verdicts at alpha {ALPHA:g}/{k} = {verdict_alpha(ALPHA, seq):.4g}, margin ±{study.margin:g} "
+              f"points, {study.correction} correction over {len(comparison_pairs(study, cells))} comparison(s)",
+              file=out)
+    else:
+        print(f"  seeds: {', '.join(map(str, study.seeds))}", file=out)
     if study.pruner["name"] != "none":
         opts = ", ".join(f"{k}={v}" for k, v in study.pruner.items() if k != "name")
         print(f"  pruner: {study.pruner['name']} ({opts})", file=out)
@@ -146,6 +165,7 @@ class _Worker:
     run: str  # this invocation's id: its own harness failures are not retried by it
     plan_index: dict
     choices: dict
+    cells: list = dataclasses.field(default_factory=list)  # the grid's cells (sequential studies read them)
     traced: bool = False  # a harness failure's traceback was printed once already
 
 
@@ -170,9 +190,12 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
             if v not in choices.setdefault(k, []):
                 choices[k].append(v)
     tag = f"[w{args.worker_index}] " if args.worker else ""
-    w = _Worker(study, url, run_dir, args, store, ostudy,
-                Progress(tag, study.search["n_trials"] if study.search else len(plan)),
-                os.environ.get(st.RUN_ENV, ""), {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}, choices)
+    cells = study.cells()
+    total = study.search["n_trials"] if study.search else len(plan)
+    if study.sequential:
+        total = f"{len(plan)}-{len(cells) * study.sequential['max']}"  # the start plan, up to every seed
+    w = _Worker(study, url, run_dir, args, store, ostudy, Progress(tag, total), os.environ.get(st.RUN_ENV, ""),
+                {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}, choices, cells)
     totals = {"trials": 0, "attempts": 0, "error": 0, "harness": 0}
     waiting, streak = False, 0
     while not args.max_trials or totals["attempts"] < args.max_trials:
@@ -216,13 +239,94 @@ def _claim(w: _Worker):
         return (*claim, index), trials
     taken = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed"))
              for t in trials if st.trial_status(t, w.run) in st.TAKEN}
-    todo = [(c, s) for c, s in w.study.trials() if (c.key, s) not in taken]
+    if w.study.sequential:
+        todo = _sequential_todo(w, trials)
+    else:
+        todo = [(c, s) for c, s in w.study.trials() if (c.key, s) not in taken]
     if not todo:
         return None, trials
     cell, seed = todo[0]
     config = w.study.trial_config(cell, seed)
     tid = st.create_running_trial(w.ostudy, dict(cell.label), w.choices, _trial_attrs(cell, seed, config))
-    return (tid, cell, seed, config, w.plan_index[(cell.key, seed)]), trials
+    return (tid, cell, seed, config, w.plan_index.get((cell.key, seed)) or 1 + len(taken)), trials
+
+
+LOOKS_ATTR = "sequential_looks"  # study user attribute: the looks of a sequential study, in order
+
+
+def _statuses(trials, run: str) -> dict:
+    """(cell key, seed) -> the status that counts among its trials: done, then running, then
+    failed here, then free (a lost or retried attempt next to a finished one is history)."""
+    from . import storage as st
+
+    rank = {"done": 0, "running": 1, "failed here": 2}
+    out: dict = {}
+    for t in trials:
+        pair, status = (t.user_attrs.get("cell_key"), t.user_attrs.get("seed")), st.trial_status(t, run)
+        if rank.get(status, 3) < rank.get(out.get(pair), 3):
+            out[pair] = status
+        else:
+            out.setdefault(pair, status)
+    return out
+
+
+def _sequential_todo(w: _Worker, trials) -> list:
+    """The (cell, seed) a sequential study wants and nobody has taken, in order. Call with the
+    study lock held. What is wanted: the first ``start`` seeds of every cell, plus every seed a
+    look added (kept in storage, :data:`LOOKS_ATTR`). When all of them are finished, the next
+    look is taken here, from storage alone (:func:`ablate.stats.sequential_look`), and recorded
+    before any of its trials is claimed: each look happens once, whichever worker takes it, and
+    a killed runner resumes with the seeds its looks added."""
+    from . import storage as st
+
+    status = _statuses(trials, w.run)
+    by_key = {c.key: c for c in w.cells}
+    looks = list(w.ostudy.user_attrs.get(LOOKS_ATTR, []))
+    wanted = list(w.study.trials()) + [(by_key[k], s) for look in looks for k, seeds in look["added"].items()
+                                       if k in by_key for s in seeds]
+    todo = [(c, s) for c, s in wanted if status.get((c.key, s)) not in st.TAKEN]
+    if todo or any(status.get((c.key, s)) != "done" for c, s in wanted):
+        return todo  # trials to claim, or trials still running (wait) or to retry in a later run (stop)
+    look = _look(w, trials, status)
+    if not look.new:
+        return []
+    added = {c.key: look.new[c.key] for c in w.cells if c.key in look.new}
+    record = {"look": len(looks) + 1, "alpha": look.alpha, "added": added,
+              "undecided": [list(pair) for pair, ok in look.decided.items() if not ok]}
+    w.ostudy.set_user_attr(LOOKS_ATTR, looks + [record])
+    w.progress.say(f"look {record['look']}: {len(record['undecided'])} comparison(s) undecided at alpha "
+                   f"{look.alpha:.4g}; adding seeds " + "; ".join(f"{by_key[k].title()}: {', '.join(map(str, v))}"
+                                                                  for k, v in added.items()))
+    return [(by_key[k], s) for k, seeds in added.items() for s in seeds]
+
+
+def comparison_pairs(study, cells: list) -> list[tuple[str, str]]:
+    """(cell key, baseline key) of every comparison the report makes (each cell against its
+    baseline, :meth:`ablate.study.Study.baseline_for`), in the study's order."""
+    pairs = []
+    for c in cells:
+        b = study.baseline_for(c, cells)
+        if b is not None and b.key != c.key and (c.key, b.key) not in pairs:
+            pairs.append((c.key, b.key))
+    return pairs
+
+
+def _look(w: _Worker, trials, status: dict):
+    """One look of a sequential study over its finished trials (see :func:`_sequential_todo`)."""
+    import optuna
+
+    from .report import ALPHA
+    from .stats import sequential_look
+
+    values: dict = {c.key: {} for c in w.cells}
+    for t in trials:
+        key = t.user_attrs.get("cell_key")
+        if t.state == optuna.trial.TrialState.COMPLETE and key in values:
+            values[key][t.user_attrs.get("seed")] = t.value
+    done = {c.key: [s for s in w.study.seeds if status.get((c.key, s)) == "done"] for c in w.cells}
+    seq = w.study.sequential
+    return sequential_look(values, done, comparison_pairs(w.study, w.cells), w.study.margin / 100, ALPHA,
+                           w.study.correction, seq["start"], seq["max"], seq["step"], w.study.seeds)
 
 
 def _run_claimed(w: _Worker, tid: int, cell, seed: int, config: dict, index: int) -> str:
@@ -304,6 +408,23 @@ def _record(store, tid: int, result: dict) -> str:
         return "pruned"
     store.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [result["value"]])
     return "complete"
+
+
+def sequential_summary(study, url: str) -> str:
+    """How far a sequential study went: looks taken, trials finished of the most it could run,
+    and each cell's finished seeds."""
+    import optuna
+
+    from . import storage as st
+
+    ostudy = optuna.load_study(study_name=study.name, storage=st.open_storage(url))
+    looks = ostudy.user_attrs.get(LOOKS_ATTR, [])
+    cells = study.cells()
+    done = _statuses(ostudy.get_trials(deepcopy=False), "")
+    per = {c.key: sum(done.get((c.key, s)) == "done" for s in study.seeds) for c in cells}
+    return (f"sequential seeds: {len(looks)} look(s) added seeds; {sum(per.values())} of at most "
+            f"{len(cells) * study.sequential['max']} trials finished; seeds a cell: "
+            + ", ".join(f"{c.title()} {per[c.key]}" for c in cells))
 
 
 def _wait_for_others(trials, progress, was_waiting: bool) -> bool:
@@ -548,7 +669,10 @@ def main(argv=None) -> int:
         exit_with(e)
     os.environ.setdefault("WANDB_DIR", str(run_dir))
     if not args.worker:
-        print(f"ablate: study {study.name} -> storage {st.redact(url)}; {len(study.trials())} trials; "
+        n = len(study.trials())
+        count = (f"{n} trials to start, up to {len(study.cells()) * study.sequential['max']} (sequential seeds)"
+                 if study.sequential else f"{n} trials")
+        print(f"ablate: study {study.name} -> storage {st.redact(url)}; {count}; "
               f"{args.workers} worker(s) x {_threads(args, study)} thread(s)", flush=True)
     try:
         if args.workers > 1 and not args.worker:
@@ -579,6 +703,8 @@ def _finish(study, url: str, args, argv, codes: list[int], totals, wall: float, 
             "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))})
         print(f"ablate: report written to {path}")
     print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials run here)" if totals else ""))
+    if study.sequential:
+        print(f"ablate: {sequential_summary(study, url)}")
     final, retry = failures(study, url)
     if final:
         print(f"ablate: {len(final)} trial(s) failed for a reason of their own (non-finite loss, out of memory, "

@@ -1,0 +1,356 @@
+"""Sequential seeds (``seeds: {start, max, step}``): the study format, one look's bookkeeping,
+and the runner adding seeds only where a comparison is undecided, exactly once under two
+workers and a kill. The runner's tests train nothing: ``run_trial`` is replaced by a fake whose
+values come from known distributions, so the stopping rule can be checked exactly."""
+from __future__ import annotations
+
+import io
+import math
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from ablate import run as R
+from ablate import stats as S
+from ablate import storage as st
+from ablate.errors import StudyError
+from ablate.study import load_study
+
+from conftest import run_cli, tiny_study
+
+ALPHA = 0.05
+
+# --- the study format ------------------------------------------------------------------------
+
+
+def test_sequential_seeds_parse_and_plan_the_start(tmp_path):
+    study = load_study(tiny_study(tmp_path, seeds={"start": 3, "max": 10}))
+    assert study.sequential == {"start": 3, "max": 10, "step": 1}
+    assert study.seeds == tuple(range(10))
+    assert sorted({s for _, s in study.trials()}) == [0, 1, 2] and len(study.trials()) == 2 * 3
+    fixed = load_study(tiny_study(tmp_path, name="fixed", seeds=[4, 2]))
+    assert fixed.sequential is None and fixed.seeds == (4, 2) and len(fixed.trials()) == 4
+    assert load_study(tiny_study(tmp_path, name="count", seeds=3)).seeds == (0, 1, 2)
+    # the cells, and so the trials a fixed study with the same seeds ran, are the same
+    assert [c.key for c in study.cells()] == [c.key for c in fixed.cells()]
+    assert load_study(tiny_study(tmp_path, name="step", seeds={"start": 2, "max": 6, "step": 2})).sequential == \
+        {"start": 2, "max": 6, "step": 2}
+
+
+@pytest.mark.parametrize("seeds, key, words", [
+    ({"start": 1, "max": 10}, "seeds.start", ">= 2"),
+    ({"start": 5, "max": 4}, "seeds.max", ">= 5"),
+    ({"start": 3, "max": 2000}, "seeds.max", "<= 1000"),
+    ({"start": 3}, "seeds.max", "{start: 3, max: 10}"),
+    ({"max": 10}, "seeds.start", "2 <= S <= M"),
+    ({"start": 3, "max": 10, "every": 2}, "seeds.every", "start, max, step"),
+    ({"start": 3, "max": 10, "step": 0}, "seeds.step", ">= 1"),
+    ({"start": "3", "max": 10}, "seeds.start", "an integer"),
+    ({"start": True, "max": 10}, "seeds.start", "an integer"),
+])
+def test_bad_sequential_seeds_name_the_key(tmp_path, seeds, key, words):
+    with pytest.raises(StudyError) as e:
+        load_study(tiny_study(tmp_path, seeds=seeds))
+    assert e.value.key == key and words in e.value.message
+
+
+def test_sequential_seeds_refuse_search_and_pruner(tmp_path):
+    with pytest.raises(StudyError) as e:
+        load_study(tiny_study(tmp_path, seeds={"start": 2, "max": 4}, baseline={},
+                              factors={"K": {"low": 2, "high": 8}}, search={"n_trials": 2}))
+    assert e.value.key == "seeds" and "search" in e.value.message
+    with pytest.raises(StudyError) as e:
+        load_study(tiny_study(tmp_path, seeds={"start": 2, "max": 4}, pruner="median"))
+    assert e.value.key == "pruner" and "pruned" in e.value.message
+
+
+def test_bad_sequential_seeds_exit_2_in_one_paragraph(tmp_path):
+    path = tiny_study(tmp_path, seeds={"start": 3, "max": 2})
+    res = run_cli(["ablate.run", str(path), "--dry-run"], cwd=tmp_path, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert str(path) in res.stderr and "seeds.max" in res.stderr and ">= 3" in res.stderr
+
+
+def test_dry_run_prints_the_start_plan_and_the_max(tmp_path):
+    study = load_study(tiny_study(tmp_path, seeds={"start": 3, "max": 10}, references=[{"mechanism": "none"}]))
+    out = io.StringIO()
+    R.print_plan(study, out)
+    text = out.getvalue()
+    assert "3 cells x 3 seeds to start = 9 trials, up to 10 seeds a cell = 30 trials" in text
+    assert "seeds: 0, 1, 2 in every cell" in text and "3, 4, 5, 6, 7, 8, 9" in text
+    assert f"at most 8 (seeds 3, 4, 5, 6, 7, 8, 9, 10); verdicts at alpha 0.05/8 = {0.05 / 8:.4g}" in text
+    assert "2 comparison(s)" in text
+
+
+# --- one look's bookkeeping --------------------------------------------------------------------
+
+def test_look_counts_and_the_per_look_alpha():
+    assert S.look_counts(3, 10) == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert S.look_counts(3, 10, 2) == [3, 5, 7, 9, 10] and S.look_counts(3, 9, 3) == [3, 6, 9]
+    assert S.look_alpha(0.05, 3, 10) == pytest.approx(0.05 / 8)
+    assert S.look_alpha(0.05, 3, 10, step=2) == pytest.approx(0.05 / 5)
+    assert S.verdict_alpha(0.05, None) == 0.05
+    assert S.verdict_alpha(0.05, {"start": 3, "max": 10, "step": 1}) == pytest.approx(0.05 / 8)
+    assert S.verdict_alpha(0.05, {"start": 4, "max": 4, "step": 1}) == 0.05  # one look: no penalty
+    with pytest.raises(ValueError):
+        S.look_counts(4, 3)
+
+
+def _vals(mapping):
+    return {c: dict(enumerate(v)) for c, v in mapping.items()}
+
+
+def test_a_look_grows_only_the_undecided_pairs_and_their_baseline():
+    rng = np.random.default_rng(3)
+    base = 0.5 + rng.normal(0, 0.01, 3)
+    values = _vals({"base": base, "clear": base + 0.2 + rng.normal(0, 0.001, 3),  # better
+                    "null": base.copy(),  # Δ = 0 exactly per seed: equivalent
+                    "noisy": base + rng.normal(0, 0.05, 3),  # undecided, interval far wider than the margin
+                    "other_base": 0.5 + rng.normal(0, 0.01, 3), "lonely": [0.3]})  # one value only
+    done = {c: list(range(3)) for c in values}
+    pairs = [("clear", "base"), ("null", "base"), ("noisy", "base"), ("lonely", "other_base")]
+    look = S.sequential_look(values, done, pairs, 0.01, ALPHA, "holm", start=3, max_seeds=10)
+    assert look.alpha == pytest.approx(ALPHA / 8)
+    assert look.judged[("clear", "base")].verdict.label == "better"
+    assert look.judged[("null", "base")].verdict.label == "equivalent"
+    assert look.judged[("noisy", "base")].verdict.label == "inconclusive"
+    assert ("lonely", "other_base") not in look.judged
+    assert look.decided == {("clear", "base"): True, ("null", "base"): True, ("noisy", "base"): False,
+                            ("lonely", "other_base"): True}
+    assert look.new == {"base": [3], "noisy": [3]}
+    # the verdicts are the report's rule at alpha/K, with Bonferroni standing in for Holm
+    diffs = [S.compare(values[a], values[b], shared=True) for a, b in pairs[:3]]
+    same = S.judge_family(diffs, 0.01, ALPHA / 8, "bonferroni")
+    assert [j.verdict.label for j in same] == [look.judged[p].verdict.label for p in pairs[:3]]
+    assert same[2].level == pytest.approx(1 - ALPHA / 8 / 3)
+    # step 2 adds two seeds a look and counts fewer looks
+    look2 = S.sequential_look(values, done, pairs, 0.01, ALPHA, "holm", start=3, max_seeds=10, step=2)
+    assert look2.new == {"base": [3, 4], "noisy": [3, 4]} and look2.alpha == pytest.approx(ALPHA / 5)
+
+
+def test_a_precise_interval_stops_a_pair_even_when_inconclusive():
+    # Δ = 0.8 points, spread 0.12: not different from 0 at alpha/K with 3 seeds, not equivalent
+    # within ±1 (the TOST interval crosses +1 point), but the interval's half-width is below the
+    # margin: more seeds would only narrow an interval already narrower than the margin
+    d = 0.008 + np.array([-0.00121, 0.0, 0.00121])
+    values = _vals({"base": np.zeros(3) + 0.5, "x": 0.5 + d})
+    look = S.sequential_look(values, {"base": [0, 1, 2], "x": [0, 1, 2]}, [("x", "base")], 0.01, ALPHA, "none",
+                             start=3, max_seeds=10)
+    j = look.judged[("x", "base")]
+    assert j.verdict.label == "inconclusive" and j.half_width < 0.01
+    assert look.decided[("x", "base")] and look.new == {}
+
+
+def test_a_look_before_the_start_seeds_only_fills_them():
+    look = S.sequential_look({"base": {0: 0.5}, "x": {}}, {"base": [0], "x": []}, [("x", "base")], 0.01, ALPHA,
+                             "holm", start=3, max_seeds=10)
+    assert look.new == {"base": [1, 2], "x": [0, 1, 2]} and not look.judged
+
+
+def test_bonferroni_decisions_stay_decided_under_holm():
+    # the runner decides with Bonferroni; the report corrects with Holm: Holm's adjusted p is never
+    # larger, so every pair the runner stopped on a verdict keeps a decided verdict in the report
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        diffs = [S.paired_diff(rng.normal(rng.normal(0, 0.01), 0.01, 4), np.zeros(4)) for _ in range(4)]
+        bon = S.judge_family(diffs, 0.01, ALPHA / 8, "bonferroni")
+        holm = S.judge_family(diffs, 0.01, ALPHA / 8, "holm")
+        for b, h in zip(bon, holm):
+            if b.verdict.label != "inconclusive":
+                assert h.verdict.label != "inconclusive"
+
+
+def test_the_sequential_rule_keeps_wrong_calls_below_alpha():
+    # null comparisons (true Δ = 0, spread 1-4 margins), run through sequential_look until it stops:
+    # better/worse calls at the final look (the report's verdict) stay at or below alpha
+    rng = np.random.default_rng(29)
+    wrong = reps = 0
+    for sd in (0.01, 0.02, 0.04):
+        for _ in range(300):
+            base = rng.normal(0.5, 0.01, 10)
+            vals = {"base": base, "x": base + rng.normal(0, sd, 10)}
+            n = 3
+            while True:
+                values = {c: dict(enumerate(v[:n])) for c, v in vals.items()}
+                look = S.sequential_look(values, {c: list(range(n)) for c in vals}, [("x", "base")], 0.01, ALPHA,
+                                         "holm", start=3, max_seeds=10)
+                if not look.new:
+                    break
+                n = len(look.new["x"]) + n
+            wrong += look.judged[("x", "base")].verdict.label in ("better", "worse")
+            reps += 1
+    assert wrong / reps <= ALPHA
+
+
+# --- the runner, with a fake trainer -----------------------------------------------------------
+
+# mechanism -> (mean, own spread); every cell shares a per-seed offset (paired seeds)
+EFFECTS = {"none": (0.50, 0.0), "glore": (0.62, 0.002), "nonlocal": (0.50, 0.0), "senet": (0.505, 0.03)}
+ORDER = list(EFFECTS)
+
+
+def fake_value(mechanism: str, seed: int) -> float:
+    shared = np.random.default_rng([seed, 0]).normal(0, 0.01)
+    mean, sd = EFFECTS[mechanism]
+    return float(mean + shared + np.random.default_rng([seed, 1 + ORDER.index(mechanism)]).normal(0, sd))
+
+
+def fake_run_trial(config, reporter=None, logger=None, threads=1, wandb=None):
+    value = fake_value(config["mechanism"], config["seed"])
+    block = os.environ.get("H6_FAKE_BLOCK")  # "mechanism:seed": that trial hangs (to be killed)
+    if block == f"{config['mechanism']}:{config['seed']}":
+        time.sleep(300)
+    time.sleep(float(os.environ.get("H6_FAKE_SLEEP", "0")))
+    if reporter is not None:
+        reporter(0, value)
+    return {"value": value, "final_val_miou": value, "best_val_miou": value, "curve": [value], "class_iou": [value],
+            "val_pixels": 1, "pruned_epoch": None, "attention_params": 0, "attention_flops": 0, "total_params": 0,
+            "compute_s": 0.01, "train_s": 0.01, "threads": 1, "fingerprint": None, "world_size": 1,
+            "pid": os.getpid()}
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    import ablate.trainer
+
+    monkeypatch.setattr(ablate.trainer, "run_trial", fake_run_trial)
+    monkeypatch.setenv(st.RUN_ENV, "test")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("ABLATE_HEARTBEAT_S", "0.2")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _study_file(tmp_path, seeds=None):
+    """A four-cell study (the trainer is fake: the cells only need to be valid): each mechanism
+    against none, seeds 3 to 8."""
+    path = tiny_study(tmp_path, name="seq", seeds=seeds or {"start": 3, "max": 8})
+    study = yaml.safe_load(path.read_text())
+    study["factors"], study["baseline"] = {"mechanism": ORDER}, {"mechanism": "none"}
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def _trials(run_dir: Path):
+    return optuna.load_study(study_name="seq", storage=st.open_storage(str(run_dir / "optuna.journal"))) \
+        .get_trials(deepcopy=False)
+
+
+def _finished(run_dir: Path) -> Counter:
+    return Counter((t.params["mechanism"], t.user_attrs["seed"]) for t in _trials(run_dir)
+                   if t.state == optuna.trial.TrialState.COMPLETE)
+
+
+def _simulate(study) -> dict:
+    """The seeds each mechanism ends with, by running sequential_look on the fake values alone."""
+    seq, cells = study.sequential, study.cells()
+    mech = {c.key: c.mechanism for c in cells}
+    done = {c.key: list(range(seq["start"])) for c in cells}
+    while True:
+        values = {k: {s: fake_value(mech[k], s) for s in seeds} for k, seeds in done.items()}
+        look = S.sequential_look(values, done, R.comparison_pairs(study, cells), study.margin / 100, ALPHA,
+                                 study.correction, seq["start"], seq["max"], seq["step"], study.seeds)
+        if not look.new:
+            return {mech[k]: sorted(v) for k, v in done.items()}
+        for k, seeds in look.new.items():
+            done[k] = done[k] + seeds
+
+
+def _run(path, *extra) -> int:
+    return R.main([str(path), "--run-dir", "runs/seq", "--no-wandb", "--no-report", *extra])
+
+
+def test_runner_adds_seeds_only_where_undecided_and_matches_the_rule(fake, capsys):
+    path = _study_file(fake)
+    study = load_study(path)
+    assert _run(path) == 0
+    got = _finished(fake / "runs/seq")
+    assert set(got.values()) == {1}, "a cell x seed ran twice"
+    seeds = {m: sorted(s for mm, s in got if mm == m) for m in ORDER}
+    assert seeds == _simulate(study)
+    # the clear (glore) and the null (nonlocal) effects stop at the start; the noisy one runs to max
+    assert seeds["glore"] == seeds["nonlocal"] == [0, 1, 2]
+    assert seeds["senet"] == seeds["none"] == list(range(8))
+    # the looks are recorded in storage, one seed at a time, for the undecided pair only
+    looks = optuna.load_study(study_name="seq", storage=st.open_storage(str(fake / "runs/seq/optuna.journal"))) \
+        .user_attrs[R.LOOKS_ATTR]
+    keys = {c.mechanism: c.key for c in study.cells()}
+    assert [lk["added"] for lk in looks] == [{keys["none"]: [s], keys["senet"]: [s]} for s in range(3, 8)]
+    assert all(lk["alpha"] == pytest.approx(ALPHA / 6) for lk in looks)
+    out = capsys.readouterr().out
+    assert "look 1: 1 comparison(s) undecided" in out
+    assert "sequential seeds: 5 look(s) added seeds; 22 of at most 32 trials finished" in out
+    # the report's verdicts at alpha/K on what ran: clear better, null equivalent
+    values = {c.mechanism: {} for c in study.cells()}
+    for t in _trials(fake / "runs/seq"):
+        values[t.params["mechanism"]][t.user_attrs["seed"]] = t.value
+    judged = S.judge_family([S.compare(values[m], values["none"], shared=True) for m in ORDER[1:]],
+                            study.margin / 100, S.verdict_alpha(ALPHA, study.sequential), study.correction)
+    assert [j.verdict.label for j in judged] == ["better", "equivalent", "inconclusive"]
+    # a rerun of a finished study runs nothing
+    n = len(_trials(fake / "runs/seq"))
+    assert _run(path) == 0 and len(_trials(fake / "runs/seq")) == n
+
+
+def _worker(path: str, index: int) -> None:
+    os._exit(R.main([path, "--run-dir", "runs/seq", "--no-wandb", "--no-report", "--worker", "--worker-index",
+                     str(index), "--threads", "1"]))
+
+
+def test_two_workers_run_each_seed_once(fake, monkeypatch):
+    monkeypatch.setenv("H6_FAKE_SLEEP", "0.15")
+    path = _study_file(fake)
+    ctx = multiprocessing.get_context("fork")  # the children keep the fake trainer
+    procs = [ctx.Process(target=_worker, args=(str(path), i)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    trials = _trials(fake / "runs/seq")
+    got = _finished(fake / "runs/seq")
+    assert set(got.values()) == {1} and len(trials) == sum(got.values()), "a seed was created twice"
+    study = load_study(path)
+    assert {m: sorted(s for mm, s in got if mm == m) for m in ORDER} == _simulate(study)
+    assert len({t.system_attrs[st.ATTR + "pid"] for t in trials}) == 2, "both workers took trials"
+
+
+def test_a_killed_sequential_study_resumes_without_losing_or_repeating(fake, monkeypatch):
+    path = _study_file(fake)
+    monkeypatch.setenv("H6_FAKE_BLOCK", "senet:4")  # a seed a look added: the worker hangs there
+    proc = multiprocessing.get_context("fork").Process(target=_worker, args=(str(path), 0))
+    proc.start()
+    deadline, hung = time.time() + 120, None
+    while time.time() < deadline and hung is None:
+        time.sleep(0.2)
+        if (fake / "runs/seq/optuna.journal").exists():
+            try:
+                hung = next((t for t in _trials(fake / "runs/seq") if t.state == optuna.trial.TrialState.RUNNING
+                             and t.params["mechanism"] == "senet" and t.user_attrs["seed"] == 4), None)
+            except KeyError:
+                continue
+    assert hung is not None, "the blocked trial never started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(timeout=30)
+    before = {(t.params["mechanism"], t.user_attrs["seed"]): t.value for t in _trials(fake / "runs/seq")
+              if t.state == optuna.trial.TrialState.COMPLETE}
+    monkeypatch.delenv("H6_FAKE_BLOCK")
+    assert _run(path) == 0
+    trials = _trials(fake / "runs/seq")
+    got = _finished(fake / "runs/seq")
+    assert set(got.values()) == {1}
+    assert {m: sorted(s for mm, s in got if mm == m) for m in ORDER} == _simulate(load_study(path))
+    assert trials[hung.number].system_attrs[st.ATTR + "fail_kind"] == "lost"
+    for t in trials:  # what finished before the kill was kept, not run again
+        pair = (t.params["mechanism"], t.user_attrs["seed"])
+        if t.state == optuna.trial.TrialState.COMPLETE and pair in before:
+            assert t.value == before[pair]
+    assert math.isfinite(sum(before.values()))
