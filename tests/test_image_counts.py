@@ -80,3 +80,48 @@ def test_bootstrap_on_decoded_counts_contains_the_point_estimate():
     boot = bootstrap_miou(*ic.decode(ic.encode(i, u)), n_boot=500)
     assert boot.miou == pytest.approx(miou_from_counts(i, u))
     assert boot.lo < boot.miou < boot.hi
+
+
+def _rank_counts(rank: int, world: int, port: int, shards, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from ablate.models.segmenter import ImageCounts
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        metric = ImageCounts(4, 255)
+        for pred, target in shards[rank]:  # this rank's batches, in order
+            metric.update(pred, target)
+        torch.save(metric.compute(), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_image_counts_metric_gathers_every_ranks_images_in_order(tmp_path):
+    """Two gloo ranks with contiguous shards of unequal size (13 and 12 images, as
+    ``tensor_split`` makes them) give, on every rank, the single process's rows in image order."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from ablate.models.segmenter import ImageCounts
+
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randint(0, 4, (25, 6, 6), generator=g)
+    target = torch.randint(0, 4, (25, 6, 6), generator=g)
+    target[torch.rand(25, 6, 6, generator=g) < 0.1] = 255
+    single = ImageCounts(4, 255)
+    single.update(pred, target)
+    whole = single.compute()
+    shards = []
+    for idx in torch.arange(25).tensor_split(2):
+        shards.append([(pred[b], target[b]) for b in idx.tensor_split(3)])  # a few batches per rank
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_counts, args=(2, port, shards, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got.dtype == torch.long and got.shape == (25, 2, 4)
+        assert torch.equal(got, whole)

@@ -3,13 +3,15 @@ streams that pair cells (item 1) and the cue probe's attention mass (issue 11), 
 ``run_trial`` on tiny synthetic trials."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from ablate.attention import MECHANISMS
-from ablate.attention.vocab import Preset
+from ablate.data.synthetic import IGNORE_INDEX, SceneConfig, make_split
 from ablate.image_counts import ATTR, decode
 from ablate.models.segmenter import Segmenter
 from ablate.seeds import SEED_STREAMS, derive
@@ -29,6 +31,8 @@ class _Inert(nn.Module):
     """An identity block that still draws 1000 random numbers at construction (an unused
     parameter): a factor value that changes nothing but the generators' state."""
 
+    FACTORS = ()
+
     def __init__(self, channels: int):
         super().__init__()
         self.unused = nn.Parameter(torch.randn(1000))
@@ -39,7 +43,8 @@ class _Inert(nn.Module):
 
 @pytest.fixture
 def inert(monkeypatch):
-    monkeypatch.setitem(MECHANISMS, "_inert", Preset("_inert", "none", _Inert, (), "-", "test: identity, unused weights"))
+    preset = dataclasses.replace(MECHANISMS["none"], name="_inert", block=_Inert)  # the control's, another block
+    monkeypatch.setitem(MECHANISMS, "_inert", preset)
     return "_inert"
 
 
@@ -86,6 +91,10 @@ def test_image_counts_give_back_the_trials_miou_and_a_bootstrap_interval():
     inter, union = decode(result[ATTR])
     assert inter.shape == union.shape == (24, 5)
     assert (inter <= union).all() and (inter >= 0).all()
+    # each row is one whole image: its scored pixels count once in I and U when right, twice in U when wrong
+    _, yv = make_split(SceneConfig(**_config("none", 0)["data"]), "val")
+    np.testing.assert_array_equal((inter + union).sum(1), 2 * (yv != IGNORE_INDEX).flatten(1).sum(1).numpy())
+    assert int((inter + union).sum()) == 2 * result["val_pixels"]
     assert miou_from_counts(inter, union) == pytest.approx(result["final_val_miou"], abs=1e-6)
     total_u = union.sum(0)
     per_class = np.where(total_u > 0, inter.sum(0) / np.maximum(total_u, 1), 0.0)
@@ -100,3 +109,21 @@ def test_image_counts_give_back_the_trials_miou_and_a_bootstrap_interval():
 def test_cue_mass_only_for_global_cue_and_none_without_a_map():
     assert run_trial(_config("none", 0), threads=1)["cue_mass"] == [None]
     assert "cue_mass" not in run_trial(_config("none", 0, task="local"), threads=1)
+
+
+@pytest.mark.slow
+def test_ddp_trial_stores_every_ranks_image_counts():
+    """Two CPU ranks (13 and 12 validation images): the stored counts cover all 25 images and
+    give back the trial's mIoU; every scored pixel is counted twice in Σ(I + U) (once in I and
+    U when right, twice in U when wrong)."""
+    config = _config("nonlocal", 0)
+    config["data"]["val_images"] = 25
+    config["trainer"] = {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
+    result = run_trial(config, threads=2)
+    assert result["world_size"] == 2
+    inter, union = decode(result[ATTR])
+    assert inter.shape == (25, 5)
+    assert int((inter + union).sum()) == 2 * result["val_pixels"]
+    assert miou_from_counts(inter, union) == pytest.approx(result["final_val_miou"], abs=1e-6)
+    assert len(result["cue_mass"]) == 1 and result["cue_mass"][0] is not None
+    assert result["seed_streams"] == SEED_STREAMS

@@ -135,7 +135,10 @@ class ImageCounts(Metric):
         self.rows.append(torch.stack([inter, union], dim=1))
 
     def compute(self) -> torch.Tensor:
-        return dim_zero_cat(self.rows) if self.rows else torch.zeros(0, 2, self.num_classes, dtype=torch.long)
+        rows = self.rows  # a list of batches; after a DDP sync, one tensor already concatenated
+        if isinstance(rows, list):
+            return dim_zero_cat(rows) if rows else torch.zeros(0, 2, self.num_classes, dtype=torch.long)
+        return rows
 
 
 class SegmentationModule(L.LightningModule):
