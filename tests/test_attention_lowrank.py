@@ -1,21 +1,22 @@
-"""Low-rank and gating presets, the EM functions, A2Net = EMA(T=1, learned), mappings, CARAFE."""
+"""Low-rank and gating presets, the EM functions, A2Net = EMA(T=1, learned), mappings."""
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from ablate.attention import MECHANISMS
 from ablate.attention.a2net import A2Block, a2_from_ema
 from ablate.attention.apcnet import APCBlock, parse_scales
+from ablate.attention.cbam import CBAMBlock
 from ablate.attention.ema import EMABlock, em_iterations, em_step, init_bases
-from ablate.attention.gating import CBAMBlock, SEBlock, STNBlock
-from ablate.attention.lowrank import LowRankBlock
+from ablate.attention.glore import LowRankBlock
 from ablate.attention.projection import (EMProjection, LearnedProjection, PooledProjection, make_projection,
                                          pooling_matrices)
-from ablate.attention.zoo_lowrank import PRESETS
-from ablate.models.carafe import CARAFE
+from ablate.attention.senet import SEBlock
+from ablate.attention.stn import STNBlock
 
 C = 16
+PRESETS = [p for p in MECHANISMS.values() if p.family in ("lowrank", "gating") and p.name != "glore"]  # beyond GloRe
 NAMES = [p.name for p in PRESETS]
 BY_NAME = {p.name: p for p in PRESETS}
 
@@ -245,43 +246,3 @@ def test_stn_is_identity_at_init():
     x = _x()
     assert torch.allclose(stn.theta(x), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(2, -1, -1))
     torch.testing.assert_close(stn(x), x, rtol=1e-5, atol=1e-5)
-
-
-# ---------------------------------------------------------------------------------- CARAFE
-@pytest.mark.parametrize("scale", [2, 3])
-def test_carafe_upsamples_by_scale(scale):
-    up = CARAFE(C, scale=scale, compressed=8)
-    x = _x()
-    y = up(x)
-    assert y.shape == (2, C, 13 * scale, 11 * scale)
-    y.square().mean().backward()
-    assert up.encode.weight.grad is not None
-    k = up.kernels(x)
-    assert torch.allclose(k.sum(1), torch.ones(2, 13 * scale, 11 * scale), atol=1e-6)
-
-
-def test_carafe_uniform_kernel_is_window_average_then_nearest():
-    up = CARAFE(C, scale=2, k_up=5, compressed=8)
-    with torch.no_grad():
-        up.encode.weight.zero_()
-        up.encode.bias.zero_()
-    x = _x()
-    ref = F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=True)
-    ref = F.interpolate(ref, scale_factor=2, mode="nearest")
-    torch.testing.assert_close(up(x), ref, rtol=1e-5, atol=1e-5)
-
-
-def test_carafe_matches_naive_reassembly():
-    up = CARAFE(4, scale=2, k_up=3, compressed=4)
-    x = torch.randn(1, 4, 5, 4, dtype=torch.float64)
-    kernels = torch.softmax(torch.randn(1, 9, 10, 8, dtype=torch.float64), dim=1)
-    out = up.reassemble(x, kernels)
-    xp = F.pad(x, (1, 1, 1, 1))
-    ref = torch.zeros_like(out)
-    for i in range(10):
-        for j in range(8):
-            si, sj = i // 2, j // 2
-            for t in range(9):
-                dy, dx = divmod(t, 3)
-                ref[0, :, i, j] += kernels[0, t, i, j] * xp[0, :, si + dy, sj + dx]
-    torch.testing.assert_close(out, ref)

@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from ablate.attention.cgnl import CGNLBlock, cgnl_kernel
-from ablate.attention.context import DisentangledNonLocalBlock, GlobalContextBlock
+from ablate.attention.dnl import DisentangledNonLocalBlock
 from ablate.attention.criss_cross import CCNetBlock, CrissCrossAttention, criss_cross_reference
 from ablate.attention.danet import DANetBlock
-from ablate.attention.dgmn import DGMNBlock, _draw_offsets
+from ablate.attention.dgmn import DGMNBlock, draw_offsets
+from ablate.attention.gcnet import GlobalContextBlock
 from ablate.attention.interlaced import ISABlock
 from ablate.attention.local_relation import local_window_reference
 from ablate.attention.ocnet import ObjectContext
 from ablate.attention.psanet import PSANetBlock, psa_mask
-from ablate.attention.zoo_pairwise import PRESETS
+from ablate.attention import MECHANISMS
 
 from conftest import psamask_reference
 
@@ -25,18 +26,17 @@ EXPECTED = {
     "local_relation", "gcnet", "dnl", "cgnl", "psanet", "dgmn",
 }
 C = 16
-
-
+PRESETS = [p for p in MECHANISMS.values() if p.name in EXPECTED]  # the pairwise zoo beyond Non-local
 
 
 def _preset(name):
-    return {p.name: p for p in PRESETS}[name]
+    return MECHANISMS[name]
 
 
 # --- registry ------------------------------------------------------------------------------
 
 def test_presets_are_the_pairwise_zoo():
-    names = [p.name for p in PRESETS]
+    names = [p.name for p in MECHANISMS.values() if p.family == "pairwise" and not p.name.startswith("nonlocal")]
     assert len(names) == len(set(names))
     assert set(names) == EXPECTED
     for p in PRESETS:
@@ -339,11 +339,11 @@ def test_psanet_collect_weights_sum_to_one_per_pixel_and_distribute_per_target()
 # --- DGMN ----------------------------------------------------------------------------------
 
 def test_dgmn_offsets_are_seeded_distinct_and_include_the_centre():
-    a, b = _draw_offsets(10, 3, seed=0), _draw_offsets(10, 3, seed=0)
+    a, b = draw_offsets(10, 3, seed=0), draw_offsets(10, 3, seed=0)
     assert torch.equal(a, b)
     assert a[0].tolist() == [0, 0]
     assert len({tuple(o) for o in a.tolist()}) == 10 and int(a.abs().max()) <= 3
-    assert not torch.equal(a, _draw_offsets(10, 3, seed=1))
+    assert not torch.equal(a, draw_offsets(10, 3, seed=1))
 
 
 def test_dgmn_single_sample_passes_the_node_itself():

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.attention.dgmn import DGMNBlock, _draw_offsets, sample_at, sample_neighbours
-from ablate.attention.zoo_pairwise import PRESETS
+from ablate.attention import MECHANISMS
+from ablate.attention.dgmn import DGMNBlock, draw_offsets, sample_at, sample_neighbours
 
 C = 16
-DGMN = {p.name: p for p in PRESETS}["dgmn"]
+DGMN = MECHANISMS["dgmn"]
 
 
 def _pair(dtype=torch.float64, **kw):
@@ -115,4 +115,4 @@ def test_softmax_over_each_pixels_sampled_set_sums_to_one(offsets):
 
 def test_base_offsets_are_the_fixed_forms():
     learned, fixed = _pair(samples=12, radius=3)
-    assert torch.equal(learned.offsets, fixed.offsets) and torch.equal(fixed.offsets, _draw_offsets(12, 3, 0))
+    assert torch.equal(learned.offsets, fixed.offsets) and torch.equal(fixed.offsets, draw_offsets(12, 3, 0))

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 
 from ablate.attention.a2net import a2_from_ema
 from ablate.attention.ema import EMABlock
-from ablate.attention.zoo_lowrank import PRESETS
+from ablate.attention import MECHANISMS
 
 C, K = 16, 6
-BY_NAME = {p.name: p for p in PRESETS}
+BY_NAME = MECHANISMS
 # The five switches, EMANet's value -> A2Net's value, in the order of the em_iterations ladder.
 SWITCHES = [("gather", "em", "softmax"), ("shared_maps", True, False), ("descriptor_norm", "l2", "none"),
             ("out_relu", True, False), ("reduction", 1, 4)]

@@ -43,12 +43,13 @@ with warnings.catch_warnings():  # mmcv-lite's own notice that MultiScaleDeforma
     )
 
 from ablate.attention.apcnet import AdaptiveContext, APCBlock  # noqa: E402
-from ablate.attention.context import DisentangledNonLocalBlock, GlobalContextBlock  # noqa: E402
 from ablate.attention.criss_cross import CCNetBlock  # noqa: E402
 from ablate.attention.danet import DANetBlock  # noqa: E402
+from ablate.attention.dnl import DisentangledNonLocalBlock  # noqa: E402
 from ablate.attention.ema import EMABlock  # noqa: E402
+from ablate.attention.gcnet import GlobalContextBlock  # noqa: E402
 from ablate.attention.interlaced import ISABlock  # noqa: E402
-from ablate.attention.pairwise import NonLocalBlock  # noqa: E402
+from ablate.attention.non_local import NonLocalBlock  # noqa: E402
 from ablate.attention.psanet import PSANetBlock  # noqa: E402
 
 pytestmark = [  # mmseg's notices when building a head's (unused) loss

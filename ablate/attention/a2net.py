@@ -65,10 +65,21 @@ import torch
 from torch import nn
 
 from .ema import EMABlock, l1_over, l2_normalise
+from .vocab import choice, nodes, reduction, switch
 
 
 class A2Block(nn.Module):
     """Double attention: gather K global descriptors, distribute them to every pixel."""
+
+    FACTORS = (
+        nodes("number of global descriptors n"),
+        reduction("descriptor width m = C/reduction"),
+        switch("shared_maps", "gather and distribute maps from one conv (EMA form)"),
+        choice("gather", ("softmax", "em"), "gather weights: softmax over positions (paper) or EMA's softmax "
+               "over K then L1 over positions"),
+        choice("descriptor_norm", ("none", "l2"), "L2-normalise the K descriptors (EMA's M-step)"),
+        switch("out_relu", "EMANet's ReLUs before the output conv and after the residual"),
+    )
 
     def __init__(self, channels: int, K: int = 64, reduction: int = 4, shared_maps: bool = False,
                  gather: str = "softmax", descriptor_norm: str = "none", out_relu: bool = False):
@@ -83,7 +94,7 @@ class A2Block(nn.Module):
             shared_maps, gather, descriptor_norm, out_relu)
         self.features = nn.Conv2d(channels, m, kernel_size=1)  # phi -> A
         self.gather_maps = nn.Conv2d(channels, K, kernel_size=1)  # theta -> B
-        # rho -> V; the same module when shared (as pairwise.py shares theta/phi).
+        # rho -> V; the same module when shared (as non_local.py shares theta/phi).
         self.distribute_maps = self.gather_maps if shared_maps else nn.Conv2d(channels, K, kernel_size=1)
         self.expand = nn.Conv2d(m, channels, kernel_size=1, bias=False)
         self.norm = nn.BatchNorm2d(channels)

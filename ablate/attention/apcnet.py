@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vocab import choice, reduction, switch
+
 PAPER_SCALES = (1, 2, 3, 6)
 SCALE_CHOICES = tuple(",".join(str(s) for s in c) for r in range(1, 5) for c in combinations(PAPER_SCALES, r))
 
@@ -82,6 +84,12 @@ class AdaptiveContext(nn.Module):
 
 class APCBlock(nn.Module):
     """APCNet's pyramid of ACMs, concatenated with the input and fused back to C channels."""
+
+    FACTORS = (
+        choice("scales", SCALE_CHOICES, "pooling scales of the ACMs"),
+        reduction("ACM width C/reduction"),
+        switch("fusion", "fusion conv after each ACM"),
+    )
 
     def __init__(self, channels: int, scales="1,2,3,6", reduction: int = 4, fusion: bool = True):
         super().__init__()

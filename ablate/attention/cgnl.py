@@ -38,6 +38,8 @@ import math
 import torch
 from torch import nn
 
+from .vocab import choice, integer, reduction, switch
+
 
 def cgnl_kernel(t: torch.Tensor, p: torch.Tensor, g: torch.Tensor, groups: int, kernel: str = "dot",
                 order: int = 3, gamma: float = 1e-4, scale: bool = False) -> torch.Tensor:
@@ -66,6 +68,14 @@ def cgnl_kernel(t: torch.Tensor, p: torch.Tensor, g: torch.Tensor, groups: int, 
 
 class CGNLBlock(nn.Module):
     """CGNL block: theta/phi/g, compact kernel per channel group, grouped z, GroupNorm, residual."""
+
+    FACTORS = (
+        choice("kernel", ("dot", "gaussian"), "dot product or Taylor-expanded Gaussian RBF kernel"),
+        integer("groups", 1, "channel groups with their own compact kernel (paper: 8)"),
+        integer("order", 0, "Taylor order of the Gaussian kernel (official: 3)"),
+        switch("scale", "divide by sqrt(C_g H W) (paper's models: off)"),
+        reduction("inner width C/reduction (paper: 2)"),
+    )
 
     def __init__(self, channels: int, kernel: str = "dot", groups: int = 8, order: int = 3,
                  scale: bool = False, reduction: int = 2):

@@ -35,7 +35,8 @@ from torch import nn
 
 from ablate_kernels.reference import criss_cross_reference  # noqa: F401 (the reference, re-exported)
 
-from .pairwise import QueryKeyValue
+from .layers import QueryKeyValue
+from .vocab import integer
 
 
 class CrissCrossAttention(QueryKeyValue):
@@ -50,6 +51,11 @@ class CrissCrossAttention(QueryKeyValue):
 
 class CCNetBlock(nn.Module):
     """Recurrent criss-cross attention: the same module applied ``R`` times."""
+
+    FACTORS = (
+        integer("R", 1, "recurrences of the same criss-cross module (paper: 2)"),
+        integer("qk_reduction", 1, "query/key width C/qk_reduction (paper: 8)"),
+    )
 
     def __init__(self, channels: int, R: int = 2, qk_reduction: int = 8):
         super().__init__()

@@ -35,7 +35,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .pairwise import QueryKeyValue
+from .layers import QueryKeyValue
+from .vocab import choice, integer, switch
 
 
 class PositionAttention(QueryKeyValue):
@@ -77,6 +78,13 @@ class ChannelAttention(nn.Module):
 
 class DANetBlock(nn.Module):
     """PAM and/or CAM on one residual; ``branch`` picks which."""
+
+    FACTORS = (
+        choice("branch", ("both", "position", "channel"),
+               "position attention (PAM), channel attention (CAM) or both summed"),
+        integer("qk_reduction", 1, "PAM query/key width C/qk_reduction (paper: 8)"),
+        switch("cam_max_minus", "CAM softmax(max - X X^T) as the official code (off: softmax(X X^T))"),
+    )
 
     def __init__(self, channels: int, branch: str = "both", qk_reduction: int = 8, cam_max_minus: bool = True):
         super().__init__()

@@ -52,8 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vocab import choice, integer
 
-def _draw_offsets(samples: int, radius: int, seed: int) -> torch.Tensor:
+
+def draw_offsets(samples: int, radius: int, seed: int) -> torch.Tensor:
     """(samples, 2) integer (dy, dx) offsets: the centre, then distinct random ones (seeded)."""
     side = 2 * radius + 1
     if samples > side * side:
@@ -110,6 +112,14 @@ class DGMNBlock(nn.Module):
     """Message passing over K sampled neighbours (a base set moved by learned offsets, or the
     base set only) with node-predicted weights, residual."""
 
+    FACTORS = (
+        integer("samples", 1, "sampled neighbours K per pixel (official: 4 grids x 9)"),
+        integer("radius", 0, "base offsets drawn from [-radius, radius]^2 (official max dilation: 12)"),
+        integer("groups", 1, "channel groups with their own aggregation weights (official: 1)"),
+        choice("offsets", OFFSETS, "sampling positions moved by offsets predicted from the input (paper), or "
+               "the fixed base set"),
+    )
+
     def __init__(self, channels: int, samples: int = 36, radius: int = 12, groups: int = 1,
                  offsets: str = "learned", seed: int = 0):
         super().__init__()
@@ -120,7 +130,7 @@ class DGMNBlock(nn.Module):
             raise ValueError(f"offsets must be one of {', '.join(OFFSETS)}, got {offsets!r}")
         self.channels, self.inner, self.groups, self.samples = channels, inner, groups, samples
         self.sampling = offsets
-        self.register_buffer("offsets", _draw_offsets(samples, radius, seed), persistent=False)
+        self.register_buffer("offsets", draw_offsets(samples, radius, seed), persistent=False)
         self.reduce = nn.Sequential(*_bn_relu(channels, inner))
         self.weights = nn.Conv2d(inner, groups * samples, 3, padding=1, bias=False)
         self.fuse = nn.Sequential(*_bn_relu(2 * inner, inner), *_bn_relu(inner, channels))

@@ -82,6 +82,8 @@ from torch import nn
 
 from ablate_kernels.reference import EPS, em_iterations, em_step, l1_over, l2_normalise  # noqa: F401
 
+from .vocab import choice, integer, nodes, number, reduction, switch
+
 GATHERS = ("em", "softmax")
 NORMS = ("l2", "none")
 
@@ -152,6 +154,25 @@ class EMABlock(nn.Module):
 
     The last five arguments are the A2Net switches of the module docstring, at EMANet's values.
     """
+
+    FACTORS = (
+        nodes("number of bases (paper: 64)"),
+        integer("T", 1, "EM iterations in training (paper: 3)"),
+        integer("T_eval", 1, "EM iterations in evaluation"),
+        number("momentum", 0.0, "moving average of the bases, in [0, 1] (paper: 0.9)"),
+        choice("bases", ("moving_average", "learned"),
+               "no-grad EM + moving average (paper), or bases learned by backprop through the EM"),
+        # A2Net's five switches (a2net.py): at EMANet's values by default, rebuilding the block as before.
+        choice("gather", GATHERS, "M-step pooling: softmax over K then L1 over positions (paper), or A2Net's "
+               "softmax over positions", added=True),
+        switch("shared_maps", "the responsibilities gather and distribute (paper); off: A2Net's separate "
+               "distribution map", added=True),
+        choice("descriptor_norm", NORMS, "L2-normalise the bases after each M-step (paper), or not (A2Net)",
+               added=True),
+        switch("out_relu", "ReLU on the reconstruction and after the residual (paper); off: A2Net's plain "
+               "residual", added=True),
+        reduction("bases width m = C/reduction (paper: 1; A2Net's descriptors are narrower)", added=True),
+    )
 
     def __init__(self, channels: int, K: int = 64, T: int = 3, T_eval: int = 3,
                  momentum: float = 0.9, bases: str = "moving_average", gather: str = "em",

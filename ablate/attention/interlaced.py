@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vocab import integer
+
 
 def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
@@ -67,6 +69,12 @@ class GroupSelfAttention(nn.Module):
 
 class ISABlock(nn.Module):
     """Interlaced sparse self-attention with square partitions of side ``down_factor``."""
+
+    FACTORS = (
+        integer("down_factor", 1, "partition side P: long-range groups are pixels P apart, short-range groups "
+                "P x P blocks"),
+        integer("key_reduction", 1, "key/query width C/key_reduction (paper: 2)"),
+    )
 
     def __init__(self, channels: int, down_factor: int = 8, key_reduction: int = 2):
         super().__init__()

@@ -48,9 +48,19 @@ from torch import nn
 
 from ablate_kernels.reference import local_window_reference  # noqa: F401 (the reference, re-exported)
 
+from .vocab import choice, integer, switch
+
 
 class LocalRelationBlock(nn.Module):
     """Local relation layer + output 1x1 conv/BN + residual."""
+
+    FACTORS = (
+        choice("window", (1, 3, 5, 7, 9, 11, 13, 15), "odd side k of the k x k window (paper: 7)"),
+        integer("channels_per_group", 1, "channels sharing one aggregation weight, m (paper: 8); key/query "
+                "have C/m channels"),
+        switch("geometry", "learned geometry prior over relative positions"),
+        choice("composability", ("dot", "squared_diff"), "appearance term: q*k or -(q-k)^2 per group"),
+    )
 
     def __init__(self, channels: int, window: int = 7, channels_per_group: int = 8, geometry: bool = True,
                  composability: str = "dot", geometry_hidden: int = 16):

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vocab import choice, switch
+
 
 def _bn_act(channels: int) -> list[nn.Module]:
     return [nn.BatchNorm2d(channels), nn.LeakyReLU(0.01)]
@@ -102,6 +104,12 @@ class ObjectContext(nn.Module):
 
 class OCNetBlock(nn.Module):
     """Object context block; ``variant`` in {base, pyramid, asp}."""
+
+    FACTORS = (
+        choice("variant", ("base", "pyramid", "asp"),
+               "base object context, pyramid (regions 1,2,3,6) or ASP-OC (atrous branches + OC)"),
+        switch("shared_qk", "query and key share one transform (official: shared)"),
+    )
 
     def __init__(self, channels: int, variant: str = "base", shared_qk: bool = True,
                  sizes: tuple[int, ...] = (1, 2, 3, 6), dilations: tuple[int, int, int] = (4, 8, 12)):

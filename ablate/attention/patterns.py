@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .dgmn import _draw_offsets, sample_neighbours
+from .dgmn import draw_offsets, sample_neighbours
 
 PATTERNS = ("full", "criss_cross", "interlaced", "local_window", "sampled")
 
@@ -103,7 +103,7 @@ def sampled(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Te
 
 def offsets(samples: int, radius: int, seed: int = 0) -> torch.Tensor:
     """The fixed (samples, 2) offsets of the ``sampled`` pattern (centre first)."""
-    return _draw_offsets(samples, radius, seed)
+    return draw_offsets(samples, radius, seed)
 
 
 def reference_dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ Each mapping is a module whose ``forward(x)`` takes the block input x (B, C, H, 
 * ``A`` (B, K, N): the assignment of the N = H*W pixels to the K nodes, such that the
   reprojection of (possibly reasoned-over) node features V' is ``V' @ A`` (B, C_s, N).
 
-They are meant to be plugged into :class:`~ablate.attention.lowrank.LowRankBlock` in place of
+They are meant to be plugged into :class:`~ablate.attention.glore.LowRankBlock` in place of
 its built-in ``learned`` projection (that file is owned elsewhere and not edited here); the
 attribute names of :class:`LearnedProjection` (``reduce``, ``project``) match LowRankBlock's
 so state dicts carry over. Papers:

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .vocab import choice, integer, reduction
+
 
 def _psa_index(h: int, w: int, device: torch.device) -> torch.Tensor:
     """(HW, HW) index into the flattened (2H-1)(2W-1) mask: [i, j] -> mask slot of target j for pixel i."""
@@ -101,6 +103,12 @@ class _PSABranch(nn.Module):
 
 class PSANetBlock(nn.Module):
     """Point-wise spatial attention: collect and/or distribute, concat-and-fuse with the input."""
+
+    FACTORS = (
+        choice("branch", ("both", "collect", "distribute"), "collect, distribute or both (bi-direction)"),
+        integer("grid", 2, "side of the attention map; masks are (2*grid-1)^2 channels (default 31x31 = 961)"),
+        reduction("reduced width C/reduction (paper: 2048 -> 512)"),
+    )
 
     def __init__(self, channels: int, branch: str = "both", grid: int = 16, reduction: int = 4):
         super().__init__()

@@ -1,16 +1,23 @@
-"""The shared vocabulary: a mechanism is a preset, a preset is a typed record of slots.
+"""The shared vocabulary: a mechanism is a preset, a preset is a record of values for a block's factors.
 
-A :class:`Factor` is one switch a study may flip (``gcn``, ``shared_qk``, ``K`` ...):
-its name, its default and what values are valid. A :class:`Preset` binds a
-mechanism name to a block class and the factors that class exposes. Studies
-override factors by name; anything a preset does not list is not a factor of
-that mechanism, and asking for it is a validation error.
+A :class:`Factor` is one switch a study may flip (``gcn``, ``shared_qk``, ``K`` ...): its name,
+its kind and what values are valid. Each block class declares its factors once, beside it, as
+``FACTORS`` (built with the constructors below: :func:`switch`, :func:`integer`, :func:`number`,
+:func:`choice` and the shared :func:`reduction`, :func:`nodes`, :func:`gcn`); a factor's default
+is the block's own keyword default, so it is written in one place, the signature. A
+:class:`Preset` binds a mechanism name to a block and to the values where the mechanism differs
+from the block's defaults (``Preset("nonlocal_gaussian", NonLocalBlock, {"theta": False, ...})``);
+``ablate/attention/presets.py`` is the table of them. Studies override factors by name; anything
+a block does not declare is not a factor of its mechanisms, and asking for it is a validation
+error.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -30,6 +37,16 @@ def _finite_number(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value) if isinstance(value, float) else abs(value) < 2 ** 1023
+
+
+class _BlockDefault:
+    """The default a factor takes before a preset binds it: the block signature's."""
+
+    def __repr__(self) -> str:
+        return "<the block's keyword default>"
+
+
+BLOCK_DEFAULT = _BlockDefault()
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,13 @@ class Factor:
         low = "" if self.minimum is None else f" >= {self.minimum:g}"
         return f"{'an integer' if self.kind == 'int' else 'a finite number'}{low}"
 
+    def bind(self, default: Any) -> "Factor":
+        """This factor with ``default`` (checked) as its default."""
+        try:
+            return dataclasses.replace(self, default=self.coerce(default))
+        except ValueError as e:
+            raise ValueError(f"default of factor {self.name!r}: {e}") from None
+
     def coerce(self, value: Any) -> Any:
         """Return ``value`` in canonical form or raise ``ValueError`` saying what is valid."""
         ok = True
@@ -77,17 +101,87 @@ class Factor:
         return value
 
 
+# -- the constructors a block's FACTORS are written with ------------------------------------------
+
+def switch(name: str, help: str = "", added: bool = False) -> Factor:
+    """An on/off factor."""
+    return Factor(name, BLOCK_DEFAULT, "bool", help=help, added=added)
+
+
+def integer(name: str, minimum: int | None = 1, help: str = "", added: bool = False) -> Factor:
+    return Factor(name, BLOCK_DEFAULT, "int", minimum=minimum, help=help, added=added)
+
+
+def number(name: str, minimum: float | None = 0.0, help: str = "", added: bool = False) -> Factor:
+    """A finite float factor."""
+    return Factor(name, BLOCK_DEFAULT, "float", minimum=minimum, help=help, added=added)
+
+
+def choice(name: str, choices: tuple, help: str = "", added: bool = False) -> Factor:
+    return Factor(name, BLOCK_DEFAULT, "choice", choices=tuple(choices), help=help, added=added)
+
+
+def reduction(help: str, added: bool = False) -> Factor:
+    """``reduction``: an inner width C/reduction (at least 4, :mod:`.widths`)."""
+    return integer("reduction", 1, help, added)
+
+
+def nodes(help: str = "number of nodes / bases") -> Factor:
+    """``K``: the number of nodes, bases or descriptors of a low-rank block."""
+    return integer("K", 1, help)
+
+
+def gcn(help: str) -> Factor:
+    """``gcn``: the reasoning step between projection and reprojection (off: skipped)."""
+    return switch("gcn", help)
+
+
+def bind_factors(name: str, block: Callable[..., nn.Module], values: Mapping[str, Any]) -> tuple[Factor, ...]:
+    """``block.FACTORS`` with each default bound: ``values[name]`` where given, else the block's
+    keyword default. A value for an undeclared factor, or a declared factor the block does not
+    take, is a mistake in the preset table and raises at import."""
+    schema = tuple(getattr(block, "FACTORS", ()))
+    params = inspect.signature(block).parameters
+    declared = {f.name for f in schema}
+    unknown = sorted(set(values) - declared)
+    if unknown:
+        raise TypeError(f"preset {name!r}: {block.__name__} declares no factor {', '.join(unknown)}; "
+                        f"its factors: {', '.join(sorted(declared)) or 'none'}")
+    bound = []
+    for f in schema:
+        p = params.get(f.name)
+        if p is None or p.default is inspect.Parameter.empty:
+            raise TypeError(f"preset {name!r}: factor {f.name!r} is not a keyword argument with a default "
+                            f"of {block.__name__}")
+        bound.append(f.bind(values.get(f.name, p.default)))
+    return tuple(bound)
+
+
 @dataclass(frozen=True)
 class Preset:
-    """A named mechanism: a block class bound to its factors and the paper's defaults."""
+    """A named mechanism: a block class and the values where it differs from the block's defaults.
+
+    ``factors`` (the block's ``FACTORS`` with this preset's defaults) is derived; ``family`` is
+    set by the table (:mod:`.presets`) from the group the preset sits in; ``module`` is where
+    the block's code is.
+    """
 
     name: str
-    family: str  # "none" | "pairwise" | "lowrank" | "gating"
     block: Callable[..., nn.Module]
-    factors: tuple[Factor, ...]
-    paper: str
-    summary: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    paper: str = "-"
+    summary: str = ""
+    family: str = ""  # "none" | "pairwise" | "lowrank" | "gating"
     fixed: dict = field(default_factory=dict)  # block kwargs bound by the preset, not switchable
+    factors: tuple[Factor, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "factors", bind_factors(self.name, self.block, self.values))
+
+    @property
+    def module(self) -> str:
+        """The module that holds the block's code (``ablate.attention.non_local``)."""
+        return self.block.__module__
 
     @property
     def defaults(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Pairwise family: every pixel meets other pixels through an affinity.
+"""Non-local: every pixel meets every other pixel through an affinity (pairwise family).
 
 Non-local Neural Networks, Wang, Girshick, Gupta, He, CVPR 2018,
 https://arxiv.org/abs/1711.07971. Official code compared against:
@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import patterns as P
-from .vocab import FactorConflict
+from .vocab import FactorConflict, choice, integer, number, reduction, switch
 from .widths import reduced
 
 
@@ -60,22 +60,32 @@ def _conv1x1(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=1, bias=bias)
 
 
-class QueryKeyValue(nn.Module):
-    """The projections DANet's position module and CCNet share: query and key 1x1 convs at
-    C / ``qk_reduction`` channels (at least 4, :mod:`.widths`; the papers' C/8 at C >= 32), a value 1x1 conv at C, and a zero-initialised residual gain
-    ``gamma`` (so the module starts as the identity). Subclasses add the pattern in ``forward``."""
-
-    def __init__(self, channels: int, qk_reduction: int = 8):
-        super().__init__()
-        d = reduced(channels, qk_reduction)
-        self.query = nn.Conv2d(channels, d, 1)
-        self.key = nn.Conv2d(channels, d, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
-        self.gamma = nn.Parameter(torch.zeros(1))
-
-
 class NonLocalBlock(nn.Module):
-    """Non-local block with every transform, affinity and normalisation as a switch."""
+    """Non-local block with every transform, affinity and normalisation as a switch.
+
+    The defaults are the embedded Gaussian form's; the table's other three forms change
+    ``theta``/``phi``, ``affinity``, ``normalization`` and ``scale`` (see the module docstring)."""
+
+    FACTORS = (
+        reduction("inner width C/reduction (paper: 2)"),
+        switch("theta", "query transform (identity when off)"),
+        switch("phi", "key transform (identity when off)"),
+        switch("sigma", "value transform g (identity when off)"),
+        switch("shared_qk", "phi is theta: symmetric affinity for the dot forms"),
+        choice("affinity", ("dot", "concat")),
+        choice("normalization", ("softmax", "mean")),
+        switch("scale", "divide dot products by sqrt(d) (official: in the embedded Gaussian form only)"),
+        switch("zero_init", "zero BN gamma on the output transform (official)"),
+        number("init_std", 0.0, "convs drawn from N(0, init_std^2), zero biases (official: 0.01); "
+               "0: PyTorch's default init"),
+        switch("pre_conv", "one 1x1 conv before the block (with transforms dropped)"),
+        choice("pattern", P.PATTERNS, "which pixels meet (sparse patterns need the dot affinity with softmax)"),
+        integer("R", 1, "passes of the block with shared weights (CCNet's recurrence)", added=True),
+        integer("window", 1, "local_window pattern: odd window side", added=True),
+        integer("down_factor", 2, "interlaced pattern: lattice stride / block side", added=True),
+        integer("samples", 1, "sampled pattern: pixels met, the centre included", added=True),
+        integer("radius", 1, "sampled pattern: offsets drawn within this radius", added=True),
+    )
 
     def __init__(
         self,
@@ -154,27 +164,28 @@ class NonLocalBlock(nn.Module):
 
     @staticmethod
     def check_args(args: dict) -> None:
-        """Combinations of factors the block cannot build (raised before anything runs)."""
-        pattern = args.get("pattern", "full")
+        """Combinations of factors the block cannot build (raised before anything runs); ``args``
+        holds every argument the checks read (the preset's resolved arguments, or ``__init__``'s)."""
+        pattern = args["pattern"]
         if pattern not in P.PATTERNS:
             raise FactorConflict("pattern", f"pattern must be one of {', '.join(P.PATTERNS)}, got {pattern!r}")
-        if pattern != "full" and (args.get("affinity", "dot") != "dot" or args.get("normalization", "softmax") != "softmax"):
+        if pattern != "full" and (args["affinity"] != "dot" or args["normalization"] != "softmax"):
             raise FactorConflict("pattern", f"pattern {pattern!r} chooses the pixels a softmax of dot products runs over: it needs "
-                             f"affinity 'dot' and normalization 'softmax' (got {args.get('affinity')!r}, "
-                             f"{args.get('normalization')!r}); only pattern 'full' takes the other forms")
-        if args.get("init_std", 0.01) < 0:
-            raise FactorConflict("init_std", f"init_std must be >= 0 (0: PyTorch's default init), got {args.get('init_std')}")
-        if args.get("R", 1) < 1:
-            raise FactorConflict("R", f"R (passes of the block) must be >= 1, got {args.get('R')}")
-        if pattern == "local_window" and (args.get("window", 7) < 1 or args.get("window", 7) % 2 == 0):
-            raise FactorConflict("window", f"window must be odd and >= 1, got {args.get('window')}")
-        if pattern == "interlaced" and args.get("down_factor", 4) < 2:
-            raise FactorConflict("down_factor", f"down_factor must be >= 2, got {args.get('down_factor')}")
+                             f"affinity 'dot' and normalization 'softmax' (got {args['affinity']!r}, "
+                             f"{args['normalization']!r}); only pattern 'full' takes the other forms")
+        if args["init_std"] < 0:
+            raise FactorConflict("init_std", f"init_std must be >= 0 (0: PyTorch's default init), got {args['init_std']}")
+        if args["R"] < 1:
+            raise FactorConflict("R", f"R (passes of the block) must be >= 1, got {args['R']}")
+        if pattern == "local_window" and (args["window"] < 1 or args["window"] % 2 == 0):
+            raise FactorConflict("window", f"window must be odd and >= 1, got {args['window']}")
+        if pattern == "interlaced" and args["down_factor"] < 2:
+            raise FactorConflict("down_factor", f"down_factor must be >= 2, got {args['down_factor']}")
         if pattern == "sampled":
-            side = 2 * args.get("radius", 12) + 1
-            if not 1 <= args.get("samples", 36) <= side * side:
+            side = 2 * args["radius"] + 1
+            if not 1 <= args["samples"] <= side * side:
                 raise FactorConflict("samples", f"samples must be between 1 and (2 radius + 1)^2 = {side * side}, "
-                                 f"got {args.get('samples')}")
+                                 f"got {args['samples']}")
 
     def _maps(self, x: torch.Tensor):
         """Query, key and value maps (B, d, H, W), (B, d, H, W), (B, dv, H, W)."""

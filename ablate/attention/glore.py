@@ -1,4 +1,4 @@
-"""Low-rank family: project pixels to K nodes, reason over the nodes, reproject.
+"""GloRe: project pixels to K nodes, reason over the nodes, reproject (low-rank family).
 
 Graph-Based Global Reasoning Networks (GloRe), Chen, Rohrbach, Yan, Yan, Feng, Kalantidis,
 CVPR 2019, https://arxiv.org/abs/1811.12814. Official code compared against:
@@ -36,8 +36,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .projection import make_projection
-from .vocab import FactorConflict
+from .projection import MAPPINGS, make_projection
+from .vocab import FactorConflict, choice, gcn, integer, nodes, switch
 from .widths import reduced
 
 GCN_RELU = ("between", "after")
@@ -63,7 +63,18 @@ class GraphReasoning(nn.Module):
 
 
 class LowRankBlock(nn.Module):
-    """Project to K nodes, optionally reason with a GCN, reproject; residual output."""
+    """Project to K nodes, optionally reason with a GCN, reproject; residual output (GloRe's unit)."""
+
+    FACTORS = (
+        nodes("number of graph nodes"),
+        integer("state_reduction", 1, "state channels C/state_reduction"),
+        gcn("graph convolution between projection and reprojection"),
+        choice("gcn_relu", GCN_RELU, "GCN's ReLU: W_s relu(V + A_g V) (official) or relu(W_s (V + A_g V))"),
+        switch("normalize", "divide the node features by the pixel count (official default: off)"),
+        switch("zero_init", "zero BN gamma on the output (the official 'blocker')"),
+        choice("mapping", MAPPINGS, "pixels to nodes: GloRe's learned projection, EM (T=3), or pooled regions "
+               "(K a square)"),
+    )
 
     def __init__(
         self,
@@ -100,9 +111,9 @@ class LowRankBlock(nn.Module):
     @staticmethod
     def check_args(args: dict) -> None:
         """Combinations of factors the block cannot build (raised before anything runs)."""
-        if args.get("normalize", False) and args.get("mapping", "learned") != "learned":
+        if args["normalize"] and args["mapping"] != "learned":
             raise FactorConflict("normalize", "normalize divides GloRe's learned projection by the pixel count; "
-                                 f"mapping {args.get('mapping')!r} already averages, so use normalize: off with it")
+                                 f"mapping {args['mapping']!r} already averages, so use normalize: off with it")
 
     def nodes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Node features V (B, C_s, K) and the projection B (B, K, N)."""

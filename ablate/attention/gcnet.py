@@ -1,7 +1,5 @@
-"""Query-independent context: GCNet's global context block and the Disentangled Non-local block.
+"""GCNet: query-independent global context (pairwise family).
 
-GCNet
------
 Paper: *GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond*, Yue Cao,
 Jiarui Xu, Stephen Lin, Fangyun Wei, Han Hu, ICCV Workshops 2019, https://arxiv.org/abs/1904.11492.
 Official code consulted: xvjiarui/GCNet (``ContextBlock``); mmcv's ``cnn.bricks.ContextBlock``
@@ -24,38 +22,25 @@ Ours differs in one place: the bottleneck is ``max(C // r, min_width)`` channels
 gives 2 channels, and a LayerNorm over 2 channels outputs +-1 whatever its input: the gradient
 into the attention pooling behind it all but vanishes (with r = 4, 8 channels, it does not).
 At C // r >= 4, every real-dataset setting, the width is the paper's.
-
-Disentangled Non-local (DNL)
-----------------------------
-Paper: *Disentangled Non-Local Neural Networks*, Minghao Yin, Zhuliang Yao, Yue Cao, Xiu Li,
-Zheng Zhang, Stephen Lin, Han Hu, ECCV 2020, https://arxiv.org/abs/2006.06668.
-Official code consulted: yinmh17/DNL-Semantic-Segmentation; mmseg's ``DNLHead``
-(``DisentangledNonLocal2d``), which ports it.
-
-The paper splits the embedded-Gaussian affinity into a **whitened pairwise** term -- query and
-key have their means over positions subtracted, ``softmax_j((q_i - mu_q) . (k_j - mu_k) / tau)``
--- that models relations between regions, and a **unary** term ``softmax_j(w_m . x_j)`` that is
-the same for every query (GCNet's context) and models salient boundaries. Both weight the same
-value ``g(x)``; the output is ``x + W_z(pairwise + unary)`` with ``W_z`` a 1x1 conv + BN whose
-scale is zero-initialised. The official segmentation setting: inner channels C/2, dot products
-scaled by ``1/sqrt(d)`` and by a temperature ``tau = 0.05``. Convs theta, phi, g: N(0, 0.01^2),
-zero bias (mmseg's ``DisentangledNonLocal2d`` inherits this init from mmcv's ``NonLocal2d``).
-
-Ours: faithful; ``unary`` and ``whiten`` switch the two changes off (both off gives an
-embedded-Gaussian Non-local block with temperature), ``temperature`` and ``scale`` are exposed.
-The unary mask is computed from the block input x, as the official code does. The inner width
-C/2 follows the shared floor of :mod:`.widths` (no change at C >= 8).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .vocab import choice, integer, reduction
 from .widths import FLOOR, reduced
 
 
 class GlobalContextBlock(nn.Module):
     """GCNet block: query-independent attention pooling, LN bottleneck, add/mul fusion."""
+
+    FACTORS = (
+        reduction("bottleneck ratio r: C -> C/r (paper: 16)"),
+        choice("fusion", ("add", "mul"), "broadcast add or sigmoid-gated multiply"),
+        choice("pooling", ("att", "avg"), "query-independent attention pooling or global average pooling (SE-like)"),
+        integer("min_width", 1, "bottleneck floor: max(C // r, min_width) channels (1: the paper's C // r)"),
+    )
 
     def __init__(self, channels: int, reduction: int = 16, fusion: str = "add", pooling: str = "att",
                  min_width: int = FLOOR):
@@ -94,48 +79,3 @@ class GlobalContextBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.transform(self.context(x))
         return x + t if self.fusion == "add" else x * torch.sigmoid(t)
-
-
-class DisentangledNonLocalBlock(nn.Module):
-    """DNL: whitened pairwise softmax + query-independent unary softmax, temperature, residual."""
-
-    def __init__(self, channels: int, reduction: int = 2, unary: bool = True, whiten: bool = True,
-                 temperature: float = 0.05, scale: bool = True):
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        inter = reduced(channels, reduction)
-        self.channels, self.inter = channels, inter
-        self.widths = {"inner": inter}
-        self.unary, self.whiten, self.temperature, self.scale = unary, whiten, temperature, scale
-        self.theta = nn.Conv2d(channels, inter, 1)
-        self.phi = nn.Conv2d(channels, inter, 1)
-        self.g = nn.Conv2d(channels, inter, 1)
-        for conv in (self.theta, self.phi, self.g):
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
-        self.unary_mask = nn.Conv2d(channels, 1, 1) if unary else None
-        self.out = nn.Sequential(nn.Conv2d(inter, channels, 1, bias=False), nn.BatchNorm2d(channels))
-        nn.init.zeros_(self.out[1].weight)
-
-    def pairwise(self, x: torch.Tensor) -> torch.Tensor:
-        """The (B, N, N) pairwise attention."""
-        q = self.theta(x).flatten(2).transpose(1, 2)  # B, N, d
-        k = self.phi(x).flatten(2)  # B, d, N
-        if self.whiten:
-            q = q - q.mean(dim=1, keepdim=True)
-            k = k - k.mean(dim=2, keepdim=True)
-        s = q @ k
-        if self.scale:
-            s = s * self.inter ** -0.5
-        return torch.softmax(s / self.temperature, dim=-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        v = self.g(x).flatten(2).transpose(1, 2)  # B, N, d
-        y = self.pairwise(x) @ v  # B, N, d
-        if self.unary_mask is not None:
-            m = torch.softmax(self.unary_mask(x).flatten(1), dim=-1)  # B, N
-            y = y + (m.unsqueeze(1) @ v)  # same unary context for every query
-        y = y.transpose(1, 2).reshape(b, self.inter, h, w)
-        return x + self.out(y)
