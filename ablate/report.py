@@ -624,7 +624,7 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     if wandb if wandb is not None else _wandb_wanted(study, run_info):
         from .wandb_summary import log_study
 
-        log_study(study, tab, data, figs, run_dir or st.default_run_dir(study.name))
+        log_study(study, tab, data, figs, run_dir or _run_dir_of(study, url))
     return out
 
 
@@ -636,6 +636,16 @@ def _figures(study, tab: dict, data: dict) -> list[tuple[str, str, str, bytes]]:
     for stem, cap, fig in figures.figures(study, tab, data):
         out.append((stem, cap, figures.svg(fig, f"{study.name}-{stem}"), figures.png(fig)))
     return out
+
+
+def _run_dir_of(study, url: str) -> Path:
+    """The run folder of a storage: the folder of the embedded journal ``<run dir>/optuna.journal``
+    (:func:`ablate.storage.storage_url`), else the default ``runs/<study>``."""
+    from . import storage as st
+
+    if "://" not in url and Path(url).name == "optuna.journal":
+        return Path(url).parent
+    return st.default_run_dir(study.name)
 
 
 def _wandb_wanted(study, run_info: dict | None) -> bool:

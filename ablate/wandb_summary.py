@@ -3,9 +3,11 @@ same project and group as the study's trial runs (:func:`ablate.tracking.make_lo
 study name, factors, ``cell_key`` and ``seed`` as top-level config keys), with
 ``job_type="report"`` so W&B's run table can filter it out of, or into, the grouped view.
 
-Offline unless the user is logged in (:func:`ablate.tracking.wandb_mode`), like the trials;
-``wandb sync <run folder>/wandb/offline-run-*`` uploads it. Written at the end of a run and by
-``python -m ablate.report --wandb``. The report never reads W&B back.
+Offline unless the user is logged in (:func:`ablate.tracking.wandb_mode`), like the trials. The
+offline run is written under ``<run folder>/report/wandb/`` (the trials' runs are in
+``<run folder>/wandb/``), so ``wandb sync runs/<study>/report/wandb/offline-run-*`` uploads it.
+Written at the end of a run and by ``python -m ablate.report --wandb``; each writing makes a new
+summary run (the newest is the current one). The report never reads W&B back.
 """
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ def _log(study, tab: dict, data: dict, figs: list, run_dir: Path) -> Path:
 
     from .tracking import wandb_mode
 
+    run_dir = run_dir.resolve() / "report"  # beside the trials' runs in <run dir>/wandb, not among them
     (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
     config = {"study": study.name, "metric": study.metric, "margin": study.margin, "correction": study.correction,
               "factors": {k: v if isinstance(v, list) else str(v) for k, v in study.factors.items()},

@@ -29,7 +29,7 @@ from ablate.report import write_report
 from ablate.stats import bootstrap_miou
 from ablate.study import load_study
 
-from conftest import tiny_study
+from conftest import run_cli, tiny_study
 
 SEEDS = [0, 1, 2]
 EPOCHS = 4
@@ -80,10 +80,18 @@ def build(tmp_path: Path):
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """The study's reports written once, with the W&B summary run (offline)."""
+    import wandb
+
     tmp = tmp_path_factory.mktemp("fmt")
-    os.environ.setdefault("WANDB_MODE", "offline")
-    study, url, truth = build(tmp)
-    md = write_report(study, url, str(tmp / "reports"), wandb=True, run_dir=tmp / "runs")
+    saved = dict(os.environ)
+    os.environ["WANDB_MODE"] = "offline"
+    try:
+        study, url, truth = build(tmp)
+        md = write_report(study, url, str(tmp / "reports"), wandb=True, run_dir=tmp / "runs")
+    finally:
+        wandb.teardown()  # stop this process's W&B service: later subprocesses must not connect to it
+        os.environ.clear()
+        os.environ.update(saved)
     return {"study": study, "url": url, "truth": truth, "md": md, "dir": tmp / "reports", "run_dir": tmp / "runs"}
 
 
@@ -281,7 +289,7 @@ def _wandb_records(path: str) -> list:
 
 def test_wandb_summary_run_holds_the_table_and_the_figures(written):
     study = written["study"]
-    runs = glob.glob(str(written["run_dir"] / "wandb" / "offline-run-*"))
+    runs = glob.glob(str(written["run_dir"] / "report" / "wandb" / "offline-run-*"))
     assert len(runs) == 1
     recs = _wandb_records(glob.glob(runs[0] + "/run-*.wandb")[0])
     run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
@@ -306,5 +314,33 @@ def test_report_command_writes_all_formats_and_wandb_only_when_asked(tmp_path, c
     assert report_main([study.path, "--storage", url, "--reports-dir", str(rep), "--run-dir", str(tmp_path / "r")]) == 0
     assert "fmt.html" in capsys.readouterr().out
     assert sorted(p.name for p in rep.iterdir()) == ["fmt", "fmt.csv", "fmt.html", "fmt.json", "fmt.md", "fmt.tex"]
-    assert not (tmp_path / "r" / "wandb").exists()
+    assert not (tmp_path / "r" / "report").exists()
     assert not math.isnan(json.loads((rep / "fmt.json").read_text())["rows"][0]["mean"])
+
+
+def test_a_run_leaves_every_format_and_one_wandb_summary_run(tmp_path):
+    """``python -m ablate.run``: the Markdown, HTML, TeX, CSV, JSON, the figure folder, the trials'
+    W&B runs and one summary run beside them (job_type report, the trials' group)."""
+    path = tiny_study(tmp_path, name="e2e", seeds=[0], factors={"gcn": [True]}, train={"epochs": 1},
+                      data={"train_images": 16, "val_images": 8})
+    res = run_cli(["ablate.run", str(path), "--run-dir", "runs/e2e"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr + res.stdout
+    rep = tmp_path / "reports"
+    assert {p.name for p in rep.iterdir()} >= {"e2e.md", "e2e.html", "e2e.tex", "e2e.csv", "e2e.json", "e2e"}
+    assert (rep / "e2e" / "curves.svg").is_file()
+    trials = glob.glob(str(tmp_path / "runs/e2e/wandb/offline-run-*"))
+    summary = glob.glob(str(tmp_path / "runs/e2e/report/wandb/offline-run-*"))
+    assert len(trials) == 1 and len(summary) == 1
+    run = next(r.run for r in _wandb_records(glob.glob(summary[0] + "/run-*.wandb")[0])
+               if r.WhichOneof("record_type") == "run")
+    trial = next(r.run for r in _wandb_records(glob.glob(trials[0] + "/run-*.wandb")[0])
+                 if r.WhichOneof("record_type") == "run")
+    assert run.job_type == "report" and run.run_group == trial.run_group == "e2e" and run.project == trial.project
+    # the trial run carries the cell key and the factors as top-level config keys (W&B's group-by)
+    keys = {u.key for u in trial.config.update}
+    assert {"cell_key", "gcn", "seed", "mechanism"} <= keys
+    # the trainer stores per-image counts, so the image-level interval is there (one seed: its own)
+    assert "## Image-level intervals" in (rep / "e2e.md").read_text()
+    # --no-wandb: no summary run either
+    res = run_cli(["ablate.run", str(path), "--run-dir", "runs/e2e", "--no-wandb"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0 and len(glob.glob(str(tmp_path / "runs/e2e/report/wandb/offline-run-*"))) == 1
