@@ -127,3 +127,35 @@ def test_ddp_trial_stores_every_ranks_image_counts():
     assert miou_from_counts(inter, union) == pytest.approx(result["final_val_miou"], abs=1e-6)
     assert len(result["cue_mass"]) == 1 and result["cue_mass"][0] is not None
     assert result["seed_streams"] == SEED_STREAMS
+
+
+def test_real_data_counts_are_per_image_at_the_labels_resolution(tmp_path):
+    """VOC layout (fake images 64 x 96, trained on 32 x 32 crops): the counts are scored at each
+    label's original resolution, one row per validation image in the split file's order (the
+    fake labels get a different ignored area each, so the rows tell the images apart)."""
+    from PIL import Image
+
+    from ablate.study import load_study
+    from test_real_data import SMALL as VOC_SMALL, W, H, _study, make_voc
+
+    voc = make_voc(tmp_path / "voc", n_train=4, n_val=3)
+    valid = []
+    for k, name in enumerate((voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split()):
+        path = voc / "SegmentationClass" / f"{name}.png"
+        im = Image.open(path)
+        a = np.array(im)
+        a[: 5 * (k + 1)] = 255
+        out = Image.fromarray(a, mode="P")
+        out.putpalette(im.getpalette())
+        out.save(path)
+        valid.append(int((a != 255).sum()))
+    data = {"name": "voc", "data_root": str(tmp_path / "voc"), "crop_size": [32, 32], "scale": [W, H]}
+    path = _study(tmp_path, "counts", data, {"backbone": VOC_SMALL, "mechanism": "none"}, {"epochs": 1},
+                  {"mechanism": ["none"]})
+    study = load_study(path)
+    result = run_trial(study.trial_config(*study.trials()[0]), threads=1)
+    inter, union = decode(result[ATTR])
+    assert inter.shape == (3, 21)
+    np.testing.assert_array_equal((inter + union).sum(1), 2 * np.array(valid))
+    assert miou_from_counts(inter, union) == pytest.approx(result["final_val_miou"], abs=1e-6)
+    assert "cue_mass" not in result
