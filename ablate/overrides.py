@@ -200,9 +200,12 @@ def effective_raw(path: str | Path, overrides: list[str], smoke: bool = False) -
 
 def load_with_overrides(path: str | Path, overrides: list[str], check_files: bool = True, smoke: bool = False):
     """The :class:`~ablate.study.Study` of ``path`` with ``overrides`` applied, validated as the
-    file is. A validation error names the overrides that set the key at fault."""
+    file is. A validation error names the overrides that set the key at fault. With ``smoke``,
+    the study without smoke mode's caps is validated first, then the smoke study is returned."""
     from .study import Study
 
+    if smoke:  # the study that will run on the cluster must be valid too, not only its smoke version
+        load_with_overrides(path, overrides, check_files)
     raw = effective_raw(path, overrides, smoke)
     try:
         study = _validate(path, raw, check_files)

@@ -1,0 +1,271 @@
+"""The ``ablate`` command line: subcommands, command-line overrides of a study, smoke mode."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ablate.errors import StudyError
+from ablate.overrides import apply_overrides, effective_yaml, load_with_overrides, override_digest
+from ablate.smoke import smoke_overrides, smoke_transform
+from ablate.study import MAX_NAME_CHARS, load_study
+from ablate.study_text import read_study
+
+from conftest import REPO, base_study, tiny_study
+
+GCN = str(REPO / "studies" / "gcn_effect.yaml")
+ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+
+
+def ablate(*args, cwd=None, timeout=180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ablate", *map(str, args)], cwd=cwd or REPO, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write(tmp_path: Path, study: dict, name: str = "case.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------- subcommands
+
+def test_each_command_dispatches_to_its_module_function():
+    import ablate.costs
+    import ablate.report
+    import ablate.run
+    import ablate_kernels.bench
+    from ablate.__main__ import COMMANDS, _command, list_main
+
+    assert set(COMMANDS) == {"run", "report", "list", "doctor", "costs", "bench"}
+    assert _command("report") is ablate.report.main and _command("costs") is ablate.costs.main
+    assert _command("bench") is ablate_kernels.bench.main and _command("list") is list_main
+    doctor = pytest.importorskip("ablate.doctor")
+    assert _command("doctor") is getattr(doctor, "main", None)
+
+
+def test_a_command_whose_module_is_missing_exits_2_with_a_message(monkeypatch, capsys):
+    from ablate import __main__ as cli
+
+    monkeypatch.setitem(cli.COMMANDS, "doctor", ("ablate.no_such_module_here", "main"))
+    assert cli.main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert "ablate doctor is not available" in err and "ablate.no_such_module_here" in err
+
+
+@pytest.mark.parametrize("cmd,usage", [("run", "study"), ("report", "study"), ("list", "--channels"),
+                                       ("costs", "--mechanisms"), ("bench", "--ops")])
+def test_each_command_has_help(cmd, usage):
+    proc = ablate(cmd, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage:") and usage in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_top_level_help_names_every_command():
+    from ablate.__main__ import COMMANDS
+
+    proc = ablate("--help")
+    assert proc.returncode == 0
+    for cmd in COMMANDS:
+        assert re.search(rf"^  {cmd}\b", proc.stdout, re.M), cmd
+
+
+def test_unknown_command_exits_2_with_the_valid_list():
+    proc = ablate("frobnicate")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "unknown command 'frobnicate'" in proc.stderr
+    assert "run, report, list, doctor, costs, bench" in proc.stderr
+
+
+def test_the_console_script_is_installed_and_runs():
+    script = Path(sys.executable).parent / "ablate"
+    if not script.exists():
+        pytest.skip("the ablate console script is not installed next to this python")
+    proc = subprocess.run([str(script), "list"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0 and "glore" in proc.stdout
+
+
+def test_a_closed_pipe_ends_quietly():
+    """``ablate list | head -3``: the reader has gone before the first write, deterministically."""
+    read, wr = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ablate", "list"], stdout=wr, stderr=subprocess.PIPE,
+                              env=ENV, text=True, timeout=120)
+    finally:
+        os.close(wr)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141
+
+
+# ---------------------------------------------------------------- overrides
+
+@pytest.mark.parametrize("text", ["3", "3.0", "0.001", "1e-3", "on", "off", "yes", "null", "glore", "'3'",
+                                  "[0, 1]", "{K: 8, gcn: off}", "[on, 2, x]", "-1", "0x10"])
+def test_override_values_are_typed_as_the_same_text_in_the_file(tmp_path, text):
+    in_file = tmp_path / "v.yaml"
+    in_file.write_text(f"x: {text}\n")
+    assert apply_overrides({}, [f"x={text}"], "s.yaml")["x"] == read_study(in_file, "v.yaml")["x"]
+
+
+def test_overrides_set_nested_keys_and_validate_like_the_file():
+    plain = load_study(GCN)
+    study = load_with_overrides(GCN, ["train.epochs=3", "seeds=2", "model.args.K=32"])
+    assert study.train.epochs == 3 and plain.train.epochs != 3
+    assert study.seeds == (0, 1)  # a count, as `seeds: 2` in the file
+    assert dict(study.args)["K"] == 32 and all(dict(c.args)["K"] == 32 for c in study.cells() if c.mechanism == "glore")
+    assert [c.title() for c in study.cells()] == [c.title() for c in plain.cells()]
+    assert not {c.key for c in study.cells()} & {c.key for c in plain.cells()}  # other trials, other keys
+    assert study.path == GCN
+
+
+def test_overrides_leave_the_raw_mapping_and_the_file_alone(tmp_path):
+    path = write(tmp_path, base_study())
+    before = path.read_text()
+    raw = read_study(path, str(path))
+    copy = json.loads(json.dumps(raw))
+    apply_overrides(raw, ["train.epochs=5", "factors.gcn=[on]"], str(path))
+    assert raw == copy and path.read_text() == before
+
+
+def test_factor_names_with_a_dot_are_one_key(tmp_path):
+    raw = read_study(REPO / "studies" / "zoo.yaml", "zoo.yaml")
+    out = apply_overrides(raw, ["factors.data.task=[local]", "factors.mechanism=[none, senet]"], "zoo.yaml")
+    assert out["factors"] == {"mechanism": ["none", "senet"], "data.task": ["local"]}
+    new = apply_overrides(base_study(), ["factors.train.lr=[0.01, 0.02]", "references=[{mechanism: none}]",
+                                         "references[0].train.epochs=2"], "s.yaml")
+    assert new["factors"]["train.lr"] == [0.01, 0.02] and new["references"] == [{"mechanism": "none", "train.epochs": 2}]
+    path = write(tmp_path, base_study())
+    study = load_with_overrides(path, ["factors.train.lr=[0.01, 0.02]"])
+    assert sorted(c.train.lr for c in study.cells()) == [0.01, 0.01, 0.02, 0.02]
+
+
+def test_a_missing_section_is_made_and_checked_by_validation(tmp_path):
+    path = write(tmp_path, base_study())
+    assert load_with_overrides(path, ["model.head.channels=16"]).head.channels == 16
+    with pytest.raises(StudyError) as e:
+        load_with_overrides(path, ["model.head.chanels=16"])
+    assert e.value.key == "model.head.chanels" and "valid keys here are" in e.value.message
+    assert "model.head.chanels=16" in e.value.message
+
+
+@pytest.mark.parametrize("override,key,words", [
+    ("train.epochs=0", "train.epochs", "out of range"),
+    ("seeds.x=1", "seeds", "not a mapping"),
+    ("seeds[7]=1", "seeds", "index of an existing item"),
+    ("model.args={K: 8", "model.args", "not a valid YAML value"),
+    ("train.lr=.inf", "train.lr", "not a finite number"),
+    ("train..epochs=3", "train..epochs", "malformed key"),
+    ("trian.epochs=3", "trian", "unknown key"),
+    ("model.args.Q=3", "model.args.Q", "has no factor"),
+])
+def test_a_bad_override_names_the_override_and_the_key(tmp_path, override, key, words):
+    path = write(tmp_path, {**base_study(), "seeds": [0, 1]})
+    with pytest.raises(StudyError) as e:
+        load_with_overrides(path, [override])
+    assert e.value.key == key and words in e.value.message and e.value.where == str(path)
+    assert override in e.value.paragraph()
+
+
+def test_an_override_without_equals_is_refused(tmp_path):
+    path = write(tmp_path, base_study())
+    with pytest.raises(StudyError, match="has no '='"):
+        load_with_overrides(path, ["train.epochs"])
+
+
+def test_a_bad_override_on_the_command_line_exits_2_without_a_traceback(tmp_path):
+    path = write(tmp_path, base_study())
+    proc = ablate("run", path, "train.epochs=-2", "--smoke", "--dry-run", cwd=tmp_path)
+    err = " ".join(proc.stderr.split())  # one paragraph, wrapped at 100 columns
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert "key 'train.epochs'" in err and "'train.epochs=-2'" in err and err.endswith("Nothing was run.")
+
+
+def test_the_runner_takes_overrides_when_wired(tmp_path):
+    from ablate.run import parse_args
+
+    try:
+        parse_args(["s.yaml", "--dry-run", "train.epochs=3"])
+    except SystemExit:
+        pytest.skip("ablate/run.py does not take KEY=VALUE overrides yet (see the H5 request)")
+    path = write(tmp_path, base_study())
+    proc = ablate("run", path, "--dry-run", "train.epochs=3", "seeds=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    digest = override_digest(["train.epochs=3", "seeds=1"], str(path))
+    assert f"study case-o{digest}: 2 cells x 1 seeds" in proc.stdout and "epochs: 3" in proc.stdout
+    bad = ablate("run", path, "train.epochs=x", "--dry-run", cwd=tmp_path)
+    assert bad.returncode == 2 and "'train.epochs=x'" in " ".join(bad.stderr.split()) and "Traceback" not in bad.stderr
+
+
+def test_an_overridden_study_gets_its_own_stable_name(tmp_path):
+    path = write(tmp_path, base_study())
+    a = load_with_overrides(path, ["train.epochs=3", "seeds=1"]).name
+    assert re.fullmatch(r"case-o[0-9a-f]{8}", a)
+    assert load_with_overrides(path, ["seeds=1", "train.epochs=3"]).name == a  # order of independent keys
+    assert load_with_overrides(path, ["train.epochs=2", "seeds=1", "train.epochs=3"]).name == a  # last wins
+    assert load_with_overrides(path, ["train.epochs=4", "seeds=1"]).name != a
+    long = write(tmp_path, {**base_study(), "name": "n" * MAX_NAME_CHARS}, "long.yaml")
+    assert len(load_with_overrides(long, ["seeds=1"]).name) <= MAX_NAME_CHARS
+    assert load_with_overrides(path, ["name=mine", "seeds=1"]).name == "mine"
+    with pytest.raises(StudyError, match="own name"):
+        load_with_overrides(path, ["name=case", "seeds=1"])
+
+
+def test_effective_yaml_is_the_study_that_runs(tmp_path):
+    path = write(tmp_path, base_study())
+    text = effective_yaml(path, ["train.epochs=3", "model.args.K=8"])
+    assert text.startswith(f"# effective study: {path} with train.epochs=3 model.args.K=8\n")
+    again = write(tmp_path, yaml.safe_load(text), "again.yaml")
+    assert load_study(again).cells() == load_with_overrides(path, ["train.epochs=3", "model.args.K=8"]).cells()
+
+
+# ---------------------------------------------------------------- smoke mode
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "studies").glob("*.yaml")))
+def test_smoke_makes_every_shipped_study_one_seed_one_round_few_batches(name):
+    path = REPO / "studies" / name
+    plain = load_study(path, check_files=False)
+    smoke = load_with_overrides(path, [], check_files=False, smoke=True)
+    assert len(smoke.seeds) == 1 and smoke.seeds[0] == plain.seeds[0]
+    assert smoke.name == f"{plain.name}-smoke"
+    cells = smoke.cells()
+    assert [c.title() for c in cells] == [c.title() for c in plain.cells()]  # every cell, once
+    for c in cells:
+        assert (c.train.iterations, c.train.epochs) == (2, 1) if c.train.iterations else c.train.epochs == 1
+        steps = -(-c.data.train_images // c.train.batch_size)
+        assert 1 <= c.data.train_images and steps <= 2, (c.title(), c.data.train_images)
+        assert 1 <= c.data.val_images <= c.train.batch_size
+
+
+def test_smoke_keeps_cells_that_vary_rounds_and_sizes_apart():
+    raw = {**base_study(), "factors": {"gcn": [True, False], "train.epochs": [10, 30],
+                                       "data.train_images": [512, 1536]},
+           "references": [{"mechanism": "none", "train.epochs": 5}], "train": {"epochs": 8, "batch_size": 32}}
+    out = smoke_transform(raw, "s.yaml")
+    assert out["factors"]["train.epochs"] == [1, 2] and out["factors"]["gcn"] == [True, False]
+    assert out["factors"]["data.train_images"] == [64, 65]
+    assert out["references"][0]["train.epochs"] == 1 and out["train"]["epochs"] == 1 and out["seeds"] == [0]
+    assert "factors.train.epochs=[1, 2]" in smoke_overrides(raw, "s.yaml")
+
+
+def test_smoke_refuses_a_val_interval_factor():
+    raw = {**base_study(), "train": {"iterations": 100, "batch_size": 4}, "factors": {"train.val_interval": [10, 50]}}
+    with pytest.raises(StudyError, match="val_interval"):
+        smoke_overrides(raw, "s.yaml")
+
+
+def test_smoke_runs_a_study_end_to_end_in_a_throwaway_folder(tmp_path):
+    path = tiny_study(tmp_path, data={"train_images": 512, "val_images": 256}, train={"epochs": 5})
+    proc = ablate("run", path, "train.lr=0.01", "--smoke", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "passed: 2 cells" in proc.stdout and "2 trials" in proc.stdout
+    assert proc.stdout.count("val mIoU") == 2  # one seed of each cell
+    folder = Path(re.search(r"in (\S+ablate-smoke-\S+)\n", proc.stdout).group(1))
+    assert not folder.exists()  # thrown away once every trial passed
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "runs").exists()
