@@ -217,3 +217,64 @@ def test_the_triton_blocker_blocks():
     proc = subprocess.run([sys.executable, "-c", NO_TRITON + "import triton"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode != 0 and "made unimportable by the test" in proc.stderr
+
+
+# -- the preset table --------------------------------------------------------------------------------
+
+def test_a_preset_is_its_blocks_factors_with_its_values_and_the_signature_defaults():
+    """Defaults live once: a factor a preset does not set takes the block's keyword default."""
+    import inspect
+
+    from ablate.attention import MECHANISMS
+
+    for name, p in MECHANISMS.items():
+        params = inspect.signature(p.block).parameters
+        assert [f.name for f in p.factors] == [f.name for f in p.block.FACTORS], name
+        for f in p.factors:
+            want = p.values[f.name] if f.name in p.values else params[f.name].default
+            want = float(want) if f.kind == "float" else want
+            assert f.default == want and type(f.default) is type(want), (name, f.name)
+
+
+def test_the_table_refuses_a_value_for_an_undeclared_factor_or_a_factor_the_block_lacks():
+    from torch import nn
+
+    from ablate.attention import NonLocalBlock, Preset
+    from ablate.attention.vocab import switch
+
+    with pytest.raises(TypeError, match="declares no factor 'thta'"):
+        Preset("typo", NonLocalBlock, {"thta": False})
+
+    class Block(nn.Module):
+        FACTORS = (switch("gate"),)
+
+        def __init__(self, channels: int):
+            super().__init__()
+
+    with pytest.raises(TypeError, match="'gate' is not a keyword argument"):
+        Preset("x", Block)
+    with pytest.raises(ValueError, match="default of factor 'theta'"):
+        Preset("bad", NonLocalBlock, {"theta": 3})
+
+
+def test_each_preset_names_the_module_of_its_block_and_families_are_grouped():
+    from ablate.attention import FAMILIES, MECHANISMS
+    from ablate.attention.presets import TABLE
+
+    assert tuple(TABLE) == FAMILIES
+    assert [p.name for ps in TABLE.values() for p in ps] == list(MECHANISMS)
+    for family, presets in TABLE.items():
+        assert all(p.family == family and MECHANISMS[p.name] is p for p in presets)
+    for p in MECHANISMS.values():
+        assert p.module.startswith("ablate.attention.") and getattr(sys.modules[p.module], p.block.__name__) is p.block
+        assert (REPO / (p.module.replace(".", "/") + ".py")).is_file()
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """``from .x import _name`` across modules hides a dependency; shared helpers are public."""
+    modules = _modules()
+    for name, path in modules.items():
+        for node in _runtime_imports(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and _imported(name, path, node, modules):
+                private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+                assert not private, f"{name} imports private {private} from {node.module}"

@@ -145,7 +145,7 @@ def bind_factors(name: str, block: Callable[..., nn.Module], values: Mapping[str
     declared = {f.name for f in schema}
     unknown = sorted(set(values) - declared)
     if unknown:
-        raise TypeError(f"preset {name!r}: {block.__name__} declares no factor {', '.join(unknown)}; "
+        raise TypeError(f"preset {name!r}: {block.__name__} declares no factor {', '.join(map(repr, unknown))}; "
                         f"its factors: {', '.join(sorted(declared)) or 'none'}")
     bound = []
     for f in schema:
