@@ -18,7 +18,11 @@ for a server), so the "which (cell, seed) is free" decision is serialised:
   older than the grace period), or that has no owner at all (a claim that failed half-way), is
   marked FAIL with kind ``lost`` and its (cell, seed) is free again; so is one interrupted with
   Ctrl-C (kind ``interrupted``);
-* the first free (cell, seed) in plan order is created directly in state RUNNING.
+* the first free (cell, seed) in plan order is created directly in state RUNNING. With
+  sequential seeds (``seeds: {start, max}``) the plan is the start seeds plus the seeds each look
+  added; a look is taken under the same lock, only when every planned trial is finished, and is
+  recorded in the study's user attributes (``sequential_looks``) before any of its trials is
+  claimed, so two workers never take the same look or the same seed, and a rerun resumes it.
 
 Hence every cell x seed finishes exactly once, whatever the number of workers and restarts.
 
