@@ -19,6 +19,13 @@ classes (``ablate/data/real.py``) with the same per-rank slicing of a seeded glo
 validation is one image per batch at its original label resolution, in disjoint shards. With
 ``train.iterations`` the trial runs that many optimiser steps and validates every
 ``val_interval`` steps: each validation is one "epoch" for the worker (progress, pruning).
+
+Besides the curve, a result holds ``image_counts`` (the last validation's per-image
+intersection and union counts per class, every rank's images in order: ``ablate/image_counts.py``),
+``seed_streams`` (1: backbone, block, head and training each start from a seed stream of their
+own, so seed s of every cell shares the shared parts' initialisation: ``ablate/seeds.py``) and,
+on the synthetic ``global_cue`` task, ``cue_mass`` (per validation, the attention mass on the
+cue, None for a block without a map over positions: ``ablate/probes.py``).
 """
 from __future__ import annotations
 

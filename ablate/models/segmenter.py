@@ -189,6 +189,12 @@ class SegmentationModule(L.LightningModule):
     def forward(self, x):
         return self.model(x)
 
+    def on_fit_start(self):
+        """Training's draws (dropout, augmentations) start from the ``train`` stream. Again here,
+        not only after building: Lightning's DDP setup reseeds every rank with the trial seed."""
+        if self.hparams.seed is not None:
+            reseed(self.hparams.seed, "train")
+
     # --- timing of the work that is not harness -------------------------------------------
     def on_train_batch_start(self, batch, batch_idx):
         self._t0 = time.perf_counter()
