@@ -55,12 +55,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stop this worker after N trials, failed ones included (0: no limit)")
     p.add_argument("--no-pruning", action="store_true",
                    help="run every trial to its last epoch whatever the study's pruner says (the full-grid control)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="change a setting of the study for this run: dotted key = YAML value, e.g. "
+                        "train.epochs=3 seeds=2 model.args.K=32 (the study gets a name suffix)")
+    p.add_argument("--smoke", action="store_true",
+                   help="every cell once: one seed, one epoch on a few batches, in a throwaway run "
+                        "folder, no report (python -m ablate.smoke --help)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # child process of --workers
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # not parse_args: 'study.yaml --dry-run k=v' must parse too
 
 
-def print_plan(study, out=sys.stdout) -> None:
+def print_plan(study, out=None) -> None:
+    out = out or sys.stdout  # looked up at call time (a caller may have redirected it)
     if study.search:
         print(f"study {study.name}: search of {study.search['n_trials']} trials with the {study.search['sampler']} "
               f"sampler, seed {study.seeds[0]}, {study.train.epochs} epochs each", file=out)
@@ -536,7 +543,7 @@ def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None)
     procs = []
     threads = _threads(args)
     for i in range(args.workers):
-        cmd = [sys.executable, "-m", "ablate.run", args.study, "--worker", "--worker-index", str(i),
+        cmd = [sys.executable, "-m", "ablate.run", args.study, *args.overrides, "--worker", "--worker-index", str(i),
                "--run-dir", str(run_dir), "--threads", str(threads), "--no-report"]
         if args.no_wandb:
             cmd.append("--no-wandb")
@@ -643,14 +650,28 @@ def main(argv=None) -> int:
     from .study import load_study
 
     try:
-        study = load_study(args.study)
         _check_args(args)
+        if args.smoke:
+            from .smoke import run_smoke
+
+            return run_smoke(args.study, args.overrides, workers=args.workers, threads=args.threads,
+                             run_dir=args.run_dir, dry_run=args.dry_run)
+        if args.overrides:
+            from .overrides import load_with_overrides
+
+            study = load_with_overrides(args.study, args.overrides)
+        else:
+            study = load_study(args.study)
     except StudyError as e:
         exit_with(e)
     if args.no_pruning:
         study = dataclasses.replace(study, pruner={"name": "none"})
     if args.dry_run:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--dry-run | head` must not traceback
+        if args.overrides:
+            from .overrides import effective_yaml
+
+            print(effective_yaml(args.study, args.overrides))
         print_plan(study)
         return 0
     if args.print_config:

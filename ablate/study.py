@@ -285,6 +285,7 @@ class Study:
     correction: str = "holm"  # the report's multiple-comparison correction (never in a cell key)
     # seeds: {start, max, step}: {"start": S, "max": M, "step": k}; seeds is then 0..M-1 (None: fixed seeds)
     sequential: dict | None = None
+    overrides: tuple = ()  # KEY=VALUE command-line overrides this study was loaded with (ablate.overrides)
 
     # ----------------------------------------------------------------------------------
     def cells(self) -> list[Cell]:
@@ -376,6 +377,7 @@ class Study:
             "head": _asdict(self.head),
             "trainer": self._trainer_config(),
             "metric": self.metric,
+            **({"overrides": list(self.overrides)} if self.overrides else {}),
         }
 
     def _trainer_config(self) -> dict:
@@ -661,17 +663,19 @@ def _canon(preset, key, value):
     return value
 
 
-def load_study(path: str | Path, check_files: bool = True) -> Study:
+def load_study(path: str | Path, check_files: bool = True, raw: dict | None = None) -> Study:
     """Parse and validate a study file; raises :class:`StudyError` on any mistake.
 
     ``check_files=False`` skips what needs the cluster's disks (a real dataset's layout under
     ``data_root``, a ``pretrained`` weights file) and checks the schema alone: for validating
     shipped example studies on a machine without their data, never for running one. The file is
     read by :func:`ablate.study_text.read_study` (bounded size, UTF-8, no duplicate keys, no
-    alias bombs, no .nan/.inf)."""
+    alias bombs, no .nan/.inf). ``raw``: the document already read (and perhaps changed by
+    :mod:`ablate.overrides`), validated exactly as the file would be; ``path`` still names the
+    file in errors and gives the default name."""
     path = Path(path)
     where = str(path)
-    raw = _expect_mapping(read_study(path, where), where, "")
+    raw = _expect_mapping(read_study(path, where) if raw is None else raw, where, "")
     _unknown(raw, TOP_KEYS, where, "")
     name = _study_name(raw, path, where)
     question = raw.get("question", "")
