@@ -138,7 +138,8 @@ def make_cue_probe(images: torch.Tensor, labels: torch.Tensor, seed: int | None 
     def probe(model) -> float | None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        x = images.to(device)
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        x = images.to(device, dtype)  # a "16-true" / "bf16-true" trial holds half-precision weights
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             if seed is not None:

@@ -106,3 +106,21 @@ def test_real_blocks(val, mechanism, has_map):
     assert (mass is not None) == has_map
     if has_map:
         assert 0.0 <= mass <= 1.0
+
+
+def test_probe_runs_on_half_precision_weights(val):
+    x, y = val
+    model = Segmenter(5, SMALL, "nonlocal", {}, seed=0).eval().to(torch.bfloat16)
+    mass = make_cue_probe(x, y)(model)
+    assert mass is not None and 0.0 <= mass <= 1.0
+
+
+def test_a_failing_probe_is_a_missing_value_not_a_failed_trial():
+    from ablate.models.segmenter import SegmentationModule
+
+    module = SegmentationModule(5, SMALL, "none", {}, seed=0)
+    module.probe = lambda model: 1 / 0
+    module.train()
+    with pytest.warns(UserWarning, match="ZeroDivisionError"):
+        assert module._run_probe() is None
+    assert module.model.training, "the model's mode is restored"

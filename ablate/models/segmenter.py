@@ -11,6 +11,7 @@ the backbone, ``reduce`` and head of seed s start from the same weights whatever
 from __future__ import annotations
 
 import time
+import warnings
 
 import lightning as L
 import torch
@@ -244,6 +245,8 @@ class SegmentationModule(L.LightningModule):
                                  "cue_mass": self._run_probe()})
 
     def _run_probe(self) -> float | None:
+        """The probe's value, or None: a probe that fails is a measurement missing (with a
+        warning), never the trial's failure."""
         if self.probe is None:
             return None
         was_training = self.model.training
@@ -251,6 +254,9 @@ class SegmentationModule(L.LightningModule):
         try:
             with torch.no_grad():
                 return self.probe(self.model)
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            warnings.warn(f"cue probe failed, cue_mass recorded as None: {type(e).__name__}: {e}", stacklevel=2)
+            return None
         finally:
             self.model.train(was_training)
 
