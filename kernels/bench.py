@@ -37,13 +37,9 @@ checks the harness end to end and says nothing about GPU speed.
 from __future__ import annotations
 
 import argparse
-import gc
 import math
-import platform
 import shlex
-import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -51,6 +47,7 @@ import torch
 
 from . import dispatch
 from .reference import criss_cross_reference, em_iterations, l2_normalise, local_window_reference
+from .timing import copy_bandwidth, describe_device, free, is_oom, peak_bytes, time_ms
 
 OPS = ("criss_cross", "dense", "em", "local_window")
 GPU_SIZES = ((2, 512, 97, 97), (1, 512, 128, 256), (2, 512, 64, 64))
@@ -101,100 +98,6 @@ class Case:
 
 
 # ------------------------------------------------------------------------------------------
-# measurement
-# ------------------------------------------------------------------------------------------
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ms(call: Callable[[], None], reset: Callable[[], None], device: torch.device,
-            repeats: int, warmup: int) -> float:
-    """Median milliseconds of ``call`` over ``repeats`` runs after ``warmup`` (reset untimed)."""
-    for _ in range(warmup):
-        reset()
-        call()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        reset()
-        if device.type == "cuda":
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            times.append(float(start.elapsed_time(end)))
-        else:
-            t0 = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return float(statistics.median(times))
-
-
-def peak_bytes(call: Callable[[], None], reset: Callable[[], None], device: torch.device) -> int:
-    """Bytes allocated at the peak of one ``call`` beyond what was live before it.
-
-    CUDA: ``max_memory_allocated`` after ``reset_peak_memory_stats``. CPU: the profiler's
-    allocation and free events summed in time order, as ``ablate.costs.measure`` does.
-    """
-    reset()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        call()
-        torch.cuda.synchronize(device)
-        return int(torch.cuda.max_memory_allocated(device) - base)
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        call()
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
-    events.sort(key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
-    return int(peak)
-
-
-def copy_bandwidth(device: torch.device, nbytes: int | None = None, repeats: int = 20) -> float:
-    """Bytes per second of a large device-to-device copy (read + write counted: 2 x size / time)."""
-    if nbytes is None:
-        nbytes = 1 << 30 if device.type == "cuda" else 64 << 20
-    while True:
-        try:
-            src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
-            dst = torch.empty_like(src)
-            break
-        except (torch.cuda.OutOfMemoryError, RuntimeError):
-            if nbytes <= 1 << 20:
-                raise
-            nbytes //= 2
-    ms = time_ms(lambda: dst.copy_(src), lambda: None, device, repeats=repeats, warmup=3)
-    del src, dst
-    return 2 * nbytes / (ms / 1e3)
-
-
-def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(err).lower()
-    return isinstance(err, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError))
-
-
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-# ------------------------------------------------------------------------------------------
 # cases
 # ------------------------------------------------------------------------------------------
 
@@ -209,21 +112,6 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     flat = [t.flatten(2).transpose(1, 2).unsqueeze(1) for t in (q, k, v)]  # B, 1, N, d
     y = torch.nn.functional.scaled_dot_product_attention(*flat, scale=1.0)
     return y.squeeze(1).transpose(1, 2).reshape(b, v.shape[1], h, w)
-
-
-def describe_device(device: torch.device | str) -> str:
-    """The device in words: CUDA's device name, or the CPU's model name (as ``ablate.costs`` prints it)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{device.type} ({name})"
 
 
 def _fwd_bwd(fn, inputs, grad_out):
@@ -345,14 +233,14 @@ def _measure(case: Case, size, device, repeats, warmup, bandwidth) -> Row:
         row.ms = time_ms(case.call, case.reset, device, repeats, warmup)
         row.peak_mib = peak_bytes(case.call, case.reset, device) / 2**20
     except Exception as err:  # noqa: BLE001 - one failing row must not end the table
-        if not _is_oom(err):
+        if not is_oom(err):
             row.status = f"error: {type(err).__name__}: {str(err).splitlines()[0][:80]}"
         else:
             row.status = "OOM"
         row.ms = row.peak_mib = None
     finally:
         case.reset()
-        _free(device)
+        free(device)
     if case.is_kernel and case.bytes_moved and bandwidth:
         row.floor_ms = case.bytes_moved / bandwidth * 1e3
     return row
@@ -397,8 +285,8 @@ def run(sizes: Sequence[tuple[int, int, int, int]], ops: Sequence[str] = OPS, de
             try:
                 cases = make()
             except Exception as err:  # noqa: BLE001 - OOM allocating the inputs
-                rows.append(Row("?", tuple(size), "inputs", status="OOM" if _is_oom(err) else f"error: {err}"))
-                _free(device)
+                rows.append(Row("?", tuple(size), "inputs", status="OOM" if is_oom(err) else f"error: {err}"))
+                free(device)
                 continue
             group = [_measure(c, size, device, repeats, warmup, bandwidth) for c in cases]
             ref = next((r for r in group if r.is_reference and r.ms is not None), None)
@@ -409,7 +297,7 @@ def run(sizes: Sequence[tuple[int, int, int, int]], ops: Sequence[str] = OPS, de
                         r.mem_ratio = r.peak_mib / ref.peak_mib
             rows.extend(group)
             del cases
-            _free(device)
+            free(device)
     info = dict(device=describe_device(device), cuda=cuda, kernels=kernels, dtype=str(dtype).replace("torch.", ""),
                 repeats=repeats, warmup=warmup, bandwidth=bandwidth, threads=torch.get_num_threads(),
                 torch=torch.__version__)

@@ -1,5 +1,9 @@
 """Criss-cross attention (CCNet) as Triton kernels: forward and backward, flash style.
 
+One algorithm in one module (its forward kernel, the backward kernels that recompute it, and
+the autograd function that ties them), so the module runs past 400 lines: the kernels share
+their block layout and must change together.
+
 What it computes
 ----------------
 Exactly :func:`ablate_kernels.reference.criss_cross_reference`. With ``q``, ``k`` of shape

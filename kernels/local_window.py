@@ -1,5 +1,9 @@
 """Local-window attention as Triton kernels (Local Relation Net's aggregation, the ``local_window`` pattern).
 
+One algorithm in one module (its forward kernel, the backward kernels that recompute it, and
+the autograd function that ties them), so the module runs past 400 lines: the kernels share
+their block layout and must change together.
+
 What it computes
 ----------------
 Exactly :func:`ablate_kernels.reference.local_window_reference`: ``q``, ``k`` are
