@@ -147,7 +147,12 @@ class NonLocalBlock(nn.Module):
         self.out = nn.Sequential(_conv1x1(v_dim, channels, bias=False), nn.BatchNorm2d(channels))
         self.later_norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(R - 1))
         self.widths = {"qk": qk_dim, "value": v_dim}
-        if init_std > 0:  # the official N(0, init_std^2) weights, zero biases
+        self._init_weights(init_std, zero_init)
+
+    def _init_weights(self, init_std: float, zero_init: bool) -> None:
+        """The official N(0, init_std^2) conv weights with zero biases (``init_std`` > 0), and
+        every output BN's gamma at 0 (``zero_init``), so the block starts as the identity."""
+        if init_std > 0:
             for conv in (self.theta, self.phi, self.sigma, self.out[0]):
                 if isinstance(conv, nn.Conv2d):
                     nn.init.normal_(conv.weight, std=init_std)
