@@ -276,7 +276,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
         lines += ["", f"Attention-block latency (forward + backward, median of {COST_REPEATS} runs after "
                   f"{COST_WARMUP} warm-up) and peak memory (over the input's gradient, which the backbone needs "
                   f"anyway) at the training input (B, C, H, W) = {', '.join(map(str, shapes))}, float32, train "
-                  f"mode; measured when this report was written, on {costs['_device']} with "
+                  f"mode; {_measured_when(costs)}, on {costs['_device']} with "
                   f"{costs['_threads']} torch thread(s) (`ablate.costs.measure`). Params and MFLOPs are the "
                   "trial's own records."]
     elif data.get("costs_skipped"):
@@ -322,6 +322,12 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
                  f"by `python -m ablate.report {study.path}`. Cell keys: "
                  + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _measured_when(costs: dict) -> str:
+    if costs.get("_reused"):
+        return f"measured for the report written {costs['_measured']} and reused by `--reuse-costs`"
+    return "measured when this report was written"
 
 
 def _image_lines(tab: dict) -> list[str]:
@@ -595,12 +601,14 @@ def _pruning_section(study, data: dict, cells: list) -> list[str]:
 
 
 def write_report(study, url: str, reports_dir: str = "reports", run_info: dict | None = None,
-                 wandb: bool | None = None, run_dir: str | Path | None = None) -> Path:
+                 wandb: bool | None = None, run_dir: str | Path | None = None, reuse_costs: bool = False) -> Path:
     """Write ``<study>.md`` and beside it the figures, HTML, TeX, CSV and JSON
     (:mod:`ablate.report_formats`); with ``wandb`` (default: at the end of a run whose study and
     command line did not turn W&B off) an offline W&B summary run under ``run_dir``
-    (:mod:`ablate.wandb_summary`). Returns the Markdown's path."""
+    (:mod:`ablate.wandb_summary`); ``reuse_costs``: the latency and memory of the previous
+    ``<study>.json`` there (:mod:`ablate.report_costs`) instead of measuring. Returns the Markdown's path."""
     from . import storage as st
+    from .report_costs import reuse
     from .report_formats import write_formats
 
     data = collect(study, url)
@@ -609,7 +617,10 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     if done and data["running_here"]:
         data["costs_skipped"] = data["running_here"]  # timings under a training load are not the block's
     elif done:
-        data["costs"] = block_costs(done, study.trainer.world_size, head=study.head)
+        data["cost_shapes"] = {c.key: block_shape(c, study.trainer.world_size, study.head) for c in done}
+        prev = reuse(Path(reports_dir) / f"{study.name}.json", data["cost_shapes"]) if reuse_costs else None
+        data["costs"] = prev or {**block_costs(done, study.trainer.world_size, head=study.head),
+                                 "_measured": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
     if run_info:
         run_info = _run_totals(run_info, data["finished"])
         _save_run_info(study, url, run_info)
@@ -691,6 +702,9 @@ def main(argv=None) -> int:
     p.add_argument("--storage")
     p.add_argument("--run-dir")
     p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--reuse-costs", action="store_true",
+                   help="reuse the attention-block latency and memory of the previous report's JSON in the "
+                        "reports folder instead of measuring them (a busy machine times blocks badly)")
     p.add_argument("--wandb", action="store_true",
                    help="also log an offline W&B summary run of the study (job_type report, the trials' group) "
                         "under the run folder")
@@ -715,7 +729,8 @@ def main(argv=None) -> int:
         exit_with(StudyError(args.study, "", f"no results yet: the storage {st.redact(url)} does not exist. Run "
                              f"python -m ablate.run {args.study} first, or give --storage / --run-dir."))
     try:
-        path = write_report(study, url, args.reports_dir, wandb=args.wandb, run_dir=run_dir)
+        path = write_report(study, url, args.reports_dir, wandb=args.wandb, run_dir=run_dir,
+                            reuse_costs=args.reuse_costs)
     except StudyError as e:
         exit_with(e)
     others = ", ".join(f"{path.stem}.{ext}" for ext in ("html", "tex", "csv", "json"))

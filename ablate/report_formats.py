@@ -36,8 +36,9 @@ def _clean(x):
     return x
 
 
-def table_json(study, tab: dict) -> dict:
-    """The table as plain data, every mIoU in points."""
+def table_json(study, tab: dict, data: dict | None = None) -> dict:
+    """The table as plain data, every mIoU in points, and the measured costs
+    (:func:`ablate.report_costs.costs_json`) for ``--reuse-costs``."""
     images = tab["images"]["with"]
     rows = []
     for r in tab["rows"]:
@@ -60,7 +61,14 @@ def table_json(study, tab: dict) -> dict:
     return _clean({"study": study.name, "metric": study.metric, "unit": UNIT, "margin": study.margin,
                    "correction": study.correction, "alpha": 0.05, "comparisons": info["m"],
                    "delta_interval_level": info["level"], "cell_interval": "95% Student t over seeds",
-                   "rows": rows})
+                   "rows": rows, "costs": _costs(data or {})})
+
+
+def _costs(data: dict) -> dict | None:
+    from .report_costs import costs_json
+
+    costs = data.get("costs")
+    return costs_json(costs, data.get("cost_shapes") or {}, costs.get("_measured")) if costs else None
 
 
 def _factor_names(study, tab: dict, trials: list) -> list[str]:
@@ -183,7 +191,7 @@ def write_formats(study, data: dict, tab: dict, md: str, figs: list, reports_dir
     svgs = {f"{study.name}/{stem}.svg": (cap, text) for stem, cap, text in figs}
     for fmt, text in (("html", report_html.render(study, tab, md, svgs)), ("tex", table_tex(study, tab)),
                       ("csv", trials_csv(study, tab, data)),
-                      ("json", json.dumps(table_json(study, tab), indent=1, ensure_ascii=False) + "\n")):
+                      ("json", json.dumps(table_json(study, tab, data), indent=1, ensure_ascii=False) + "\n")):
         out[fmt] = reports_dir / f"{study.name}.{fmt}"
         out[fmt].write_text(text)
     return out

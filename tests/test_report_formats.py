@@ -344,3 +344,28 @@ def test_a_run_leaves_every_format_and_one_wandb_summary_run(tmp_path):
     # --no-wandb: no summary run either
     res = run_cli(["ablate.run", str(path), "--run-dir", "runs/e2e", "--no-wandb"], cwd=tmp_path, timeout=600)
     assert res.returncode == 0 and len(glob.glob(str(tmp_path / "runs/e2e/report/wandb/offline-run-*"))) == 1
+
+
+def test_reuse_costs_keeps_the_previous_reports_timings(tmp_path, capsys):
+    study, url, _ = build(tmp_path)
+    rep = tmp_path / "rep"
+    args = [study.path, "--storage", url, "--reports-dir", str(rep)]
+    assert report_main(args) == 0
+    first = json.loads((rep / "fmt.json").read_text())
+    key = first["rows"][0]["key"]
+    assert first["costs"]["cells"][key]["ms"] > 0 and first["costs"]["cells"][key]["shape"] == [16, 8, 16, 16]
+    first["costs"]["cells"][key]["ms"] = 123.456  # as if a quiet machine had measured this
+    (rep / "fmt.json").write_text(json.dumps(first))
+    assert report_main(args + ["--reuse-costs"]) == 0
+    md = (rep / "fmt.md").read_text()
+    assert _main_table(md)["gcn=on"]["attn fwd+bwd ms"] == "123.46"
+    assert f"measured for the report written {first['costs']['measured']} and reused by `--reuse-costs`" in md
+    assert json.loads((rep / "fmt.json").read_text())["costs"]["cells"][key]["ms"] == 123.456  # kept for next time
+    # a previous measurement at another block shape is not reused: everything is measured again
+    first["costs"]["cells"][key]["shape"] = [1, 1, 1, 1]
+    (rep / "fmt.json").write_text(json.dumps(first))
+    capsys.readouterr()
+    assert report_main(args + ["--reuse-costs"]) == 0
+    assert "measuring every cell" in capsys.readouterr().err
+    md = (rep / "fmt.md").read_text()
+    assert _main_table(md)["gcn=on"]["attn fwd+bwd ms"] != "123.46" and "measured when this report was written" in md
