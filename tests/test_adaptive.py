@@ -25,6 +25,7 @@ from ablate.errors import StudyError
 from ablate.study import load_study
 
 from conftest import run_cli, tiny_study
+from test_postgres import pg_server, pg_url  # noqa: F401 (fixtures: a PostgreSQL server, a fresh database)
 
 ALPHA = 0.05
 
@@ -174,7 +175,7 @@ def test_the_sequential_rule_keeps_wrong_calls_below_alpha():
     rng = np.random.default_rng(29)
     wrong = reps = 0
     for sd in (0.01, 0.02, 0.04):
-        for _ in range(300):
+        for _ in range(150):
             base = rng.normal(0.5, 0.01, 10)
             vals = {"base": base, "x": base + rng.normal(0, sd, 10)}
             n = 3
@@ -300,27 +301,41 @@ def test_runner_adds_seeds_only_where_undecided_and_matches_the_rule(fake, capsy
     assert _run(path) == 0 and len(_trials(fake / "runs/seq")) == n
 
 
-def _worker(path: str, index: int) -> None:
+def _worker(path: str, index: int, storage: str | None = None) -> None:
     os._exit(R.main([path, "--run-dir", "runs/seq", "--no-wandb", "--no-report", "--worker", "--worker-index",
-                     str(index), "--threads", "1"]))
+                     str(index), "--threads", "1", *(["--storage", storage] if storage else [])]))
 
 
-def test_two_workers_run_each_seed_once(fake, monkeypatch):
-    monkeypatch.setenv("H6_FAKE_SLEEP", "0.15")
-    path = _study_file(fake)
+def _two_workers(path: Path, storage: str | None = None) -> None:
     ctx = multiprocessing.get_context("fork")  # the children keep the fake trainer
-    procs = [ctx.Process(target=_worker, args=(str(path), i)) for i in range(2)]
+    procs = [ctx.Process(target=_worker, args=(str(path), i, storage)) for i in range(2)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=300)
     assert [p.exitcode for p in procs] == [0, 0]
-    trials = _trials(fake / "runs/seq")
-    got = _finished(fake / "runs/seq")
+
+
+def _check_once(trials, path: Path) -> None:
+    got = Counter((t.params["mechanism"], t.user_attrs["seed"]) for t in trials
+                  if t.state == optuna.trial.TrialState.COMPLETE)
     assert set(got.values()) == {1} and len(trials) == sum(got.values()), "a seed was created twice"
-    study = load_study(path)
-    assert {m: sorted(s for mm, s in got if mm == m) for m in ORDER} == _simulate(study)
+    assert {m: sorted(s for mm, s in got if mm == m) for m in ORDER} == _simulate(load_study(path))
     assert len({t.system_attrs[st.ATTR + "pid"] for t in trials}) == 2, "both workers took trials"
+
+
+def test_two_workers_run_each_seed_once(fake, monkeypatch):
+    monkeypatch.setenv("H6_FAKE_SLEEP", "0.15")
+    path = _study_file(fake)
+    _two_workers(path)
+    _check_once(_trials(fake / "runs/seq"), path)
+
+
+def test_two_workers_on_postgresql_run_each_seed_once(fake, monkeypatch, pg_url):
+    monkeypatch.setenv("H6_FAKE_SLEEP", "0.15")
+    path = _study_file(fake)
+    _two_workers(path, pg_url)
+    _check_once(optuna.load_study(study_name="seq", storage=st.open_storage(pg_url)).get_trials(deepcopy=False), path)
 
 
 def test_a_killed_sequential_study_resumes_without_losing_or_repeating(fake, monkeypatch):
