@@ -20,18 +20,20 @@ size (``relu`` of a standard normal: what a conv-BN-ReLU backbone hands the bloc
 initialisation; fixed seed), the block in train mode, one forward and one backward through a
 fixed random linear function of the output:
 
-1. parameters with no gradient (``None``) or an all-zero one. Three causes are told apart:
-   a listed by-design exception (:data:`BY_DESIGN`, e.g. EMANet's input conv), a parameter
-   behind a zero-initialised gain (the block starts as the identity: Non-local's and GloRe's
-   zero BN gamma, DANet's and CCNet's zero ``gamma``, STN's zero regression layer; found by
-   setting each zero-valued weight to a small random value and seeing whose gradient appears)
-   and a bias whose gradient is zero up to rounding (a BatchNorm or a softmax after it removes
-   it): those are info; any other is a warning;
+1. parameters with no gradient (``None``) or an all-zero one (zero up to rounding: at most
+   ``NEGLIGIBLE`` times the largest parameter gradient). These causes are told apart and are
+   info: a listed by-design exception (:data:`BY_DESIGN`, e.g. EMANet's input conv); a
+   parameter behind a zero-initialised gain (the block starts as the identity: Non-local's and
+   GloRe's zero BN gamma, DANet's and CCNet's zero ``gamma``, STN's zero regression layer; found
+   by setting each zero-valued weight, alone, to small random values and seeing whose gradient
+   appears), or behind its own zero-initialised bias (a BN scale that a later normalisation
+   cancels while the shift is 0); a bias whose gradient stays zero (a BatchNorm or a softmax
+   after it removes it). Any other is a warning;
 2. named inner widths (a block's ``widths`` dict, see ``ablate/attention/widths.py``) below 4;
 3. every softmax the forward computes (``torch.softmax``, ``F.softmax``, ``Tensor.softmax`` and
    the map inside ``F.scaled_dot_product_attention``, recorded by :func:`recording_softmax`):
    near one-hot rows (mean largest weight > 0.9, or mean weight of a position on itself > 0.5
-   for square maps) and near uniform rows (entropy normalised by the log of the row's positive
+   for square maps of rows of at least 8) and near uniform rows (entropy normalised by the log of the row's positive
    entries > 0.99);
 4. NaN/Inf in the output, the input's gradient or a parameter's gradient: an error.
 
@@ -100,8 +102,7 @@ BY_DESIGN: dict[str, tuple[ByDesign, ...]] = {
 }
 
 # Which factors set how sharp a softmax is, and which set each named width, when a preset has them.
-SHARPNESS_FACTORS = ("scale", "temperature", "init_std", "affinity", "normalization", "whiten", "cam_max_minus",
-                     "kernel")
+SHARPNESS_FACTORS = ("scale", "temperature", "init_std", "affinity", "normalization", "whiten")
 WIDTH_FACTORS = {"qk": ("reduction", "qk_reduction", "key_reduction"), "value": ("reduction",),
                  "bottleneck": ("reduction", "min_width"), "inner": ("reduction",), "hidden": ("reduction",),
                  "state": ("state_reduction",), "nodes": ("K",)}
@@ -281,9 +282,10 @@ def _one_pass(block: nn.Module, x: torch.Tensor, seed: int, record: bool = True)
     return _Pass(y.detach(), x.grad, {n: p.grad for n, p in block.named_parameters()}, maps)
 
 
-def _names(params: list[str], limit: int = 6) -> str:
-    """``theta, phi, out.0`` for ``theta.weight, theta.bias, phi.weight, out.0.weight``."""
-    modules = list(dict.fromkeys(re.sub(r"\.(weight|bias)$", "", n) for n in params))
+def _names(params: list[str], limit: int = 6, params_too: bool = False) -> str:
+    """``theta, phi, out.0`` for ``theta.weight, theta.bias, phi.weight, out.0.weight`` (the
+    parameters' own names with ``params``)."""
+    modules = list(dict.fromkeys(n if params_too else re.sub(r"\.(weight|bias)$", "", n) for n in params))
     shown = ", ".join(f"`{m}`" for m in modules[:limit])
     return shown + (f" and {len(modules) - limit} more" if len(modules) > limit else "")
 
@@ -317,21 +319,30 @@ def _largest(grads: dict) -> float:
     return max(tops, default=0.0)
 
 
-def _unblocked(block: nn.Module, x: torch.Tensor, dead: list, grads: dict, seed: int) -> dict:
-    """gate name -> the ``dead`` parameters that get a gradient once that zero-valued weight
-    (a BN gamma, a residual gain, a last layer) is set to small random values; only gates that
-    get a gradient themselves (so they move off zero at the first step)."""
-    gates = [n for n, p in block.named_parameters()
-             if not n.endswith("bias") and p.is_floating_point() and p.numel() and not p.detach().any()
-             and grads.get(n) is not None and grads[n].any()]
+def _zero_valued(block: nn.Module, grads: dict) -> list[str]:
+    """Parameters that are all zero and get a gradient (so they move off zero at the first step)."""
+    return [n for n, p in block.named_parameters() if p.is_floating_point() and p.numel() and not p.detach().any()
+            and grads.get(n) is not None and bool(grads[n].any())]
+
+
+def _perturbed(block: nn.Module, names: list, seed: int) -> nn.Module:
+    """A copy of ``block`` with the parameters ``names`` set to small random values."""
+    trial = copy.deepcopy(block)
+    params = dict(trial.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            p = params[name]
+            p.copy_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + 2)))
+    return trial
+
+
+def _unblocked(block: nn.Module, x: torch.Tensor, dead: list, gates: list, seed: int) -> dict:
+    """gate name -> the ``dead`` parameters that get a gradient once that zero-valued parameter
+    is set to small random values (the block re-run with only that change)."""
     found = {}
     for gate in gates:
-        trial = copy.deepcopy(block)
-        p = dict(trial.named_parameters())[gate]
-        with torch.no_grad():
-            p.copy_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed + 2)))
         try:
-            res = _one_pass(trial, x, seed, record=False)
+            res = _one_pass(_perturbed(block, [gate], seed), x, seed, record=False)
         except Exception:  # noqa: BLE001 - a gate that breaks the block explains nothing
             continue
         largest = _largest(res.grads)
@@ -353,28 +364,58 @@ def _gradient_findings(block, x, res: _Pass, mechanism, args, seed) -> list[tupl
             out.append(("info", "no-grad-by-design", f"{_names(hit)} get no gradient, by design: {rule.reason}. "
                                                      f"To train them: {rule.factor}."))
     if dead:
-        factor = _factor_text(ZERO_INIT_FACTORS, args)
-        how = f"factor {factor} switches this" if factor else "no factor switches this (the paper's initialisation)"
-        for gate, names in _unblocked(block, x, dead, res.grads, seed).items():
-            names = [n for n in names if n in dead]
-            if names:
-                dead = [n for n in dead if n not in names]
-                out.append(("info", "zero-init", f"{_names(names)} get no gradient at initialisation because `{gate}` "
-                                                 f"starts at zero (the block starts as the identity); they learn once "
-                                                 f"it moves off zero after the first step. By design; {how}."))
+        explained, dead = _zero_init_findings(block, x, dead, res.grads, args, seed)
+        out += explained
     unused, stuck, biases = ([n for n in dead if n in group] for group in (none, zero, flat))
     if unused:
         out.append(("warning", "no-grad", f"{_names(unused)} get no gradient (not used in the forward, or used only "
                                           f"without gradient): they never train. Check the factor that turns that "
                                           f"part on or off."))
     if stuck:
-        out.append(("warning", "zero-grad", f"{_names(stuck)} get an all-zero gradient and no zero-initialised gain "
-                                            f"explains it: they do not train from this initialisation."))
+        out.append(("warning", "zero-grad", f"{_names(stuck, params_too=True)} get an all-zero gradient at "
+                                            f"initialisation and no zero-initialised parameter explains it: they may "
+                                            f"never train."))
     if biases:
         out.append(("info", "invariant", f"the bias of {_names(biases)} gets a zero gradient up to rounding (a "
                                          f"normalisation or a softmax after it removes a constant): harmless, it "
                                          f"never changes the output."))
     return out
+
+
+def _zero_init_findings(block, x, dead: list, grads: dict, args, seed) -> tuple[list, list]:
+    """(info findings, the ``dead`` parameters they do not explain). First the zero-valued
+    weights (a BN gamma, a residual gain, a last layer: the block starts as the identity); then,
+    with those open, a zero bias beside a weight still without gradient (a BN scale that a later
+    normalisation cancels while the BN's shift is 0)."""
+    out = []
+    factor = _factor_text(ZERO_INIT_FACTORS, args)
+    how = f"factor {factor} switches this" if factor else "no factor switches this (the paper's initialisation)"
+    gates = [n for n in _zero_valued(block, grads) if not n.endswith("bias")]
+    freed_by = _unblocked(block, x, dead, gates, seed)
+    for gate, names in freed_by.items():
+        names = [n for n in names if n in dead]
+        if names:
+            dead = [n for n in dead if n not in names]
+            out.append(("info", "zero-init", f"{_names(names)} get no gradient at initialisation because `{gate}` "
+                                             f"starts at zero (the block starts as the identity); they learn once it "
+                                             f"moves off zero after the first step. By design; {how}."))
+    siblings = [re.sub(r"weight$", "bias", n) for n in dead if n.endswith("weight")]
+    if not siblings:
+        return out, dead
+    if freed_by:
+        block = _perturbed(block, list(freed_by), seed)
+        grads = _one_pass(block, x, seed, record=False).grads
+    shifts = [n for n in _zero_valued(block, grads) if n in siblings]
+    for gate, names in _unblocked(block, x, dead, shifts, seed).items():
+        names = [n for n in names if n in dead]
+        if names:
+            dead = [n for n in dead if n not in names]
+            out.append(("info", "zero-init", f"{_names(names, params_too=True)} get no gradient at initialisation "
+                                             f"only because `{gate}` starts at zero (a symmetry of the "
+                                             f"initialisation: a later normalisation cancels the scale while the "
+                                             f"shift is 0); they learn once it moves, after the first step. "
+                                             f"Harmless."))
+    return out, dead
 
 
 def _width_findings(block, channels, args) -> list[tuple[str, str, str]]:
@@ -409,7 +450,8 @@ def _map_findings(maps: list, args) -> list[tuple[str, str, str]]:
         worst = max(flat, key=lambda m: m.entropy)
         out.append(("warning", "uniform", f"{len(flat)} of {len(maps)} softmax map(s) are near uniform at "
                                           f"initialisation (rows of {worst.size}: normalised entropy "
-                                          f"{worst.entropy:.3f}): every position starts with the same average; "
+                                          f"{worst.entropy:.4f}): each row starts as a plain average (a global "
+                                          f"pooling) and must learn to select; "
                                           f"{knobs}."))
     return out
 

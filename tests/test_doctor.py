@@ -122,6 +122,28 @@ class BiasBeforeNorm(nn.Module):
         return x + self.norm(self.conv(x))
 
 
+class ScaleCancelled(nn.Module):
+    """conv -> BN -> ReLU, each channel L2-normalised over the pixels: with the BN's shift at 0
+    its scale cancels, so the scale's gradient is zero at init (and not after the shift moves)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1, bias=False)
+        self.norm = nn.BatchNorm2d(channels)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        z = F.normalize(torch.relu(self.norm(self.conv(x))).flatten(2), dim=2).reshape(x.shape)
+        return x + self.out(z)
+
+
+def test_a_scale_cancelled_while_its_shift_is_zero_is_info_naming_the_shift():
+    found = doctor.check_block(ScaleCancelled(C), C, SIDE)
+    (f,) = of(found, "zero-init")
+    assert "`norm.weight`" in f.message and "`norm.bias` starts at zero" in f.message
+    assert not codes(found, "warning")
+
+
 def test_a_parameter_the_forward_never_uses_is_a_warning_naming_it():
     found = doctor.check_block(Unused(C), C, SIDE, name="unused")
     (f,) = of(found, "no-grad")
@@ -150,7 +172,7 @@ def test_vanishing_logits_make_a_uniform_warning(how):
     torch.manual_seed(0)
     found = doctor.check_block(PixelAttention(C, gain=1e-6, how=how), C, SIDE)
     (f,) = of(found, "uniform")
-    assert f.severity == "warning" and "entropy 1.000" in f.message
+    assert f.severity == "warning" and "entropy 1.0000" in f.message
     assert not of(found, "one-hot")
 
 
@@ -185,7 +207,7 @@ def test_a_zero_initialised_gain_explains_the_missing_gradient_as_info():
 
 def test_a_zero_gradient_no_zero_initialised_parameter_explains_is_a_warning():
     found = doctor.check_block(Frozen(C), C, SIDE)
-    assert codes(found, "warning") == ["zero-grad"] and "`conv`" in of(found, "zero-grad")[0].message
+    assert codes(found, "warning") == ["zero-grad"] and "`conv.weight`" in of(found, "zero-grad")[0].message
 
 
 def test_a_bias_a_batchnorm_removes_is_info():
