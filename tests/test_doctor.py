@@ -332,7 +332,8 @@ def test_summary_lines_list_warnings_with_their_cells_and_count_the_notes():
 def test_preflight_fails_only_on_a_hard_error(tmp_path, monkeypatch):
     from ablate.study import load_study
 
-    monkeypatch.setitem(MECHANISMS, "poisoned", Preset("poisoned", "gating", Poisoned, (), "-", "test block: NaN output"))
+    monkeypatch.setitem(MECHANISMS, "poisoned", Preset("poisoned", Poisoned, {}, summary="test block: NaN output",
+                                                           family="gating"))
     study = load_study(write_study(tmp_path, factors={"mechanism": ["glore", "poisoned"]}, baseline={}))
     out = io.StringIO()
     assert doctor.preflight(study, out) is False
