@@ -94,7 +94,8 @@ class ByDesign:
 # Per preset, the parameters that receive no gradient by design (reported as info).
 BY_DESIGN: dict[str, tuple[ByDesign, ...]] = {
     "emanet": (ByDesign(
-        r"(^|\.)conv_in\.", lambda a: a.get("bases", "moving_average") == "moving_average" and a.get("shared_maps", True),
+        r"(^|\.)conv_in\.",
+        lambda a: a.get("bases", "moving_average") == "moving_average" and a.get("shared_maps", True),
         "EMANet's EM iterations run without gradient and the reconstruction is built from their output alone "
         "(official code; the author confirms it in XiaLiPKU/EMANet issue #14), so its input conv is never "
         "trained; the bases follow a moving average instead",
@@ -589,8 +590,8 @@ def summary_lines(findings: list[Finding]) -> list[str]:
     the cells it concerns, and one line naming what the by-design notes were about."""
     if not findings:
         return ["Health pre-flight (`python -m ablate.doctor`): no findings."]
-    lines = [f"Health pre-flight (`python -m ablate.doctor`): {_counts(findings)} over "
-             f"{len({f.cell for f in findings})} cells with findings."]
+    lines = [f"Health pre-flight (`python -m ablate.doctor`): {_counts(findings)} "
+             f"({len({f.cell for f in findings})} cells with findings)."]
     infos = []
     for f, titles in _grouped(findings):
         if f.severity == "info":
@@ -603,31 +604,29 @@ def summary_lines(findings: list[Finding]) -> list[str]:
     return lines
 
 
-def print_findings(cells: list, findings: list[Finding], out=sys.stdout, verbose: bool = True) -> None:
-    """One line per cell (its title, mechanism and counts), its findings indented under it;
-    with ``verbose`` off only cells with a warning or an error, and no info lines."""
+def print_findings(cells: list, findings: list[Finding], out=sys.stdout) -> None:
+    """One line per cell (its title, mechanism and counts), its findings indented under it."""
     by_cell: dict = {}
     for f in findings:
         by_cell.setdefault(f.cell, []).append(f)
     for cell in cells:
         mine = by_cell.get(cell.key, [])
-        shown = [f for f in mine if verbose or f.severity != "info"]
-        if not verbose and not shown:
-            continue
         print(f"{cell.title()} [{cell.mechanism}]: {_counts(mine)}", file=out)
-        for f in sorted(shown, key=lambda f: SEVERITIES.index(f.severity)):
+        for f in sorted(mine, key=lambda f: SEVERITIES.index(f.severity)):
             print(f"    {f.line()}", file=out)
 
 
 def preflight(study, out=sys.stdout) -> bool:
-    """The runner's check before the first trial: prints the cells with warnings or errors and
-    a count of the rest to ``out``; False only when a block has a hard error (NaN/Inf at
-    initialisation, or a block that cannot be built or run)."""
+    """The runner's check before the first trial: prints a count, then each distinct warning or
+    error once with the cells it concerns, to ``out``; False only when a block has a hard error
+    (NaN/Inf at initialisation, or a block that cannot be built or run)."""
     findings = check_study(study)
     cells = study_cells(study)
     print(f"doctor: {len(cells)} cells checked: {_counts(findings)} "
           f"(details: python -m ablate.doctor {study.path})", file=out)
-    print_findings(cells, findings, out, verbose=False)
+    for f, titles in _grouped(findings):
+        if f.severity != "info":
+            print(f"  {f.severity} ({_cells_text(titles)}): {f.message}", file=out)
     return not any(f.severity == "error" for f in findings)
 
 

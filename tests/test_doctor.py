@@ -337,11 +337,13 @@ def test_preflight_fails_only_on_a_hard_error(tmp_path, monkeypatch):
     study = load_study(write_study(tmp_path, factors={"mechanism": ["glore", "poisoned"]}, baseline={}))
     out = io.StringIO()
     assert doctor.preflight(study, out) is False
-    assert "nonfinite" in out.getvalue() and "poisoned" in out.getvalue()
+    printed = out.getvalue()
+    assert "error (mechanism=poisoned)" in printed and "NaN/Inf" in printed and "mechanism=glore" not in printed
     healthy = load_study(write_study(tmp_path))
     out = io.StringIO()
     assert doctor.preflight(healthy, out) is True
     assert out.getvalue().startswith("doctor: 2 cells checked")
+    assert "info" not in out.getvalue().split("\n", 1)[1]  # the by-design notes are only counted
 
 
 def test_cli_prints_one_line_per_cell_and_exits_0():
