@@ -47,8 +47,10 @@ def effective_widths(preset, channels: int) -> dict[str, int]:
     return dict(getattr(preset.build(channels), "widths", {}))
 
 
-def list_mechanisms(out=sys.stdout, channels: int = DEFAULT_CHANNELS) -> None:
+def list_mechanisms(out=None, channels: int = DEFAULT_CHANNELS) -> None:
     from .attention import MECHANISMS
+
+    out = out or sys.stdout
 
     for family in ("none", "pairwise", "lowrank", "gating"):
         presets = [p for p in MECHANISMS.values() if p.family == family]
@@ -88,25 +90,12 @@ def list_main(argv: list[str]) -> int:
     channels = _channels(argv)
     if channels is None:
         return 2
-    list_mechanisms(sys.stdout, channels=channels)
+    list_mechanisms(channels=channels)
     return 0
-
-
-def _run(argv: list[str]) -> int:
-    """``ablate run``: smoke mode goes to :mod:`ablate.smoke`, everything else to :mod:`ablate.run`."""
-    if "--smoke" in argv and not any(a in ("-h", "--help") for a in argv):
-        from .smoke import main as smoke_main
-
-        return smoke_main(argv)
-    from .run import main as run_main
-
-    return run_main(argv)
 
 
 def _command(cmd: str):
     """The function behind ``cmd``, imported only now (torch and Lightning are slow to import)."""
-    if cmd == "run":
-        return _run
     module, attr = COMMANDS[cmd]
     try:
         mod = importlib.import_module(module)

@@ -202,39 +202,18 @@ def load_with_overrides(path: str | Path, overrides: list[str], check_files: boo
     """The :class:`~ablate.study.Study` of ``path`` with ``overrides`` applied, validated as the
     file is. A validation error names the overrides that set the key at fault. With ``smoke``,
     the study without smoke mode's caps is validated first, then the smoke study is returned."""
-    from .study import Study
+    from .study import load_study
 
     if smoke:  # the study that will run on the cluster must be valid too, not only its smoke version
         load_with_overrides(path, overrides, check_files)
     raw = effective_raw(path, overrides, smoke)
     try:
-        study = _validate(path, raw, check_files)
+        study = load_study(path, check_files, raw=raw)
     except StudyError as e:
         raise _blame(e, overrides, smoke) from None
-    if overrides and "overrides" in {f.name for f in dataclasses.fields(Study)}:
+    if overrides:
         study = dataclasses.replace(study, overrides=tuple(overrides))
     return study
-
-
-def _validate(path, raw: dict, check_files: bool):
-    """``load_study`` on the mapping ``raw`` as if it were the file at ``path``. Until
-    ``load_study`` takes ``raw=`` (requested), the mapping is written as YAML to a file of the
-    same name in a temporary folder, read back by the same reader, and errors name ``path``."""
-    import inspect
-    import tempfile
-
-    from .study import load_study
-
-    if "raw" in inspect.signature(load_study).parameters:
-        return load_study(path, check_files, raw=raw)
-    with tempfile.TemporaryDirectory(prefix="ablate-overrides-") as tmp:
-        copy = Path(tmp) / Path(path).name
-        copy.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-        try:
-            study = load_study(copy, check_files)
-        except StudyError as e:
-            raise StudyError(str(path), e.key, e.message) from None
-    return dataclasses.replace(study, path=str(path))
 
 
 def _blame(e: StudyError, overrides: list[str], smoke: bool) -> StudyError:

@@ -40,7 +40,7 @@ ROUND_KEYS = {"epochs": 1, "iterations": 2}  # train key -> its smoke value (the
 
 def _seq(values, first: int, step: int = 1) -> list:
     """Small distinct replacements of ``values``, in the order of the originals."""
-    order = sorted(set(values), key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else 0))
+    order = sorted(set(values), key=lambda v: v if isinstance(v, (int, float)) else 0)  # validated: numbers
     rank = {v: i for i, v in enumerate(order)}
     return [first + step * rank[v] for v in values]
 
@@ -57,7 +57,9 @@ def _batch_size(raw: dict) -> int:
     sizes = [train.get("batch_size", 32)]
     factors = raw.get("factors") if isinstance(raw.get("factors"), dict) else {}
     spec = factors.get("train.batch_size")
-    sizes += spec if isinstance(spec, list) else spec.get("choices", [spec.get("high", 0)]) if isinstance(spec, dict) else []
+    if isinstance(spec, dict):  # a search: its choices, or the high end of its range
+        spec = spec.get("choices", [spec.get("high", 0)])
+    sizes += spec if isinstance(spec, list) else []
     sizes += [r.get("train.batch_size", 0) for r in raw.get("references") or [] if isinstance(r, dict)]
     return max([s for s in sizes if isinstance(s, int) and not isinstance(s, bool) and s > 0] or [32])
 
@@ -133,12 +135,13 @@ def smoke_transform(raw: dict, source: str = "study") -> dict:
 
 
 def run_smoke(path: str, overrides: list[str], workers: int = 1, threads: int = 0, run_dir: str | None = None,
-              dry_run: bool = False, out=sys.stdout) -> int:
+              dry_run: bool = False, out=None) -> int:
     """Run every cell of the study at ``path`` (with ``overrides``) once in smoke mode through the
     normal runner; returns the runner's exit status. Errors in the study exit 2 as usual."""
     from .overrides import effective_raw, effective_yaml, load_with_overrides
     from .run import main as run_main, print_plan
 
+    out = out or sys.stdout  # looked up at call time (a caller may have redirected it)
     try:
         study = load_with_overrides(path, overrides, smoke=True)
         raw = effective_raw(path, overrides, smoke=True)

@@ -140,7 +140,8 @@ def test_factor_names_with_a_dot_are_one_key(tmp_path):
     assert out["factors"] == {"mechanism": ["none", "senet"], "data.task": ["local"]}
     new = apply_overrides(base_study(), ["factors.train.lr=[0.01, 0.02]", "references=[{mechanism: none}]",
                                          "references[0].train.epochs=2"], "s.yaml")
-    assert new["factors"]["train.lr"] == [0.01, 0.02] and new["references"] == [{"mechanism": "none", "train.epochs": 2}]
+    assert new["factors"]["train.lr"] == [0.01, 0.02]
+    assert new["references"] == [{"mechanism": "none", "train.epochs": 2}]
     path = write(tmp_path, base_study())
     study = load_with_overrides(path, ["factors.train.lr=[0.01, 0.02]"])
     assert sorted(c.train.lr for c in study.cells()) == [0.01, 0.01, 0.02, 0.02]
