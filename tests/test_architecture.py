@@ -189,6 +189,7 @@ import ablate_kernels.bench, ablate_kernels.criss_cross, ablate_kernels.em, abla
 from ablate_kernels import dispatch
 
 assert not dispatch.triton_available()
+torch.set_num_threads(1)
 x = torch.randn(2, 16, 12, 10, requires_grad=True)
 for name, preset in sorted(MECHANISMS.items()):
     torch.manual_seed(0)
