@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -148,6 +149,8 @@ def run_smoke(path: str, overrides: list[str], workers: int = 1, threads: int = 
     except StudyError as e:
         exit_with(e)
     if dry_run:
+        if out is sys.stdout:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `--smoke --dry-run | head` must not traceback
         print(effective_yaml(path, overrides, smoke=True), file=out)
         print_plan(study, out)
         return 0

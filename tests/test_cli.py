@@ -188,13 +188,7 @@ def test_a_bad_override_on_the_command_line_exits_2_without_a_traceback(tmp_path
     assert "key 'train.epochs'" in err and "'train.epochs=-2'" in err and err.endswith("Nothing was run.")
 
 
-def test_the_runner_takes_overrides_when_wired(tmp_path):
-    from ablate.run import parse_args
-
-    try:
-        parse_args(["s.yaml", "--dry-run", "train.epochs=3"])
-    except SystemExit:
-        pytest.skip("ablate/run.py does not take KEY=VALUE overrides yet (see the H5 request)")
+def test_ablate_run_takes_overrides_and_dry_run_prints_the_effective_study(tmp_path):
     path = write(tmp_path, base_study())
     proc = ablate("run", path, "--dry-run", "train.epochs=3", "seeds=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -216,6 +210,16 @@ def test_an_overridden_study_gets_its_own_stable_name(tmp_path):
     assert load_with_overrides(path, ["name=mine", "seeds=1"]).name == "mine"
     with pytest.raises(StudyError, match="own name"):
         load_with_overrides(path, ["name=case", "seeds=1"])
+
+
+def test_overrides_are_recorded_in_every_trial_config(tmp_path):
+    path = write(tmp_path, base_study())
+    study = load_with_overrides(path, ["train.epochs=3", "seeds=[5]"])
+    configs = [study.trial_config(c, s) for c, s in study.trials()]
+    assert len(configs) == 2 and all(c["overrides"] == ["train.epochs=3", "seeds=[5]"] for c in configs)
+    assert all(c["study"] == study.name and c["train"]["epochs"] == 3 and c["seed"] == 5 for c in configs)
+    plain = load_study(path)
+    assert "overrides" not in plain.trial_config(*plain.trials()[0])
 
 
 def test_effective_yaml_is_the_study_that_runs(tmp_path):
@@ -253,6 +257,18 @@ def test_smoke_keeps_cells_that_vary_rounds_and_sizes_apart():
     assert out["factors"]["data.train_images"] == [64, 65]
     assert out["references"][0]["train.epochs"] == 1 and out["train"]["epochs"] == 1 and out["seeds"] == [0]
     assert "factors.train.epochs=[1, 2]" in smoke_overrides(raw, "s.yaml")
+
+
+def test_smoke_dry_run_shows_what_smoke_mode_changes(tmp_path):
+    path = write(tmp_path, base_study())
+    proc = ablate("run", path, "--smoke", "--dry-run", "model.args.K=8", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    head = proc.stdout.split("\nstudy ")[0]
+    assert f"# effective study: {path} with model.args.K=8 --smoke" in head
+    assert "# smoke mode sets: seeds=[0] train.epochs=1 data.train_images=8 data.val_images=4" in head
+    digest = override_digest(["model.args.K=8"], str(path))
+    assert f"study case-o{digest}-smoke: 2 cells x 1 seeds = 2 trials (1 epochs each)" in proc.stdout
+    assert not list(tmp_path.glob("*/")) and not (tmp_path / "reports").exists()  # nothing made
 
 
 def test_smoke_refuses_a_val_interval_factor():
