@@ -1,6 +1,6 @@
-"""``ablate COMMAND ...`` (the console script; ``python -m ablate`` is the same).
+"""usage: ablate COMMAND [ARGS ...]    (python -m ablate COMMAND is the same)
 
-Commands (``ablate COMMAND --help`` for each):
+Commands (ablate COMMAND --help for each):
 
   run STUDY.yaml [KEY=VALUE ...]   run every cell x seed of a study, then write its report; KEY=VALUE
                                    overrides a setting (train.epochs=3 seeds=2 model.args.K=32),
@@ -8,13 +8,14 @@ Commands (``ablate COMMAND --help`` for each):
   report STUDY.yaml                write a study's report from its storage
   list [--channels C]              the mechanisms: family, paper, factors with defaults, and the inner
                                    widths a block gets at C input channels (default 32)
-  doctor                           check this installation and machine (python -m ablate.doctor)
+  doctor STUDY.yaml                build each cell's block and run one batch forward and backward:
+                                   parameters without gradient, tiny widths, degenerate attention maps, NaN
   costs                            params, FLOPs, latency and peak memory of each mechanism's block
   bench                            the fused kernels against their reference implementations
 
-``python -m ablate.run``, ``python -m ablate.report``, ``python -m ablate.costs`` and
-``python -m ablate_kernels.bench`` keep working; the commands here call the same functions.
-Output cut short by a closed pipe (``ablate list | head -3``) ends quietly with status 141.
+python -m ablate.run, python -m ablate.report, python -m ablate.doctor, python -m ablate.costs and
+python -m ablate_kernels.bench keep working; the commands here call the same functions. Output cut
+short by a closed pipe (ablate list | head -3) ends quietly with status 141.
 """
 from __future__ import annotations
 

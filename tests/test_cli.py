@@ -59,7 +59,7 @@ def test_a_command_whose_module_is_missing_exits_2_with_a_message(monkeypatch, c
     assert "ablate doctor is not available" in err and "ablate.no_such_module_here" in err
 
 
-@pytest.mark.parametrize("cmd,usage", [("run", "study"), ("report", "study"), ("list", "--channels"),
+@pytest.mark.parametrize("cmd,usage", [("run", "study"), ("report", "study"), ("list", "--channels"), ("doctor", "STUDY"),
                                        ("costs", "--mechanisms"), ("bench", "--ops")])
 def test_each_command_has_help(cmd, usage):
     proc = ablate(cmd, "--help")
