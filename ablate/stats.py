@@ -610,9 +610,9 @@ _METHODS = [
     ("Budget-limited", "OLS slope b of the seed-mean curve over the last third of epochs; flagged "
      "when P(T_{k-2} > b/se(b)) < 0.05 and the fitted rise over that third exceeds ε (the report's "
      "min_gain)", "least-squares slope t test", "`budget_limited`"),
-    ("Sequential seeds (`seeds: {start, max, step}`)", "every cell runs `start` seeds; after each look a pair "
-     "stops when its verdict is decided or its interval half-width < ε, else it and its baseline get `step` more "
-     "seeds, up to `max`; every verdict of such a study (the runner's and the report's) is taken at α/K, K = the "
+    ("Sequential seeds (seeds: {start, max, step})", "every cell runs *start* seeds; after each look a pair "
+     "stops when its verdict is decided or its interval half-width < ε, else it and its baseline get *step* more "
+     "seeds, up to *max*; every verdict of such a study (the runner's and the report's) is taken at α/K, K = the "
      "possible looks (start, start+step, ..., max), which keeps the chance of any wrong call ≤ α",
      "Bonferroni over looks; Jennison & Turnbull 2000", "`sequential_look`, `look_alpha`, `verdict_alpha`, "
      "`next_seeds`"),
