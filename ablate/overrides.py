@@ -25,6 +25,7 @@ override ``name=...`` names the study instead (it may not be the file's own name
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -145,7 +146,7 @@ def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
     if not isinstance(raw, dict):
         raise StudyError(source, "", f"the file holds {brief(raw)}, not a mapping of settings, so the overrides "
                          "have nothing to change; give a study file (key: value lines).")
-    out = json.loads(json.dumps(raw))  # a deep copy (the reader gives plain JSON-able values)
+    out = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text, source)
         _set(out, path, value, text, source)
@@ -168,6 +169,7 @@ def override_digest(overrides: list[str], source: str) -> str:
 
 
 def _base_name(raw: dict, path: Path, source: str) -> str:
+    """The unmodified study's name (``name:`` or the file's stem), as load_study derives it."""
     from .study import _study_name
 
     return _study_name(raw, path, source)
@@ -175,6 +177,7 @@ def _base_name(raw: dict, path: Path, source: str) -> str:
 
 def effective_raw(path: str | Path, overrides: list[str], smoke: bool = False) -> dict:
     """The study mapping after ``overrides`` (and smoke mode's caps), with its new name."""
+    from .study import MAX_NAME_CHARS
     from .study_text import read_study
 
     path, source = Path(path), str(path)
@@ -189,12 +192,12 @@ def effective_raw(path: str | Path, overrides: list[str], smoke: bool = False) -
                              "(or leave name= out: the study is then named <name>-o<hash of the overrides>).")
     elif overrides:
         digest = override_digest(overrides, source)
-        out["name"] = f"{base[:100 - 10]}-o{digest}"
+        out["name"] = f"{base[:MAX_NAME_CHARS - 10]}-o{digest}"
     if smoke:
         from .smoke import smoke_transform
 
         out = smoke_transform(out, source)
-        out["name"] = f"{str(out.get('name', base))[:100 - 6]}-smoke"
+        out["name"] = f"{str(out.get('name', base))[:MAX_NAME_CHARS - 6]}-smoke"
     return out
 
 
