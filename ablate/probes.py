@@ -12,11 +12,17 @@ wraps ``torch.softmax``, ``torch.nn.functional.softmax``, ``Tensor.softmax`` and
 ``F.scaled_dot_product_attention`` (whose weights it recomputes from q, k, the mask and the
 scale) and keeps every result normalised over a dimension of size N whose leading dimension is
 the batch. So it sees the Non-local family, DANet's position module, OCNet, GCNet's and DNL's
-query-independent maps, A2Net's gathering maps, and so on. Sparse patterns whose softmax runs
-over a band or a group (CCNet's criss-cross, ISA, local windows, DGMN's samples) have no
-N-wide map and give None, as do blocks without a softmax over positions. A rows-by-N map
-whose N happens to equal another softmax width (e.g. DANet's channel map when C = H*W) is
-indistinguishable and counted too.
+query-independent maps, A2Net's gathering maps, and so on. A rows-by-N map whose N happens to
+equal another softmax width (e.g. DANet's channel map when C = H*W) is indistinguishable and
+counted too.
+
+Sparse patterns whose softmax runs over a band have no N-wide map; for the two that go through
+the public functions of :mod:`ablate_kernels` (``criss_cross_attention``: CCNet and the
+``criss_cross`` pattern; ``local_window_attention``: the ``local_window`` pattern) the capture
+uses that their output is linear in the values with rows that sum to 1: called again with the
+cue mask as the values, they return each query's mass on the cue directly. Blocks whose
+attention is split over groups (ISA, the ``interlaced`` pattern), DGMN's samples, and blocks
+without a softmax over positions give None.
 
 The cue mask is taken to the feature map's resolution by area averaging (a feature cell that
 covers half cue pixels counts for half), so a row's mass is Σ_j a_ij · m_j. Rows are whatever
@@ -38,15 +44,23 @@ from .seeds import derive
 PROBE_IMAGES = 16  # the first validation images make the fixed probe batch
 
 
+# public attention functions whose output is linear in the values v (B, c, H, W), rows summing to 1
+_LINEAR_IN_V = (("ablate_kernels.criss_cross", "criss_cross_attention"),
+                ("ablate_kernels.local_window", "local_window_attention"))
+
+
 class AttentionCapture:
     """Context manager: while active, softmax results normalised over ``n_positions`` entries
     along a non-batch dimension, for a leading batch dimension of ``batch``, are kept in
     ``maps`` as (batch, rows, n_positions) float tensors. Nested calls (``F.softmax`` calls
-    ``Tensor.softmax``) are kept once."""
+    ``Tensor.softmax``) are kept once. With ``cue`` (batch, n_positions), each call of a
+    :data:`_LINEAR_IN_V` function is run again with the cue as its values and the result, each
+    query's mass on the cue, is kept in ``masses`` as (batch, rows)."""
 
-    def __init__(self, n_positions: int, batch: int):
-        self.n, self.batch = n_positions, batch
+    def __init__(self, n_positions: int, batch: int, cue: torch.Tensor | None = None):
+        self.n, self.batch, self.cue = n_positions, batch, cue
         self.maps: list[torch.Tensor] = []
+        self.masses: list[torch.Tensor] = []
         self._depth = 0
         self._saved: list = []
 
@@ -91,7 +105,24 @@ class AttentionCapture:
             return out
         return wrapped
 
+    def _wrap_linear(self, fn):
+        def wrapped(q, k, v, *args, **kwargs):
+            self._depth += 1  # what runs inside (a reference's band softmax) is not a map over positions
+            try:
+                out = fn(q, k, v, *args, **kwargs)
+                if self._depth == 1 and self.cue is not None and v.ndim == 4 and v.shape[0] == self.batch \
+                        and v.shape[-2] * v.shape[-1] == self.n:
+                    cue = self.cue.reshape(self.batch, 1, *v.shape[-2:]).to(v.device, v.dtype)
+                    mass = fn(q, k, cue.expand_as(v).contiguous(), *args, **kwargs)
+                    self.masses.append(mass.detach().float().flatten(1))
+            finally:
+                self._depth -= 1
+            return out
+        return wrapped
+
     def __enter__(self):
+        import importlib
+
         own = "softmax" in torch.Tensor.__dict__
         self._saved = [(torch, "softmax", torch.softmax), (F, "softmax", F.softmax),
                        (torch.Tensor, "softmax", torch.Tensor.__dict__["softmax"] if own else None),
@@ -101,6 +132,14 @@ class AttentionCapture:
         F.softmax = self._wrap_softmax(F.softmax)
         torch.Tensor.softmax = self._wrap_softmax(tensor_softmax)
         F.scaled_dot_product_attention = self._wrap_sdpa(F.scaled_dot_product_attention, self._saved[0][2])
+        for module_name, name in _LINEAR_IN_V:
+            try:
+                module = importlib.import_module(module_name)
+                fn = getattr(module, name)
+            except (ImportError, AttributeError):
+                continue
+            self._saved.append((module, name, fn))
+            setattr(module, name, self._wrap_linear(fn))
         return self
 
     def __exit__(self, *exc):
@@ -113,13 +152,13 @@ class AttentionCapture:
         return False
 
 
-def cue_mass(maps: list[torch.Tensor], cue: torch.Tensor) -> float | None:
+def cue_mass(maps: list[torch.Tensor], cue: torch.Tensor, masses: list[torch.Tensor] = ()) -> float | None:
     """Mean attention mass on the cue: ``maps`` (B, rows, N) row-stochastic, ``cue`` (B, N) the
-    fraction of each position covered by the cue. None when no map was captured."""
-    if not maps:
-        return None
+    fraction of each position covered by the cue, ``masses`` (B, rows) masses already computed.
+    The mean over maps and masses of each one's mean; None when there is none."""
     per_map = [torch.einsum("brn,bn->br", m, cue.to(m.device, m.dtype)).mean() for m in maps]
-    return float(torch.stack(per_map).mean())
+    per_map += [m.mean() for m in masses]
+    return float(torch.stack(per_map).mean()) if per_map else None
 
 
 def cue_fraction(labels: torch.Tensor, size: tuple[int, int], ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -146,8 +185,9 @@ def make_cue_probe(images: torch.Tensor, labels: torch.Tensor, seed: int | None 
                 torch.manual_seed(derive(seed, "probe"))
             f = model.features(x)
             h, w = f.shape[-2:]
-            with AttentionCapture(h * w, len(x)) as cap:
+            cue = cue_fraction(labels.to(device), (h, w))
+            with AttentionCapture(h * w, len(x), cue) as cap:
                 model.attention(f)
-        return cue_mass(cap.maps, cue_fraction(labels.to(device), (h, w)))
+        return cue_mass(cap.maps, cue, cap.masses)
 
     return probe

@@ -94,14 +94,17 @@ def test_cue_mass_of_no_map_is_none():
     assert cue_mass([], torch.ones(2, 4)) is None
 
 
-@pytest.mark.parametrize("mechanism,has_map", [("none", False), ("nonlocal", True), ("danet_position", True),
-                                               ("gcnet", True), ("nonlocal_dot", False)])
-def test_real_blocks(val, mechanism, has_map):
-    """Softmax maps over positions are found in the presets that have them (the Non-local
-    family through PyTorch's SDPA, DANet's position module, GCNet's query-independent map); a
-    block without one (none; the dot-product form divides by N) gives None."""
+@pytest.mark.parametrize("mechanism,args,has_map", [
+    ("none", {}, False), ("nonlocal", {}, True), ("danet_position", {}, True), ("gcnet", {}, True),
+    ("nonlocal_dot", {}, False), ("ccnet", {}, True), ("nonlocal", {"pattern": "local_window"}, True),
+    ("isa", {}, False)])
+def test_real_blocks(val, mechanism, args, has_map):
+    """Attention over positions is found in the presets that have it (the Non-local family
+    through PyTorch's SDPA, DANet's position module, GCNet's query-independent map, CCNet's
+    band and the local window through their values); a block without one (none; the dot-product
+    form divides by N; ISA's attention is split over groups) gives None."""
     x, y = val
-    model = Segmenter(5, {"name": "small_cnn", "width": 16, "depth": 3}, mechanism, {}, seed=0).eval()
+    model = Segmenter(5, {"name": "small_cnn", "width": 16, "depth": 3}, mechanism, args, seed=0).eval()
     mass = make_cue_probe(x, y)(model)
     assert (mass is not None) == has_map
     if has_map:
@@ -124,3 +127,28 @@ def test_a_failing_probe_is_a_missing_value_not_a_failed_trial():
     with pytest.warns(UserWarning, match="ZeroDivisionError"):
         assert module._run_probe() is None
     assert module.model.training, "the model's mode is restored"
+
+
+def test_band_attention_is_probed_through_its_values():
+    """Criss-cross attention (a softmax over each pixel's row and column, no N-wide map): with
+    q = k = 0 every pixel weighs its H + W - 1 band pixels equally, so its mass on the cue is
+    the cue's mean over its row and column."""
+    import ablate_kernels.criss_cross as kernel  # looked up at call time, as the blocks do
+
+    g = torch.Generator().manual_seed(0)
+    b, h, w = 2, 5, 7
+    cue = torch.rand(b, h * w, generator=g) * (torch.rand(b, h * w, generator=g) < 0.3)
+    q = torch.zeros(b, 4, h, w)
+    v = torch.randn(b, 3, h, w, generator=g)
+    before = kernel.criss_cross_attention
+    with AttentionCapture(h * w, b, cue) as cap:
+        out = kernel.criss_cross_attention(q, q, v)
+    torch.testing.assert_close(out, kernel.criss_cross_attention(q, q, v))  # the block's own result is untouched
+    assert not cap.maps and len(cap.masses) == 1
+    assert kernel.criss_cross_attention is before, "restored on exit"
+    m = cue.reshape(b, h, w)
+    expected = torch.stack([(m[:, y, :].sum(1) + m[:, :, x].sum(1) - m[:, y, x]) / (h + w - 1)
+                            for y in range(h) for x in range(w)], dim=1)  # (B, N)
+    got = cap.masses[0].reshape(b, 3, h * w)
+    torch.testing.assert_close(got, expected[:, None].expand(b, 3, h * w), rtol=1e-5, atol=1e-6)
+    assert cue_mass([], cue, cap.masses) == pytest.approx(float(expected.mean()), rel=1e-5)
