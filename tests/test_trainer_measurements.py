@@ -4,6 +4,7 @@ streams that pair cells (item 1) and the cue probe's attention mass (issue 11), 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -88,6 +89,7 @@ def test_a_factor_that_changes_nothing_gives_delta_zero_per_seed(inert):
 
 def test_image_counts_give_back_the_trials_miou_and_a_bootstrap_interval():
     result = run_trial(_config("nonlocal", 0, epochs=2), threads=1)
+    assert json.loads(json.dumps(result)) == result  # every key becomes a JSON user attr in storage
     inter, union = decode(result[ATTR])
     assert inter.shape == union.shape == (24, 5)
     assert (inter <= union).all() and (inter >= 0).all()
