@@ -47,9 +47,13 @@ def _seq(values, first: int, step: int = 1) -> list:
 
 
 def _capped(values, cap: int) -> list:
-    """``values`` capped at ``cap``, kept distinct (cap, cap + 1, ... where capping would merge them)."""
-    capped = [min(v, cap) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else cap for v in values]
-    return capped if len(set(capped)) == len(capped) else _seq(values, cap)
+    """``values`` (positive integers; 0 means all) capped at ``cap`` and kept apart: in increasing
+    order each becomes ``min(value, cap)``, or one more than the one below it where that is larger."""
+    order = sorted(set(values), key=lambda v: v if v > 0 else float("inf"))
+    new, last = {}, 0
+    for v in order:
+        last = new[v] = max(min(v, cap) if v > 0 else cap, last + 1)
+    return [new[v] for v in values]
 
 
 def _batch_size(raw: dict) -> int:
@@ -81,47 +85,64 @@ def smoke_overrides(raw: dict, source: str = "study") -> list[str]:
     smoke run."""
     if not isinstance(raw, dict):
         return []
-    out = []
-    seeds = raw.get("seeds", 3)
-    out.append(f"seeds=[{seeds[0] if isinstance(seeds, list) and seeds else 0}]")
-    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
-    rounds = "iterations" if train.get("iterations") else "epochs"
-    out.append(f"train.{rounds}={ROUND_KEYS[rounds]}")
-    if train.get("val_interval"):
-        out.append("train.val_interval=0")
-    caps = _data_caps(raw)
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    for k, cap in caps.items():
-        v = data.get(k, 0)
-        out.append(f"data.{k}={min(v, cap) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else cap}")
     factors = raw.get("factors") if isinstance(raw.get("factors"), dict) else {}
-    small = {f"train.{k}": v for k, v in ROUND_KEYS.items()}
-    small.update({f"data.{k}": v for k, v in caps.items()})
-    refs = [r for r in raw.get("references") or [] if isinstance(r, dict)]
+    refs = [r if isinstance(r, dict) else {} for r in raw.get("references") or []]
     if "train.val_interval" in factors or any("train.val_interval" in r for r in refs):
         raise StudyError(source, "factors.train.val_interval", "smoke mode cannot shrink a study that varies "
                          "train.val_interval (its values must divide train.iterations); smoke-test a copy of "
                          "the study without that factor.")
-    for k, spec in factors.items():
-        if k not in small:
-            continue
-        out.append(f"factors.{k}={json.dumps(_shrunk(k, spec, small[k]))}")
-    for i, ref in enumerate(raw.get("references") or []):
-        for k in (k for k in (ref if isinstance(ref, dict) else {}) if k in small):
-            out.append(f"references[{i}].{k}={small[k]}")
-    search = raw.get("search")
-    if isinstance(search, dict):
+    seeds = raw.get("seeds", 3)
+    out = [f"seeds=[{seeds[0] if isinstance(seeds, list) and seeds else 0}]"]
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    rounds = "iterations" if train.get("iterations") else "epochs"
+    small = {f"train.{rounds}": ROUND_KEYS[rounds], **{f"data.{k}": v for k, v in _data_caps(raw).items()}}
+    for key, value in small.items():
+        new = _smaller(raw, key, value)
+        section, _, name = key.partition(".")
+        base = _base(raw, section, name)
+        out.append(f"{key}={new.get(base, value)}")
+        if key in factors:
+            out.append(f"factors.{key}={json.dumps(_shrunk(factors[key], new, value))}")
+        out += [f"references[{i}].{key}={new[r[key]]}" for i, r in enumerate(refs) if key in r]
+    if train.get("val_interval"):
+        out.append("train.val_interval=0")
+    if isinstance(raw.get("search"), dict):
         out.append("search.n_trials=1")
     return out
 
 
-def _shrunk(key: str, spec, small: int):
-    """A factor's grid list or search range over a round or data-size key, made small."""
-    cap = key.startswith("data.")
+def _base(raw: dict, section: str, name: str):
+    """The study's own value of ``section.name`` (the default where the file leaves it out)."""
+    given = raw.get(section) if isinstance(raw.get(section), dict) else {}
+    if name in given:
+        return given[name]
+    if section == "train":
+        return {"epochs": 10, "iterations": 0}[name]  # as ablate.study.TrainSpec
+    return {"train_images": 1536, "val_images": 384}[name] if given.get("name", "synthetic") == "synthetic" else 0
+
+
+def _smaller(raw: dict, key: str, small: int) -> dict:
+    """Every value the study gives ``key`` (its own, its grid's, its references') -> its smoke
+    value: rounds become small, 2 small, ... in their order; sizes are capped at ``small``, kept
+    apart where capping would merge two."""
+    section, _, name = key.partition(".")
+    spec = (raw.get("factors") or {}).get(key) if isinstance(raw.get("factors"), dict) else None
+    refs = [r for r in raw.get("references") or [] if isinstance(r, dict)]
+    used = spec is None or any(key not in r for r in refs)  # the study's own value is some cell's
+    values = [_base(raw, section, name)] if used else []
+    values += spec if isinstance(spec, list) else spec.get("choices", []) if isinstance(spec, dict) else []
+    values += [r[key] for r in refs if key in r]
+    values = [v for v in dict.fromkeys(values) if isinstance(v, int) and not isinstance(v, bool)]  # validated
+    new = _capped(values, small) if section == "data" else _seq(values, small, small)
+    return dict(zip(values, new))
+
+
+def _shrunk(spec, new: dict, small: int):
+    """A factor's grid list, choices or search range over a round or data-size key, made small."""
     if isinstance(spec, list):
-        return _capped(spec, small) if cap else _seq(spec, small, small)
+        return [new[v] for v in spec]
     if isinstance(spec, dict) and isinstance(spec.get("choices"), list):
-        return {**spec, "choices": _capped(spec["choices"], small) if cap else _seq(spec["choices"], small, small)}
+        return {**spec, "choices": [new[v] for v in spec["choices"]]}
     if isinstance(spec, dict):
         return {k: v for k, v in {**spec, "low": small, "high": small * 2, "step": None, "log": None}.items()
                 if v is not None}

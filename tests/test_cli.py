@@ -248,15 +248,23 @@ def test_smoke_makes_every_shipped_study_one_seed_one_round_few_batches(name):
         assert 1 <= c.data.val_images <= c.train.batch_size
 
 
-def test_smoke_keeps_cells_that_vary_rounds_and_sizes_apart():
+@pytest.mark.parametrize("refs", [[{"mechanism": "none", "train.epochs": 5}],
+                                  [{"gcn": True, "train.epochs": 30, "data.train_images": 40}]])
+def test_smoke_keeps_cells_that_vary_rounds_and_sizes_apart(tmp_path, refs):
     raw = {**base_study(), "factors": {"gcn": [True, False], "train.epochs": [10, 30],
                                        "data.train_images": [512, 1536]},
-           "references": [{"mechanism": "none", "train.epochs": 5}], "train": {"epochs": 8, "batch_size": 32}}
-    out = smoke_transform(raw, "s.yaml")
-    assert out["factors"]["train.epochs"] == [1, 2] and out["factors"]["gcn"] == [True, False]
-    assert out["factors"]["data.train_images"] == [64, 65]
-    assert out["references"][0]["train.epochs"] == 1 and out["train"]["epochs"] == 1 and out["seeds"] == [0]
-    assert "factors.train.epochs=[1, 2]" in smoke_overrides(raw, "s.yaml")
+           "references": refs, "train": {"epochs": 8, "batch_size": 32}}
+    path = write(tmp_path, raw)
+    plain, smoke = load_study(path).cells(), load_with_overrides(path, [], smoke=True).cells()
+    assert [[k for k, _ in c.label] for c in smoke] == [[k for k, _ in c.label] for c in plain]
+    assert len({c.key for c in smoke}) == len(smoke) == len(plain)  # every cell, no two merged
+    assert min(c.train.epochs for c in smoke) == 1 and max(c.train.epochs for c in smoke) <= 3
+    for a in range(len(plain)):  # the rounds and sizes keep their order
+        for b in range(len(plain)):
+            for get in (lambda c: c.train.epochs, lambda c: c.data.train_images):
+                if get(plain[a]) < get(plain[b]):
+                    assert get(smoke[a]) < get(smoke[b])
+    assert all(c.data.train_images <= 2 * 32 + 2 and c.data.val_images <= 8 for c in smoke)
 
 
 def test_smoke_dry_run_shows_what_smoke_mode_changes(tmp_path):
@@ -269,6 +277,16 @@ def test_smoke_dry_run_shows_what_smoke_mode_changes(tmp_path):
     digest = override_digest(["model.args.K=8"], str(path))
     assert f"study case-o{digest}-smoke: 2 cells x 1 seeds = 2 trials (1 epochs each)" in proc.stdout
     assert not list(tmp_path.glob("*/")) and not (tmp_path / "reports").exists()  # nothing made
+
+
+def test_smoke_transform_leaves_what_it_does_not_shrink():
+    raw = {**base_study(), "trainer": {"accelerator": "cpu"}, "pruner": "median", "seeds": [7, 8]}
+    out = smoke_transform(raw, "s.yaml")
+    assert out["seeds"] == [7] and out["train"]["epochs"] == 1
+    assert {k: v for k, v in out.items() if k not in ("seeds", "train", "data")} == \
+        {k: v for k, v in raw.items() if k not in ("seeds", "train", "data")}
+    assert {k: v for k, v in out["train"].items() if k != "epochs"} == {k: v for k, v in raw["train"].items()
+                                                                        if k != "epochs"}
 
 
 def test_smoke_refuses_a_val_interval_factor():
