@@ -38,7 +38,11 @@ fixed random linear function of the output:
 4. NaN/Inf in the output, the input's gradient or a parameter's gradient: an error.
 
 Blocks depend only on (mechanism, args, channels, feature size), so a study's cells share the
-checks of their block (the zoo's 116 cells build 29 blocks).
+checks of their block (the zoo's 116 cells build 29 blocks). The checks run on the CPU, with one
+torch thread (fastest for one small batch, and on a busy machine by far); on CUDA the Triton
+kernels (criss-cross, local window, EM) compute their softmax inside the kernel, out of the
+recorder's sight. The global RNG state is left as it was. (Inputs over ``ONE_THREAD_UP_TO``
+elements, the real datasets' 512-channel maps, keep the caller's thread count.)
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ import copy
 import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -60,21 +64,36 @@ ONE_HOT_MAX = 0.9  # mean largest weight of a row above this: near one-hot
 ONE_HOT_SELF = 0.5  # mean weight of a position on itself above this: the map mostly copies the input
 SELF_MIN_SIZE = 8  # rows over fewer positions are local by construction: their self-weight is not judged
 UNIFORM_ENTROPY = 0.99  # normalised entropy above this: near uniform (a global average)
-NEGLIGIBLE = 1e-6  # a bias gradient below this times the largest parameter gradient is rounding
+NEGLIGIBLE = 1e-6  # a gradient at most this times the largest parameter gradient is zero up to rounding
 SEVERITIES = ("error", "warning", "info")
+CODES = {  # code -> what it means, in the report's words
+    "failed": "the block cannot be built or run",
+    "nonfinite": "NaN/Inf in the output or a gradient at initialisation",
+    "no-grad": "parameters that get no gradient",
+    "zero-grad": "parameters whose gradient is all zero, unexplained",
+    "narrow": f"inner widths below {NARROW}",
+    "one-hot": f"softmax rows near one-hot at initialisation (mean largest weight > {ONE_HOT_MAX}, or weight on "
+               f"itself > {ONE_HOT_SELF})",
+    "uniform": f"softmax rows near uniform at initialisation (normalised entropy > {UNIFORM_ENTROPY})",
+    "no-grad-by-design": "parameters without gradient by design (EMANet's input conv)",
+    "zero-init": "parameters without gradient at initialisation behind a zero-initialised gain",
+    "invariant": "biases a later normalisation or softmax removes",
+}
+ONE_THREAD_UP_TO = 2 ** 20  # input elements up to which a block is checked on one torch thread
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One finding: ``cell`` the cell key ("" for a lone block), ``title`` the cell in words,
-    ``severity`` error / warning / info, ``code`` a short tag, ``message`` what was seen and
-    which factor to change."""
+    """One finding: ``cell`` the cell key ("" for a lone block), ``severity`` error / warning /
+    info, ``code`` a short tag (:data:`CODES`), ``message`` what was seen and which factor to
+    change, ``title`` the cell in words, ``block`` the block's name (its mechanism)."""
 
     cell: str
     severity: str
     code: str
     message: str
     title: str = ""
+    block: str = ""
 
     def line(self) -> str:
         return f"{self.severity}: {self.message} [{self.code}]"
@@ -362,24 +381,24 @@ def _gradient_findings(block, x, res: _Pass, mechanism, args, seed) -> list[tupl
         hit = [n for n in dead if re.search(rule.pattern, n)]
         if hit and rule.when(args or {}):
             dead = [n for n in dead if n not in hit]
-            out.append(("info", "no-grad-by-design", f"{_names(hit)} get no gradient, by design: {rule.reason}. "
-                                                     f"To train them: {rule.factor}."))
+            out.append(("info", "no-grad-by-design", f"no gradient reaches {_names(hit)}, by design: {rule.reason}. "
+                                                     f"To train it: {rule.factor}."))
     if dead:
         explained, dead = _zero_init_findings(block, x, dead, res.grads, args, seed)
         out += explained
     unused, stuck, biases = ([n for n in dead if n in group] for group in (none, zero, flat))
     if unused:
-        out.append(("warning", "no-grad", f"{_names(unused)} get no gradient (not used in the forward, or used only "
-                                          f"without gradient): they never train. Check the factor that turns that "
+        out.append(("warning", "no-grad", f"no gradient reaches {_names(unused)} (not used in the forward, or used "
+                                          f"only without gradient): never trained. Check the factor that turns that "
                                           f"part on or off."))
     if stuck:
-        out.append(("warning", "zero-grad", f"{_names(stuck, params_too=True)} get an all-zero gradient at "
-                                            f"initialisation and no zero-initialised parameter explains it: they may "
+        out.append(("warning", "zero-grad", f"the gradient of {_names(stuck, params_too=True)} is all zero at "
+                                            f"initialisation and no zero-initialised parameter explains it: it may "
                                             f"never train."))
     if biases:
-        out.append(("info", "invariant", f"the bias of {_names(biases)} gets a zero gradient up to rounding (a "
-                                         f"normalisation or a softmax after it removes a constant): harmless, it "
-                                         f"never changes the output."))
+        out.append(("info", "invariant", f"the gradient of the bias of {_names(biases)} is zero up to rounding "
+                                         f"(a normalisation or a softmax after it removes a constant): harmless, "
+                                         f"the output does not depend on it."))
     return out
 
 
@@ -397,9 +416,9 @@ def _zero_init_findings(block, x, dead: list, grads: dict, args, seed) -> tuple[
         names = [n for n in names if n in dead]
         if names:
             dead = [n for n in dead if n not in names]
-            out.append(("info", "zero-init", f"{_names(names)} get no gradient at initialisation because `{gate}` "
-                                             f"starts at zero (the block starts as the identity); they learn once it "
-                                             f"moves off zero after the first step. By design; {how}."))
+            out.append(("info", "zero-init", f"no gradient reaches {_names(names)} at initialisation because "
+                                             f"`{gate}` starts at zero (the block starts as the identity); training "
+                                             f"starts once it moves off zero, after the first step. By design; {how}."))
     siblings = [re.sub(r"weight$", "bias", n) for n in dead if n.endswith("weight")]
     if not siblings:
         return out, dead
@@ -411,10 +430,10 @@ def _zero_init_findings(block, x, dead: list, grads: dict, args, seed) -> tuple[
         names = [n for n in names if n in dead]
         if names:
             dead = [n for n in dead if n not in names]
-            out.append(("info", "zero-init", f"{_names(names, params_too=True)} get no gradient at initialisation "
-                                             f"only because `{gate}` starts at zero (a symmetry of the "
+            out.append(("info", "zero-init", f"no gradient reaches {_names(names, params_too=True)} at "
+                                             f"initialisation only because `{gate}` starts at zero (a symmetry of the "
                                              f"initialisation: a later normalisation cancels the scale while the "
-                                             f"shift is 0); they learn once it moves, after the first step. "
+                                             f"shift is 0); training starts once it moves, after the first step. "
                                              f"Harmless."))
     return out, dead
 
@@ -479,19 +498,19 @@ def check_block(block: nn.Module, channels: int, size, name: str = "block", mech
     ``mechanism`` (a preset name) selects its :data:`BY_DESIGN` exceptions and ``args`` (its
     resolved factors) the factors a message names. Findings carry ``title=name`` and no cell."""
     h, w = _hw(size)
-    with torch.random.fork_rng(devices=[]), _threads(1):
+    with torch.random.fork_rng(devices=[]), _threads(1 if batch * channels * h * w <= ONE_THREAD_UP_TO else 0):
         torch.manual_seed(seed)
         x = torch.randn(batch, channels, h, w).relu()
         try:
             res = _one_pass(block, x, seed)
         except Exception as e:  # noqa: BLE001 - any failure of the block is the finding
             return [Finding("", "error", "failed", f"the block fails on a ({batch}, {channels}, {h}, {w}) input: "
-                                                   f"{type(e).__name__}: {_short(str(e))}", name)]
+                                                   f"{type(e).__name__}: {_short(str(e))}", name, name)]
         found = _finite_findings(block, res)
         if not found:
             found = _gradient_findings(block, x, res, mechanism, args, seed)
         found += _width_findings(block, channels, args) + _map_findings(res.maps, args)
-    return [Finding("", sev, code, msg, name) for sev, code, msg in found]
+    return [Finding("", sev, code, msg, name, name) for sev, code, msg in found]
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -501,10 +520,10 @@ def _short(text: str, limit: int = 300) -> str:
 
 @contextlib.contextmanager
 def _threads(n: int):
-    """Run with ``n`` torch threads (one is fastest for these small batches, and far faster on a
-    busy machine), then restore the caller's setting."""
+    """Run with ``n`` torch threads (0: the caller's setting), then restore the caller's setting.
+    One thread is fastest for a small batch, and far faster on a busy machine."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    torch.set_num_threads(n or before)
     try:
         yield
     finally:
@@ -545,7 +564,7 @@ def check_study(study) -> list[Finding]:
 
     seen: dict = {}
     out: list[Finding] = []
-    with _threads(1):
+    with _threads(1):  # building; check_block picks its own
         for cell in study_cells(study):
             channels, h, w = block_input(study, cell)
             what = (cell.mechanism, cell.args, channels, h, w)
@@ -557,11 +576,12 @@ def check_study(study) -> list[Finding]:
                         block = get_preset(cell.mechanism).build(channels, **args)
                 except Exception as e:  # noqa: BLE001 - a block that cannot be built is the finding
                     seen[what] = [Finding("", "error", "failed", f"the block cannot be built at C = {channels}: "
-                                                                 f"{type(e).__name__}: {_short(str(e))}")]
+                                                                 f"{type(e).__name__}: {_short(str(e))}",
+                                          block=cell.mechanism)]
                 else:
                     seen[what] = check_block(block, channels, (h, w), name=cell.mechanism, mechanism=cell.mechanism,
                                              args=args)
-            out += [Finding(cell.key, f.severity, f.code, f.message, cell.title()) for f in seen[what]]
+            out += [replace(f, cell=cell.key, title=cell.title()) for f in seen[what]]
     return out
 
 
@@ -586,21 +606,32 @@ def _cells_text(titles: list[str], limit: int = 4) -> str:
 
 
 def summary_lines(findings: list[Finding]) -> list[str]:
-    """A few Markdown lines for the report: the counts, then each distinct warning or error with
-    the cells it concerns, and one line naming what the by-design notes were about."""
+    """A few Markdown lines for the report: the counts, one line per kind of warning or error
+    with the blocks (or, when few, the cells) it concerns, and one line counting the by-design
+    notes. The messages, with the factor to change, are the doctor's own output."""
     if not findings:
         return ["Health pre-flight (`python -m ablate.doctor`): no findings."]
-    lines = [f"Health pre-flight (`python -m ablate.doctor`): {_counts(findings)} "
-             f"({len({f.cell for f in findings})} cells with findings)."]
-    infos = []
-    for f, titles in _grouped(findings):
-        if f.severity == "info":
-            infos.append(f.code)
+    lines = [f"Health pre-flight (`python -m ablate.doctor STUDY`, for the details and the factor to change): "
+             f"{_counts(findings)}."]
+    kinds: dict = {}
+    for f in findings:
+        kinds.setdefault((SEVERITIES.index(f.severity), f.code), []).append(f)
+    notes = []
+    for (level, code), found in sorted(kinds.items()):
+        cells = list(dict.fromkeys(f.title or f.cell for f in found))
+        if SEVERITIES[level] == "info":
+            notes.append(f"{code} ({len(cells)} cells)")
             continue
-        lines.append(f"- **{f.severity}** ({_cells_text(titles)}): {f.message}")
-    if infos:
-        kinds = ", ".join(f"{n} {code}" for code, n in sorted({c: infos.count(c) for c in infos}.items()))
-        lines.append(f"- by design (info, not a problem): {kinds}; run the doctor on the study for the details.")
+        if len(cells) <= 4:
+            where = "; ".join(cells)
+        else:
+            blocks = {}
+            for f in found:
+                blocks.setdefault(f.block or "?", set()).add(f.title or f.cell)
+            where = ", ".join(f"`{b}` ({len(c)})" for b, c in blocks.items()) + f": {len(cells)} cells"
+        lines.append(f"- **{SEVERITIES[level]}** {CODES.get(code, code)}: {where}.")
+    if notes:
+        lines.append(f"- by design (info): {', '.join(notes)}.")
     return lines
 
 

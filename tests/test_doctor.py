@@ -317,16 +317,19 @@ def test_check_study_builds_each_distinct_block_once(tmp_path, monkeypatch):
     assert all(f.title for f in found)
 
 
-def test_summary_lines_list_warnings_with_their_cells_and_count_the_notes():
-    findings = [doctor.Finding("a", "warning", "narrow", "width 2", "K=2"),
-                doctor.Finding("b", "warning", "narrow", "width 2", "K=3"),
-                doctor.Finding("a", "info", "zero-init", "gamma 0", "K=2")]
+def test_summary_lines_name_each_kind_of_warning_with_its_cells_and_count_the_notes():
+    findings = [doctor.Finding("a", "warning", "narrow", "width 2", "K=2", "glore"),
+                doctor.Finding("b", "warning", "narrow", "width 3", "K=3", "glore"),
+                doctor.Finding("a", "info", "zero-init", "gamma 0", "K=2", "glore")]
     lines = doctor.summary_lines(findings)
     assert "2 warnings, 1 info" in lines[0]
-    warning = [line for line in lines if "**warning**" in line]
-    assert len(warning) == 1 and "K=2; K=3" in warning[0] and "width 2" in warning[0]
-    assert any("1 zero-init" in line for line in lines)
-    assert doctor.summary_lines([])
+    (warning,) = [line for line in lines if "**warning**" in line]
+    assert "inner widths below 4" in warning and "K=2; K=3" in warning
+    assert lines[-1] == "- by design (info): zero-init (1 cells)."
+    many = [doctor.Finding(str(i), "warning", "uniform", "flat", f"task={i}", "nonlocal") for i in range(6)]
+    (line,) = [line for line in doctor.summary_lines(many) if "**warning**" in line]
+    assert "`nonlocal` (6): 6 cells" in line
+    assert doctor.summary_lines([]) == ["Health pre-flight (`python -m ablate.doctor`): no findings."]
 
 
 def test_preflight_fails_only_on_a_hard_error(tmp_path, monkeypatch):
