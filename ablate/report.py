@@ -22,13 +22,10 @@ import time
 from pathlib import Path
 
 from .errors import StudyError, exit_with
-from .report_rows import ALPHA, judge, search_cells, table
-from .report_rows import label_text as _label_text
-from .report_rows import limited as _limited
-from .report_rows import method_text as _method_text
-from .stats import summarize
+from .report_md import _fingerprint_lines, render  # noqa: F401 - the Markdown, and names tests use
+from .report_rows import ALPHA, judge, search_cells, table  # noqa: F401
 
-_search_cells = search_cells  # noqa: the old private name
+_search_cells = search_cells  # the old private name
 
 
 def _pts(x: float) -> str:
@@ -229,377 +226,6 @@ def block_costs(cells: list, world_size: int = 1, device: str | None = None, hea
     return out
 
 
-def render(study, data: dict, storage_label: str, tab: dict | None = None, figures: list | None = None) -> str:
-    """The Markdown report from the collected data (and its :func:`ablate.report_rows.table`,
-    computed here when not given); ``figures``: (file name relative to the report, caption)."""
-    tab = tab or table(study, data)
-    cells, comps, info, limited = tab["cells"], tab["comps"], tab["info"], tab["limited"]
-    lines = [f"# {study.name}", ""]
-    if data.get("running") or data.get("pending"):
-        lines += [f"**Partial.** This report was written while the study was unfinished: {data.get('running', 0)} "
-                  f"trial(s) running, {data.get('pending', 0)} still to run; the numbers below cover the finished "
-                  "trials only.", ""]
-    if study.question:
-        lines += [f"**Question.** {' '.join(study.question.split())}", ""]
-    if study.search:
-        lines += [f"Search: {study.search['n_trials']} trials, {study.search['sampler']} sampler, one seed each; "
-                  "rows are the sampled points, best first, and deltas are taken against the best.", ""]
-    lines += [f"Metric: `{study.metric}` (mIoU in points, 0-100) {describe_setup(study)}. "
-              "Cell intervals are 95% t intervals over seeds.", "", _judging_sentence(study, comps, info), ""]
-    head = (f"| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [{_pct(info['level'])} CI] | "
-            "attn params | attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |")
-    lines += [head, "|" + "---|" * 11]
-    costs = data.get("costs") or {}
-    verdicts = []
-    for r in tab["rows"]:
-        c = r["cell"]
-        params, mflops, ms, mib = _cost_columns(c.key, data, costs)
-        name = r["title"] + (" (reference)" if r["reference"] else "")
-        if r["role"] == "baseline":
-            delta, verdict = "baseline", "—"
-        elif r["role"] == "missing":
-            delta, verdict = "n/a", "inconclusive (needs ≥ 2 seeds in both cells)"
-        else:
-            x = comps[c.key]
-            delta, verdict = _delta_text(x), r["verdict_text"]
-            if x["verdict"].label in ("better", "worse"):
-                verdict = f"**{verdict}**"
-            verdicts.append((r["reference"], _verdict_line(x, r["reference"], limited, study.margin)))
-        ci = "n/a" if r["ci"] is None else f"[{_pts(r['ci'][0])}, {_pts(r['ci'][1])}]"
-        mean = "—" if r["n"] == 0 else f"{_pts(r['mean'])} ± {_pts(r['std'])}"
-        mean += " (budget-limited)" if r["limited"] else ""
-        seeds = f"{r['n']}/{r['planned']}" + (f" ({r['pruned']} pruned)" if r["pruned"] else "")
-        lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
-                     f"{seeds} | {verdict} |")
-    if costs:
-        shapes = sorted({block_shape(c, study.trainer.world_size, study.head) for c in cells if c.key in costs})
-        lines += ["", f"Attention-block latency (forward + backward, median of {COST_REPEATS} runs after "
-                  f"{COST_WARMUP} warm-up) and peak memory (over the input's gradient, which the backbone needs "
-                  f"anyway) at the training input (B, C, H, W) = {', '.join(map(str, shapes))}, float32, train "
-                  f"mode; {_measured_when(costs)}, on {costs['_device']} with "
-                  f"{costs['_threads']} torch thread(s) (`ablate.costs.measure`). Params and MFLOPs are the "
-                  "trial's own records."]
-    elif data.get("costs_skipped"):
-        lines += ["", f"Attention-block latency and peak memory were not measured: {data['costs_skipped']} trial(s) "
-                  "were training on this machine when this report was written, and their load would skew the "
-                  f"timings. `python -m ablate.report {study.path}` measures them once the study has finished."]
-    if not study.search and len(study.factors) == 2:
-        lines += _matrix_section(study, data, cells, costs)
-    lines += ["", "## Verdict", ""]
-    # the grid's own comparisons first; references are calibration, listed after them
-    verdicts = [text for _, text in sorted(verdicts, key=lambda v: v[0])]
-    grouped = _grouped_verdict(study, data, cells, comps)
-    if grouped:
-        verdicts = grouped
-    lines += verdicts or ["- Not enough finished seeds for a verdict yet."]
-    if figures:
-        lines += ["", "## Figures", ""] + [f"![{cap}]({name})" for name, cap in figures]
-    # per-class IoU and costs
-    lines += ["", "## Per-class IoU and cost (means over finished seeds)", "",
-              "| cell | per-class IoU | trial wall s | compute s | harness overhead |", "|---|---|---|---|---|"]
-    for r in tab["rows"]:
-        if "class_iou" not in r:
-            continue
-        wall, comp = r["wall_s"], r["compute_s"]
-        lines.append(f"| {r['title']} | {' / '.join(_pts(p) for p in r['class_iou'])} | {wall:.1f} | {comp:.1f} | "
-                     f"{100 * (1 - comp / wall):.1f}% |")
-    lines += _image_lines(tab)
-    if data.get("pruned") or study.pruner["name"] != "none":
-        lines += _pruning_section(study, data, cells)
-    titles = {c.key: c.title() for c in cells}
-    if data["failed"]:
-        lines += ["", "## Failed trials (not counted)", "",
-                  "The trial's own failure (non-finite loss, out of memory, an error in the model's forward or "
-                  "backward): final, never run again.", ""]
-        lines += [f"- {titles.get(k, k)} seed {s}: {_short(why)}" for k, s, why in data["failed"]]
-    if data.get("retry"):
-        lines += ["", "## Trials to run again (the harness or its environment failed)", "",
-                  "Not the trial's own failure (tracking, storage, files, a setting the study file's checks should "
-                  "have refused): the next `python -m ablate.run` on this study runs them again.", ""]
-        lines += [f"- {titles.get(k, k)} seed {s}: {_short(why)}" for k, s, why in data["retry"]]
-    lines += ["", "## Provenance", ""] + _provenance_lines(data) + _fingerprint_lines(study, data, cells)
-    lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
-                 f"by `python -m ablate.report {study.path}`. Cell keys: "
-                 + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
-    return "\n".join(lines) + "\n"
-
-
-def _measured_when(costs: dict) -> str:
-    if costs.get("_reused"):
-        return f"measured for the report written {costs['_measured']} and reused by `--reuse-costs`"
-    return "measured when this report was written"
-
-
-def _image_lines(tab: dict) -> list[str]:
-    """Image-level intervals (issue 13 item 7) where the trials stored per-image counts."""
-    img = tab["images"]
-    if not img["with"]:
-        return ["", "Image-level intervals: n/a (trials predate per-image counts)."] if img["without"] else []
-    first = next(iter(img["with"].values()))
-    lines = ["", "## Image-level intervals", "",
-             f"Percentile bootstrap over the {first['n_images']} validation images ({first['n_boot']} resamples, "
-             "mIoU recomputed from the resampled images' summed intersection and union counts; "
-             "`ablate.stats.bootstrap_miou`), per seed; a cell's interval is the mean over its seeds of the per-seed "
-             "bounds (every seed is resampled with the same images). It covers the choice of validation images, "
-             "not the seeds: compare it with the 95% CI over seeds above.", "",
-             "| cell | mIoU of summed counts (seed mean) | image-level 95% CI | per seed |", "|---|---|---|---|"]
-    for r in tab["rows"]:
-        x = img["with"].get(r["key"])
-        if x is None:
-            lines.append(f"| {r['title']} | n/a | n/a (trials predate per-image counts) | |")
-            continue
-        per = ", ".join(f"{s['seed']}: [{_pts(s['lo'])}, {_pts(s['hi'])}]" for s in x["seeds"])
-        lines.append(f"| {r['title']} | {_pts(x['miou'])} | [{_pts(x['lo'])}, {_pts(x['hi'])}] | {per} |")
-    if img["without"]:
-        lines += ["", f"{img['without']} finished trial(s) have no per-image counts (trials predate per-image counts)."]
-    return lines
-
-
-def _pct(level: float) -> str:
-    return f"{100 * level:.2f}".rstrip("0").rstrip(".") + "%"
-
-
-def _delta_text(x: dict) -> str:
-    d = x["d"]
-    if x["interval"] is None:
-        return f"{100 * d.mean:+.1f} [{'—' if math.isnan(d.se) else 'too wide'}]"
-    lo, hi = x["interval"]
-    return f"{100 * d.mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-
-
-def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> str:
-    """One comparison as a sentence: Δ, its interval, how it was computed, the verdict, budget flags."""
-    c, b, d = x["cell"], x["base"], x["d"]
-    interval = " " + _delta_text(x).split(" ", 1)[1].replace("[too wide]", "[interval too wide to print]")
-    flagged = [t.title() for t in (c, b) if t.key in limited]
-    note = f" Budget-limited (still improving over its last epochs): {', '.join(flagged)}." if flagged else ""
-    return (f"- {c.title()}{' (reference)' if reference else ''} vs {b.title()}: Δ = {100 * d.mean:+.1f} points"
-            f"{interval} ({_method_text(d)}); {_label_text(x, margin_pts)}.{note}")
-
-
-def _judging_sentence(study, comps: dict, info: dict) -> str:
-    """Margin, correction, number of comparisons, interval level and the Δ methods, in one paragraph."""
-    m, level = info["m"], info["level"]
-    methods: dict[str, int] = {}
-    for x in comps.values():
-        methods[_method_text(x["d"])] = methods.get(_method_text(x["d"]), 0) + 1
-    how = "; ".join(f"{k} ({n})" for k, n in methods.items()) or "none yet"
-    corr = ("no multiple-comparison correction" if study.correction == "none" else
-            f"{study.correction.capitalize()} correction over the study's {m} comparison(s) (difference and "
-            "equivalence (TOST) p-values adjusted as two families)")
-    shown = f"{_pct(level)} intervals" + ("" if study.correction == "none" else
-                                          f" (1 - {ALPHA:g}/{m}, Bonferroni" +
-                                          (", conservative for Holm)" if study.correction == "holm" else ")"))
-    return (f"Verdicts: margin ±{study.margin:g} mIoU points; {corr}; family level {ALPHA:g}; Δ column shows "
-            f"{shown}. Δ is taken per seed (paired t) over the seeds both cells share, Welch's t otherwise: {how}. "
-            "\"better\"/\"worse\": the corrected difference test rejects Δ = 0; \"equivalent\": the corrected TOST "
-            "puts Δ inside ±margin; otherwise inconclusive, with the seeds a cell that would give 80% power at the "
-            "margin. \"budget-limited\": the cell's mean validation curve still rises over its last third of epochs "
-            f"(slope test at {ALPHA:g}) by more than the margin.")
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _provenance_lines(data: dict) -> list[str]:
-    """The last invocation's run line, and who ran the finished trials (worker processes found
-    in the trials' owner records, so independent runners on one storage are all counted)."""
-    run = data.get("run") or {}
-    lines = []
-    if run:
-        here, total = run.get("trials_here"), run.get("trials_total")
-        if here is not None and total is not None and here < total:
-            lines.append(f"Produced by `{run.get('command')}`; other invocations worked on the study too: "
-                         f"that last one ({run.get('workers')} worker(s)) ran {here} of the {total} finished trials in "
-                         f"{run.get('wall_s', 0):.0f} s wall time, {run.get('compute_s', 0):.0f} s of trial compute, "
-                         f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time; all {total} trials "
-                         f"took {run.get('compute_total_s', 0):.0f} s of trial compute.")
-        else:
-            lines.append(f"Produced by `{run.get('command')}` ({run.get('workers')} worker(s); study wall time "
-                         f"{run.get('wall_s', 0):.0f} s; sum of trial compute {run.get('compute_s', 0):.0f} s; "
-                         f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time).")
-    workers = _workers(data.get("finished", []))
-    if workers:
-        lines.append(f"Workers: {workers['processes']} worker process(es) in {workers['runs']} invocation(s) of the "
-                     f"runner ran the {workers['trials']} finished trials (by the trials' owner records); trial "
-                     f"compute {workers['compute']:.0f} s, harness overhead {100 * workers['overhead']:.1f}% of their "
-                     "busy time (each worker's first trial start to its last trial end).")
-    return lines
-
-
-def _fingerprint_lines(study, data: dict, cells: list) -> list[str]:
-    """The fingerprint fields all finished trials share, once, and a confound line for each
-    non-factor field whose value differs between cells (:func:`ablate.fingerprint.confounds`)."""
-    from .fingerprint import confound_line, confounds, describe, exempt_fields, shared
-
-    per_key = data.get("fingerprints") or {}
-    titles = {c.key: c.title() for c in cells}
-    found = {titles.get(k, str(k)): [f for f in fps if isinstance(f, dict)] for k, fps in per_key.items()}
-    found = {name: fps for name, fps in found.items() if fps}
-    missing = sum(not isinstance(f, dict) for fps in per_key.values() for f in fps)
-    if not found:
-        return ["Fingerprint: no fingerprint recorded (trials from before fingerprints)."] if missing else []
-    every = [f for fps in found.values() for f in fps]
-    common = shared(every)
-    lines = [f"Fingerprint (shared by all {len(every)} fingerprinted finished trials): "
-             + (describe(common) or "no field is shared by all of them") + "."]
-    if missing:
-        lines.append(f"{missing} finished trial(s) have no fingerprint recorded (trials from before fingerprints); "
-                     "the confound check covers the others only.")
-    exempt = exempt_fields(study.factors)
-    conf = confounds(found, exempt)
-    lines += [confound_line(c) for c in conf]
-    if not conf and len(found) > 1:
-        lines.append("Confound check: the cells' fingerprints agree on every field"
-                     + (f" but the factor-varied {', '.join(sorted(exempt))}" if exempt else "") + ".")
-    return lines
-
-
-def _workers(finished: list[dict]) -> dict | None:
-    """Distinct worker processes over the finished trials' owner records, and their overhead."""
-    owned = [f for f in finished if isinstance(f, dict) and f.get("owner") and f.get("start") is not None]
-    if not owned:
-        return None
-    spans: dict = {}
-    for f in owned:
-        lo, hi = spans.get(f["owner"], (f["start"], f["when"]))
-        spans[f["owner"]] = (min(lo, f["start"]), max(hi, f["when"]))
-    busy = sum(hi - lo for lo, hi in spans.values())
-    compute = sum(f["compute"] for f in owned)
-    return {"trials": len(owned), "processes": len(spans), "runs": len({f["run"] for f in owned if f["run"]}) or 1,
-            "compute": compute, "overhead": max(0.0, 1 - compute / busy) if busy > 0 else 0.0}
-
-
-def _matrix_section(study, data: dict, cells: list, costs: dict) -> list[str]:
-    """A two-factor grid as a matrix: rows the first factor's values, columns the second's;
-    each entry the mean mIoU with its 95% t interval (cost columns from the row's first cell)."""
-    (rf, rvals), (cf, cvals) = list(study.factors.items())
-    # study.cells() lists the grid first, in itertools.product order, then the references
-    grid = {(rv, cv): cells[i * len(cvals) + j] for i, rv in enumerate(rvals) for j, cv in enumerate(cvals)}
-    lines = ["", f"## Matrix: {rf} × {cf}", "",
-             f"Mean val mIoU over finished seeds with its 95% t interval; the best mean in each column is "
-             f"in bold. Costs are the attention block's at the row's first {cf} (same block shape).", "",
-             f"| {rf} | " + " | ".join(map(_fmt_value, cvals)) + " | attn params | attn MFLOPs/img | attn fwd+bwd ms | "
-             "attn peak MiB |", "|" + "---|" * (len(cvals) + 5)]
-    vals = data["values"]
-    means = {}
-    for key, cell in grid.items():
-        v = list(vals.get(cell.key, {}).values())
-        if v:
-            means[key] = summarize(v)
-    best = {}
-    for cv in cvals:
-        col = [(means[(rv, cv)].mean, rv) for rv in rvals if (rv, cv) in means]
-        if col:
-            best[cv] = max(col)[1]
-    for rv in rvals:
-        row = []
-        for cv in cvals:
-            s = means.get((rv, cv))
-            if s is None:
-                row.append("—")
-                continue
-            text = _pts(s.mean) + ("" if math.isnan(s.half_width) else f" [{_pts(s.ci[0])}, {_pts(s.ci[1])}]")
-            row.append(f"**{text}**" if best.get(cv) == rv else text)
-        first = grid.get((rv, cvals[0]))
-        lines.append(f"| {_fmt_value(rv)} | " + " | ".join(row + list(_cost_columns(first.key, data, costs))) + " |")
-    return lines
-
-
-def _cost_columns(key: str, data: dict, costs: dict) -> tuple[str, str, str, str]:
-    """A cell's attention params and MFLOPs/img (its trials' records) and fwd+bwd ms and peak
-    MiB (measured for the report), as table text; empty where there is nothing yet."""
-    recs = data["records"].get(key, [])
-    params = recs[0].get("attention_params", "") if recs else ""
-    flops = recs[0].get("attention_flops") if recs else None
-    ms = mib = ""
-    if key in costs:
-        cost, extra = costs[key]
-        ms, mib = f"{cost.latency_ms:.2f}", f"{extra / 2**20:.2f}"
-    return str(params), "" if flops is None else f"{flops / 1e6:.2f}", ms, mib
-
-
-def _grouped_verdict(study, data: dict, cells: list, comps: dict) -> list[str]:
-    """A two-factor grid whose baseline names one factor (``{mechanism: none}`` across tasks):
-    one line per value of the other factor, listing the rows by their verdict against their
-    group's baseline (see :func:`judge`). Empty when the study is not of that shape (the
-    per-cell lines are used then)."""
-    if study.search or len(study.factors) != 2 or len(study.baseline) != 1:
-        return []
-    (bf,) = study.baseline
-    if bf not in study.factors:
-        return []
-    (gf,) = [f for f in study.factors if f != bf]
-    vals, out = data["values"], []
-    for gv in study.factors[gf]:
-        group = [c for c in cells if c.label_dict.get(gf) == gv and c.label_dict.get(bf) is not None]
-        base = next((study.baseline_for(c, cells) for c in group), None)
-        if base is None:
-            continue
-        bv = list(vals.get(base.key, {}).values())
-        head = f"- **{gf}={_fmt_value(gv)}** ({_fmt_value(base.label_dict[bf])}: " + \
-               (f"{_pts(summarize(bv).mean)}" if bv else "no finished seeds") + ")"
-        kinds = ("better", "worse", "worse at this budget (still improving)",
-                 f"equivalent within ±{study.margin:g}", "inconclusive")
-        by_kind: dict[str, list] = {k: [] for k in kinds}
-        missing = []
-        for c in group:
-            if c.key == base.key:
-                continue
-            name = _fmt_value(c.label_dict[bf])
-            if c.key not in comps:
-                missing.append(name)
-                continue
-            x = comps[c.key]
-            text = _label_text(x, study.margin)
-            kind = "inconclusive" if text.startswith("inconclusive") else text
-            more = f" ({text.split('(', 1)[1]}" if kind == "inconclusive" and "(" in text else ""
-            by_kind[kind].append((x["d"].mean, f"{name} {100 * x['d'].mean:+.1f}{more}"))
-        parts = []
-        for label in kinds:
-            if by_kind[label]:
-                parts.append(f"{label}: " + ", ".join(e for _, e in sorted(by_kind[label], reverse=True)))
-        if missing:
-            parts.append("too few seeds: " + ", ".join(missing))
-        out.append(head + ": " + ("; ".join(parts) if parts else "nothing to compare") + ".")
-    if out:
-        out.insert(0, f"Each {bf} against {_fmt_value(next(iter(study.baseline.values())))} on the same {gf}: "
-                   "Δ in points over the finished seeds, largest first, grouped by verdict (see the sentence above "
-                   "the table). The table above has every interval and how each Δ was computed.")
-        out.insert(1, "")
-    return out
-
-
-def _fmt_value(v) -> str:
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    return str(v)
-
-
-def _pruning_section(study, data: dict, cells: list) -> list[str]:
-    """Which trials the pruner stopped, at which epoch, and the epochs it saved."""
-    opts = ", ".join(f"{k}={v}" for k, v in study.pruner.items() if k != "name")
-    lines = ["", "## Pruned trials (not counted in any mean)", "",
-             f"Pruner: `{study.pruner['name']}`" + (f" ({opts})" if opts else "") + ". A pruned trial stopped after "
-             "the epoch shown because its val mIoU was poor next to the trials finished before it; it is final "
-             "(never run again)."]
-    ep = data.get("epochs") or {}
-    if ep.get("planned"):
-        saved = 1 - ep["run"] / ep["planned"]
-        lines += ["", f"Epochs trained: {ep['run']} of the {ep['planned']} that the same trials would take without "
-                  f"pruning ({100 * saved:.1f}% saved)."]
-    if data.get("pruned"):
-        titles = {c.key: c.title() for c in cells}
-        lines += ["", "| cell | seed | stopped after epoch | val mIoU there |", "|---|---|---|---|"]
-        for p in sorted(data["pruned"], key=lambda p: (list(titles).index(p["key"]) if p["key"] in titles else 0,
-                                                       p["seed"])):
-            lines.append(f"| {titles.get(p['key'], p['key'])} | {p['seed']} | {p['epochs']}/{p['planned']} | "
-                         f"{_pts(p['last'])} |")
-    return lines
-
-
 def write_report(study, url: str, reports_dir: str = "reports", run_info: dict | None = None,
                  wandb: bool | None = None, run_dir: str | Path | None = None, reuse_costs: bool = False) -> Path:
     """Write ``<study>.md`` and beside it the figures, HTML, TeX, CSV and JSON
@@ -630,6 +256,7 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     tab = table(study, data)
     figs = _figures(study, tab, data)
     md = render(study, data, st.redact(url), tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs])
+    md += _notes(out)
     out.write_text(md)
     write_formats(study, data, tab, md, [(stem, cap, text) for stem, cap, text, _ in figs], out.parent)
     if wandb if wandb is not None else _wandb_wanted(study, run_info):
@@ -637,6 +264,17 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
 
         log_study(study, tab, data, figs, run_dir or _run_dir_of(study, url))
     return out
+
+
+def _notes(path: Path) -> str:
+    """Notes written by hand below the last generated line ("Report written ...") of the report
+    at ``path``: rewriting the report keeps them (and the HTML shows them)."""
+    if not path.is_file():
+        return ""
+    lines = path.read_text().splitlines()
+    last = max((i for i, ln in enumerate(lines) if ln.startswith("Report written ")), default=None)
+    tail = "\n".join(lines[last + 1:]).strip("\n") if last is not None else ""
+    return f"\n{tail}\n" if tail.strip() else ""
 
 
 def _figures(study, tab: dict, data: dict) -> list[tuple[str, str, str, bytes]]:

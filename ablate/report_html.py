@@ -21,7 +21,7 @@ margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #d0d7de;padding:3px 7px;
 text-align:left;vertical-align:top}th{background:#f6f8fa;cursor:pointer;user-select:none}
 th.sorted-asc::after{content:" ▲"}th.sorted-desc::after{content:" ▼"}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 code{background:#f6f8fa;padding:0 3px;border-radius:3px;font-size:90%}
 .v-better{background:#dafbe1}.v-worse{background:#ffebe9}.v-budget{background:#fff1e5}
 .v-equivalent{background:#ddf4ff}.v-inconclusive{background:#f6f8fa;color:#57606a}.v-baseline{font-weight:600}

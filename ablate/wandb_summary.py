@@ -100,4 +100,7 @@ def _log(study, tab: dict, data: dict, figs: list, run_dir: Path) -> Path:
         folder = Path(run.dir).parent
     finally:
         run.finish()
+        # stop the W&B service this process started (and its WANDB_SERVICE variable), so that no
+        # later child process, such as the next study's workers, connects to it
+        wandb.teardown()
     return folder

@@ -80,18 +80,17 @@ def build(tmp_path: Path):
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """The study's reports written once, with the W&B summary run (offline)."""
-    import wandb
-
     tmp = tmp_path_factory.mktemp("fmt")
     saved = dict(os.environ)
     os.environ["WANDB_MODE"] = "offline"
     try:
         study, url, truth = build(tmp)
         md = write_report(study, url, str(tmp / "reports"), wandb=True, run_dir=tmp / "runs")
+        leaked = os.environ.get("WANDB_SERVICE") != saved.get("WANDB_SERVICE")
     finally:
-        wandb.teardown()  # stop this process's W&B service: later subprocesses must not connect to it
         os.environ.clear()
         os.environ.update(saved)
+    assert not leaked, "the summary run left its W&B service for later child processes to connect to"
     return {"study": study, "url": url, "truth": truth, "md": md, "dir": tmp / "reports", "run_dir": tmp / "runs"}
 
 
