@@ -368,3 +368,17 @@ def test_reuse_costs_keeps_the_previous_reports_timings(tmp_path, capsys):
     assert "measuring every cell" in capsys.readouterr().err
     md = (rep / "fmt.md").read_text()
     assert _main_table(md)["gcn=on"]["attn fwd+bwd ms"] != "123.46" and "measured when this report was written" in md
+
+
+def test_notes_below_the_report_are_kept_when_it_is_rewritten(tmp_path):
+    study, url, _ = build(tmp_path)
+    rep = tmp_path / "rep"
+    args = [study.path, "--storage", url, "--reports-dir", str(rep)]
+    assert report_main(args) == 0
+    md = rep / "fmt.md"
+    md.write_text(md.read_text() + "\n**Run.** Trained on the quiet machine, commit `abc1234`.\n- one note\n")
+    assert report_main(args) == 0
+    text = md.read_text()
+    assert text.count("**Run.** Trained on the quiet machine") == 1 and text.rstrip().endswith("- one note")
+    assert "<strong>Run.</strong> Trained on the quiet machine, commit <code>abc1234</code>." in \
+        (rep / "fmt.html").read_text()
