@@ -13,13 +13,17 @@ Smoke mode is a set of overrides (:func:`smoke_overrides`, shown by ``--smoke --
   ``2 x batch_size`` training images and one validation image per device);
 - a search study samples 1 trial.
 
-Factors that vary these settings keep their cells apart: their values are replaced by small
-distinct ones in the same order (``train.epochs: [10, 30]`` becomes ``[1, 2]``). A study that
-varies ``train.val_interval`` is refused (its values must divide the iterations it runs).
+Factors and references that vary these settings keep their cells apart: every value the study
+gives such a key is replaced by a small one, distinct values staying distinct and in the same
+order (``train.epochs: [10, 30]`` becomes ``[1, 2]``; sizes are capped, ``[512, 1536]`` becoming
+``[64, 65]``). A study that varies ``train.val_interval`` is refused (its values must divide the
+iterations it runs). The study with the user's overrides and without smoke mode's is validated
+first, so a study refused for its real run never passes smoke mode.
 
 The run goes through the normal runner into a throwaway folder (a new temporary folder, removed
-when every trial passed; kept, and named, when one failed) with no report and no W&B logging;
-the study is named ``<name>-smoke``. Everything else (trainer, precision, devices, pruner,
+when every trial passed; kept, and named, when one failed; or ``--run-dir``, which must be new or
+empty, and is kept) with no report and no W&B logging; the study is named ``<name>-smoke`` and
+the effective study file is written into the folder as ``<name>-smoke.yaml``. Everything else (trainer, precision, devices, pruner,
 data_root, pretrained weights) is the study's own, so the smoke run checks them too.
 """
 from __future__ import annotations
@@ -175,6 +179,10 @@ def run_smoke(path: str, overrides: list[str], workers: int = 1, threads: int = 
         print(effective_yaml(path, overrides, smoke=True), file=out)
         print_plan(study, out)
         return 0
+    if run_dir and Path(run_dir).exists() and (not Path(run_dir).is_dir() or any(Path(run_dir).iterdir())):
+        exit_with(StudyError("command line", "--run-dir", f"{run_dir} is not an empty folder; smoke mode runs "
+                             "every cell afresh (a folder with a journal would resume it and skip what passed "
+                             "before), so give a new or empty folder, or leave --run-dir out (a temporary one)."))
     folder = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix=f"ablate-smoke-{study.name[:40]}-"))
     folder.mkdir(parents=True, exist_ok=True)
     effective = folder / f"{study.name}.yaml"  # the study that ran, kept with the run while it is kept
@@ -193,7 +201,7 @@ def run_smoke(path: str, overrides: list[str], workers: int = 1, threads: int = 
         print(f"ablate smoke: passed: {cells} cells in {wall:.0f}s ({rate}).", file=out)
     else:
         print(f"ablate smoke: FAILED (exit {code}) after {wall:.0f}s; the run folder {folder} is kept "
-              "(its journal and logs say which trial failed and why).", file=out)
+              "(the lines above and its journal say which trial failed and why).", file=sys.stderr)
     return code
 
 

@@ -304,3 +304,15 @@ def test_smoke_runs_a_study_end_to_end_in_a_throwaway_folder(tmp_path):
     folder = Path(re.search(r"in (\S+ablate-smoke-\S+)\n", proc.stdout).group(1))
     assert not folder.exists()  # thrown away once every trial passed
     assert not (tmp_path / "reports").exists() and not (tmp_path / "runs").exists()
+
+
+def test_smoke_into_a_run_dir_keeps_it_and_refuses_one_in_use(tmp_path):
+    path = tiny_study(tmp_path)
+    keep = tmp_path / "keep"
+    proc = ablate("run", path, "--smoke", "--run-dir", keep, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "passed: 2 cells" in proc.stdout and (keep / "tiny-smoke.yaml").exists()
+    assert load_study(keep / "tiny-smoke.yaml").seeds == (0,)  # the effective study, loadable as it is
+    again = ablate("run", path, "--smoke", "--run-dir", keep, cwd=tmp_path)
+    assert again.returncode == 2 and "not an empty folder" in " ".join(again.stderr.split())
+    assert "Traceback" not in again.stderr
