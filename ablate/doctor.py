@@ -143,6 +143,7 @@ class MapStats:
     max_weight: float  # mean over rows of the largest weight
     entropy: float  # mean over rows of the entropy / log(positive entries)
     self_weight: float | None  # mean weight of a position on itself (square maps), else None
+    where: str = ""  # the call site: file:line of the code that called the softmax
 
 
 def map_stats(p: torch.Tensor, dim: int, self_axis: int | None = None, chunk: int = 4096) -> MapStats | None:
@@ -206,6 +207,17 @@ def _sdpa_stats(q, k, attn_mask=None, is_causal=False, scale=None, chunk: int = 
 _ORIGINAL: dict = {}
 
 
+def _call_site() -> str:
+    """``file.py:line`` of the nearest caller outside torch and this module (the block's code)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != __name__ and module.split(".")[0] != "torch":
+            return f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}"
+        frame = frame.f_back
+    return ""
+
+
 @contextlib.contextmanager
 def recording_softmax():
     """Record the statistics of every softmax computed inside the ``with``: yields a list that
@@ -240,7 +252,7 @@ def recording_softmax():
                 finally:
                     depth[0] -= 1
                 if stats is not None:
-                    records.append(stats)
+                    records.append(replace(stats, where=_call_site()))
             return out
         return wrapped
 
@@ -253,7 +265,7 @@ def recording_softmax():
                 with torch.no_grad():
                     stats = _sdpa_stats(query, key, attn_mask, is_causal, scale)
                 if stats is not None:
-                    records.append(stats)
+                    records.append(replace(stats, where=_call_site()))
         finally:
             depth[0] -= 1
         return out
@@ -463,17 +475,25 @@ def _map_findings(maps: list, args) -> list[tuple[str, str, str]]:
         worst = max(sharp, key=lambda m: max(m.max_weight, m.self_weight or 0.0))
         self_said = f", weight on itself {worst.self_weight:.2f}" if worst.self_weight is not None else ""
         out.append(("warning", "one-hot", f"{len(sharp)} of {len(maps)} softmax map(s) are near one-hot at "
-                                          f"initialisation (rows of {worst.size}: mean largest weight "
+                                          f"initialisation ({_sites(sharp)}; rows of {worst.size}: mean largest weight "
                                           f"{worst.max_weight:.2f}{self_said}): the softmax is saturated and passes "
                                           f"little gradient; {knobs}."))
     if flat:
         worst = max(flat, key=lambda m: m.entropy)
         out.append(("warning", "uniform", f"{len(flat)} of {len(maps)} softmax map(s) are near uniform at "
-                                          f"initialisation (rows of {worst.size}: normalised entropy "
+                                          f"initialisation ({_sites(flat)}; rows of {worst.size}: normalised entropy "
                                           f"{worst.entropy:.4f}): each row starts as a plain average (a global "
                                           f"pooling) and must learn to select; "
                                           f"{knobs}."))
     return out
+
+
+def _sites(maps: list) -> str:
+    """``at sgr.py:89`` or ``at ema.py:110 (x2), a2net.py:99``: where the maps were computed."""
+    counts: dict = {}
+    for m in maps:
+        counts[m.where or "?"] = counts.get(m.where or "?", 0) + 1
+    return "at " + ", ".join(f"{w}{f' (x{n})' if n > 1 else ''}" for w, n in counts.items())
 
 
 def _finite_findings(block, res: _Pass) -> list[tuple[str, str, str]]:
@@ -622,7 +642,7 @@ def summary_lines(findings: list[Finding]) -> list[str]:
         if SEVERITIES[level] == "info":
             notes.append(f"{code} ({len(cells)} cells)")
             continue
-        if len(cells) <= 4:
+        if len(cells) <= 4 and sum(map(len, cells)) <= 160:
             where = "; ".join(cells)
         else:
             blocks = {}

@@ -164,6 +164,7 @@ def test_huge_logits_make_a_one_hot_warning_whatever_softmax_call_the_block_uses
     found = doctor.check_block(PixelAttention(C, gain=1e4, how=how), C, SIDE, args={"scale": False})
     (f,) = of(found, "one-hot")
     assert f.severity == "warning" and "`scale` (off)" in f.message and "rows of 64" in f.message
+    assert "at test_doctor.py:" in f.message  # where the block computed it
     assert not of(found, "uniform")
 
 
