@@ -318,6 +318,16 @@ def test_check_study_builds_each_distinct_block_once(tmp_path, monkeypatch):
     assert all(f.title for f in found)
 
 
+def test_a_search_study_checks_its_base_block(tmp_path):
+    from ablate.study import load_study
+
+    study = load_study(write_study(tmp_path, factors={"K": {"low": 2, "high": 8}}, search={"n_trials": 4},
+                                   baseline={}, model={**base_study()["model"], "args": {"K": 2}}))
+    found = doctor.check_study(study)
+    (f,) = of(found, "narrow")  # the base K = 2 nodes
+    assert f.title == "(base)" and "`nodes` is 2" in f.message and "`K` (2)" in f.message
+
+
 def test_summary_lines_name_each_kind_of_warning_with_its_cells_and_count_the_notes():
     findings = [doctor.Finding("a", "warning", "narrow", "width 2", "K=2", "glore"),
                 doctor.Finding("b", "warning", "narrow", "width 3", "K=3", "glore"),
