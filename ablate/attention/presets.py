@@ -149,7 +149,48 @@ def _registry(table: dict[str, tuple[Preset, ...]]) -> dict[str, Preset]:
     return out
 
 
-MECHANISMS: dict[str, Preset] = _registry(TABLE)
+class Registry(dict):
+    """The built-in presets by name (iterating, ``len`` and ``items`` see these alone, so pins and
+    listings never depend on what is installed); a lookup (``[name]``) or ``name in`` also finds a
+    plugin's preset: ``module:attr`` or a name an installed package declares (:mod:`ablate.plugins`).
+    A plugin that names something broken raises ``ablate.plugins.PluginError`` from both, so the
+    user hears why rather than "unknown mechanism"."""
+
+    def __missing__(self, name):
+        from ..plugins import mechanism
+
+        return mechanism(name, self)
+
+    def __contains__(self, name) -> bool:
+        if dict.__contains__(self, name):
+            return True
+        if not isinstance(name, str):
+            return False
+        try:
+            self[name]
+        except KeyError:
+            return False
+        return True
+
+
+MECHANISMS: Registry = Registry(_registry(TABLE))
+
+
+def resolve_mechanism(name: str, base=None) -> Preset:
+    """The preset ``name`` names (built-in, ``module:attr`` with the study's folder ``base``
+    importable, or installed); KeyError for an unknown name, ``ablate.plugins.PluginError`` for a
+    plugin that cannot be used. The study loader calls this once per name it reads."""
+    from ..plugins import mechanism
+
+    return mechanism(name, MECHANISMS, base)
+
+
+def installed_presets() -> list[Preset]:
+    """The presets installed packages declare (entry points ``ablate.mechanisms``), each with its
+    ``package``; ``ablate.plugins.PluginError`` for a broken one."""
+    from ..plugins import installed_presets as installed
+
+    return installed(MECHANISMS)
 
 
 def get_preset(name: str) -> Preset:

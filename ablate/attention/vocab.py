@@ -9,7 +9,9 @@ is the block's own keyword default, so it is written in one place, the signature
 from the block's defaults (``Preset("nonlocal_gaussian", NonLocalBlock, {"theta": False, ...})``);
 ``ablate/attention/presets.py`` is the table of them. Studies override factors by name; anything
 a block does not declare is not a factor of its mechanisms, and asking for it is a validation
-error.
+error. A block without ``FACTORS`` (a plugin's, :mod:`ablate.plugins`) gets them from its
+constructor instead: :func:`derive_factors` reads each keyword argument's annotation (``bool``,
+``int``, ``float``, ``Literal[...]``) and default.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import dataclasses
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping, get_args, get_origin
 
 from torch import nn
 
@@ -136,11 +138,65 @@ def gcn(help: str) -> Factor:
     return switch("gcn", help)
 
 
+class SchemaError(TypeError):
+    """A block whose factors cannot be read from its constructor; ``argument`` names the culprit."""
+
+    def __init__(self, argument: str, message: str):
+        super().__init__(message)
+        self.argument = argument
+
+
+_KINDS = {bool: switch, int: lambda n: integer(n, None), float: lambda n: number(n, None)}
+
+
+def _derived(param: inspect.Parameter) -> Factor:
+    """The factor of one keyword argument, from its annotation; its default is bound later."""
+    name, ann = param.name, param.annotation
+    if param.default is inspect.Parameter.empty:
+        raise SchemaError(name, f"argument {name!r} has no default; every factor needs one (the value a study "
+                          f"starts from), e.g. {name}: int = 4")
+    if ann is inspect.Parameter.empty:
+        raise SchemaError(name, f"argument {name!r} has no annotation; annotate it (bool, int, float or "
+                          "Literal['a', 'b']) or declare the block's FACTORS")
+    if ann in _KINDS:
+        return _KINDS[ann](name)
+    if get_origin(ann) is Literal and get_args(ann):
+        return choice(name, get_args(ann))
+    return _unmapped(name, ann)
+
+
+def _unmapped(name: str, ann: Any) -> Factor:
+    shown = ann.__name__ if isinstance(ann, type) else brief(str(ann)).strip("'")
+    raise SchemaError(name, f"argument {name!r} is annotated {shown}, which is not a factor kind; use bool, "
+                      "int, float or Literal[...], or declare the block's FACTORS (ablate.attention.vocab)")
+
+
+def derive_factors(block: Callable[..., Any], leading: tuple[str, ...] = ("channels",)) -> tuple[Factor, ...]:
+    """The factors of a block that declares no ``FACTORS``: one per keyword argument after the
+    first (``channels``), its kind from the annotation (``bool`` a switch, ``int`` an integer,
+    ``float`` a number, ``Literal[...]`` a choice); ``*args`` and ``**kwargs`` are not factors.
+    Raises :class:`SchemaError` naming the argument that has no default or an annotation that
+    maps to no kind. ``leading``: the positional arguments the caller passes (and their names
+    for the message); a task generator's are ``("rng", "size")``, a backbone's none."""
+    try:
+        params = list(inspect.signature(block, eval_str=True).parameters.values())
+    except (NameError, SyntaxError, TypeError, ValueError) as e:  # an annotation that cannot be evaluated
+        raise SchemaError("", f"its signature cannot be read: {type(e).__name__}: {e}") from None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    head = params[:len(leading)]
+    if len(head) < len(leading) or any(p.kind not in positional for p in head):
+        raise SchemaError("", f"it does not take {', '.join(leading)} as its first positional argument"
+                          f"{'s' if len(leading) > 1 else ''}: the contract is ({', '.join(leading)}, **factors)")
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return tuple(_derived(p) for p in params[len(leading):] if p.kind not in skip)
+
+
 def bind_factors(name: str, block: Callable[..., nn.Module], values: Mapping[str, Any]) -> tuple[Factor, ...]:
-    """``block.FACTORS`` with each default bound: ``values[name]`` where given, else the block's
-    keyword default. A value for an undeclared factor, or a declared factor the block does not
-    take, is a mistake in the preset table and raises at import."""
-    schema = tuple(getattr(block, "FACTORS", ()))
+    """``block.FACTORS`` (or, without them, :func:`derive_factors`) with each default bound:
+    ``values[name]`` where given, else the block's keyword default. A value for an undeclared
+    factor, or a declared factor the block does not take, is a mistake in the preset table and
+    raises at import."""
+    schema = tuple(block.FACTORS) if hasattr(block, "FACTORS") else derive_factors(block)
     params = inspect.signature(block).parameters
     declared = {f.name for f in schema}
     unknown = sorted(set(values) - declared)
@@ -163,7 +219,7 @@ class Preset:
 
     ``factors`` (the block's ``FACTORS`` with this preset's defaults) is derived; ``family`` is
     set by the table (:mod:`.presets`) from the group the preset sits in; ``module`` is where
-    the block's code is.
+    the block's code is; ``package`` names the installed distribution of a plugin's preset.
     """
 
     name: str
@@ -173,6 +229,7 @@ class Preset:
     summary: str = ""
     family: str = ""  # "none" | "pairwise" | "lowrank" | "gating"
     fixed: dict = field(default_factory=dict)  # block kwargs bound by the preset, not switchable
+    package: str = ""  # the installed distribution a plugin preset comes from ("" for built-ins)
     factors: tuple[Factor, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):

@@ -1,0 +1,1 @@
+"""An example ablate plugin: one attention block (:class:`my_attention.blocks.GatedContext`)."""
