@@ -222,7 +222,7 @@ class _RealBatches(L.LightningDataModule):
         gen = torch.Generator().manual_seed(self.seed)
         batches = BatchSampler(RandomSampler(range(n), generator=gen), self.batch_size, drop_last=n >= self.batch_size)
         sampler = batches if world == 1 else _RankSlices(batches, rank, world)
-        return train_loader(self.spec, self.sets.train, batch_sampler=sampler)
+        return train_loader(self.spec, self.sets.train, seed=self.seed, batch_sampler=sampler)
 
     def val_dataloader(self):
         rank, world = self._rank_world()

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader
 
 from ..errors import StudyError
+from ..seeds import derive
 
 IGNORE_INDEX = 255
 # ImageNet statistics on the 0..255 scale, RGB order (mmseg's SegDataPreProcessor defaults)
@@ -510,7 +511,10 @@ def train_loader(spec: RealDataSpec, dataset, batch_size: int = 8, seed: int = 0
     collate = functools.partial(collate_train, crop_size=spec.crop_size)
     kw = _loader_kwargs(spec, num_workers)
     if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, **kw)
+        # the generator only seeds the loader's worker processes (their augmentation draws), from
+        # the trial's own stream, so cells with and without dropout draw the same augmentations
+        gen = torch.Generator().manual_seed(derive(seed, "augment"))
+        return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, generator=gen, **kw)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
                       drop_last=len(dataset) >= batch_size, collate_fn=collate, **kw)
 
