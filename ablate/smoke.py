@@ -211,7 +211,8 @@ def _rounds(study) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="ablate run STUDY --smoke", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ablate.smoke", description=__doc__.split("\n\n")[0],
+                                epilog="The same as: ablate run STUDY.yaml [KEY=VALUE ...] --smoke")
     p.add_argument("study", help="study file (YAML)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied before smoke mode's own")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # implied
