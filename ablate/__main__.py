@@ -6,8 +6,8 @@ Commands (ablate COMMAND --help for each):
                                    overrides a setting (train.epochs=3 seeds=2 model.args.K=32),
                                    --smoke runs every cell once on a few batches, --dry-run shows the plan
   report STUDY.yaml                write a study's report from its storage
-  list [--channels C]              the mechanisms: family, paper, factors with defaults, and the inner
-                                   widths a block gets at C input channels (default 32)
+  list [--channels C]              the mechanisms (installed plugins marked with their package): family,
+                                   paper, factors with defaults, inner widths at C input channels
   doctor STUDY.yaml                build each cell's block and run one batch forward and backward:
                                    parameters without gradient, tiny widths, degenerate attention maps, NaN
   costs                            params, FLOPs, latency and peak memory of each mechanism's block
@@ -22,6 +22,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import textwrap
+
+from .errors import StudyError
 
 DEFAULT_CHANNELS = 32
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
@@ -37,10 +40,11 @@ COMMANDS = {
 }
 LIST_HELP = """usage: ablate list [--channels C]
 
-The mechanisms by family, each with its paper, its factors (default, valid values, meaning) and
-the named inner widths (bottleneck, state, ...) a block built at its defaults gets at C input
-channels (default 32, the small backbone's width; a ratio's width has a floor, see
-ablate/attention/widths.py)."""
+The mechanisms by family: the built-ins, then the presets installed packages declare under the
+entry-point group ablate.mechanisms, each marked with its package. For each: its paper, its factors
+(default, valid values, meaning) and the named inner widths (bottleneck, state, ...) a block built
+at its defaults gets at C input channels (default 32, the small backbone's width; a ratio's width
+has a floor, see ablate/attention/widths.py)."""
 
 
 def effective_widths(preset, channels: int) -> dict[str, int]:
@@ -49,17 +53,21 @@ def effective_widths(preset, channels: int) -> dict[str, int]:
 
 
 def list_mechanisms(out=None, channels: int = DEFAULT_CHANNELS) -> None:
-    from .attention import MECHANISMS
+    """Every preset by family: the built-ins, then those installed packages declare (entry points
+    ``ablate.mechanisms``), each marked with its package; a broken one raises PluginError."""
+    from .attention import FAMILIES, MECHANISMS, installed_presets
 
     out = out or sys.stdout
-
-    for family in ("none", "pairwise", "lowrank", "gating"):
-        presets = [p for p in MECHANISMS.values() if p.family == family]
+    everything = [*MECHANISMS.values(), *installed_presets()]
+    for family in dict.fromkeys([*FAMILIES, *(p.family for p in everything)]):
+        presets = [p for p in everything if p.family == family]
         if not presets:
             continue
         print(f"{family}:", file=out)
         for p in presets:
             print(f"  {p.name:20s} {p.summary}", file=out)
+            if p.package:
+                print(f"  {'':20s} package: {p.package} (installed plugin)", file=out)
             if p.paper != "-":
                 print(f"  {'':20s} paper: {p.paper}", file=out)
             for f in p.factors:
@@ -91,7 +99,12 @@ def list_main(argv: list[str]) -> int:
     channels = _channels(argv)
     if channels is None:
         return 2
-    list_mechanisms(channels=channels)
+    try:
+        list_mechanisms(channels=channels)
+    except StudyError as e:  # an installed plugin that is broken (ablate.plugins.PluginError)
+        print(textwrap.fill(e.paragraph(), width=100, break_on_hyphens=False, break_long_words=False),
+              file=sys.stderr)
+        return 2
     return 0
 
 

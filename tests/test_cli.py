@@ -316,3 +316,60 @@ def test_smoke_into_a_run_dir_keeps_it_and_refuses_one_in_use(tmp_path):
     again = ablate("run", path, "--smoke", "--run-dir", keep, cwd=tmp_path)
     assert again.returncode == 2 and "not an empty folder" in " ".join(again.stderr.split())
     assert "Traceback" not in again.stderr
+
+
+# ---------------------------------------------------------------- ablate list and installed plugins
+
+def _fake_entry_points(monkeypatch, load):
+    """One installed entry point, scaled_demo of package demo-attention, whose load() is ``load(block)``."""
+    import torch
+
+    from ablate import plugins
+
+    class Scaled(torch.nn.Module):
+        """a per-channel learnable scale (test plugin)"""
+
+        def __init__(self, channels: int, gain: float = 1.0, learn: bool = True):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.full((1, channels, 1, 1), gain), requires_grad=learn)
+
+        def forward(self, x):
+            return x * self.scale
+
+    class Dist:
+        name = "demo-attention"
+
+    class EntryPoint:
+        name, value, dist = "scaled_demo", "demo_attention.blocks:Scaled", Dist()
+
+        def load(self):
+            return load(Scaled)
+
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [EntryPoint()])
+    monkeypatch.setattr(plugins, "_RESOLVED", {})
+
+
+def test_list_shows_installed_presets_marked_with_their_package(monkeypatch, capsys):
+    from ablate.__main__ import main
+
+    _fake_entry_points(monkeypatch, lambda block: block)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("  scaled_demo "):]
+    assert block.startswith("  scaled_demo          a per-channel learnable scale (test plugin)\n")
+    assert "package: demo-attention" in block.splitlines()[1]
+    assert "gain = 1.0" in block and "learn = on" in block  # factors from its annotated keywords
+    assert out.index("  none ") < out.index("  scaled_demo ")  # after the built-ins
+
+
+def test_list_with_a_broken_installed_plugin_exits_2_naming_it(monkeypatch, capsys):
+    from ablate.__main__ import main
+
+    def broken(block):
+        raise ImportError("No module named 'demo_attention_dependency'")
+
+    _fake_entry_points(monkeypatch, broken)
+    assert main(["list"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "'scaled_demo'" in err and "demo-attention" in err and "demo_attention_dependency" in err
+    assert "Traceback" not in err
