@@ -19,7 +19,7 @@ def _pts(x: float) -> str:
 def render(study, data: dict, storage_label: str, tab: dict | None = None, figures: list | None = None) -> str:
     """The Markdown report from the collected data (and its :func:`ablate.report_rows.table`,
     computed here when not given); ``figures``: (file name relative to the report, caption)."""
-    from .report import COST_REPEATS, COST_WARMUP, block_shape, describe_setup  # report imports this module
+    from .report import describe_setup  # report imports this module
 
     tab = tab or table(study, data)
     cells, comps, info, limited = tab["cells"], tab["comps"], tab["info"], tab["limited"]
@@ -60,18 +60,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
         seeds = f"{r['n']}/{r['planned']}" + (f" ({r['pruned']} pruned)" if r["pruned"] else "")
         lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
                      f"{seeds} | {verdict} |")
-    if costs:
-        shapes = sorted({block_shape(c, study.trainer.world_size, study.head) for c in cells if c.key in costs})
-        lines += ["", f"Attention-block latency (forward + backward, median of {COST_REPEATS} runs after "
-                  f"{COST_WARMUP} warm-up) and peak memory (over the input's gradient, which the backbone needs "
-                  f"anyway) at the training input (B, C, H, W) = {', '.join(map(str, shapes))}, float32, train "
-                  f"mode; {_measured_when(costs)}, on {costs['_device']} with "
-                  f"{costs['_threads']} torch thread(s) (`ablate.costs.measure`). Params and MFLOPs are the "
-                  "trial's own records."]
-    elif data.get("costs_skipped"):
-        lines += ["", f"Attention-block latency and peak memory were not measured: {data['costs_skipped']} trial(s) "
-                  "were training on this machine when this report was written, and their load would skew the "
-                  f"timings. `python -m ablate.report {study.path}` measures them once the study has finished."]
+    lines += _costs_lines(study, data, cells, costs)
     if not study.search and len(study.factors) == 2:
         lines += _matrix_section(study, data, cells, costs)
     lines += ["", "## Verdict", ""]
@@ -111,6 +100,26 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
                  f"by `python -m ablate.report {study.path}`. Cell keys: "
                  + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _costs_lines(study, data: dict, cells: list, costs: dict) -> list[str]:
+    """How the latency and memory columns were measured, or why they were not."""
+    from .report import COST_REPEATS, COST_WARMUP, block_shape
+
+    lines = []
+    if costs:
+        shapes = sorted({block_shape(c, study.trainer.world_size, study.head) for c in cells if c.key in costs})
+        lines += ["", f"Attention-block latency (forward + backward, median of {COST_REPEATS} runs after "
+                  f"{COST_WARMUP} warm-up) and peak memory (over the input's gradient, which the backbone needs "
+                  f"anyway) at the training input (B, C, H, W) = {', '.join(map(str, shapes))}, float32, train "
+                  f"mode; {_measured_when(costs)}, on {costs['_device']} with "
+                  f"{costs['_threads']} torch thread(s) (`ablate.costs.measure`). Params and MFLOPs are the "
+                  "trial's own records."]
+    elif data.get("costs_skipped"):
+        lines += ["", f"Attention-block latency and peak memory were not measured: {data['costs_skipped']} trial(s) "
+                  "were training on this machine when this report was written, and their load would skew the "
+                  f"timings. `python -m ablate.report {study.path}` measures them once the study has finished."]
+    return lines
 
 
 def _measured_when(costs: dict) -> str:
