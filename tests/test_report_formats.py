@@ -382,3 +382,23 @@ def test_notes_below_the_report_are_kept_when_it_is_rewritten(tmp_path):
     assert text.count("**Run.** Trained on the quiet machine") == 1 and text.rstrip().endswith("- one note")
     assert "<strong>Run.</strong> Trained on the quiet machine, commit <code>abc1234</code>." in \
         (rep / "fmt.html").read_text()
+
+
+def test_a_two_factor_grid_gets_a_heat_map_with_each_entrys_interval(tmp_path):
+    from ablate import figures
+    from ablate.report_rows import table
+    from ablate.stats import summarize
+
+    study = load_study(tiny_study(tmp_path, name="grid", factors={"gcn": [True, False], "K": [4, 8]},
+                                  baseline={"gcn": True}, seeds=SEEDS))
+    values = {c.key: {s: 0.4 + 0.1 * i + 0.01 * s for s in SEEDS} for i, c in enumerate(study.cells())}
+    rec = {"class_iou": [0.9, 0.5], "wall_s": 2.0, "compute_s": 1.5, "attention_params": 7, "attention_flops": 1000}
+    data = {"values": values, "records": {k: [rec] * 3 for k in values}, "curves": {}, "pruned": [], "failed": [],
+            "retry": []}
+    text = figures.svg(figures.heatmap(study, table(study, data)), "grid")
+    for c in study.cells():
+        s = summarize(list(values[c.key].values()))
+        assert f">{100 * s.mean:.1f}<" in text and f">[{100 * s.ci[0]:.1f}, {100 * s.ci[1]:.1f}]<" in text
+    assert ">gcn<" in text and ">K<" in text and ">on<" in text and ">off<" in text
+    one = load_study(tiny_study(tmp_path, name="one", seeds=SEEDS))  # one factor: no heat map
+    assert figures.heatmap(one, table(one, {**data, "values": {}, "records": {}})) is None
