@@ -373,3 +373,21 @@ def test_list_with_a_broken_installed_plugin_exits_2_naming_it(monkeypatch, caps
     err = " ".join(capsys.readouterr().err.split())
     assert "'scaled_demo'" in err and "demo-attention" in err and "demo_attention_dependency" in err
     assert "Traceback" not in err
+
+
+def test_an_overridden_run_has_its_own_folder_and_records_the_overrides(tmp_path):
+    import optuna
+
+    from ablate import storage as st
+
+    path = tiny_study(tmp_path)
+    overrides = ["train.epochs=1", "seeds=[3]", "data.train_images=32"]
+    proc = ablate("run", path, *overrides, "--no-report", "--no-wandb", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    name = f"tiny-o{override_digest(overrides, str(path))}"
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [name]  # not runs/tiny
+    store = st.open_storage(st.storage_url(tmp_path / "runs" / name, None))
+    trials = optuna.load_study(study_name=name, storage=store).get_trials()
+    configs = [json.loads(t.user_attrs["config"]) for t in trials]
+    assert len(configs) == 2 and all(c["overrides"] == overrides and c["seed"] == 3 for c in configs)
+    assert all(c["train"]["epochs"] == 1 and c["data"]["train_images"] == 32 for c in configs)
