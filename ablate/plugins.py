@@ -329,6 +329,11 @@ class TaskSpec:
 
     _rules = {"size": 8, "train_images": 1, "val_images": 1, "seed": 0}  # key -> minimum
 
+    @property
+    def task(self) -> str:
+        """The generator's spec (what ``SceneConfig.task`` says of a synthetic task)."""
+        return self.name
+
     def as_dict(self) -> dict:
         return {"name": self.name, "size": self.size, "train_images": self.train_images,
                 "val_images": self.val_images, "seed": self.seed, **dict(self.options)}
@@ -355,6 +360,8 @@ def task_spec(raw: Mapping, where: str, prefix: str = "data.", base: TaskSpec | 
     """Validate ``data:`` of a task plugin (or one ``data.X`` factor over ``base``) and draw one
     image to check the contract; StudyError naming the key."""
     name = raw.get("name", base.name if base else None)
+    if not is_spec(name):
+        raise StudyError(where, prefix + "name", f"expected a task plugin as module:attr, got {brief(name)}.")
     try:
         make, classes, options = load_task(name, Path(where).parent)
     except PluginError as e:
@@ -455,10 +462,15 @@ def backbone_spec(raw: Mapping, where: str, prefix: str = "model.backbone.",
     """Validate ``model.backbone`` of a backbone plugin (or one ``backbone.X`` factor over
     ``base``), then build it and run it once to check the contract; StudyError naming the key."""
     name = raw.get("name", base.name if base else None)
+    if not is_spec(name):
+        raise StudyError(where, prefix + "name", f"expected a backbone plugin as module:attr, got {brief(name)}.")
     plugin = f"backbone plugin {brief(name)}"
     try:
         cls = load_object(name, "backbone", Path(where).parent)
         options = options_of(cls, plugin, ())
+        if {"name", "options"} & set(options):
+            raise PluginError(plugin, "its keyword arguments may not be called name or options (ablate's own "
+                              "keys of model.backbone); rename them.")
     except PluginError as e:
         raise e.at(where, prefix + "name") from None
     start = dict(base.options) if base else {k: f.default for k, f in options.items()}
@@ -470,8 +482,17 @@ def backbone_spec(raw: Mapping, where: str, prefix: str = "model.backbone.",
     return spec
 
 
+def _flat(spec: Mapping) -> dict:
+    """``{"name": ..., option: value, ...}`` from ``BackboneSpec.as_dict()`` or from
+    ``dataclasses.asdict`` of a :class:`BackboneSpec` (``{"name": ..., "options": ((k, v), ...)}``)."""
+    if set(spec) == {"name", "options"} and isinstance(spec["options"], (tuple, list)):
+        return {"name": spec["name"], **dict(spec["options"])}
+    return dict(spec)
+
+
 def build_backbone(spec: Mapping) -> Any:
     """The backbone of a trial config's ``backbone`` (``BackboneSpec.as_dict()``)."""
+    spec = _flat(spec)
     options = {k: v for k, v in spec.items() if k != "name"}
     return load_object(spec["name"], "backbone")(**options)
 
@@ -509,4 +530,5 @@ def _geometry(name: str, options: tuple) -> tuple[int, int]:
 def backbone_geometry(spec: Mapping) -> tuple[int, int]:
     """(out_channels, stride) of a backbone plugin, from one build and one forward on a
     (2, 3, 32, 32) batch that checks the contract (cached; generators' state restored)."""
+    spec = _flat(spec)
     return _geometry(spec["name"], tuple((k, v) for k, v in spec.items() if k != "name"))

@@ -57,6 +57,7 @@ from .fingerprint import fingerprint
 from .image_counts import ATTR as IMAGE_COUNTS, encode as encode_counts
 from .models.resnet import PretrainedWeightsError
 from .models.segmenter import SegmentationModule, feature_side
+from .plugins import is_spec, task_data, task_spec_from_dict
 from .probes import PROBE_IMAGES, make_cue_probe
 from .seeds import SEED_STREAMS
 
@@ -112,6 +113,17 @@ def failure_kind(e: BaseException) -> str:
 def _dataset(cfg: SceneConfig):
     """Generated once per worker process and configuration."""
     return make_split(cfg, "train"), make_split(cfg, "val")
+
+
+def _tensors(data: dict) -> tuple[tuple, tuple, int, object]:
+    """(train, val, class count, spec) of an in-memory task: a synthetic task or a task plugin
+    (``data.name`` is ``module:attr``, :mod:`ablate.plugins`)."""
+    if is_spec(data.get("name")):
+        train, val, classes = task_data(data)
+        return train, val, classes, task_spec_from_dict(data)
+    spec = SceneConfig(**data)
+    train, val = _dataset(spec)
+    return train, val, num_classes(spec.task), spec
 
 
 class _EpochHook(Callback):
@@ -279,9 +291,8 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
         n_classes, n_train, crop = sets.num_classes, len(sets.train), tuple(data.crop_size)
         datamodule = _RealBatches(data, sets, train["batch_size"], seed)
     else:
-        data = SceneConfig(**config["data"])
-        (xt, yt), (xv, yv) = _dataset(data)
-        n_classes, n_train, crop = num_classes(data.task), len(xt), (data.size, data.size)
+        (xt, yt), (xv, yv), n_classes, data = _tensors(config["data"])
+        n_train, crop = len(xt), (data.size, data.size)
         datamodule = _Batches((xt, yt), (xv, yv), train["batch_size"], seed)
     spec = _trainer_spec(config)
     extra = {k: train[k] for k in ("optimizer", "momentum", "schedule", "poly_power", "min_lr") if k in train}
@@ -291,7 +302,7 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
                                     head=config.get("head"), seed=seed, **extra)
     except PretrainedWeightsError as e:  # a URL that cannot be fetched here: say where to put the file
         raise HarnessFailed(str(e)) from None
-    probing = not is_real(config["data"]) and data.task == "global_cue"
+    probing = not is_real(config["data"]) and getattr(data, "task", None) == "global_cue"
     if probing:  # the attention mass on the cue, once per validation epoch (ablate/probes.py)
         module.probe = make_cue_probe(xv[:PROBE_IMAGES], yv[:PROBE_IMAGES], seed)
     iterations = int(train.get("iterations") or 0)

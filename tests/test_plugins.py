@@ -430,6 +430,24 @@ def test_a_backbone_plugin_is_validated_and_measured(plugs):
     assert err.value.key == "model.backbone.width"
 
 
+def test_a_trial_trains_with_a_plugin_task_backbone_and_mechanism(plugs):
+    """What a study's trial config gives the trainer: each of the three by module:attr."""
+    from ablate.trainer import run_trial
+
+    _on_path(plugs)
+    config = {"study": "t", "cell": {}, "cell_key": "k", "seed": 0, "mechanism": f"{BLOCKS}:built", "args": {"gain": 1.0},
+              "backbone": {"name": f"{BLOCKS}:TinyNet", "width": 8, "depth": 2},
+              "data": {"name": f"{BLOCKS}:halves", "size": 16, "train_images": 16, "val_images": 8, "seed": 0,
+                       "noise": 0.1, "flip": False},
+              "train": {"epochs": 2, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0, "threads": 1},
+              "head": {"channels": 0, "aux_weight": 0.0}, "metric": "val_miou",
+              "trainer": {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1}}
+    result = run_trial(config)
+    assert len(result["curve"]) == 2 and len(result["class_iou"]) == 3  # the task's num_classes
+    assert result["val_pixels"] == 8 * 16 * 16
+    assert result["attention_params"] == 8 * 8 + 8  # Good's 1x1 conv at the backbone's 8 channels
+
+
 # -- the worked example, end to end --------------------------------------------------------------------
 
 def test_the_example_block_keeps_the_contract_and_starts_as_the_identity():

@@ -1,7 +1,7 @@
 """Backbone + attention block + head, and the LightningModule that trains it.
 
-The backbone is ``small_cnn`` (the synthetic task's) or ``resnet_d8`` (the papers' dilated
-ResNet, ``ablate/models/resnet.py``). ``head`` (``model.head`` of a study) optionally puts a 3x3
+The backbone is ``small_cnn`` (the synthetic task's), ``resnet_d8`` (the papers' dilated
+ResNet, ``ablate/models/resnet.py``) or a plugin's (``module:attr``, :mod:`ablate.plugins`). ``head`` (``model.head`` of a study) optionally puts a 3x3
 conv to ``channels`` before the attention block and adds mmseg's auxiliary FCN head on ResNet
 stage 3; with the defaults the model is exactly backbone -> block -> dropout + 1x1 classifier.
 
@@ -26,6 +26,7 @@ from ..attention import get_preset
 from ..data.real import resize_logits_to
 from ..data.synthetic import IGNORE_INDEX
 from ..image_counts import confusion_counts
+from ..plugins import backbone_geometry, build_backbone as build_plugin_backbone, is_spec
 from ..seeds import reseed
 from .backbone import BACKBONES as _SMALL, SmallCNN, conv_bn_relu
 from .resnet import BACKBONES as _RESNET
@@ -35,6 +36,8 @@ AUX_CHANNELS = 256  # mmseg's auxiliary FCNHead on a ResNet-D8: 1024 -> 256 -> c
 
 
 def build_backbone(spec: dict) -> nn.Module:
+    if is_spec(spec["name"]):
+        return build_plugin_backbone(spec)
     bb = dict(spec)
     return BACKBONES[bb.pop("name")](**bb)
 
@@ -42,7 +45,9 @@ def build_backbone(spec: dict) -> nn.Module:
 def feature_geometry(backbone: dict, head: dict | None = None) -> tuple[int, int]:
     """(channels the attention block sees, the backbone's output stride), without building
     anything (a ResNet would load its weights)."""
-    if backbone["name"] == "resnet_d8":
+    if is_spec(backbone["name"]):  # a plugin's: built once (cached), it says
+        channels, stride = backbone_geometry(backbone)
+    elif backbone["name"] == "resnet_d8":
         channels, stride = (2048 if backbone["depth"] >= 50 else 512), 8
     else:
         channels, stride = backbone["width"], SmallCNN.stride
