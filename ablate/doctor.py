@@ -8,9 +8,9 @@ The three functions the rest of ablate uses (their signatures stay this simple):
 
 * ``check_study(study) -> list[Finding]``: every finding of every cell of a loaded study;
 * ``summary_lines(findings) -> list[str]``: a few Markdown lines for the report;
-* ``preflight(study, out) -> bool``: the runner's check before the first trial; prints the
-  warnings and errors (and a count of the by-design notes) to the file ``out`` and returns
-  False only for a hard error (NaN/Inf at initialisation, a block that fails to run).
+* ``preflight(study, out) -> bool``: the runner's check before the first trial; prints a
+  count, then each distinct warning and error once with its cells, to the file ``out`` and
+  returns False only for a hard error (NaN/Inf at initialisation, a block that fails to run).
 
 ``check_block(block, channels, size, name=...)`` checks one block (what ``check_study`` calls for
 each distinct block; tests call it with deliberately broken ones).
@@ -33,8 +33,9 @@ fixed random linear function of the output:
 3. every softmax the forward computes (``torch.softmax``, ``F.softmax``, ``Tensor.softmax`` and
    the map inside ``F.scaled_dot_product_attention``, recorded by :func:`recording_softmax`):
    near one-hot rows (mean largest weight > 0.9, or mean weight of a position on itself > 0.5
-   for square maps of rows of at least 8) and near uniform rows (entropy normalised by the log of the row's positive
-   entries > 0.99);
+   for square maps with rows of at least 8) and near uniform rows (entropy normalised by the
+   log of the row's positive entries > 0.99). A message says where the map was computed and
+   names the preset's factors that set its sharpness;
 4. NaN/Inf in the output, the input's gradient or a parameter's gradient: an error.
 
 Blocks depend only on (mechanism, args, channels, feature size), so a study's cells share the
