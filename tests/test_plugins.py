@@ -487,10 +487,11 @@ def test_the_installed_example_study_runs_and_reports_the_plugin(tmp_path):
     assert {r.split("|")[1].strip() for r in rows} >= {"mechanism=gated_context", "mechanism=gcnet", "mechanism=none"}
 
 
-@pytest.mark.xfail(strict=True, reason="ablate list does not print installed presets yet (requests-H7.md, __main__.py)")
-def test_ablate_list_shows_an_installed_plugin_with_its_package(tmp_path):
+def test_ablate_list_shows_the_installed_example_with_its_package(tmp_path):
     site = dist_info(tmp_path / "site", "ablate-my-attention", {"gated_context": "my_attention.blocks:GatedContext"})
     proc = _ablate(["ablate", "list"], tmp_path, [site, EXAMPLE])
     assert proc.returncode == 0, proc.stderr
-    line = next(line for line in proc.stdout.splitlines() if "gated_context" in line)
-    assert "ablate-my-attention" in line
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["gated_context"])
+    assert "package: ablate-my-attention" in lines[at + 1]
+    assert any(line.split()[:3] == ["gate", "=", "pixel"] for line in lines[at:at + 8])
