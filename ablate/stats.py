@@ -308,17 +308,18 @@ def label(d: Diff, p_diff: float, p_tost: float, alpha: float = 0.05) -> str:
 
 
 def verdict(d: Diff, p_diff: float, p_tost: float, margin: float, alpha: float = 0.05,
-            n_tests: int = 1, target_power: float = 0.8, max_seeds: int = 50) -> Verdict:
+            n_tests: int = 1, target_power: float = 0.8, max_seeds: int = 50, seeds: bool = True) -> Verdict:
     """One comparison's verdict from its adjusted p-values (see the module docstring).
 
     Inconclusive verdicts carry the seeds a cell that the observed spread (``d.sd``) says would
     give 80% power to detect a difference of ``margin`` at the Bonferroni level alpha/n_tests
     (conservative for Holm), via :func:`seeds_needed` (noncentral t); never fewer than one seed
     more than now. With fewer than 2 seeds a cell there is no spread: inconclusive, seeds None.
+    ``seeds=False`` skips that search (seeds None), for callers that need the label only.
     """
     lab = label(d, p_diff, p_tost, alpha)
     v = dict(label=lab, n=d.n, different=p_diff < alpha, equivalent=p_tost < alpha, max_seeds=max_seeds)
-    if lab != "inconclusive" or not math.isfinite(d.sd):
+    if lab != "inconclusive" or not math.isfinite(d.sd) or not seeds:
         return Verdict(**v)
     n = seeds_needed(d.sd, margin, alpha / max(1, n_tests), d.method, target_power, max_seeds)
     if n is None or max(n, d.n + 1) > max_seeds:
@@ -446,12 +447,13 @@ class Judged:
 
 
 def judge_family(diffs: Sequence[Diff], margin: float, alpha: float = 0.05, correction: str = "holm",
-                 metric_range: float = 1.0, max_seeds: int = 50) -> list[Judged]:
+                 metric_range: float = 1.0, max_seeds: int = 50, seeds: bool = True) -> list[Judged]:
     """Verdicts of a study's comparisons taken together (the report's rule, in numbers).
 
     Difference and TOST p-values are adjusted as two families with ``correction``; m counts the
     comparisons with a test; the interval is at :func:`interval_level`; an interval that
     :func:`printable` rejects (wider than ``metric_range``) makes its comparison inconclusive.
+    ``seeds=False``: inconclusive verdicts without the seeds that would decide them (faster).
     """
     p_diff = adjust([d.p for d in diffs], correction)
     p_tost = adjust([tost(d, margin, alpha).p for d in diffs], correction)
@@ -462,7 +464,8 @@ def judge_family(diffs: Sequence[Diff], margin: float, alpha: float = 0.05, corr
         iv = d.interval(level)
         if not printable(iv, metric_range):
             iv, pd, pt = None, math.nan, math.nan
-        out.append(Judged(d, pd, pt, iv, level, verdict(d, pd, pt, margin, alpha, m, max_seeds=max_seeds)))
+        out.append(Judged(d, pd, pt, iv, level, verdict(d, pd, pt, margin, alpha, m, max_seeds=max_seeds,
+                                                        seeds=seeds)))
     return out
 
 
@@ -492,7 +495,7 @@ def sequential_look(values: Mapping[Hashable, Mapping[int, float]], done: Mappin
     a = look_alpha(alpha, start, max_seeds, step)
     ready = [(x, b) for x, b in pairs if len(values.get(x, {})) >= 2 and len(values.get(b, {})) >= 2]
     diffs = [compare(values[x], values[b], shared=True) for x, b in ready]
-    family = judge_family(diffs, margin, a, "bonferroni" if correction == "holm" else correction)
+    family = judge_family(diffs, margin, a, "bonferroni" if correction == "holm" else correction, seeds=False)
     judged = dict(zip(ready, family))
     state = {}
     for pair in pairs:
