@@ -337,6 +337,8 @@ def _save_run_info(study, url: str, info: dict) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ablate.report", description=__doc__.split("\n")[0])
     p.add_argument("study")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="the same command-line overrides the run was given (they name its study)")
     p.add_argument("--storage")
     p.add_argument("--run-dir")
     p.add_argument("--reports-dir", default="reports")
@@ -346,12 +348,16 @@ def main(argv=None) -> int:
     p.add_argument("--wandb", action="store_true",
                    help="also log an offline W&B summary run of the study (job_type report, the trials' group) "
                         "under the run folder")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     from . import storage as st
     from .study import load_study
 
     try:
-        study = load_study(args.study)
+        if args.overrides:
+            from .overrides import load_with_overrides
+            study = load_with_overrides(args.study, args.overrides)
+        else:
+            study = load_study(args.study)
         if args.storage:
             st.check_storage(args.storage, "--storage")
         elif os.environ.get(st.STORAGE_ENV):

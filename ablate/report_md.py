@@ -57,7 +57,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
         ci = "n/a" if r["ci"] is None else f"[{_pts(r['ci'][0])}, {_pts(r['ci'][1])}]"
         mean = "—" if r["n"] == 0 else f"{_pts(r['mean'])} ± {_pts(r['std'])}"
         mean += " (budget-limited)" if r["limited"] else ""
-        seeds = f"{r['n']}/{r['planned']}" + (f" ({r['pruned']} pruned)" if r["pruned"] else "")
+        seeds = f"{r['n']}/{'≤' if study.sequential else ''}{r['planned']}" + (f" ({r['pruned']} pruned)" if r["pruned"] else "")
         lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
                      f"{seeds} | {verdict} |")
     lines += _costs_lines(study, data, cells, costs)
@@ -97,7 +97,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
         lines += [f"- {titles.get(k, k)} seed {s}: {_short(why)}" for k, s, why in data["retry"]]
     lines += ["", "## Provenance", ""] + _provenance_lines(data) + _fingerprint_lines(study, data, cells)
     lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
-                 f"by `python -m ablate.report {study.path}`. Cell keys: "
+                 f"by `python -m ablate.report {_study_args(study)}`. Cell keys: "
                  + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
     return "\n".join(lines) + "\n"
 
@@ -118,7 +118,7 @@ def _costs_lines(study, data: dict, cells: list, costs: dict) -> list[str]:
     elif data.get("costs_skipped"):
         lines += ["", f"Attention-block latency and peak memory were not measured: {data['costs_skipped']} trial(s) "
                   "were training on this machine when this report was written, and their load would skew the "
-                  f"timings. `python -m ablate.report {study.path}` measures them once the study has finished."]
+                  f"timings. `python -m ablate.report {_study_args(study)}` measures them once the study has finished."]
     return lines
 
 
@@ -175,9 +175,14 @@ def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> 
             f"{interval} ({_method_text(d)}); {_label_text(x, margin_pts)}.{note}")
 
 
+def _study_args(study) -> str:
+    """The study file and any command-line overrides it was loaded with, as the report command takes them."""
+    return " ".join([str(study.path)] + list(getattr(study, "overrides", ()) or ()))
+
+
 def _judging_sentence(study, comps: dict, info: dict) -> str:
     """Margin, correction, number of comparisons, interval level and the Δ methods, in one paragraph."""
-    m, level = info["m"], info["level"]
+    m, level, alpha = info["m"], info["level"], info.get("alpha", ALPHA)
     methods: dict[str, int] = {}
     for x in comps.values():
         methods[_method_text(x["d"])] = methods.get(_method_text(x["d"]), 0) + 1
@@ -186,14 +191,27 @@ def _judging_sentence(study, comps: dict, info: dict) -> str:
             f"{study.correction.capitalize()} correction over the study's {m} comparison(s) (difference and "
             "equivalence (TOST) p-values adjusted as two families)")
     shown = f"{_pct(level)} intervals" + ("" if study.correction == "none" else
-                                          f" (1 - {ALPHA:g}/{m}, Bonferroni" +
+                                          f" (1 - {alpha:.4g}/{m}, Bonferroni" +
                                           (", conservative for Holm)" if study.correction == "holm" else ")"))
-    return (f"Verdicts: margin ±{study.margin:g} mIoU points; {corr}; family level {ALPHA:g}; Δ column shows "
+    return (f"Verdicts: margin ±{study.margin:g} mIoU points; {corr}; family level {alpha:.4g}; Δ column shows "
             f"{shown}. Δ is taken per seed (paired t) over the seeds both cells share, Welch's t otherwise: {how}. "
             "\"better\"/\"worse\": the corrected difference test rejects Δ = 0; \"equivalent\": the corrected TOST "
             "puts Δ inside ±margin; otherwise inconclusive, with the seeds a cell that would give 80% power at the "
             "margin. \"budget-limited\": the cell's mean validation curve still rises over its last third of epochs "
-            f"(slope test at {ALPHA:g}) by more than the margin.")
+            f"(slope test at {ALPHA:g}) by more than the margin." + _sequential_sentence(study, alpha))
+
+
+def _sequential_sentence(study, alpha: float) -> str:
+    """For a study with sequential seeds: how seeds were added and the level that keeps the error."""
+    s = study.sequential
+    if not s:
+        return ""
+    from .stats import look_counts
+
+    k = len(look_counts(s["start"], s["max"], s["step"]))
+    return (f" Seeds were added sequentially ({s['start']} a cell to start, up to {s['max']}, {s['step']} at a "
+            f"look, only to comparisons still undecided): every verdict is at {ALPHA:g}/{k} = {alpha:.4g} "
+            f"(Bonferroni over the {k} possible looks), the level at which the runner stopped adding seeds.")
 
 
 def _short(text: str, limit: int = 300) -> str:

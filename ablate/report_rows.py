@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 
-from .stats import adjust, budget_limited, compare, interval_level, printable, summarize, tost, verdict
+from .stats import (adjust, budget_limited, compare, interval_level, printable, summarize, tost, verdict,
+                    verdict_alpha)
 
 ALPHA = 0.05  # family level of the verdicts
 
@@ -32,15 +33,17 @@ def judge(study, data: dict, pairs: list) -> tuple[dict, dict]:
     interval at :func:`ablate.stats.interval_level`, the verdict, and whether either cell is
     budget-limited. An interval :func:`ablate.stats.printable` rejects (n < 2, or wider than the
     0-100 range) is dropped and its verdict is inconclusive. Returns (cell key -> comparison,
-    {"m": comparisons with a test, "level": the printed intervals' level})."""
+    {"m": comparisons with a test, "level": the printed intervals' level, "alpha": the family level,
+    ALPHA / K for a study with sequential seeds, the level its runner stopped at})."""
     vals, margin = data["values"], study.margin / 100
+    alpha = verdict_alpha(ALPHA, study.sequential)  # ALPHA / K over K possible looks with sequential seeds
     comps = {c.key: {"cell": c, "base": b, "d": compare(vals[c.key], vals[b.key], shared=True)}
              for c, b in pairs if vals.get(c.key) and vals.get(b.key)}
     keys = list(comps)
     p_diff = adjust([comps[k]["d"].p for k in keys], study.correction)
-    p_tost = adjust([tost(comps[k]["d"], margin, ALPHA).p for k in keys], study.correction)
+    p_tost = adjust([tost(comps[k]["d"], margin, alpha).p for k in keys], study.correction)
     m = sum(not math.isnan(comps[k]["d"].p) for k in keys)
-    level = interval_level(ALPHA, m, study.correction)
+    level = interval_level(alpha, m, study.correction)
     flags = {}
     for k, pd, pt in zip(keys, p_diff, p_tost):
         x = comps[k]
@@ -49,12 +52,12 @@ def judge(study, data: dict, pairs: list) -> tuple[dict, dict]:
         if x["interval"] is None:
             pd = pt = math.nan
         x["p_diff"], x["p_tost"] = pd, pt
-        x["verdict"] = verdict(x["d"], pd, pt, margin, ALPHA, m)
+        x["verdict"] = verdict(x["d"], pd, pt, margin, alpha, m)
         for c in (x["cell"], x["base"]):
             if c.key not in flags:
                 flags[c.key] = limited(study, data, c.key)
         x["limited"] = flags[x["cell"].key] or flags[x["base"].key]
-    return comps, {"m": m, "level": level}
+    return comps, {"m": m, "level": level, "alpha": alpha}
 
 
 def limited(study, data: dict, key: str) -> bool:
