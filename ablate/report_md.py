@@ -70,6 +70,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     if grouped:
         verdicts = grouped
     lines += verdicts or ["- Not enough finished seeds for a verdict yet."]
+    lines += ["", "## Health pre-flight", ""] + _health_lines(study)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{cap}]({name})" for name, cap in figures]
     # per-class IoU and costs
@@ -173,6 +174,17 @@ def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> 
     note = f" Budget-limited (still improving over its last epochs): {', '.join(flagged)}." if flagged else ""
     return (f"- {c.title()}{' (reference)' if reference else ''} vs {b.title()}: Δ = {100 * d.mean:+.1f} points"
             f"{interval} ({_method_text(d)}); {_label_text(x, margin_pts)}.{note}")
+
+
+def _health_lines(study) -> list[str]:
+    """The doctor's summary of the study's blocks at initialisation (``ablate/doctor.py``); a doctor
+    that cannot run says so instead of stopping the report."""
+    try:
+        from .doctor import check_study, summary_lines
+
+        return summary_lines(check_study(study))
+    except Exception as e:  # noqa: BLE001 - the report must still be written
+        return [f"Health pre-flight could not run here ({type(e).__name__}: {_short(str(e), 200)})."]
 
 
 def _study_args(study) -> str:

@@ -169,11 +169,12 @@ def test_huge_logits_make_a_one_hot_warning_whatever_softmax_call_the_block_uses
 
 
 @pytest.mark.parametrize("how", ["torch", "sdpa"])
-def test_vanishing_logits_make_a_uniform_warning(how):
+def test_vanishing_logits_make_a_uniform_note(how):
     torch.manual_seed(0)
     found = doctor.check_block(PixelAttention(C, gain=1e-6, how=how), C, SIDE)
     (f,) = of(found, "uniform")
-    assert f.severity == "warning" and "entropy 1.0000" in f.message
+    # a note: faithful dot-product presets start this way, so it must not read as a fault
+    assert f.severity == "info" and "entropy 1.0000" in f.message
     assert not of(found, "one-hot")
 
 
