@@ -41,10 +41,10 @@ COMMANDS = {
 LIST_HELP = """usage: ablate list [--channels C]
 
 The mechanisms by family: the built-ins, then the presets installed packages declare under the
-entry-point group ablate.mechanisms, each marked with its package. For each: its paper, its factors
-(default, valid values, meaning) and the named inner widths (bottleneck, state, ...) a block built
-at its defaults gets at C input channels (default 32, the small backbone's width; a ratio's width
-has a floor, see ablate/attention/widths.py)."""
+entry-point group ablate.mechanisms, each marked with its package. For each: its paper, the module
+of its code, its factors (default, valid values, meaning) and the named inner widths (bottleneck,
+state, ...) a block built at its defaults gets at C input channels (default 32, the small
+backbone's width; a ratio's width has a floor, see ablate/attention/widths.py)."""
 
 
 def effective_widths(preset, channels: int) -> dict[str, int]:
@@ -70,6 +70,7 @@ def list_mechanisms(out=None, channels: int = DEFAULT_CHANNELS) -> None:
                 print(f"  {'':20s} package: {p.package} (installed plugin)", file=out)
             if p.paper != "-":
                 print(f"  {'':20s} paper: {p.paper}", file=out)
+            print(f"  {'':20s} code: {p.module}", file=out)
             for f in p.factors:
                 default = ("on" if f.default else "off") if f.kind == "bool" else f.default
                 setting = f"{f.name} = {default}"

@@ -493,5 +493,5 @@ def test_ablate_list_shows_the_installed_example_with_its_package(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["gated_context"])
-    assert "package: ablate-my-attention" in lines[at + 1]
+    assert "package: ablate-my-attention" in lines[at + 1] and lines[at + 2].split() == ["code:", "my_attention.blocks"]
     assert any(line.split()[:3] == ["gate", "=", "pixel"] for line in lines[at:at + 8])
