@@ -41,12 +41,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
 
 from .attention.vocab import Factor, Preset, SchemaError, bind_factors, derive_factors
 from .errors import StudyError, brief
@@ -108,8 +113,6 @@ def load_object(spec: str, what: str, base: str | Path | None = None) -> Any:
                           "my_package.blocks:MyAttention.")
     module_name, attr = spec.split(":")
     folders = make_importable(base)
-    import importlib
-
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -145,8 +148,8 @@ def as_preset(obj: Any, name: str, plugin: str, package: str = "") -> Preset:
             family = obj.family or PLUGIN_FAMILY
             return dataclasses.replace(obj, name=name, family=family, package=package or obj.package)
         if not callable(obj):
-            raise PluginError(plugin, f"it is {brief(obj) if isinstance(obj, (str, int, float)) else 'a ' + type(obj).__name__}, "
-                              "not a block class, a function that builds a block, or a Preset.")
+            what = brief(obj) if isinstance(obj, (str, int, float)) else f"a {type(obj).__name__}"
+            raise PluginError(plugin, f"it is {what}, not a block class, a function that builds a block, or a Preset.")
         return Preset(name, obj, summary=_summary(obj), family=PLUGIN_FAMILY, package=package)
     except SchemaError as e:
         raise PluginError(plugin, f"its factors cannot be read from {getattr(obj, '__name__', 'it')}: {e}.") from None
@@ -158,9 +161,6 @@ def check_block(preset: Preset, plugin: str, channels: int = CHECK_CHANNELS, sid
     """The contract: ``preset.build(channels)`` is an ``nn.Module`` mapping a ``(2, C, side, side)``
     tensor to one of the same shape. Run without gradients; the random generators' state is
     restored afterwards, so a check never moves a trial's draws."""
-    import torch
-    from torch import nn
-
     shape = (2, channels, side, side)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -380,21 +380,18 @@ def task_spec(raw: Mapping, where: str, prefix: str = "data.", base: TaskSpec | 
     except PluginError as e:
         raise e.at(where, prefix + "name") from None
     except Exception as e:  # noqa: BLE001 - the generator's own code
-        raise StudyError(where, prefix + "name", f"task plugin {brief(name)}: drawing an image raised {_said(e)}.") from None
+        raise StudyError(where, prefix + "name", f"task plugin {brief(name)}: drawing an image raised "
+                         f"{_said(e)}.") from None
     return spec
 
 
 def _rng(spec: TaskSpec, split: int):
-    import numpy as np
-
     return np.random.default_rng([spec.seed, split]), spec.size
 
 
 def check_image(pair: Any, size: int, classes: int, plugin: str = "the task") -> None:
     """The task contract for one drawn pair: a (3, S, S) float image and an (S, S) int label
     with values below ``classes`` or 255."""
-    import numpy as np
-
     if not isinstance(pair, tuple) or len(pair) != 2:
         raise PluginError(plugin, "it must return a pair (image, label).")
     image, label = np.asarray(pair[0]), np.asarray(pair[1])
@@ -420,9 +417,6 @@ def task_spec_from_dict(data: Mapping) -> TaskSpec:
 
 @functools.lru_cache(maxsize=4)
 def _splits(spec: TaskSpec):
-    import numpy as np
-    import torch
-
     make, _, _ = load_task(spec.name)
     out = []
     for split, count in ((0, spec.train_images), (1, spec.val_images)):
@@ -499,9 +493,6 @@ def build_backbone(spec: Mapping) -> Any:
 
 @functools.lru_cache(maxsize=16)
 def _geometry(name: str, options: tuple) -> tuple[int, int]:
-    import torch
-    from torch import nn
-
     plugin = f"backbone plugin {brief(name)}"
     side = 32
     with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -517,7 +508,8 @@ def _geometry(name: str, options: tuple) -> tuple[int, int]:
         try:
             y = net(torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0)))
         except Exception as e:  # noqa: BLE001
-            raise PluginError(plugin, f"its forward on a (2, 3, {side}, {side}) image batch raised {_said(e)}.") from None
+            raise PluginError(plugin, f"its forward on a (2, 3, {side}, {side}) image batch raised "
+                              f"{_said(e)}.") from None
     sides = {side // stride, -(-side // stride)}
     got = tuple(y.shape) if isinstance(y, torch.Tensor) else f"a {type(y).__name__}"
     if not isinstance(y, torch.Tensor) or y.dim() != 4 or got[:2] != (2, channels) or \

@@ -276,7 +276,7 @@ def test_modules_that_do_not_import(plugs):
     _on_path(plugs)
     with pytest.raises(plugins.PluginError, match="there is no module 'no_such_module_h7'"):
         MECHANISMS["no_such_module_h7.blocks:X"]
-    with pytest.raises(plugins.PluginError, match="importing module 'broken_h7' failed: RuntimeError: this module is broken"):
+    with pytest.raises(plugins.PluginError, match="module 'broken_h7' failed: RuntimeError: this module is broken"):
         MECHANISMS["broken_h7:X"]
     with pytest.raises(plugins.PluginError, match="expected module:attribute"):
         MECHANISMS["not a module:X"]
@@ -435,7 +435,8 @@ def test_a_trial_trains_with_a_plugin_task_backbone_and_mechanism(plugs):
     from ablate.trainer import run_trial
 
     _on_path(plugs)
-    config = {"study": "t", "cell": {}, "cell_key": "k", "seed": 0, "mechanism": f"{BLOCKS}:built", "args": {"gain": 1.0},
+    config = {"study": "t", "cell": {}, "cell_key": "k", "seed": 0,
+              "mechanism": f"{BLOCKS}:built", "args": {"gain": 1.0},
               "backbone": {"name": f"{BLOCKS}:TinyNet", "width": 8, "depth": 2},
               "data": {"name": f"{BLOCKS}:halves", "size": 16, "train_images": 16, "val_images": 8, "seed": 0,
                        "noise": 0.1, "flip": False},

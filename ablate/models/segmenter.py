@@ -1,9 +1,10 @@
 """Backbone + attention block + head, and the LightningModule that trains it.
 
 The backbone is ``small_cnn`` (the synthetic task's), ``resnet_d8`` (the papers' dilated
-ResNet, ``ablate/models/resnet.py``) or a plugin's (``module:attr``, :mod:`ablate.plugins`). ``head`` (``model.head`` of a study) optionally puts a 3x3
-conv to ``channels`` before the attention block and adds mmseg's auxiliary FCN head on ResNet
-stage 3; with the defaults the model is exactly backbone -> block -> dropout + 1x1 classifier.
+ResNet, ``ablate/models/resnet.py``) or a plugin's (``module:attr``, :mod:`ablate.plugins`).
+``head`` (``model.head`` of a study) optionally puts a 3x3 conv to ``channels`` before the
+attention block and adds mmseg's auxiliary FCN head on ResNet stage 3; with the defaults the
+model is exactly backbone -> block -> dropout + 1x1 classifier.
 
 Given the trial ``seed``, each part is built from its own seed stream (``ablate/seeds.py``), so
 the backbone, ``reduce`` and head of seed s start from the same weights whatever the block.
