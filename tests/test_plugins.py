@@ -380,6 +380,45 @@ def test_a_bad_plugin_exits_2_with_a_paragraph_and_no_traceback(plugs, tmp_path,
     assert flat.endswith("Nothing was run.")
 
 
+WIRED = pytest.mark.xfail(strict=True, reason="needs H7's study.py diff (/work/notes/requests-H7.md section 1); "
+                          "remove this marker when it is applied")
+
+
+@WIRED
+def test_a_module_next_to_the_study_is_found_from_any_folder(plugs, tmp_path):
+    folder, elsewhere = tmp_path / "study_folder", tmp_path / "elsewhere"
+    folder.mkdir(), elsewhere.mkdir()
+    (folder / f"{BLOCKS}.py").write_text((plugs / f"{BLOCKS}.py").read_text())
+    (folder / "study.yaml").write_text(STUDY.format(mechanism=f"{BLOCKS}:built"))
+    proc = _ablate(["ablate.run", str(folder / "study.yaml"), "--dry-run"], elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    assert f"mechanism={BLOCKS}:built" in proc.stdout
+
+
+@WIRED
+def test_a_study_file_takes_a_task_and_a_backbone_plugin_and_varies_their_options(plugs, tmp_path):
+    (tmp_path / f"{BLOCKS}.py").write_text((plugs / f"{BLOCKS}.py").read_text())
+    (tmp_path / "study.yaml").write_text(textwrap.dedent(f"""
+        name: plugin_data
+        model:
+          backbone: {{name: "{BLOCKS}:TinyNet", width: 8}}
+          mechanism: none
+        data: {{name: "{BLOCKS}:halves", size: 16, train_images: 16, val_images: 8}}
+        train: {{epochs: 1, batch_size: 8, threads: 1}}
+        factors:
+          data.noise: [0.1, 0.5]
+          backbone.depth: [2, 3]
+        seeds: 1
+    """))
+    proc = _ablate(["ablate.run", "study.yaml", "--dry-run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 cells x 1 seeds" in proc.stdout
+    bad = (tmp_path / "study.yaml").read_text().replace("data.noise: [0.1, 0.5]", "data.noise: [0.1, loud]")
+    (tmp_path / "study.yaml").write_text(bad)
+    proc = _ablate(["ablate.run", "study.yaml", "--dry-run"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "data.noise" in proc.stderr
+
+
 # -- tasks and backbones ------------------------------------------------------------------------------
 
 def test_a_task_plugin_is_validated_and_drawn_like_the_synthetic_tasks(plugs, tmp_path):
