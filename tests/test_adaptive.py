@@ -370,3 +370,34 @@ def test_a_killed_sequential_study_resumes_without_losing_or_repeating(fake, mon
         if t.state == optuna.trial.TrialState.COMPLETE and pair in before:
             assert t.value == before[pair]
     assert math.isfinite(sum(before.values()))
+
+
+@pytest.mark.slow
+def test_a_real_sequential_study_with_two_worker_processes(tmp_path):
+    """The whole path with the real trainer: `ablate.run --workers 2` on a tiny sequential study,
+    every cell x seed once, each cell's seeds where the rule puts them given the values that ran,
+    and the report."""
+    path = tiny_study(tmp_path, seeds={"start": 2, "max": 4}, train={"epochs": 1})
+    res = run_cli(["ablate.run", str(path), "--run-dir", "runs/tiny", "--workers", "2", "--no-wandb"],
+                  cwd=tmp_path, timeout=900)
+    assert res.returncode == 0, res.stderr + res.stdout
+    study = load_study(path)
+    trials = optuna.load_study(study_name="tiny", storage=st.open_storage(str(tmp_path / "runs/tiny/optuna.journal"))) \
+        .get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pairs = Counter((t.user_attrs["cell_key"], t.user_attrs["seed"]) for t in done)
+    assert set(pairs.values()) == {1} and len(trials) == len(done)
+    values = {c.key: {} for c in study.cells()}
+    for t in done:
+        values[t.user_attrs["cell_key"]][t.user_attrs["seed"]] = t.value
+    # replay the rule on the values that ran: it must stop exactly where the runner stopped
+    seeds = {k: [0, 1] for k in values}
+    while True:
+        look = S.sequential_look({k: {s: values[k][s] for s in v} for k, v in seeds.items()}, seeds,
+                                 R.comparison_pairs(study, study.cells()), study.margin / 100, ALPHA,
+                                 study.correction, 2, 4)
+        if not look.new:
+            break
+        seeds = {k: v + look.new.get(k, []) for k, v in seeds.items()}
+    assert {k: sorted(v) for k, v in values.items()} == seeds
+    assert "sequential seeds:" in res.stdout and (tmp_path / "reports/tiny.md").exists()
