@@ -247,6 +247,18 @@ def test_the_study_folder_and_the_current_directory_become_importable(plugs, tmp
     assert os.environ[plugins.PATH_ENV].split(os.pathsep) == folders and sys.path.count(str(tmp_path)) == 1
 
 
+def test_a_child_process_finds_the_folders_its_parent_recorded(plugs, tmp_path):
+    """Workers and DDP ranks are fresh interpreters: $ABLATE_PLUGIN_PATH carries the study's folder."""
+    code = f"from ablate.attention import get_preset; print(get_preset('{BLOCKS}:Good').block.__module__)"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop(plugins.PATH_ENV, None)
+    lost = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert lost.returncode != 0 and "there is no module 'plugs_h7'" in lost.stderr
+    env[plugins.PATH_ENV] = str(plugs)
+    found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert found.returncode == 0 and found.stdout.strip() == BLOCKS, found.stderr
+
+
 BAD = {  # attribute -> words the message must hold
     "Missing": ["has no attribute 'Missing'", "its classes:", "Good"],
     "NOT_A_BLOCK": ["it is 3, not a block class"],
