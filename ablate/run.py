@@ -3,7 +3,9 @@
 Re-running the same command resumes: finished trials are kept, interrupted or lost ones are run
 again, nothing finished is run twice. ``--workers N`` starts N local worker processes on the
 same storage; the same command on other machines with one ``--storage postgresql://...`` URL
-joins the same study.
+joins the same study. A study with sequential seeds (``seeds: {start, max}``) runs its start
+seeds, then adds seeds, one look at a time, only to the comparisons still undecided
+(:func:`ablate.stats.sequential_look`); ``--dry-run`` prints the plan and the level it judges at.
 """
 from __future__ import annotations
 
