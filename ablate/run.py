@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="stop this worker after N trials, failed ones included (0: no limit)")
     p.add_argument("--no-pruning", action="store_true",
                    help="run every trial to its last epoch whatever the study's pruner says (the full-grid control)")
+    p.add_argument("--no-doctor", action="store_true",
+                   help="skip the health pre-flight of every cell's block before the first trial (ablate doctor)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="change a setting of the study for this run: dotted key = YAML value, e.g. "
                         "train.epochs=3 seeds=2 model.args.K=32 (the study gets a name suffix)")
@@ -697,6 +699,12 @@ def main(argv=None) -> int:
                  if study.sequential else f"{n} trials")
         print(f"ablate: study {study.name} -> storage {st.redact(url)}; {count}; "
               f"{args.workers} worker(s) x {_threads(args, study)} thread(s)", flush=True)
+        if not args.no_doctor and not _preflight(study):
+            exit_with(StudyError(str(study.path), "model.mechanism",
+                                 "the health pre-flight found a hard error (printed above: a block that cannot be "
+                                 "built or run, or NaN/Inf at initialisation); fix the block or the factor it "
+                                 "names (python -m ablate.doctor for details), or pass --no-doctor to run anyway. "
+                                 "Nothing was run."))
     try:
         if args.workers > 1 and not args.worker:
             if gpus:
@@ -713,6 +721,18 @@ def main(argv=None) -> int:
     if args.worker:
         return 0
     return _finish(study, url, args, argv, codes, totals, time.perf_counter() - t_start, started_at)
+
+
+def _preflight(study) -> bool:
+    """The doctor's check of every cell's block before the first trial (``ablate/doctor.py``);
+    a doctor that itself fails says so and lets the study run."""
+    try:
+        from .doctor import preflight
+
+        return preflight(study, sys.stdout)
+    except Exception as e:  # noqa: BLE001 - a fault of the check must not stop a valid study
+        print(f"ablate: the health pre-flight could not run ({type(e).__name__}: {e}); continuing.", flush=True)
+        return True
 
 
 def _finish(study, url: str, args, argv, codes: list[int], totals, wall: float, started_at: float) -> int:

@@ -383,3 +383,25 @@ def test_cli_missing_file_is_one_paragraph_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         doctor.main([])
     assert exit_.value.code == 2
+
+
+def test_runner_stops_before_any_trial_when_the_preflight_finds_a_hard_error(tmp_path, monkeypatch, capsys):
+    """A hard error of the pre-flight ends the run with exit 2 before a trial is created; --no-doctor
+    skips the check (the study then runs)."""
+    from conftest import tiny_study
+
+    from ablate import run
+    from ablate.storage import open_storage
+
+    monkeypatch.setattr(doctor, "preflight", lambda study, out=None: False)
+    path = tiny_study(tmp_path, train={"epochs": 1})
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        run.main([str(path), "--run-dir", str(run_dir), "--no-wandb", "--no-report"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "health pre-flight found a hard error" in err and "Traceback" not in err
+    journal = run_dir / "optuna.journal"
+    if journal.exists():  # storage may have been opened, but no trial was created
+        storage = open_storage(str(journal))
+        assert all(not storage.get_all_trials(s._study_id) for s in storage.get_all_studies())
