@@ -183,11 +183,15 @@ def describe_setup(study) -> str:
               f"on {d.crop_size[0]}x{d.crop_size[1]} crops")
     else:
         task = (f"the synthetic tasks of the `data.task` factor ({', '.join(map(str, study.factors['data.task']))})"
-                if isinstance(study.factors.get("data.task"), list) else f"the `{d.task}` synthetic task")
+                if isinstance(study.factors.get("data.task"), list) else
+                f"the task plugin `{d.name}`" if hasattr(d, "options") else f"the `{d.task}` synthetic task")
         on = f"{task}, {d.val_images} validation images fixed by data seed {d.seed}"
     length = (f"{t.iterations} iterations, validated every {t.iterations // t.epochs}" if t.iterations
               else f"{t.epochs} epochs")
-    arch = (f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`" if b.name == "resnet_d8" else f"width {b.width}")
+    if hasattr(b, "options"):  # a backbone plugin (ablate/plugins.py): its options as set
+        arch = ", ".join(f"{k} {v}" for k, v in b.options) or "its defaults"
+    else:
+        arch = (f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`" if b.name == "resnet_d8" else f"width {b.width}")
     head = study.head
     if head.channels or head.aux_weight:
         arch += (f"; head: {head.channels}-channel 3x3 conv before the block" if head.channels else "; head:") + \

@@ -122,12 +122,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .attention import MECHANISMS
+from .attention import MECHANISMS, resolve_mechanism
 from .data.real import REAL_DATASETS, RealDataSpec, validate_real_data
 from .data.synthetic import TASKS, SceneConfig
 from .errors import StudyError, brief
 from .models.backbone import BACKBONES
 from .models.resnet import ResNetSpec, validate_resnet
+from .plugins import BackboneSpec as PluginBackbone, PluginError, TaskSpec, backbone_spec, is_spec, task_spec
 from .study_text import read_study
 
 DATASETS = ("synthetic", *REAL_DATASETS)
@@ -483,6 +484,8 @@ def _data_spec(raw: dict, where: str, base=None, prefix: str = "data.", check_la
     disk checked unless ``check_layout`` is off). ``base``: the spec a ``data.X`` factor overrides."""
     raw = dict(raw)
     name = raw.get("name", getattr(base, "name", "synthetic"))
+    if is_spec(name) or isinstance(base, TaskSpec):  # a task plugin (ablate/plugins.py)
+        return task_spec(raw, where, prefix, base if isinstance(base, TaskSpec) else None)
     if name in REAL_DATASETS:
         return validate_real_data(raw, where, prefix, base if isinstance(base, RealDataSpec) else None, check_layout)
     raw.pop("name", None)
@@ -508,7 +511,9 @@ def _data_spec(raw: dict, where: str, base=None, prefix: str = "data.", check_la
 
 def _backbone_spec(raw: dict, where: str, base=None, prefix="model.backbone.", check_files: bool = True):
     """``model.backbone``: a :class:`BackboneSpec` (small_cnn) or a :class:`ResNetSpec` (resnet_d8,
-    whose ``pretrained`` file path must exist unless ``check_files`` is off)."""
+    whose ``pretrained`` file path must exist unless ``check_files`` is off) or a plugin's."""
+    if is_spec(raw.get("name", getattr(base, "name", None))):  # a backbone plugin (ablate/plugins.py)
+        return backbone_spec(raw, where, prefix, base if isinstance(base, PluginBackbone) else None)
     if raw.get("name", getattr(base, "name", None)) == "resnet_d8":
         return validate_resnet(raw, where, prefix, base if isinstance(base, ResNetSpec) else None, check_files)
     base = base if isinstance(base, BackboneSpec) else None  # a factor may switch the backbone family
@@ -572,10 +577,19 @@ def _unknown_name(what: str, value) -> str:
 
 
 def _mechanism(name, where: str, key: str) -> str:
-    if not isinstance(name, str) or name not in MECHANISMS:
-        raise StudyError(where, key, f"{_unknown_name('mechanism', name)}; valid: {', '.join(sorted(MECHANISMS))} "
-                         "(python -m ablate list shows each one's factors).")
-    return name
+    """``name`` checked: a built-in preset, a plugin by ``module:attr`` (the study's folder and the
+    current directory importable) or an installed plugin's preset (ablate/plugins.py)."""
+    if isinstance(name, str):
+        try:
+            resolve_mechanism(name, Path(where).parent)
+            return name
+        except PluginError as e:
+            raise e.at(where, key) from None
+        except KeyError:
+            pass
+    raise StudyError(where, key, f"{_unknown_name('mechanism', name)}; valid: {', '.join(sorted(MECHANISMS))} "
+                     "(python -m ablate list shows each one's factors), a plugin's installed name, or your own "
+                     "block as module:attr.")
 
 
 def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
@@ -602,7 +616,9 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
             raise StudyError(where, f"{key_prefix}.data.name", "the dataset cannot be a factor: each dataset has its "
                              "own data_root, classes and settings; write one study per dataset.")
         elif k.startswith("data."):
-            if isinstance(data, RealDataSpec):  # the layout was checked once: re-check only where it can move
+            if isinstance(data, TaskSpec):
+                data = _data_spec({k[5:]: v}, where, data)
+            elif isinstance(data, RealDataSpec):  # the layout was checked once: re-check only where it can move
                 moved = k[5:] in ("data_root", "train_split", "val_split", "aug")
                 data = _data_spec({k[5:]: v}, where, data, check_layout=moved and study.check_files)
             else:

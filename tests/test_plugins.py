@@ -392,11 +392,6 @@ def test_a_bad_plugin_exits_2_with_a_paragraph_and_no_traceback(plugs, tmp_path,
     assert flat.endswith("Nothing was run.")
 
 
-WIRED = pytest.mark.xfail(strict=True, reason="needs H7's study.py diff (/work/notes/requests-H7.md section 1); "
-                          "remove this marker when it is applied")
-
-
-@WIRED
 def test_a_module_next_to_the_study_is_found_from_any_folder(plugs, tmp_path):
     folder, elsewhere = tmp_path / "study_folder", tmp_path / "elsewhere"
     folder.mkdir(), elsewhere.mkdir()
@@ -407,7 +402,6 @@ def test_a_module_next_to_the_study_is_found_from_any_folder(plugs, tmp_path):
     assert f"mechanism={BLOCKS}:built" in proc.stdout
 
 
-@WIRED
 def test_a_study_file_takes_a_task_and_a_backbone_plugin_and_varies_their_options(plugs, tmp_path):
     (tmp_path / f"{BLOCKS}.py").write_text((plugs / f"{BLOCKS}.py").read_text())
     (tmp_path / "study.yaml").write_text(textwrap.dedent(f"""
