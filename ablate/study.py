@@ -12,7 +12,7 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
     question: "Does GloRe's GCN step help?"
     model:
       backbone: {name: small_cnn, width: 32, depth: 3}
-      mechanism: glore               # a preset name (python -m ablate list)
+      mechanism: glore               # a preset name (python -m ablate list), or a plugin: module:attr
       args: {K: 16}                  # overrides of the preset's factors
       head: {channels: 0, aux_weight: 0.0}   # optional, see below
     data: {name: synthetic, task: global_cue, size: 32, ...}
@@ -57,6 +57,14 @@ names the path and the expected layout), and so is a ``pretrained`` file path (U
 when the backbone is built). ``data.X`` factors override the dataset's settings (not its name);
 ``backbone.X`` factors the backbone's. The class count comes from the dataset; validation scores
 every val image at its original label resolution (the logits are resized to it).
+
+Plugins (``ablate/plugins.py``, contracts in ``examples/my_attention/README.md``): a mechanism,
+task or backbone of one's own, named by ``module:attr`` (the study file's folder and the current
+directory are importable) -- ``model.mechanism: pkg.blocks:MyAttention`` (or a name an installed
+package declares under the entry-point group ``ablate.mechanisms``), ``data: {name: pkg.tasks:make,
+size, train_images, val_images, seed, <its options>}``, ``model.backbone: {name: pkg.nets:Net,
+<its options>}``. Options and factors come from the plugin's annotated keyword arguments (or a
+block's ``FACTORS``) and may be varied like the built-ins' (``data.X``, ``backbone.X``).
 
 ``model.head``: ``channels > 0`` puts a 3x3 conv + BN + ReLU from the backbone's channels to
 ``channels`` before the attention block (mmseg's heads do: 2048 -> 512 on a ResNet-D8), so the
