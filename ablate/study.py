@@ -1049,9 +1049,10 @@ def _search_kind(study: Study, k: str) -> str | None:
     section, _, name = k.partition(".")
     if name and section in ("train", "data", "backbone"):
         base = {"train": study.train, "data": study.data, "backbone": study.backbone}[section]
-        if name not in {f.name for f in fields(base)}:
+        options = dict(getattr(base, "options", ()))  # a task or backbone plugin's own options
+        if name not in options and (name == "options" or name not in {f.name for f in fields(base)}):
             return None
-        default = getattr(base, name)
+        default = options[name] if name in options else getattr(base, name)
         if isinstance(default, bool):
             return "bool"
         return "int" if isinstance(default, int) else "float" if isinstance(default, float) else "other"

@@ -425,6 +425,26 @@ def test_a_study_file_takes_a_task_and_a_backbone_plugin_and_varies_their_option
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "data.noise" in proc.stderr
 
 
+def test_a_search_samples_plugin_options_by_their_kind(plugs, tmp_path):
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from ablate.study import load_study
+
+    study = tmp_path / "search.yaml"
+    study.write_text(textwrap.dedent(f"""
+        model: {{backbone: {{name: "{BLOCKS}:TinyNet"}}, mechanism: none}}
+        data: {{name: "{BLOCKS}:halves", size: 16, train_images: 16, val_images: 8}}
+        factors: {{backbone.width: {{low: 4, high: 12}}, data.noise: {{low: 0.05, high: 0.5}}}}
+        search: {{n_trials: 3, sampler: random}}
+    """))
+    (tmp_path / f"{BLOCKS}.py").write_text((plugs / f"{BLOCKS}.py").read_text())
+    dists = load_study(study).distributions()
+    assert isinstance(dists["backbone.width"], IntDistribution) and isinstance(dists["data.noise"], FloatDistribution)
+    study.write_text(study.read_text().replace("high: 12}", "high: 12.5}"))
+    with pytest.raises(StudyError, match="backbone.width takes integers"):
+        load_study(study)
+
+
 # -- tasks and backbones ------------------------------------------------------------------------------
 
 def test_a_task_plugin_is_validated_and_drawn_like_the_synthetic_tasks(plugs, tmp_path):
