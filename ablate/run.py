@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from .errors import StudyError, exit_with
+from .progress import Progress, StudyCounts, eta_seconds, points
 
 
 EXIT_FAILED, EXIT_RETRY = 1, 3
@@ -123,26 +124,6 @@ def _threads(args, study=None) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, args.workers))
 
 
-class Progress:
-    """One line per trial start and end, and a few epoch lines in between."""
-
-    def __init__(self, prefix: str, total: int):
-        self.prefix, self.total = prefix, total
-
-    def say(self, msg: str) -> None:
-        print(f"{self.prefix}{msg}", flush=True)
-
-    def epoch_printer(self, index: int, title: str, seed: int, epochs: int, t0: float):
-        every = max(1, epochs // 4)
-
-        def on_epoch(epoch: int, miou: float, pruned: bool = False) -> None:
-            e = epoch + 1
-            if (e % every == 0 or pruned) and e != epochs:
-                self.say(f"trial {index}/{self.total} {title} seed={seed}  epoch {e}/{epochs}  "
-                         f"val mIoU {miou:.3f}  ({time.perf_counter() - t0:.0f}s)" + ("  -> pruned" if pruned else ""))
-        return on_epoch
-
-
 class TrialReporter:
     """A trial's per-epoch hook in the worker: the epoch's val mIoU goes to the trial's record
     (an Optuna intermediate value at step = 0-based epoch), the study's pruner is asked whether
@@ -208,12 +189,15 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
     w = _Worker(study, url, run_dir, args, store, ostudy, Progress(tag, total), os.environ.get(st.RUN_ENV, ""),
                 {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}, choices, cells)
     totals = {"trials": 0, "attempts": 0, "error": 0, "harness": 0}
-    waiting, streak = False, 0
+    waiting, streak, finished = False, 0, True  # finished: a trial ended here since the study line was shown
     while not args.max_trials or totals["attempts"] < args.max_trials:
         if waiting:
             time.sleep(min(5.0, st.heartbeat_s()))
         with st.study_lock(url, study.name):
             claim, trials = _claim(w)
+        if finished and (totals["attempts"] or w.progress.tty):  # plain lines after a trial; the bar at once
+            w.progress.study(study_counts(w, trials))
+        finished = False
         if claim is None:
             waiting = _wait_for_others(trials, w.progress, waiting)
             if waiting:
@@ -222,6 +206,7 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
         waiting = False
         outcome = _run_claimed(w, *claim)
         totals["attempts"] += 1
+        finished = True
         if outcome in ("error", "harness"):
             totals[outcome] += 1
         else:
@@ -231,7 +216,50 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
             w.progress.say(f"stopping: {streak} trials in a row failed for a reason of the harness or its "
                            "environment (above); fix it and run the same command again to retry them")
             break
+    if finished:  # stopped by --max-trials or by failures in a row: no claim read the storage since
+        w.progress.study(study_counts(w, w.ostudy.get_trials(deepcopy=False)))
+    w.progress.close()
     return totals
+
+
+def study_counts(w: _Worker, trials) -> StudyCounts:
+    """The study-level progress from storage (every worker's trials): trials finished, final
+    failures and this run's harness failures among them, of the total known now (a sequential
+    study's start plan plus the seeds its looks added), and the ETA from the finished trials'
+    times with as many workers as trials running, this one included."""
+    import optuna
+
+    from . import storage as st
+
+    ok_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ended = ("done", "failed here")
+    most = None
+    if w.study.search:
+        mine = [t for t in trials if st.trial_status(t, w.run) in ended]
+        total, done, failed = w.study.search["n_trials"], len(mine), sum(t.state not in ok_states for t in mine)
+    else:
+        wanted = {(c.key, s) for c, s in w.study.trials()}
+        if w.study.sequential:
+            looks = w.ostudy.user_attrs.get(LOOKS_ATTR, [])
+            wanted |= {(k, s) for look in looks for k, seeds in look["added"].items() for s in seeds}
+            most = len(w.cells) * w.study.sequential["max"]
+        status = _statuses(trials, w.run)
+        ok = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in trials if t.state in ok_states}
+        ended_pairs = [p for p in wanted if status.get(p) in ended]
+        total, done, failed = len(wanted), len(ended_pairs), sum(p not in ok for p in ended_pairs)
+    times = [_trial_seconds(t) for t in trials if t.state in ok_states]
+    running = sum(st.trial_status(t, w.run) == "running" for t in trials)
+    eta = eta_seconds([x for x in times if x is not None], total - done, running + 1)
+    return StudyCounts(done, total, failed, eta, most)
+
+
+def _trial_seconds(t) -> float | None:
+    """A finished trial's time: its recorded wall time, else its storage timestamps."""
+    if isinstance(t.user_attrs.get("wall_s"), (int, float)):
+        return float(t.user_attrs["wall_s"])
+    if t.datetime_start and t.datetime_complete:
+        return (t.datetime_complete - t.datetime_start).total_seconds()
+    return None
 
 
 def _claim(w: _Worker):
@@ -385,10 +413,10 @@ def _run_claimed(w: _Worker, tid: int, cell, seed: int, config: dict, index: int
         return kind
     wall, curve = result["wall_s"], result["curve"]
     if outcome == "pruned":
-        w.progress.say(f"{head}: pruned after epoch {result['pruned_epoch'] + 1}/{epochs} (val mIoU {curve[-1]:.3f})  "
-                       f"({wall:.0f}s)")
+        w.progress.say(f"{head}: pruned after epoch {result['pruned_epoch'] + 1}/{epochs} (val mIoU "
+                       f"{points(curve[-1])})  ({wall:.0f}s)")
     else:
-        w.progress.say(f"{head}: val mIoU {result['value']:.3f}  ({wall:.0f}s)")
+        w.progress.say(f"{head}: val mIoU {points(result['value'])}  ({wall:.0f}s)")
     return outcome
 
 
