@@ -52,6 +52,8 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 
+from .errors import StudyError, exit_with
+
 __all__ = ["Cost", "measure", "measure_preset", "main"]
 
 
@@ -307,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         presets = [get_preset(n) for n in names]
     except KeyError as err:
         parser.error(err.args[0])
+    except StudyError as err:  # a plugin that cannot be used (ablate.plugins.PluginError)
+        exit_with(err)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 

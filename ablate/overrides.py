@@ -170,9 +170,9 @@ def override_digest(overrides: list[str], source: str) -> str:
 
 def _base_name(raw: dict, path: Path, source: str) -> str:
     """The unmodified study's name (``name:`` or the file's stem), as load_study derives it."""
-    from .study import _study_name
+    from .study import study_name
 
-    return _study_name(raw, path, source)
+    return study_name(raw, path, source)
 
 
 def effective_raw(path: str | Path, overrides: list[str], smoke: bool = False) -> dict:
@@ -194,11 +194,16 @@ def effective_raw(path: str | Path, overrides: list[str], smoke: bool = False) -
         digest = override_digest(overrides, source)
         out["name"] = f"{base[:MAX_NAME_CHARS - 10]}-o{digest}"
     if smoke:
-        from .smoke import smoke_transform
-
         out = smoke_transform(out, source)
         out["name"] = f"{str(out.get('name', base))[:MAX_NAME_CHARS - 6]}-smoke"
     return out
+
+
+def smoke_transform(raw: dict, source: str = "study") -> dict:
+    """``raw`` with smoke mode's caps (:func:`ablate.smoke_caps.smoke_overrides`) applied."""
+    from .smoke_caps import smoke_overrides
+
+    return apply_overrides(raw, smoke_overrides(raw, source), source)
 
 
 def load_with_overrides(path: str | Path, overrides: list[str], check_files: bool = True, smoke: bool = False):
@@ -242,7 +247,7 @@ def effective_yaml(path: str | Path, overrides: list[str], smoke: bool = False) 
     said = " ".join(overrides) + (" --smoke" if smoke else "")
     head = f"# effective study: {path} with {said.strip() or 'no overrides'}\n"
     if smoke:
-        from .smoke import smoke_overrides
+        from .smoke_caps import smoke_overrides
         from .study_text import read_study
 
         first = apply_overrides(read_study(Path(path), str(path)), overrides, str(path))

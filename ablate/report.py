@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from .errors import StudyError, exit_with
-from .report_md import _fingerprint_lines, render  # noqa: F401 - the Markdown, and names tests use
-from .report_rows import ALPHA, judge, search_cells, table  # noqa: F401
+from .report_md import fingerprint_lines, render  # noqa: F401 - the Markdown, and names tests use
+from .report_rows import (ALPHA, COST_REPEATS, COST_WARMUP, block_shape, describe_setup,  # noqa: F401
+                          judge, search_cells, table)
 
 _search_cells = search_cells  # the old private name
 
@@ -156,47 +157,6 @@ def failures(study, url: str) -> tuple[list, list]:
     """The study's final failures and failures to retry, as (cell key, seed, reason)."""
     data = collect(study, url)
     return data["failed"], data["retry"]
-
-
-COST_REPEATS, COST_WARMUP = 5, 1
-
-
-def block_shape(cell, world_size: int = 1, head=None) -> tuple[int, int, int, int]:
-    """The attention block's input in training: (per-device batch, the block's channels, the
-    backbone's output height and width for the training input: the synthetic image or the real
-    dataset's crop) for this cell. Nothing is built (a ResNet would load its weights)."""
-    from dataclasses import asdict
-
-    from .models.segmenter import feature_geometry, feature_side
-
-    channels, stride = feature_geometry(asdict(cell.backbone), asdict(head) if head is not None else None)
-    h, w = cell.data.crop_size if hasattr(cell.data, "crop_size") else (cell.data.size, cell.data.size)
-    return (max(1, cell.train.batch_size // world_size), channels, feature_side(h, stride), feature_side(w, stride))
-
-
-def describe_setup(study) -> str:
-    """The data, training length and backbone a study's metric is measured on (one sentence part)."""
-    d, b, t = study.data, study.backbone, study.train
-    if hasattr(d, "data_root"):
-        on = (f"the {d.name} `{d.val_split}` split under `{d.data_root}`, single-scale whole images scored at "
-              f"their original label resolution ({'all' if not d.val_images else d.val_images} images), trained "
-              f"on {d.crop_size[0]}x{d.crop_size[1]} crops")
-    else:
-        task = (f"the synthetic tasks of the `data.task` factor ({', '.join(map(str, study.factors['data.task']))})"
-                if isinstance(study.factors.get("data.task"), list) else
-                f"the task plugin `{d.name}`" if hasattr(d, "options") else f"the `{d.task}` synthetic task")
-        on = f"{task}, {d.val_images} validation images fixed by data seed {d.seed}"
-    length = (f"{t.iterations} iterations, validated every {t.iterations // t.epochs}" if t.iterations
-              else f"{t.epochs} epochs")
-    if hasattr(b, "options"):  # a backbone plugin (ablate/plugins.py): its options as set
-        arch = ", ".join(f"{k} {v}" for k, v in b.options) or "its defaults"
-    else:
-        arch = (f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`" if b.name == "resnet_d8" else f"width {b.width}")
-    head = study.head
-    if head.channels or head.aux_weight:
-        arch += (f"; head: {head.channels}-channel 3x3 conv before the block" if head.channels else "; head:") + \
-                (f", auxiliary FCN head weight {head.aux_weight:g}" if head.aux_weight else "")
-    return f"on {on}; {length}; backbone `{b.name}` ({arch})"
 
 
 def block_costs(cells: list, world_size: int = 1, device: str | None = None, head=None) -> dict:

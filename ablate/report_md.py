@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-from .report_rows import ALPHA, table
+from .report_rows import ALPHA, COST_REPEATS, COST_WARMUP, block_shape, describe_setup, table
 from .report_rows import label_text as _label_text
 from .report_rows import method_text as _method_text
 from .stats import summarize
@@ -19,8 +19,6 @@ def _pts(x: float) -> str:
 def render(study, data: dict, storage_label: str, tab: dict | None = None, figures: list | None = None) -> str:
     """The Markdown report from the collected data (and its :func:`ablate.report_rows.table`,
     computed here when not given); ``figures``: (file name relative to the report, caption)."""
-    from .report import describe_setup  # report imports this module
-
     tab = tab or table(study, data)
     cells, comps, info, limited = tab["cells"], tab["comps"], tab["info"], tab["limited"]
     lines = [f"# {study.name}", ""]
@@ -96,7 +94,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
                   "Not the trial's own failure (tracking, storage, files, a setting the study file's checks should "
                   "have refused): the next `python -m ablate.run` on this study runs them again.", ""]
         lines += [f"- {titles.get(k, k)} seed {s}: {_short(why)}" for k, s, why in data["retry"]]
-    lines += ["", "## Provenance", ""] + _provenance_lines(data) + _fingerprint_lines(study, data, cells)
+    lines += ["", "## Provenance", ""] + _provenance_lines(data) + fingerprint_lines(study, data, cells)
     lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
                  f"by `python -m ablate.report {_study_args(study)}`. Cell keys: "
                  + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
@@ -105,8 +103,6 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
 
 def _costs_lines(study, data: dict, cells: list, costs: dict) -> list[str]:
     """How the latency and memory columns were measured, or why they were not."""
-    from .report import COST_REPEATS, COST_WARMUP, block_shape
-
     lines = []
     if costs:
         shapes = sorted({block_shape(c, study.trainer.world_size, study.head) for c in cells if c.key in costs})
@@ -257,7 +253,7 @@ def _provenance_lines(data: dict) -> list[str]:
     return lines
 
 
-def _fingerprint_lines(study, data: dict, cells: list) -> list[str]:
+def fingerprint_lines(study, data: dict, cells: list) -> list[str]:
     """The fingerprint fields all finished trials share, once, and a confound line for each
     non-factor field whose value differs between cells (:func:`ablate.fingerprint.confounds`)."""
     from .fingerprint import confound_line, confounds, describe, exempt_fields, shared

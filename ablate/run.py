@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "train.epochs=3 seeds=2 model.args.K=32 (the study gets a name suffix)")
     p.add_argument("--smoke", action="store_true",
                    help="every cell once: one seed, one epoch on a few batches, in a throwaway run "
-                        "folder, no report (python -m ablate.smoke --help)")
+                        "folder, no report (see ablate/smoke.py)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # child process of --workers
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_intermixed_args(argv)  # not parse_args: 'study.yaml --dry-run k=v' must parse too
@@ -686,7 +686,8 @@ def main(argv=None) -> int:
         if args.smoke:
             from .smoke import run_smoke
 
-            return run_smoke(args.study, args.overrides, workers=args.workers, threads=args.threads,
+            return run_smoke(args.study, args.overrides, run_main=main, print_plan=print_plan,
+                             workers=args.workers, threads=args.threads,
                              run_dir=args.run_dir, dry_run=args.dry_run)
         if args.overrides:
             from .overrides import load_with_overrides

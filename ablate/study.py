@@ -780,7 +780,6 @@ def study_name(raw: dict, path: Path, where: str) -> str:
     return derived
 
 
-_study_name = study_name  # the old private name (ablate/overrides.py should import study_name)
 
 
 def _search_spec(search, where: str) -> dict | None:

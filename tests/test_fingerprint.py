@@ -116,13 +116,13 @@ def test_every_trial_of_a_run_stores_a_fingerprint_and_the_report_prints_it(tmp_
 
 
 def test_report_provenance_flags_a_cell_that_ran_another_torch(tmp_path):
-    from ablate.report import _fingerprint_lines
+    from ablate.report import fingerprint_lines
     from ablate.study import load_study
 
     study = load_study(tiny_study(tmp_path))
     on, off = study.cells()
     data = {"fingerprints": {on.key: [_fp(), _fp()], off.key: [_fp("2.2.0"), None]}}
-    lines = _fingerprint_lines(study, data, [on, off])
+    lines = fingerprint_lines(study, data, [on, off])
     assert any(line.startswith("Fingerprint (shared by all 3") and "python version 3.11.0" in line for line in lines)
     assert any("1 finished trial(s) have no fingerprint" in line for line in lines)
     assert f"Confound check: trials differ in torch version: cell {on.title()} ran 2.3.0, cell {off.title()} ran " \
