@@ -100,3 +100,20 @@ def test_clipping_is_rare_on_the_default_task():
     back = torch.stack([ex.from_uint8(ex.to_uint8(i)) for i in x])
     half_level = 0.5 / min(ex.IMAGENET_STD) + 1e-6
     assert ((back - x).abs() > half_level).float().mean() < 1e-3
+
+
+def test_training_batches_are_the_tasks_with_augmentation_off(tmp_path):
+    """What studies/real_path_voc.yaml relies on: scale = crop = the image, ratio 1, no flip, no
+    photometric distortion: mmseg's training pipeline hands back the task's labels exactly and its
+    images within the JPEG loss."""
+    from ablate.data.real import collate_train
+
+    ex.export(CFG, "voc", tmp_path)
+    spec = validate_real_data({"name": "voc", "data_root": str(tmp_path), "aug": "off", "crop_size": [40, 40],
+                               "scale": [40, 40], "ratio_range": [1.0, 1.0], "cat_max_ratio": 1.0,
+                               "flip_prob": 0.0, "photometric": False, "num_workers": 0}, "test")
+    sets = build_real_datasets(spec, "test")
+    x, y = make_split(CFG, "train")
+    xb, yb = collate_train([sets.train[i] for i in range(CFG.train_images)], (40, 40))
+    assert torch.equal(yb, y)
+    assert (xb - x).abs().mean() < 0.05
