@@ -138,6 +138,7 @@ class Progress:
         def on_epoch(epoch: int, miou: float, pruned: bool = False) -> None:
             e = epoch + 1
             if (e % every == 0 or pruned) and e != epochs:
+                took, mark = time.perf_counter() - t0, "  -> pruned" if pruned else ""
                 self.say(f"trial {index}/{self.total} {title} seed={seed}  epoch {e}/{epochs}  "
-                         f"val mIoU {points(miou)}  ({time.perf_counter() - t0:.0f}s)" + ("  -> pruned" if pruned else ""))
+                         f"val mIoU {points(miou)}  ({took:.0f}s){mark}")
         return on_epoch

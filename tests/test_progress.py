@@ -103,6 +103,18 @@ def test_on_a_terminal_one_bar_is_updated_in_place_under_the_lines():
     assert len(first.split("\r")[-1]) >= len(first.split("\r")[1])
 
 
+def test_epoch_lines_print_points_at_about_each_quarter():
+    out = io.StringIO()
+    on_epoch = P.Progress("", 4, out=out).epoch_printer(2, "GloRe", 1, 8, 0.0)
+    for epoch, miou in enumerate([0.1, 0.21634, 0.3, 0.41649, 0.5, 0.6, 0.7, 0.8]):
+        on_epoch(epoch, miou)
+    on_epoch(2, 0.05, True)
+    lines = out.getvalue().splitlines()
+    assert [re.search(r"epoch (\d)/8  val mIoU (\S+) ", ln).groups() for ln in lines] == [
+        ("2", "21.6"), ("4", "41.6"), ("6", "60.0"), ("3", "5.0")]  # not the last epoch: the end line says it
+    assert lines[-1].endswith("-> pruned") and all(ln.startswith("trial 2/4 GloRe seed=1") for ln in lines)
+
+
 def test_off_a_terminal_the_study_line_is_a_plain_line():
     out = io.StringIO()
     p = P.Progress("[w0] ", 4, out=out)
@@ -137,6 +149,24 @@ def test_a_real_study_prints_done_counts_failures_and_points(tmp_path):
         .get_trials(deepcopy=False)
     (good,) = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert re.search(rf"seed=0: val mIoU {re.escape(_pts(good.value))}  \(\d+s\)$", res.stdout, re.M), res.stdout
+
+
+def test_two_workers_print_the_study_counts_from_storage(tmp_path):
+    """Each worker process prints its own lines, but the counts are the study's: some line says
+    6/6 although neither worker ran all six trials."""
+    path = tiny_study(tmp_path, seeds=[0, 1, 2], train={"epochs": 1})
+    res = run_cli(["ablate.run", str(path), "--run-dir", "runs/tiny", "--workers", "2", "--no-wandb", "--no-report",
+                   "--no-doctor"], cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr + res.stdout
+    mine = {w: [ln[len(w) + 1:] for ln in res.stdout.splitlines() if ln.startswith(w + " ")] for w in ("[w0]", "[w1]")}
+    ran = {w: sum(ln.endswith(": started") for ln in lines) for w, lines in mine.items()}
+    assert sorted(ran.values()) != [0, 6] and sum(ran.values()) == 6, res.stdout
+    counts = {w: _lines("\n".join(lines)) for w, lines in mine.items()}
+    assert {w: len(c) for w, c in counts.items()} == ran  # a study line after each trial a worker ran
+    assert all(t == 6 and f == 0 for c in counts.values() for _, t, _, f, _ in c)
+    assert max(d for c in counts.values() for d, *_ in c) == 6
+    for c in counts.values():  # a worker's view only grows
+        assert [d for d, *_ in c] == sorted(d for d, *_ in c)
 
 
 def test_sequential_totals_grow_with_the_looks(fake, capsys):  # noqa: F811 (the fixture)
