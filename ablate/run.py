@@ -225,7 +225,7 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
 def study_counts(w: _Worker, trials) -> StudyCounts:
     """The study-level progress from storage (every worker's trials): trials finished, final
     failures and this run's harness failures among them, of the total known now (a sequential
-    study's start plan plus the seeds its looks added), and the ETA from the finished trials'
+    study's start plan plus the seeds its looks added), and the ETA from those finished trials'
     times with as many workers as trials running, this one included."""
     import optuna
 
@@ -233,7 +233,7 @@ def study_counts(w: _Worker, trials) -> StudyCounts:
 
     ok_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     ended = ("done", "failed here")
-    most = None
+    most, wanted = None, None
     if w.study.search:
         mine = [t for t in trials if st.trial_status(t, w.run) in ended]
         total, done, failed = w.study.search["n_trials"], len(mine), sum(t.state not in ok_states for t in mine)
@@ -247,7 +247,8 @@ def study_counts(w: _Worker, trials) -> StudyCounts:
         ok = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in trials if t.state in ok_states}
         ended_pairs = [p for p in wanted if status.get(p) in ended]
         total, done, failed = len(wanted), len(ended_pairs), sum(p not in ok for p in ended_pairs)
-    times = [_trial_seconds(t) for t in trials if t.state in ok_states]
+    times = [_trial_seconds(t) for t in trials if t.state in ok_states
+             and (wanted is None or (t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) in wanted)]
     running = sum(st.trial_status(t, w.run) == "running" for t in trials)
     eta = eta_seconds([x for x in times if x is not None], total - done, running + 1)
     return StudyCounts(done, total, failed, eta, most)

@@ -132,6 +132,46 @@ def _lines(text: str) -> list[tuple[int, int, int | None, int, str]]:
             for m in map(LINE.match, text.splitlines()) if m]
 
 
+def test_counts_come_from_every_trial_in_storage(tmp_path):
+    """Finished = complete, pruned, a final failure, or a harness failure of this run (not
+    retried by it); a lost attempt beside a finished one and a trial of a cell no longer in the
+    study are history. The ETA takes the study's finished trials' median time and as many workers as
+    trials running, plus this one."""
+    import warnings
+
+    from optuna.trial import TrialState, create_trial
+
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    study = load_study(tiny_study(tmp_path, seeds=[0, 1, 2]))
+    on, off = (c.key for c in study.cells())
+    ostudy = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+
+    def add(state, key, seed, wall=None, **system):
+        attrs = {"cell_key": key, "seed": seed, **({"wall_s": wall} if wall else {})}
+        ostudy.add_trial(create_trial(state=state, value=0.5 if state in (TrialState.COMPLETE, TrialState.PRUNED)
+                                      else None, user_attrs=attrs, system_attrs=system))
+
+    add(TrialState.FAIL, on, 0, **{st.ATTR + "fail_kind": "lost"})
+    add(TrialState.COMPLETE, on, 0, 10.0)
+    add(TrialState.COMPLETE, on, 1, 30.0)
+    add(TrialState.PRUNED, on, 2, 20.0)
+    add(TrialState.FAIL, off, 0, **{st.ATTR + "fail_kind": "error"})
+    add(TrialState.FAIL, off, 1, **{st.ATTR + "fail_kind": "harness", st.ATTR + "run": "r1"})
+    add(TrialState.RUNNING, off, 2)
+    add(TrialState.COMPLETE, "an-old-cell", 0, 1000.0)
+    trials = ostudy.get_trials(deepcopy=False)
+
+    def worker(run: str):
+        return R._Worker(study, "", tmp_path, None, None, ostudy, P.Progress("", 6), run, {}, {}, study.cells())
+
+    here = R.study_counts(worker("r1"), trials)
+    assert (here.done, here.total, here.failed, here.most) == (5, 6, 2, None)
+    median = statistics.median([10.0, 30.0, 20.0])  # the study's finished trials, not the old cell's
+    assert here.eta == pytest.approx(median * 1 / 2)
+    later = R.study_counts(worker("r2"), trials)  # another run retries the harness failure
+    assert (later.done, later.failed) == (4, 1) and later.eta == pytest.approx(median * 2 / 2)
+
+
 def test_a_real_study_prints_done_counts_failures_and_points(tmp_path):
     """Not a terminal (captured): a plain line after each trial, reaching total/total; the first
     trial fails (an absurd learning rate), so there is no time for an ETA until the second ends."""
