@@ -93,6 +93,9 @@ def test_any_size_and_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         ex.main(["--layout", "voc", "--out", str(tmp_path), "--quality", "101"])
     assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:  # too small for the objects and the distant cue
+        ex.main(["--layout", "voc", "--out", str(tmp_path), "--size", "20"])
+    assert e.value.code == 2
 
 
 def test_clipping_is_rare_on_the_default_task():

@@ -182,7 +182,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     a = p.parse_args(argv)
-    for flag, value, low in (("--size", a.size, 8), ("--train-images", a.train_images, 1),
+    d = SceneConfig()
+    room = 2 * d.max_side + 2 * d.cue_gap + d.cue_side  # the generator's room for objects and the cue
+    for flag, value, low in (("--size", a.size, room), ("--train-images", a.train_images, 1),
                              ("--val-images", a.val_images, 1), ("--quality", a.quality, 1)):
         if value < low or (flag == "--quality" and value > 100):
             p.error(f"{flag} must be {'between 1 and 100' if flag == '--quality' else f'at least {low}'}, "
