@@ -190,7 +190,8 @@ def estimate(study, device: torch.device, iterations: int = 2, warmup: int = 1, 
     for cell in _cells(study):
         config = study.trial_config(cell, study.seeds[0])
         shape = cell_shape(config, world)
-        if shape.images_note and shape.images_note not in notes:
+        uses_size = not int(config["train"].get("iterations") or 0)  # epochs: the split size matters
+        if uses_size and shape.images_note and shape.images_note not in notes:
             notes.append(shape.images_note)
         its = iterations_per_trial(config["train"], shape, _is_real(config))
         if budget and spent > budget and rows:

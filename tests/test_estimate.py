@@ -83,6 +83,21 @@ def test_a_real_study_without_its_data_is_shaped_from_the_standard_split():
     assert est._timing_config(config)["backbone"]["pretrained"] == "none"
 
 
+
+def test_the_split_size_note_only_where_epochs_need_it(monkeypatch):
+    monkeypatch.setattr(est, "time_step", lambda *a, **k: 1.0)
+    study = load_study("studies/voc_zoo.yaml", check_files=False)
+    _, notes = est.estimate(study, torch.device("cpu"))
+    assert not any("split size" in n for n in notes)  # train.iterations: the split size does not matter
+    from ablate.overrides import load_with_overrides
+
+    study = load_with_overrides("studies/voc_zoo.yaml", ["train.iterations=0", "train.val_interval=0",
+                                                         "train.epochs=2"], check_files=False)
+    rows, notes = est.estimate(study, torch.device("cpu"))
+    assert any("standard split size (12,046 images)" in n for n in notes)
+    assert rows[0].iterations == 2 * (12046 // 16)  # the real loader drops the last short batch
+
+
 def test_epochs_on_real_data_drop_the_last_short_batch():
     shape = est.Shape(21, 4, (64, 64), 10)
     assert est.iterations_per_trial({"epochs": 3, "batch_size": 4}, shape, real=True) == 3 * 2
