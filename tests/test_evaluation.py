@@ -224,3 +224,38 @@ def test_parse_eval_refuses_bad_values(raw, key):
         parse_eval(raw, "study.yaml")
     assert e.value.where == "study.yaml" and e.value.key == key
     assert "Nothing was run" in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------
+# on exported data, with the harness's own model
+# ------------------------------------------------------------------------------------------
+
+def test_modes_on_an_exported_voc_image_with_a_segmenter(tmp_path):
+    """global_cue written in the VOC layout, an image read back through mmseg's validation
+    pipeline, and a small Non-local segmenter: slide with a crop covering the image is whole
+    exactly; multi-scale + flip calls the model at each scale; its prediction has the label's size."""
+    from ablate.data import export as ex
+    from ablate.data.real import build_real_datasets, collate_val, validate_real_data
+    from ablate.data.synthetic import SceneConfig
+    from ablate.models.segmenter import Segmenter
+
+    ex.export(SceneConfig(size=32, train_images=2, val_images=2), "voc", tmp_path)
+    spec = validate_real_data({"name": "voc", "data_root": str(tmp_path), "crop_size": [32, 32],
+                               "scale": [32, 32], "num_workers": 0}, "test")
+    x, y = collate_val([build_real_datasets(spec, "test").val[0]])
+    model = Segmenter(21, {"name": "small_cnn", "width": 8, "depth": 2}, "nonlocal", {}, seed=0).eval()
+    sizes = []
+
+    def fn(v):
+        sizes.append(tuple(v.shape[-2:]))
+        return model(v)
+
+    with torch.no_grad():
+        whole = whole_inference(fn, x)
+        assert torch.equal(slide_inference(fn, x, 21, (32, 32), (16, 16)), whole)
+        assert not torch.allclose(slide_inference(fn, x, 21, (16, 16), (8, 8)), whole)  # global block
+        sizes.clear()
+        spec = parse_eval({"scales": [0.75, 1.0, 1.5], "flip": True}, "s.yaml")
+        out = evaluate(fn, x, 21, spec, out_size=tuple(y.shape[-2:]))
+    assert sizes == [(24, 24)] * 2 + [(32, 32)] * 2 + [(48, 48)] * 2
+    assert out.shape[-2:] == y.shape[-2:]
