@@ -286,6 +286,27 @@ def test_trials_are_cells_times_seeds(tmp_path):
         {(("K", k), ("gcn", g)) for g in (True, False) for k in (2, 4, 8)}
 
 
+def test_cells_and_baselines_are_resolved_once_at_load(tmp_path, monkeypatch):
+    """``cells()`` hands out the cells load_study resolved (the same objects every call, nothing
+    re-validated), and each cell's baseline was found at load as the search over the cells finds it."""
+    import ablate.study_cells as sc
+    from ablate.study_records import find_baseline
+
+    path = _write(tmp_path, factors={"gcn": [True, False], "K": [2, 4]},
+                  references=[{"mechanism": "none"}], baseline={"gcn": False})
+    study = load_study(path)
+    first = study.cells()
+    monkeypatch.setattr(sc, "build_cell", lambda *a: pytest.fail("a cell was resolved again"))
+    again = study.cells()
+    assert len(first) == 5 and all(a is b for a, b in zip(first, again))
+    assert [c for c, _ in study.trials()][::len(study.seeds)] == first
+    for c in first:
+        assert study.baseline_for(c) == find_baseline(study, c, first)
+    assert [study.baseline_for(c).label_dict for c in first[:4]] == [{"gcn": False, "K": 2}, {"gcn": False, "K": 4}] * 2
+    assert study.baseline_for(first[4]).label_dict == {"gcn": False, "K": 2}  # the reference: the first match
+    assert [c.label_dict for c in study.baseline_cells()] == [{"gcn": False, "K": 2}, {"gcn": False, "K": 4}]
+
+
 def test_seed_count_expands_to_range(tmp_path):
     study = load_study(_write(tmp_path, seeds=4))
     assert study.seeds == (0, 1, 2, 3)
