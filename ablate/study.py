@@ -1,9 +1,10 @@
 """Study files: the public entry point (:func:`load_study`) and the schema.
 
 A study file is the whole truth of a run. It is parsed into a frozen :class:`Study`, every
-key checked before anything runs, and expanded into cells (one assignment of the factors)
-times seeds. ``Study.trial_config(cell, seed)`` is the fully resolved configuration of one
-trial, which the runner prints with ``--print-config`` and hands, unchanged, to the trainer.
+key checked and every cell resolved before anything runs, and expanded into cells (one
+assignment of the factors) times seeds. ``Study.trial(cell, seed)`` is the fully resolved, typed
+configuration of one trial (:class:`~ablate.trial_config.TrialConfig`) that the trainer runs;
+``Study.trial_config(cell, seed)`` is its dict, which storage keeps and ``--print-config`` prints.
 
 Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
 
@@ -119,19 +120,20 @@ dropout masks, buffer updates), so changing them starts fresh trials. ``sync_bat
 normalises over the global batch on CUDA; torch's SyncBatchNorm refuses CPU modules, so DDP on
 the CPU normalises each rank's slice on its own.
 
-Where things live: the records (:class:`Study`, :class:`Cell`, the typed sections and what
-identifies a cell) in :mod:`ablate.study_records`; the one spec parser in :mod:`ablate.study_specs`;
-one function per section of the file in :mod:`ablate.study_sections`; the resolution of cells
-and baselines in :mod:`ablate.study_cells`. Import what you need from here.
+Where things live: the records (:class:`Study`, :class:`Cell`, what identifies a cell) in
+:mod:`ablate.study_records`; a trial's records (:class:`TrialConfig`, :class:`TrainSpec`,
+:class:`TrainerSpec`, :class:`HeadSpec`, with their defaults) in :mod:`ablate.trial_config`; the
+one spec parser in :mod:`ablate.study_specs`; one function per section of the file in
+:mod:`ablate.study_sections`; the resolution of cells and baselines in :mod:`ablate.study_cells`.
+Import what you need from here.
 """
-
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
 from .study_cells import SEARCH_COMBOS, SEARCH_VALUES, build_cell, check_search, resolve_grid
-from .study_records import (BackboneSpec, Cell, Study, canon, cell_key, fmt_value, make_pruner, search_kind)
+from .study_records import BackboneSpec, Cell, Study, canon, cell_key, fmt_value, make_pruner, search_kind
 from .study_sections import (ACCELERATORS, ALL_BACKBONES, CORRECTIONS, DATASETS, MAX_CELLS, MAX_NAME_CHARS,
                              MAX_SEED, MAX_SEEDS, METRICS, OPTIMIZERS, PRECISIONS, PRUNERS, SAMPLERS, SCHEDULES,
                              SEQUENTIAL_KEYS, STRATEGIES, TOP_KEYS, check_sequential, data_spec, factors_section,
@@ -145,8 +147,8 @@ from .trial_config import MAX_THREADS, HeadSpec, TrainerSpec, TrainSpec, TrialCo
 __all__ = ["ACCELERATORS", "ALL_BACKBONES", "CORRECTIONS", "DATASETS", "MAX_CELLS", "MAX_NAME_CHARS", "MAX_SEED",
            "MAX_SEEDS", "MAX_THREADS", "METRICS", "OPTIMIZERS", "PRECISIONS", "PRUNERS", "SAMPLERS", "SCHEDULES",
            "SEARCH_COMBOS", "SEARCH_VALUES", "SEQUENTIAL_KEYS", "STRATEGIES", "TOP_KEYS", "BackboneSpec", "Cell",
-           "HeadSpec", "Study", "TrainerSpec", "TrainSpec", "TrialConfig", "build_cell", "canon", "cell_key", "fields_dict",
-           "fmt_value", "load_study", "make_pruner", "search_kind", "study_name"]
+           "HeadSpec", "Study", "TrainerSpec", "TrainSpec", "TrialConfig", "build_cell", "canon", "cell_key",
+           "fields_dict", "fmt_value", "load_study", "make_pruner", "search_kind", "study_name"]
 
 
 def load_study(path: str | Path, check_files: bool = True, raw: dict | None = None) -> Study:

@@ -60,6 +60,7 @@ from .models.segmenter import SegmentationModule, feature_side
 from .plugins import is_spec, task_data, task_spec_from_dict
 from .probes import PROBE_IMAGES, make_cue_probe
 from .seeds import SEED_STREAMS
+from .trial_config import TrialConfig, fields_dict
 
 
 def quiet_libraries() -> None:
@@ -247,20 +248,12 @@ def attention_params(module: SegmentationModule) -> int:
     return sum(p.numel() for p in module.model.attention.parameters())
 
 
-def _trainer_spec(config: dict) -> dict:
-    spec = {"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1, "sync_batchnorm": True,
-            "precision": "32-true"}
-    spec.update(config.get("trainer") or {})
-    return spec
-
-
-def is_isolated(config: dict) -> bool:
+def is_isolated(config: TrialConfig | dict) -> bool:
     """Whether this trial runs in a process of its own (DDP, or any strategy but auto)."""
-    spec = _trainer_spec(config)
-    return spec["devices"] * spec["num_nodes"] > 1 or spec["strategy"] != "auto"
+    return TrialConfig.of(config).trainer.isolated
 
 
-def run_trial(config: dict, on_epoch: Callable[[int, float], bool | None] = lambda e, m: None,
+def run_trial(config: TrialConfig | dict, on_epoch: Callable[[int, float], bool | None] = lambda e, m: None,
               logger=None, threads: int | None = None, wandb: dict | None = None) -> dict:
     """Train one trial; return its metrics. Deterministic for a given config and thread count.
 
@@ -269,60 +262,61 @@ def run_trial(config: dict, on_epoch: Callable[[int, float], bool | None] = lamb
     ``on_epoch(epoch, val_miou)`` is called after every validation epoch (0-based epoch index);
     a True answer stops the trial there (pruned: the result has ``pruned_epoch``). ``logger``
     is a Lightning logger for an in-process trial; ``wandb`` (``make_logger``'s arguments) asks
-    a trial that runs in its own process to create its W&B run on rank 0.
+    a trial that runs in its own process to create its W&B run on rank 0. ``config``: the study's
+    :class:`~ablate.trial_config.TrialConfig`, or its stored dict form (read with the records' defaults).
     """
-    threads = int((config.get("train") or {}).get("threads") or 0) or threads  # the study's train.threads wins
-    if is_isolated(config):
+    config = TrialConfig.of(config)
+    threads = config.train.threads or threads  # the study's train.threads wins
+    if config.trainer.isolated:
         return _run_isolated(config, on_epoch, threads, wandb)
     return _fit(config, on_epoch, logger, threads)
 
 
-def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dict:
+def _fit(config: TrialConfig, on_epoch, logger=None, threads: int | None = None) -> dict:
     wall0 = time.perf_counter()
     quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
-    seed = int(config["seed"])
+    seed, train, spec = config.seed, config.train, config.trainer
     L.seed_everything(seed, workers=False, verbose=False)
-    train = config["train"]
-    if is_real(config["data"]):
-        data = spec_from_dict(config["data"])
+    if is_real(config.data):
+        data = spec_from_dict(config.data)
         sets = build_real_datasets(data)
         n_classes, n_train, crop = sets.num_classes, len(sets.train), tuple(data.crop_size)
-        datamodule = _RealBatches(data, sets, train["batch_size"], seed)
+        datamodule = _RealBatches(data, sets, train.batch_size, seed)
     else:
-        (xt, yt), (xv, yv), n_classes, data = _tensors(config["data"])
+        (xt, yt), (xv, yv), n_classes, data = _tensors(config.data)
         n_train, crop = len(xt), (data.size, data.size)
-        datamodule = _Batches((xt, yt), (xv, yv), train["batch_size"], seed)
-    spec = _trainer_spec(config)
-    extra = {k: train[k] for k in ("optimizer", "momentum", "schedule", "poly_power", "min_lr") if k in train}
+        datamodule = _Batches((xt, yt), (xv, yv), train.batch_size, seed)
     try:  # each part from its own seed stream (ablate/seeds.py), then the "train" stream
-        module = SegmentationModule(n_classes, config["backbone"], config["mechanism"], config["args"],
-                                    lr=train["lr"], weight_decay=train["weight_decay"], epochs=train["epochs"],
-                                    head=config.get("head"), seed=seed, **extra)
+        module = SegmentationModule(n_classes, config.backbone, config.mechanism, config.args, lr=train.lr,
+                                    weight_decay=train.weight_decay, epochs=train.epochs,
+                                    head=fields_dict(config.head), seed=seed, optimizer=train.optimizer,
+                                    momentum=train.momentum, schedule=train.schedule, poly_power=train.poly_power,
+                                    min_lr=train.min_lr)
     except PretrainedWeightsError as e:  # a URL that cannot be fetched here: say where to put the file
         raise HarnessFailed(str(e)) from None
-    probing = not is_real(config["data"]) and getattr(data, "task", None) == "global_cue"
+    probing = not is_real(config.data) and getattr(data, "task", None) == "global_cue"
     if probing:  # the attention mass on the cue, once per validation epoch (ablate/probes.py)
         module.probe = make_cue_probe(xv[:PROBE_IMAGES], yv[:PROBE_IMAGES], seed)
-    iterations = int(train.get("iterations") or 0)
+    iterations = train.iterations
     if iterations:  # step-based: validation every val_interval steps, across epochs of the loader
         length = dict(max_steps=iterations, max_epochs=-1, check_val_every_n_epoch=None,
-                      val_check_interval=int(train.get("val_interval") or iterations))
+                      val_check_interval=train.val_interval or iterations)
     else:
-        length = dict(max_epochs=train["epochs"])
-    hook = _EpochHook(on_epoch, rounds=train["epochs"] if iterations else None)
-    world = spec["devices"] * spec["num_nodes"]
+        length = dict(max_epochs=train.epochs)
+    hook = _EpochHook(on_epoch, rounds=train.epochs if iterations else None)
+    world = spec.world_size
     # torch's SyncBatchNorm runs on CUDA only; on the CPU each rank normalises over its own slice
-    cuda = spec["accelerator"] in ("gpu", "cuda") or (spec["accelerator"] == "auto" and torch.cuda.is_available())
+    cuda = spec.accelerator in ("gpu", "cuda") or (spec.accelerator == "auto" and torch.cuda.is_available())
     trainer = L.Trainer(
-        **length, accelerator=spec["accelerator"], devices=spec["devices"],
-        num_nodes=spec["num_nodes"], strategy=spec["strategy"], precision=spec["precision"],
-        sync_batchnorm=bool(spec["sync_batchnorm"]) and world > 1 and cuda, use_distributed_sampler=False,
+        **length, accelerator=spec.accelerator, devices=spec.devices,
+        num_nodes=spec.num_nodes, strategy=spec.strategy, precision=spec.precision,
+        sync_batchnorm=spec.sync_batchnorm and world > 1 and cuda, use_distributed_sampler=False,
         logger=logger if logger is not None else False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         deterministic=True, num_sanity_val_steps=0, callbacks=[hook],
-        log_every_n_steps=max(1, math.ceil(n_train / train["batch_size"])))
+        log_every_n_steps=max(1, math.ceil(n_train / train.batch_size)))
     try:
         trainer.fit(module, datamodule=datamodule)
     except SystemExit:
@@ -349,7 +343,7 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
     if not hist:
         raise TrialFailed("no validation epoch completed")
     curve = [h["val_miou"] for h in hist]
-    metric = curve[-1] if config.get("metric", "val_miou") == "val_miou" else max(curve)
+    metric = curve[-1] if config.metric == "val_miou" else max(curve)
     model = module.model.cpu()
     stride = model.backbone.stride
     fh, fw = feature_side(crop[0], stride), feature_side(crop[1], stride)  # the block's training input
@@ -369,7 +363,7 @@ def _fit(config: dict, on_epoch, logger=None, threads: int | None = None) -> dic
         "compute_s": module.compute_seconds,
         "train_s": time.perf_counter() - wall0,
         "threads": torch.get_num_threads(),
-        "fingerprint": fingerprint(spec["precision"], cuda),
+        "fingerprint": fingerprint(spec.precision, cuda),
         "world_size": world,
         "pid": os.getpid(),
         "seed_streams": SEED_STREAMS,  # backbone, block, head and training draw from their own streams
@@ -385,13 +379,13 @@ _RANK_ENV = ("LOCAL_RANK", "NODE_RANK", "GLOBAL_RANK", "WORLD_SIZE", "MASTER_ADD
              "LOCAL_WORLD_SIZE", "GROUP_RANK", "RANK")
 
 
-def _run_isolated(config: dict, on_epoch, threads: int | None, wandb: dict | None) -> dict:
+def _run_isolated(config: TrialConfig, on_epoch, threads: int | None, wandb: dict | None) -> dict:
     """Run the trial in ``python -m ablate.trainer``; answer its epoch messages with ``on_epoch``."""
     evt_r, evt_w = os.pipe()
     ans_r, ans_w = os.pipe()
     tmp = Path(tempfile.mkdtemp(prefix="ablate-trial-"))
     job = tmp / "job.json"
-    job.write_text(json.dumps({"config": config, "threads": threads, "wandb": wandb,
+    job.write_text(json.dumps({"config": config.as_dict(), "threads": threads, "wandb": wandb,
                                "events_fd": evt_w, "answers_fd": ans_r}))
     env = {k: v for k, v in os.environ.items() if k not in _RANK_ENV}
     env["PYTHONUNBUFFERED"] = "1"
@@ -430,8 +424,8 @@ def _run_isolated(config: dict, on_epoch, threads: int | None, wandb: dict | Non
     if failed is not None:
         raise (TrialFailed if failed.get("kind", "error") == "error" else HarnessFailed)(failed["reason"])
     if result is None or code != 0:  # killed, or crashed below Python: not known to be the trial's own
-        raise HarnessFailed(f"the trial process (python -m ablate.trainer, {config['trainer']}) exited with code "
-                            f"{code} without a result; its output is above")
+        raise HarnessFailed(f"the trial process (python -m ablate.trainer, {config.as_dict()['trainer']}) exited "
+                            f"with code {code} without a result; its output is above")
     return result
 
 
@@ -439,12 +433,11 @@ def _trial_process(job_path: str) -> int:
     """Entry point of ``python -m ablate.trainer JOB.json``: every rank runs this; rank 0 talks to
     the worker (epoch messages, the result) and owns the W&B run."""
     job = json.loads(Path(job_path).read_text())
-    config = job["config"]
+    config = TrialConfig.from_json(job["config"])
     rank0 = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-    spec = _trainer_spec(config)
     threads = job.get("threads")
     if threads:
-        threads = max(1, threads // spec["devices"])  # the worker's share of cores, split over its ranks
+        threads = max(1, threads // config.trainer.devices)  # the worker's share of cores, split over its ranks
     if not rank0:
         return _rank_n(config, threads)
     events = os.fdopen(job["events_fd"], "w")
@@ -465,7 +458,7 @@ def _trial_process(job_path: str) -> int:
             from .tracking import make_logger
 
             w = job["wandb"]
-            logger = make_logger(config, Path(w["run_dir"]), w["project"], w.get("entity"), w["name"])
+            logger = make_logger(config.as_dict(), Path(w["run_dir"]), w["project"], w.get("entity"), w["name"])
         result = _fit(config, on_epoch, logger, threads)
         if logger is not None:
             logger.experiment.summary.update(wandb_summary(result))
@@ -488,7 +481,7 @@ def _trial_process(job_path: str) -> int:
     return code
 
 
-def _rank_n(config: dict, threads: int | None) -> int:
+def _rank_n(config: TrialConfig, threads: int | None) -> int:
     try:
         _fit(config, lambda e, m: False, None, threads)
     except KeyboardInterrupt:

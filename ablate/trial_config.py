@@ -135,9 +135,11 @@ class TrialConfig:
     @classmethod
     def from_json(cls, config: str | Mapping) -> TrialConfig:
         """A config from :meth:`to_json`'s text or :meth:`as_dict`'s dict, also one an older version
-        wrote (no ``head``, ``trainer``, ``metric`` or newer ``train`` keys: their defaults)."""
+        wrote (no ``head``, ``trainer``, ``metric`` or newer ``train`` keys: their defaults) or a
+        hand-written one that names no study or cell (a test's: seed, mechanism, backbone, data, train)."""
         d = json.loads(config) if isinstance(config, str) else dict(config)
-        return cls(d["study"], d["cell"], d["cell_key"], d["seed"], d["mechanism"], d["args"], d["backbone"],
+        return cls(d.get("study", ""), d.get("cell") or {}, d.get("cell_key", ""), d["seed"], d["mechanism"],
+                   d.get("args") or {}, d["backbone"],
                    d["data"], TrainSpec(**(d.get("train") or {})), HeadSpec(**(d.get("head") or {})),
                    TrainerSpec(**(d.get("trainer") or {})), d.get("metric", cls.metric),
                    tuple(d.get("overrides") or ()))

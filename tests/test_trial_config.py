@@ -74,7 +74,8 @@ def test_precision_and_overrides_are_stored_only_off_their_defaults():
                        {"name": "synthetic", "task": "global_cue"})
     assert "precision" not in base.as_dict()["trainer"] and "overrides" not in base.as_dict()
     other = dataclasses.replace(base, trainer=TrainerSpec(precision="bf16-mixed"), overrides=("train.epochs=2",))
-    assert other.as_dict()["trainer"]["precision"] == "bf16-mixed" and other.as_dict()["overrides"] == ["train.epochs=2"]
+    stored = other.as_dict()
+    assert stored["trainer"]["precision"] == "bf16-mixed" and stored["overrides"] == ["train.epochs=2"]
     for c in (base, other):
         assert TrialConfig.from_json(c.to_json()) == c
     assert TrialConfig.of(base) is base and TrialConfig.of(base.as_dict()) == base
@@ -82,6 +83,32 @@ def test_precision_and_overrides_are_stored_only_off_their_defaults():
 
 def test_tuples_in_a_spec_compare_equal_after_the_round_trip():
     """A plugin backbone's options are a tuple of pairs in its record and lists in JSON."""
-    config = TrialConfig("s", {}, "k", 1, "none", {}, {"name": "m:B", "options": (("width", 4),)}, {"name": "synthetic"})
+    backbone = {"name": "m:B", "options": (("width", 4),)}
+    config = TrialConfig("s", {}, "k", 1, "none", {}, backbone, {"name": "synthetic"})
     assert config.backbone == {"name": "m:B", "options": [["width", 4]]}
     assert TrialConfig.from_json(config.to_json()) == config
+
+
+def test_the_trainer_and_the_segmenter_read_the_records_defaults_from_a_dict_or_a_trial_config():
+    """The trainer takes the typed config or its stored dict; neither it nor the segmenter has defaults of its own."""
+    import inspect
+
+    from ablate.models.segmenter import SegmentationModule, as_head, feature_geometry
+    from ablate.trainer import is_isolated
+
+    study = load_study(REPO / "studies" / "gcn_effect.yaml")
+    config = study.trial(*study.trials()[0])
+    two = dataclasses.replace(config, trainer=TrainerSpec(devices=2))
+    ddp = dataclasses.replace(config, trainer=TrainerSpec(strategy="ddp"))
+    for c, isolated in ((config, False), (two, True), (ddp, True)):
+        assert is_isolated(c) is is_isolated(c.as_dict()) is is_isolated(c.to_json()) is isolated
+    old = {k: v for k, v in config.as_dict().items() if k not in ("trainer", "head")}
+    assert not is_isolated(old) and TrialConfig.of(old).head == HeadSpec()
+    assert as_head(None) == as_head({}) == HeadSpec() and as_head({"channels": 8}) == HeadSpec(channels=8)
+    small = {"name": "small_cnn", "width": 16, "depth": 3}
+    plain = feature_geometry(small, None)
+    assert feature_geometry(small, HeadSpec(channels=8)) == feature_geometry(small, {"channels": 8}) == (8, plain[1])
+    assert plain[0] == 16
+    params = inspect.signature(SegmentationModule).parameters
+    for name in ("lr", "weight_decay", "epochs", "optimizer", "momentum", "schedule", "poly_power", "min_lr"):
+        assert params[name].default == getattr(TrainSpec(), name), name

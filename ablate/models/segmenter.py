@@ -29,6 +29,7 @@ from ..data.synthetic import IGNORE_INDEX
 from ..image_counts import confusion_counts
 from ..plugins import backbone_geometry, build_backbone as build_plugin_backbone, is_spec
 from ..seeds import reseed
+from ..trial_config import HeadSpec, TrainSpec
 from .backbone import BACKBONES as _SMALL, SmallCNN, conv_bn_relu
 from .resnet import BACKBONES as _RESNET
 
@@ -43,7 +44,7 @@ def build_backbone(spec: dict) -> nn.Module:
     return BACKBONES[bb.pop("name")](**bb)
 
 
-def feature_geometry(backbone: dict, head: dict | None = None) -> tuple[int, int]:
+def feature_geometry(backbone: dict, head: HeadSpec | dict | None = None) -> tuple[int, int]:
     """(channels the attention block sees, the backbone's output stride), without building
     anything (a ResNet would load its weights)."""
     if is_spec(backbone["name"]):  # a plugin's: built once (cached), it says
@@ -52,7 +53,13 @@ def feature_geometry(backbone: dict, head: dict | None = None) -> tuple[int, int
         channels, stride = (2048 if backbone["depth"] >= 50 else 512), 8
     else:
         channels, stride = backbone["width"], SmallCNN.stride
-    return (head or {}).get("channels") or channels, stride
+    return as_head(head).channels or channels, stride
+
+
+def as_head(head: HeadSpec | dict | None) -> HeadSpec:
+    """``model.head`` as its record: a trial config's dict (or None: no head settings) read with
+    :class:`~ablate.trial_config.HeadSpec`'s defaults, which live there alone."""
+    return head if isinstance(head, HeadSpec) else HeadSpec(**(head or {}))
 
 
 def feature_side(side: int, stride: int) -> int:
@@ -71,9 +78,9 @@ class Segmenter(nn.Module):
     ``train`` stream after the last; None keeps whatever state the generators are in."""
 
     def __init__(self, num_classes: int, backbone: dict, mechanism: str, mechanism_args: dict,
-                 head: dict | None = None, seed: int | None = None):
+                 head: HeadSpec | dict | None = None, seed: int | None = None):
         super().__init__()
-        head = head or {}
+        head = as_head(head)
 
         def stream(name: str) -> None:
             if seed is not None:
@@ -83,17 +90,17 @@ class Segmenter(nn.Module):
         self.backbone = build_backbone(backbone)
         c = self.backbone.out_channels
         self.reduce = None
-        if head.get("channels"):
+        if head.channels:
             stream("reduce")
-            self.reduce = conv_bn_relu(c, head["channels"])
-            c = head["channels"]
+            self.reduce = conv_bn_relu(c, head.channels)
+            c = head.channels
         self.attention_channels = c
         stream("attention")
         self.attention = get_preset(mechanism).build(c, **mechanism_args)
         stream("head")
         self.head = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c, num_classes, kernel_size=1))
         self.aux_head = None
-        if head.get("aux_weight"):
+        if head.aux_weight:
             if not hasattr(self.backbone, "forward_stages"):
                 raise ValueError(f"an auxiliary head needs a backbone with stages (resnet_d8), not {backbone['name']}")
             stream("aux_head")
@@ -175,14 +182,15 @@ class SegmentationModule(L.LightningModule):
     """
 
     def __init__(self, num_classes: int, backbone: dict, mechanism: str, mechanism_args: dict,
-                 lr: float = 3e-3, weight_decay: float = 1e-4, epochs: int = 10,
-                 ignore_index: int = IGNORE_INDEX, head: dict | None = None, optimizer: str = "adamw",
-                 momentum: float = 0.9, schedule: str = "onecycle", poly_power: float = 0.9, min_lr: float = 0.0,
-                 seed: int | None = None):
+                 lr: float = TrainSpec.lr, weight_decay: float = TrainSpec.weight_decay,
+                 epochs: int = TrainSpec.epochs, ignore_index: int = IGNORE_INDEX, head: dict | None = None,
+                 optimizer: str = TrainSpec.optimizer, momentum: float = TrainSpec.momentum,
+                 schedule: str = TrainSpec.schedule, poly_power: float = TrainSpec.poly_power,
+                 min_lr: float = TrainSpec.min_lr, seed: int | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model = Segmenter(num_classes, backbone, mechanism, mechanism_args, head, seed=seed)
-        self.aux_weight = float((head or {}).get("aux_weight") or 0.0)
+        self.aux_weight = float(as_head(head).aux_weight)
         self.miou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)
         self.class_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index)
         self.val_pixels = SumMetric()  # pixels scored (ignore_index excluded), over every rank
