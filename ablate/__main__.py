@@ -11,6 +11,8 @@ Commands (ablate COMMAND --help for each):
   doctor STUDY.yaml                build each cell's block and run one batch forward and backward:
                                    parameters without gradient, tiny widths, degenerate attention maps, NaN
   costs                            params, FLOPs, latency and peak memory of each mechanism's block
+  estimate STUDY.yaml              time a few training iterations of each cell here and multiply out
+                                   the study's compute (a CPU figure on a CPU)
   bench                            the fused kernels against their reference implementations
 
 python -m ablate.run, python -m ablate.report, python -m ablate.doctor, python -m ablate.costs and
@@ -36,6 +38,7 @@ COMMANDS = {
     "list": ("ablate.__main__", "list_main"),
     "doctor": ("ablate.doctor", "main"),
     "costs": ("ablate.costs", "main"),
+    "estimate": ("ablate.estimate", "main"),
     "bench": ("ablate_kernels.bench", "main"),
 }
 LIST_HELP = """usage: ablate list [--channels C]
