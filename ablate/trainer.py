@@ -317,6 +317,16 @@ def _fit(config: TrialConfig, on_epoch, logger=None, threads: int | None = None)
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         deterministic=True, num_sanity_val_steps=0, callbacks=[hook],
         log_every_n_steps=max(1, math.ceil(n_train / train.batch_size)))
+    _fit_mapping_failures(trainer, module, datamodule)
+    hist = module.history
+    if not hist:
+        raise TrialFailed("no validation epoch completed")
+    return _result(config, module, hook, crop, cuda, wall0, probing)
+
+
+def _fit_mapping_failures(trainer, module, datamodule) -> None:
+    """``trainer.fit``, its failures sorted: Ctrl-C back as KeyboardInterrupt, out of memory and
+    the model's own exceptions as :class:`TrialFailed`, the harness's re-raised."""
     try:
         trainer.fit(module, datamodule=datamodule)
     except SystemExit:
@@ -339,9 +349,12 @@ def _fit(config: TrialConfig, on_epoch, logger=None, threads: int | None = None)
         if _from_harness(e):
             raise
         raise TrialFailed(f"{type(e).__name__} in training (the model's forward or backward): {first}") from e
-    hist = module.history
-    if not hist:
-        raise TrialFailed("no validation epoch completed")
+
+
+def _result(config: TrialConfig, module, hook, crop: tuple, cuda: bool, wall0: float, probing: bool) -> dict:
+    """A finished trial's metrics and measurements (what storage records)."""
+    hist, spec = module.history, config.trainer
+    world = spec.world_size
     curve = [h["val_miou"] for h in hist]
     metric = curve[-1] if config.metric == "val_miou" else max(curve)
     model = module.model.cpu()
