@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from .errors import StudyError, exit_with
+from .trial_config import TrialConfig
 from .progress import Progress, StudyCounts, eta_seconds, points
 
 
@@ -286,7 +287,7 @@ def _claim(w: _Worker):
     if not todo:
         return None, trials
     cell, seed = todo[0]
-    config = w.study.trial_config(cell, seed)
+    config = w.study.trial(cell, seed)
     tid = st.create_running_trial(w.ostudy, dict(cell.label), w.choices, _trial_attrs(cell, seed, config))
     return (tid, cell, seed, config, w.plan_index.get((cell.key, seed)) or 1 + len(taken)), trials
 
@@ -369,7 +370,7 @@ def _look(w: _Worker, trials, status: dict):
                            w.study.correction, seq["start"], seq["max"], seq["step"], w.study.seeds)
 
 
-def _run_claimed(w: _Worker, tid: int, cell, seed: int, config: dict, index: int) -> str:
+def _run_claimed(w: _Worker, tid: int, cell, seed: int, config, index: int) -> str:
     """Run one claimed trial and record it; returns 'complete', 'pruned', 'error' (final) or
     'harness' (retried by the next invocation)."""
     import optuna
@@ -378,7 +379,7 @@ def _run_claimed(w: _Worker, tid: int, cell, seed: int, config: dict, index: int
     from .trainer import HarnessFailed, TrialFailed, failure_kind, run_trial, wandb_summary
 
     t0 = time.perf_counter()
-    title, epochs = cell.title(), config["train"]["epochs"]
+    title, epochs = cell.title(), config.train.epochs
     head = f"trial {index}/{w.progress.total} {title} seed={seed}"
     w.progress.say(f"{head}: started")
     logger = None
@@ -421,7 +422,7 @@ def _run_claimed(w: _Worker, tid: int, cell, seed: int, config: dict, index: int
     return outcome
 
 
-def _tracker(w: _Worker, config: dict, name: str):
+def _tracker(w: _Worker, config: TrialConfig, name: str):
     """The trial's W&B logger (None when off, or under DDP, where the trial process makes its own
     run on rank 0) and the W&B arguments for such a trial process (None otherwise)."""
     if not w.study.tracking.get("wandb", True) or w.args.no_wandb:
@@ -432,7 +433,7 @@ def _tracker(w: _Worker, config: dict, name: str):
         return None, wandb_args
     from .tracking import make_logger
 
-    return make_logger(config, w.run_dir, wandb_args["project"], wandb_args["entity"], name), None
+    return make_logger(config.as_dict(), w.run_dir, wandb_args["project"], wandb_args["entity"], name), None
 
 
 def _record(store, tid: int, result: dict) -> str:
@@ -480,9 +481,9 @@ def _wait_for_others(trials, progress, was_waiting: bool) -> bool:
     return running > 0
 
 
-def _trial_attrs(cell, seed: int, config: dict) -> dict:
+def _trial_attrs(cell, seed: int, config) -> dict:
     """The user attributes that tie a trial record to its cell x seed and resolved config."""
-    return {"cell_key": cell.key, "seed": seed, "cell": json.dumps(cell.label_dict), "config": json.dumps(config)}
+    return {"cell_key": cell.key, "seed": seed, "cell": json.dumps(cell.label_dict), "config": TrialConfig.of(config).to_json()}
 
 
 def make_sampler(study, n_existing: int = 0):
@@ -528,7 +529,7 @@ def _claim_search(study, ostudy, store, trials, run: str = ""):
         params = {k: _suggest(trial, k, d) for k, d in study.distributions().items()}
         cell = study.search_cell(params)
         seed = study.seeds[0]
-        config = study.trial_config(cell, seed)
+        config = study.trial(cell, seed)
         for k, v in _trial_attrs(cell, seed, config).items():
             store.set_trial_user_attr(tid, k, v)
     except BaseException as e:
