@@ -206,6 +206,9 @@ def fake_value(mechanism: str, seed: int) -> float:
 
 
 def fake_run_trial(config, reporter=None, logger=None, threads=1, wandb=None):
+    from ablate.trial_config import TrialConfig
+
+    config = TrialConfig.of(config).as_dict()  # the runner hands the trainer a TrialConfig
     value = fake_value(config["mechanism"], config["seed"])
     block = os.environ.get("H6_FAKE_BLOCK")  # "mechanism:seed": that trial hangs (to be killed)
     if block == f"{config['mechanism']}:{config['seed']}":
