@@ -230,6 +230,7 @@ def recording_softmax():
 
     records: list[MapStats] = []
     depth = [0]
+    own_tensor_softmax = "softmax" in torch.Tensor.__dict__
     saved = {"torch": torch.softmax, "F": F.softmax, "Tensor": torch.Tensor.softmax,
              "sdpa": F.scaled_dot_product_attention}
     _ORIGINAL.update(saved)
@@ -279,7 +280,11 @@ def recording_softmax():
     try:
         yield records
     finally:
-        torch.softmax, F.softmax, torch.Tensor.softmax = saved["torch"], saved["F"], saved["Tensor"]
+        torch.softmax, F.softmax = saved["torch"], saved["F"]
+        if own_tensor_softmax:
+            torch.Tensor.softmax = saved["Tensor"]
+        else:  # the method lives on torch._C.TensorBase: remove our wrapper, add nothing to Tensor
+            del torch.Tensor.softmax
         F.scaled_dot_product_attention = saved["sdpa"]
 
 
