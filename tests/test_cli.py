@@ -43,11 +43,14 @@ def test_each_command_dispatches_to_its_module_function():
     import ablate_kernels.bench
     from ablate.__main__ import COMMANDS, _command, list_main
 
-    assert set(COMMANDS) == {"run", "report", "list", "doctor", "costs", "bench"}
+    assert set(COMMANDS) == {"run", "report", "list", "doctor", "costs", "estimate", "bench"}
     assert _command("report") is ablate.report.main and _command("costs") is ablate.costs.main
     assert _command("bench") is ablate_kernels.bench.main and _command("list") is list_main
     doctor = pytest.importorskip("ablate.doctor")
     assert _command("doctor") is getattr(doctor, "main", None)
+    import ablate.estimate
+
+    assert _command("estimate") is ablate.estimate.main
 
 
 def test_a_command_whose_module_is_missing_exits_2_with_a_message(monkeypatch, capsys):
@@ -80,7 +83,7 @@ def test_unknown_command_exits_2_with_the_valid_list():
     proc = ablate("frobnicate")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "unknown command 'frobnicate'" in proc.stderr
-    assert "run, report, list, doctor, costs, bench" in proc.stderr
+    assert "run, report, list, doctor, costs, estimate, bench" in proc.stderr
 
 
 def test_the_console_script_is_installed_and_runs():
