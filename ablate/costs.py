@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import copy
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -51,6 +50,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 from torch.utils import flop_counter
+
+from ablate_kernels.timing import describe_device  # one description of the device for costs, reports and the kernel bench
 
 from .errors import StudyError, exit_with
 
@@ -92,24 +93,6 @@ _EXTRA_FLOP_FORMULAS = {
     _aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_fwd,
     _aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_bwd,
 }
-
-
-def describe_device(device: torch.device | str) -> str:
-    """The device in words: CUDA's device name, or the CPU's model name."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{device.type} ({name})"
 
 
 def _step(block: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:

@@ -102,7 +102,7 @@ def free(device: torch.device) -> None:
 
 
 def describe_device(device: torch.device | str) -> str:
-    """The device in words: CUDA's device name, or the CPU's model name (as ``ablate.costs`` prints it)."""
+    """The device in words: CUDA's device name, or the CPU's model name (ablate.costs, its reports and the kernel bench all print this one)."""
     device = torch.device(device)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
