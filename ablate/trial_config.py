@@ -30,19 +30,28 @@ class TrainSpec:
     min_lr: float = 0.0  # poly only: the floor the lr decays to
     iterations: int = 0  # > 0: train this many optimiser steps; epochs = validation rounds
     val_interval: int = 0  # steps between validations with iterations (0: once, at the end)
+    # mid-trial checkpoints (ablate/checkpoints.py); how a trial is saved never changes what it
+    # computes, so these never enter a cell key
+    checkpoint_every: int = 1  # validation rounds between checkpoints; 0: none
+    checkpoint_keep: int = 2  # the newest N checkpoints of a running trial are kept
+    checkpoint_dir: str = ""  # "": <run folder>/checkpoints; or a shared path (cluster storage)
+    keep_checkpoints: bool = False  # keep a finished trial's last checkpoint (else deleted)
 
     # key -> (kind, minimum[, strict[, maximum]]): strict means the minimum itself is out of range
     _rules = {"epochs": ("int", 1), "batch_size": ("int", 1), "lr": ("float", 0.0, True),
               "weight_decay": ("float", 0.0), "threads": ("int", 0, False, MAX_THREADS), "momentum": ("float", 0.0),
               "poly_power": ("float", 0.0, True), "min_lr": ("float", 0.0), "iterations": ("int", 0),
-              "val_interval": ("int", 0)}
+              "val_interval": ("int", 0), "checkpoint_every": ("int", 0), "checkpoint_keep": ("int", 1)}
     # the fields every cell key has always held; the others enter a key only when not at default
     _keyed = ("epochs", "batch_size", "lr", "weight_decay", "threads")
+    # the fields that never enter a key: where and how often a trial is checkpointed
+    _unkeyed = ("checkpoint_every", "checkpoint_keep", "checkpoint_dir", "keep_checkpoints")
 
     def identity(self) -> dict:
         """What of the training settings enters the cell key."""
         default = TrainSpec()
-        return {k: v for k, v in fields_dict(self).items() if k in self._keyed or v != getattr(default, k)}
+        return {k: v for k, v in fields_dict(self).items()
+                if k not in self._unkeyed and (k in self._keyed or v != getattr(default, k))}
 
 
 @dataclass(frozen=True)
@@ -117,14 +126,17 @@ class TrialConfig:
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
     def as_dict(self) -> dict:
-        """The dict storage keeps (keys in this order; ``trainer.precision`` only when not 32-true and
-        ``overrides`` only when some were given, so configs read as they did before either existed)."""
+        """The dict storage keeps (keys in this order; ``trainer.precision`` only when not 32-true,
+        the checkpoint settings of ``train`` only when not at their defaults and ``overrides`` only
+        when some were given, so configs read as they did before these existed)."""
         trainer = fields_dict(self.trainer)
         if trainer["precision"] == TrainerSpec.precision:
             del trainer["precision"]
+        train = {k: v for k, v in fields_dict(self.train).items()  # checkpoint settings only when set
+                 if k not in TrainSpec._unkeyed or v != getattr(TrainSpec, k)}
         return {"study": self.study, "cell": _plain(self.cell), "cell_key": self.cell_key, "seed": self.seed,
                 "mechanism": self.mechanism, "args": _plain(self.args), "backbone": _plain(self.backbone),
-                "data": _plain(self.data), "train": fields_dict(self.train), "head": fields_dict(self.head),
+                "data": _plain(self.data), "train": train, "head": fields_dict(self.head),
                 "trainer": trainer, "metric": self.metric,
                 **({"overrides": list(self.overrides)} if self.overrides else {})}
 
