@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from ablate import plugins
+from ablate import plugins, plugins_backbones, plugins_tasks
 from ablate.attention import MECHANISMS, get_preset, installed_presets, resolve_mechanism
 from ablate.errors import StudyError
 
@@ -154,8 +154,8 @@ def _isolated(monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delenv(plugins.PATH_ENV, raising=False)
     monkeypatch.setattr(plugins, "_RESOLVED", {})
-    plugins._splits.cache_clear()
-    plugins._geometry.cache_clear()
+    plugins_tasks._splits.cache_clear()
+    plugins_backbones._geometry.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -458,7 +458,7 @@ def test_a_task_plugin_is_validated_and_drawn_like_the_synthetic_tasks(plugs, tm
     assert classes == 3 and xt.shape == (6, 3, 16, 16) and xt.dtype == torch.float32 and yv.shape == (4, 16, 16)
     assert yt.dtype == torch.int64 and set(yt.unique().tolist()) == {1, 2}
     assert not torch.equal(xt[:4], xv)  # train and val come from their own streams
-    plugins._splits.cache_clear()
+    plugins_tasks._splits.cache_clear()
     again = plugins.task_data(spec.as_dict())
     assert torch.equal(again[0][0], xt) and torch.equal(again[1][0], xv)  # the same seed, the same images
     flipped = plugins.task_spec({"flip": "on"}, where, base=spec)  # a data.flip factor over the base
