@@ -68,6 +68,16 @@ class EvalSpec:
         return {"mode": self.mode, "crop": list(self.crop) if self.crop else None,
                 "stride": list(self.stride) if self.stride else None, "scales": list(self.scales), "flip": self.flip}
 
+    @classmethod
+    def from_dict(cls, d: dict | EvalSpec | None) -> EvalSpec:
+        """:meth:`as_dict`'s dict back (lists as tuples, so that the round trip compares equal);
+        None (a config without ``eval``) is the default."""
+        if d is None or isinstance(d, EvalSpec):
+            return d or cls()
+        pair = lambda v: None if v is None else (int(v[0]), int(v[1]))  # noqa: E731
+        return cls(d.get("mode", cls.mode), pair(d.get("crop")), pair(d.get("stride")),
+                   tuple(float(s) for s in d.get("scales", cls.scales)), bool(d.get("flip", cls.flip)))
+
 
 def _logits_at(model_fn: ModelFn, x: torch.Tensor) -> torch.Tensor:
     """The model's logits for ``x``, resized (bilinear) to ``x``'s size when they are not at it

@@ -58,7 +58,8 @@ def table_json(study, tab: dict, data: dict | None = None) -> dict:
             "class_iou": [_pts(v) for v in r.get("class_iou", [])],
             "image_ci95": None if img is None else [_pts(img["lo"]), _pts(img["hi"])]})
     info = tab["info"]
-    return _clean({"study": study.name, "metric": study.metric, "unit": UNIT, "margin": study.margin,
+    return _clean({"study": study.name, "metric": study.metric, "unit": UNIT,
+                   "eval": {**study.eval.as_dict(), "text": study.eval.describe()}, "margin": study.margin,
                    "correction": study.correction, "alpha": 0.05, "comparisons": info["m"],
                    "delta_interval_level": info["level"], "cell_interval": "95% Student t over seeds",
                    "rows": rows, "costs": _costs(data or {})})
@@ -81,15 +82,17 @@ def _factor_names(study, tab: dict, trials: list) -> list[str]:
 
 
 def trials_csv(study, tab: dict, data: dict) -> str:
-    """One row per trial (any state): cell, key, seed, state, every factor, the metric and each
-    epoch's value in points, the trial's recorded costs and the report's measured ones."""
+    """One row per trial (any state): cell, key, seed, state, every factor, the evaluation that
+    produced the metric (the study's ``eval:``, part of the cell key; empty for a trial of no cell
+    of the study), the metric and each epoch's value in points, the trial's recorded costs and
+    the report's measured ones."""
     trials = sorted(data.get("trials", []), key=lambda t: t["number"])
     factors = _factor_names(study, tab, trials)
     by_key = {r["key"]: r for r in tab["rows"]}
     epochs = max([len(t["curve"]) for t in trials] + [0])
     m = study.metric
     head = (["study", "trial", "cell", "cell_key", "seed", "state", "fail_kind", "mechanism"] + factors
-            + [f"{m}_pts", f"best_{m}_pts", "epochs_run", "epochs_planned"]
+            + ["eval", f"{m}_pts", f"best_{m}_pts", "epochs_run", "epochs_planned"]
             + [f"{m}_pts_epoch_{e + 1}" for e in range(epochs)]
             + ["attn_params", "attn_flops", "total_params", "attn_fwd_bwd_ms", "attn_peak_mib", "wall_s",
                "compute_s", "fail_reason"])
@@ -103,8 +106,8 @@ def trials_csv(study, tab: dict, data: dict) -> str:
         w.writerow([study.name, t["number"], row["title"] if row else "", t["key"], t["seed"], t["state"],
                     t["fail_kind"] or "", row["mechanism"] if row else t["mechanism"] or ""]
                    + [_csv_value(cell.get(f)) for f in factors]
-                   + [_csv_value(_pts(t["value"])), _csv_value(_pts(t["best_val_miou"])), len(t["curve"]),
-                      _csv_value(t["planned"])] + [_csv_value(v) for v in curve] + [""] * (epochs - len(curve))
+                   + [study.eval.describe() if row else "", _csv_value(_pts(t["value"])),
+                      _csv_value(_pts(t["best_val_miou"])), len(t["curve"]), _csv_value(t["planned"])] + [_csv_value(v) for v in curve] + [""] * (epochs - len(curve))
                    + [_csv_value(t[k]) for k in ("attention_params", "attention_flops", "total_params")]
                    + [_csv_value(row["attn_ms"] if row else None), _csv_value(row["attn_peak_mib"] if row else None),
                       _csv_value(t["wall_s"]), _csv_value(t["compute_s"]), " ".join(str(t["fail_reason"] or "").split())])

@@ -197,11 +197,12 @@ def block_shape(cell, world_size: int = 1, head=None) -> tuple[int, int, int, in
 
 
 def describe_setup(study) -> str:
-    """The data, training length and backbone a study's metric is measured on (one sentence part)."""
+    """The data, training length, backbone and evaluation a study's metric is measured with (one
+    sentence part)."""
     d, b, t = study.data, study.backbone, study.train
     if hasattr(d, "data_root"):
-        on = (f"the {d.name} `{d.val_split}` split under `{d.data_root}`, single-scale whole images scored at "
-              f"their original label resolution ({'all' if not d.val_images else d.val_images} images), trained "
+        on = (f"the {d.name} `{d.val_split}` split under `{d.data_root}`, scored at the original label "
+              f"resolution ({'all' if not d.val_images else d.val_images} images), trained "
               f"on {d.crop_size[0]}x{d.crop_size[1]} crops")
     else:
         task = (f"the synthetic tasks of the `data.task` factor ({', '.join(map(str, study.factors['data.task']))})"
@@ -218,4 +219,10 @@ def describe_setup(study) -> str:
     if head.channels or head.aux_weight:
         arch += (f"; head: {head.channels}-channel 3x3 conv before the block" if head.channels else "; head:") + \
                 (f", auxiliary FCN head weight {head.aux_weight:g}" if head.aux_weight else "")
-    return f"on {on}; {length}; backbone `{b.name}` ({arch})"
+    return f"on {on}; {length}; backbone `{b.name}` ({arch}); {eval_text(study)}"
+
+
+def eval_text(study) -> str:
+    """Which evaluation produced the study's numbers (its ``eval:``), as the metric line says it."""
+    spec = study.eval
+    return "evaluated on the whole image" if spec == type(spec)() else f"evaluated by {spec.describe()}"

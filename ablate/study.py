@@ -36,6 +36,7 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
     tracking: {wandb: true, project: ablate}
     margin: 1.0                      # mIoU points: a smaller |difference| counts as equivalent (> 0)
     correction: holm                 # none | holm | bonferroni, over all comparisons of the study
+    eval: {mode: whole}              # or {mode: slide, crop: [h, w], stride: [h, w], scales: [...], flip: true}
 
 Limits (each an exit-2 error naming the key): the file is read by :mod:`ablate.study_text`
 (UTF-8, at most 256 KiB, 5,000 values after alias expansion, no key twice, no .nan/.inf); a grid
@@ -72,6 +73,18 @@ block's ``FACTORS``) and may be varied like the built-ins' (``data.X``, ``backbo
 block works at ``channels``; ``aux_weight > 0`` adds mmseg's auxiliary FCN head on ResNet stage 3
 (1024 channels -> 256 -> classes) whose cross-entropy is added with that weight (training only).
 Defaults (0, 0): the backbone feeds the block directly, as on the synthetic task.
+
+``model.head.style: mmseg`` (default ``plain``) builds, around the block, the convolutions mmseg's
+decode head for that mechanism has (NLHead's 3x3 conv before and after the block, the concat with
+the head's input and the 3x3 fusion conv, then dropout and the classifier; see
+:mod:`ablate.models.mmseg_heads` for each head); ``channels`` is then that head's width (mmseg's
+``channels``, 512 in its configs; 0: the backbone's). A mechanism mmseg has no head for is refused.
+
+``eval:`` (default whole image, single scale, no flip) is mmseg's test-time setting for every
+validation: ``mode: slide`` with windows of ``crop`` every ``stride`` pixels, ``scales`` (resize
+ratios) and ``flip`` average the softmax over the views (:mod:`ablate.evaluation`). It changes the
+measured value, so a study with a non-default ``eval:`` has cell keys of its own; the report says
+which evaluation produced its numbers.
 
 ``train`` beyond the basics: ``optimizer: adamw`` (default) or ``sgd`` (with ``momentum``,
 default 0.9); ``schedule: onecycle`` (default, 15% warm-up) or ``poly`` (mmseg's PolyLR: lr
@@ -136,8 +149,8 @@ from .study_cells import SEARCH_COMBOS, SEARCH_VALUES, build_cell, check_search,
 from .study_records import BackboneSpec, Cell, Study, canon, cell_key, fmt_value, make_pruner, search_kind
 from .study_sections import (ACCELERATORS, ALL_BACKBONES, CORRECTIONS, DATASETS, MAX_CELLS, MAX_NAME_CHARS,
                              MAX_SEED, MAX_SEEDS, METRICS, OPTIMIZERS, PRECISIONS, PRUNERS, SAMPLERS, SCHEDULES,
-                             SEQUENTIAL_KEYS, STRATEGIES, TOP_KEYS, check_sequential, data_spec, factors_section,
-                             metric_name, model_section, pruner_epochs, pruner_spec, question_text,
+                             SEQUENTIAL_KEYS, STRATEGIES, TOP_KEYS, check_sequential, data_spec, eval_section,
+                             factors_section, metric_name, model_section, pruner_epochs, pruner_spec, question_text,
                              references_section, search_spec, seeds_spec, study_name, tracking_spec, train_spec,
                              trainer_spec, verdict_spec)
 from .study_specs import expect_mapping, unknown_keys
@@ -179,10 +192,11 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
     trainer = trainer_spec(expect_mapping(raw.get("trainer"), where, "trainer"), where)
     pruner = pruner_spec(raw.get("pruner"), where, pruner_epochs(factors, refs, train))
     margin, correction = verdict_spec(raw, where)
+    evaluation = eval_section(raw, where)
     study = Study(where, name, question, mech, args, backbone, data, train, factors,
                   tuple(tuple(r.items()) for r in refs), tuple(seeds), metric, dict(baseline), search,
                   dict(tracking), pruner, trainer, head, check_files, margin, correction, sequential,
-                  resolve=build_cell)
+                  eval=evaluation, resolve=build_cell)
     check_sequential(sequential, search, pruner, where)
     if search is not None:
         check_search(study)

@@ -48,7 +48,7 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
     mech_args = _resolve_args(study, preset, overrides, assignment, key_prefix)
     _check_cell(study, train, backbone)
     label = tuple((k, canon(preset, k, v)) for k, v in assignment.items())
-    key = cell_key(mech, mech_args, backbone, data, train, study.trainer, study.head)
+    key = cell_key(mech, mech_args, backbone, data, train, study.trainer, study.head, study.eval)
     return Cell(label, mech, tuple(sorted(mech_args.items())), backbone, data, train, key)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .attention import MECHANISMS
 from .errors import brief
+from .evaluation import EvalSpec
 from .trial_config import HeadSpec, TrainerSpec, TrainSpec, TrialConfig, fields_dict
 
 if TYPE_CHECKING:
@@ -57,9 +58,10 @@ def canon(preset, key: str, value):
 
 
 def cell_key(mechanism: str, args: dict, backbone, data, train: TrainSpec, trainer: TrainerSpec,
-             head: HeadSpec) -> str:
+             head: HeadSpec, evaluation: EvalSpec = EvalSpec()) -> str:
     """The stable hash that ties stored results to a cell's resolved configuration. Settings added
-    after the first studies enter it only when not at their defaults, so older keys stay valid."""
+    after the first studies enter it only when not at their defaults, so older keys stay valid.
+    The evaluation (``eval:``) changes what is measured, so one that is not the default is part of it."""
     preset = MECHANISMS[mechanism]
     content = {"mechanism": mechanism, "args": preset.identity(args), "backbone": fields_dict(backbone),
                "data": data.as_dict(), "train": train.identity()}
@@ -69,6 +71,8 @@ def cell_key(mechanism: str, args: dict, backbone, data, train: TrainSpec, train
     head_diff = {k: v for k, v in fields_dict(head).items() if v != getattr(HeadSpec(), k)}
     if head_diff:  # likewise: no head settings, the key of a study written before heads existed
         content["head"] = head_diff
+    if evaluation != EvalSpec():
+        content["eval"] = evaluation.as_dict()
     payload = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
@@ -121,6 +125,7 @@ class Study:
     # seeds: {start, max, step}: {"start": S, "max": M, "step": k}; seeds is then 0..M-1 (None: fixed seeds)
     sequential: dict | None = None
     overrides: tuple = ()  # KEY=VALUE command-line overrides this study was loaded with (ablate.overrides)
+    eval: EvalSpec = field(default_factory=EvalSpec)  # test-time evaluation (ablate/evaluation.py)
     # resolved at load time (ablate.study.load_study): a grid's cells, each cell key's baseline key, and
     # the function that resolves one assignment of factors (a search's sampled points)
     grid: tuple = ()
@@ -201,7 +206,7 @@ class Study:
         """The fully resolved, typed configuration of one trial: what the worker hands the trainer."""
         return TrialConfig(self.name, cell.label_dict, cell.key, seed, cell.mechanism, dict(cell.args),
                            fields_dict(cell.backbone), cell.data.as_dict(), cell.train, self.head, self.trainer,
-                           self.metric, self.overrides)
+                           self.metric, self.overrides, self.eval)
 
     def trial_config(self, cell: Cell, seed: int) -> dict:
         """:meth:`trial` as the dict storage keeps (the trial's ``config``; ``--print-config`` prints it)."""

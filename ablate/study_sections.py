@@ -14,6 +14,7 @@ from .attention import MECHANISMS, resolve_mechanism
 from .data.real import REAL_DATASETS, RealDataSpec, validate_real_data
 from .data.synthetic import TASKS, SceneConfig
 from .errors import StudyError, brief
+from .evaluation import EvalSpec, parse_eval
 from .models.backbone import BACKBONES
 from .models.resnet import ResNetSpec, validate_resnet
 from .plugins import BackboneSpec as PluginBackbone, PluginError, TaskSpec, backbone_spec, is_spec, task_spec
@@ -31,7 +32,7 @@ PRECISIONS = {"32-true": (32, "32", "32-true"), "16-mixed": (16, "16", "16-mixed
               "64-true": (64, "64", "64-true")}
 
 TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references", "seeds", "metric",
-            "baseline", "search", "pruner", "trainer", "tracking", "margin", "correction")
+            "baseline", "search", "pruner", "trainer", "tracking", "margin", "correction", "eval")
 METRICS = ("val_miou", "best_val_miou")
 SAMPLERS = ("tpe", "random", "grid")
 CORRECTIONS = ("none", "holm", "bonferroni")  # as ablate.stats.CORRECTIONS
@@ -140,8 +141,21 @@ def train_spec(raw: dict, where: str, base: TrainSpec | None = None, prefix: str
     return spec
 
 
+HEAD_STYLES = ("plain",)  # mmseg: with ablate/models/mmseg_heads.py
+
+
 def head_spec(raw: dict, where: str) -> HeadSpec:
-    return parse_spec(HeadSpec, raw, where, "model.head.")
+    spec = parse_spec(HeadSpec, raw, where, "model.head.")
+    if spec.style not in HEAD_STYLES:
+        raise StudyError(where, "model.head.style", f"unknown head style {brief(spec.style)}; valid: plain (the "
+                         "block, then dropout and a 1x1 classifier) or mmseg (the convolutions of mmseg's decode "
+                         "head for the mechanism around the block).")
+    return spec
+
+
+def eval_section(raw: dict, where: str) -> EvalSpec:
+    """``eval:``: the test-time evaluation of every validation (:func:`ablate.evaluation.parse_eval`)."""
+    return parse_eval(raw.get("eval"), where)
 
 
 def _trainer_precision(value, where: str) -> str:

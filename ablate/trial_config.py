@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .evaluation import EvalSpec
+
 MAX_THREADS = 1024  # train.threads
 
 
@@ -80,10 +82,13 @@ class TrainerSpec:
 @dataclass(frozen=True)
 class HeadSpec:
     """``model.head``: a 3x3 conv to ``channels`` before the attention block (0: none) and the
-    weight of the auxiliary FCN head's loss (0: none; ResNet-D8 only)."""
+    weight of the auxiliary FCN head's loss (0: none; ResNet-D8 only). ``style: mmseg`` wraps the
+    block in the convolutions of mmseg's decode head for that mechanism (ablate/models/mmseg_heads.py),
+    ``channels`` being that head's width (0: the backbone's)."""
 
     channels: int = 0
     aux_weight: float = 0.0
+    style: str = "plain"  # plain | mmseg; at the default it is absent from keys and stored configs
 
     _rules = {"channels": ("int", 0), "aux_weight": ("float", 0.0)}
 
@@ -118,26 +123,31 @@ class TrialConfig:
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
     metric: str = "val_miou"  # val_miou (last epoch) or best_val_miou
     overrides: tuple = ()  # KEY=VALUE command-line overrides the study was loaded with
+    eval: EvalSpec = field(default_factory=EvalSpec)  # test-time evaluation (ablate/evaluation.py)
 
     def __post_init__(self):
         for name in ("cell", "args", "backbone", "data"):
             object.__setattr__(self, name, _plain(dict(getattr(self, name))))
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "overrides", tuple(self.overrides))
+        object.__setattr__(self, "eval", EvalSpec.from_dict(self.eval))
 
     def as_dict(self) -> dict:
         """The dict storage keeps (keys in this order; ``trainer.precision`` only when not 32-true,
-        the checkpoint settings of ``train`` only when not at their defaults and ``overrides`` only
-        when some were given, so configs read as they did before these existed)."""
+        the checkpoint settings of ``train``, ``head.style`` and ``eval`` only when not at their
+        defaults and ``overrides`` only when some were given, so configs read as they did before
+        these existed)."""
         trainer = fields_dict(self.trainer)
         if trainer["precision"] == TrainerSpec.precision:
             del trainer["precision"]
         train = {k: v for k, v in fields_dict(self.train).items()  # checkpoint settings only when set
                  if k not in TrainSpec._unkeyed or v != getattr(TrainSpec, k)}
+        head = {k: v for k, v in fields_dict(self.head).items() if k != "style" or v != HeadSpec.style}
         return {"study": self.study, "cell": _plain(self.cell), "cell_key": self.cell_key, "seed": self.seed,
                 "mechanism": self.mechanism, "args": _plain(self.args), "backbone": _plain(self.backbone),
-                "data": _plain(self.data), "train": train, "head": fields_dict(self.head),
+                "data": _plain(self.data), "train": train, "head": head,
                 "trainer": trainer, "metric": self.metric,
+                **({"eval": self.eval.as_dict()} if self.eval != EvalSpec() else {}),
                 **({"overrides": list(self.overrides)} if self.overrides else {})}
 
     def to_json(self) -> str:
@@ -147,14 +157,14 @@ class TrialConfig:
     @classmethod
     def from_json(cls, config: str | Mapping) -> TrialConfig:
         """A config from :meth:`to_json`'s text or :meth:`as_dict`'s dict, also one an older version
-        wrote (no ``head``, ``trainer``, ``metric`` or newer ``train`` keys: their defaults) or a
+        wrote (no ``head``, ``trainer``, ``metric``, ``eval`` or newer ``train`` keys: their defaults) or a
         hand-written one that names no study or cell (a test's: seed, mechanism, backbone, data, train)."""
         d = json.loads(config) if isinstance(config, str) else dict(config)
         return cls(d.get("study", ""), d.get("cell") or {}, d.get("cell_key", ""), d["seed"], d["mechanism"],
                    d.get("args") or {}, d["backbone"],
                    d["data"], TrainSpec(**(d.get("train") or {})), HeadSpec(**(d.get("head") or {})),
                    TrainerSpec(**(d.get("trainer") or {})), d.get("metric", cls.metric),
-                   tuple(d.get("overrides") or ()))
+                   tuple(d.get("overrides") or ()), EvalSpec.from_dict(d.get("eval")))
 
     @classmethod
     def of(cls, config: TrialConfig | str | Mapping) -> TrialConfig:

@@ -26,6 +26,7 @@ from torchmetrics.utilities import dim_zero_cat
 from ..attention import get_preset
 from ..data.real import resize_logits_to
 from ..data.synthetic import IGNORE_INDEX
+from ..evaluation import EvalSpec, evaluate
 from ..image_counts import confusion_counts
 from ..plugins import backbone_geometry, build_backbone as build_plugin_backbone, is_spec
 from ..seeds import reseed
@@ -178,7 +179,10 @@ class SegmentationModule(L.LightningModule):
     (n_images, 2, C) int64 over every rank (:class:`ImageCounts`). ``probe`` (optional): a
     callable ``probe(model) -> float | None`` run once after each validation epoch (in eval mode,
     without gradients); its value goes to the epoch's ``history`` entry as ``cue_mass``.
-    ``seed``: the trial seed, for :class:`Segmenter`'s seed streams.
+    ``seed``: the trial seed, for :class:`Segmenter`'s seed streams. ``evaluation``: the study's
+    ``eval:`` (an :class:`~ablate.evaluation.EvalSpec` or its dict; None: whole image), which every
+    validation uses: sliding windows and multi-scale + flip as mmseg's test time (with views
+    averaged, the loss is the cross-entropy of the averaged prediction).
     """
 
     def __init__(self, num_classes: int, backbone: dict, mechanism: str, mechanism_args: dict,
@@ -186,9 +190,11 @@ class SegmentationModule(L.LightningModule):
                  epochs: int = TrainSpec.epochs, ignore_index: int = IGNORE_INDEX, head: dict | None = None,
                  optimizer: str = TrainSpec.optimizer, momentum: float = TrainSpec.momentum,
                  schedule: str = TrainSpec.schedule, poly_power: float = TrainSpec.poly_power,
-                 min_lr: float = TrainSpec.min_lr, seed: int | None = None):
+                 min_lr: float = TrainSpec.min_lr, seed: int | None = None,
+                 evaluation: EvalSpec | dict | None = None):
         super().__init__()
         self.save_hyperparameters()
+        self.eval_spec = EvalSpec.from_dict(evaluation)
         self.model = Segmenter(num_classes, backbone, mechanism, mechanism_args, head, seed=seed)
         self.aux_weight = float(as_head(head).aux_weight)
         self.miou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)
@@ -235,7 +241,10 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = resize_logits_to(self(x), y)
+        if self.eval_spec == EvalSpec():
+            logits = resize_logits_to(self(x), y)
+        else:  # windows / views, at the label's size (ablate/evaluation.py)
+            logits = evaluate(self, x, self.hparams.num_classes, self.eval_spec, out_size=tuple(y.shape[-2:]))
         loss = F.cross_entropy(logits, y, ignore_index=self.hparams.ignore_index)
         pred = logits.argmax(1)
         self.miou.update(pred, y)
