@@ -211,9 +211,8 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
         prev = reuse(Path(reports_dir) / f"{study.name}.json", data["cost_shapes"]) if reuse_costs else None
         data["costs"] = prev or {**block_costs(done, study.trainer.world_size, head=study.head),
                                  "_measured": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
-    if run_info:
-        run_info = _run_totals(run_info, data["finished"])
-        _save_run_info(study, url, run_info)
+    if run_info:  # the runner writes its run record to storage (ablate.run.run_record); the report only reads
+        run_info = run_totals(run_info, data["finished"])
         data["run"] = run_info
     out = Path(reports_dir) / f"{study.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -270,7 +269,7 @@ def _wandb_wanted(study, run_info: dict | None) -> bool:
     return "--no-wandb" not in str(run_info.get("command", "")).split()
 
 
-def _run_totals(run_info: dict, finished: list[dict]) -> dict:
+def run_totals(run_info: dict, finished: list[dict]) -> dict:
     """The invocation's own trials (by its run id in their owner records; by completion time for
     records without one), their compute, and its overhead over its workers' wall time. A pruned
     trial's epochs were work too."""
@@ -284,18 +283,6 @@ def _run_totals(run_info: dict, finished: list[dict]) -> dict:
     busy = info["wall_s"] * info["workers"]
     info["overhead"] = max(0.0, 1 - info["compute_s"] / busy) if busy else 0.0
     return info
-
-
-def _save_run_info(study, url: str, info: dict) -> None:
-    import optuna
-
-    from . import storage as st
-
-    try:
-        ostudy = optuna.load_study(study_name=study.name, storage=st.open_storage(url))
-        ostudy.set_user_attr("last_run", json.loads(json.dumps(info)))
-    except KeyError:
-        pass
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,11 @@ same storage; the same command on other machines with one ``--storage postgresql
 joins the same study. A study with sequential seeds (``seeds: {start, max}``) runs its start
 seeds, then adds seeds, one look at a time, only to the comparisons still undecided
 (:func:`ablate.stats.sequential_look`); ``--dry-run`` prints the plan and the level it judges at.
+
+This module is the command: arguments, checks before any trial, the worker processes, the run
+record and the report at the end. A worker's loop is :mod:`ablate.run_worker` (claim -> run ->
+record); what it claims next is :mod:`ablate.run_claims`; storage does the claiming and the
+recording (:mod:`ablate.storage`).
 """
 from __future__ import annotations
 
@@ -18,13 +23,14 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 import uuid
 from pathlib import Path
 
 from .errors import StudyError, exit_with
-from .trial_config import TrialConfig
-from .progress import Progress, StudyCounts, eta_seconds, points
+from .run_claims import LOOKS_ATTR, comparison_pairs, sequential_summary, trial_attrs  # noqa: F401 - tests use them
+from .run_worker import TrialReporter, Worker, study_counts, threads_for, worker_loop  # noqa: F401
+from .run_claims import trial_attrs as _trial_attrs  # noqa: F401 - the old private names
+from .run_worker import Worker as _Worker, threads_for as _threads  # noqa: F401
 
 
 EXIT_FAILED, EXIT_RETRY = 1, 3
@@ -115,437 +121,6 @@ def print_plan(study, out=None) -> None:
         print(f"  pruner: {study.pruner['name']} ({opts})", file=out)
 
 
-def _threads(args, study=None) -> int:
-    """torch threads per worker: the study's train.threads (part of the cell key), else
-    --threads, else the machine's cores shared among the workers."""
-    if study is not None and study.train.threads > 0:
-        return study.train.threads
-    if args.threads > 0:
-        return args.threads
-    return max(1, (os.cpu_count() or 1) // max(1, args.workers))
-
-
-class TrialReporter:
-    """A trial's per-epoch hook in the worker: the epoch's val mIoU goes to the trial's record
-    (an Optuna intermediate value at step = 0-based epoch), the study's pruner is asked whether
-    to stop, and a progress line is printed. Returns True to prune.
-
-    The pruner sees the trials in storage: with a grid it compares this trial with the finished
-    trials (of every cell) at the same epoch. The last epoch is never pruned (the trial is done).
-    """
-
-    def __init__(self, trial, pruning: bool, epochs: int, printer):
-        self.trial, self.pruning, self.epochs, self.printer = trial, pruning, epochs, printer
-
-    def __call__(self, epoch: int, miou: float) -> bool:
-        self.trial.report(miou, epoch)
-        prune = self.pruning and epoch + 1 < self.epochs and self.trial.should_prune()
-        self.printer(epoch, miou, prune)
-        return prune
-
-
-@dataclasses.dataclass
-class _Worker:
-    """What a worker's loop shares between claiming and running trials."""
-
-    study: object
-    url: str
-    run_dir: Path
-    args: argparse.Namespace
-    store: object
-    ostudy: object
-    progress: Progress
-    run: str  # this invocation's id: its own harness failures are not retried by it
-    plan_index: dict
-    choices: dict
-    cells: list = dataclasses.field(default_factory=list)  # the grid's cells (sequential studies read them)
-    traced: bool = False  # a harness failure's traceback was printed once already
-
-
-MAX_HARNESS_STREAK = 3  # harness failures in a row after which a worker stops (the next run retries)
-
-
-def worker_loop(study, url: str, run_dir: Path, args) -> dict:
-    """Claim and run trials until none is free; returns this worker's totals."""
-    import optuna
-
-    from . import storage as st
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = st.open_storage(url)
-    with st.study_lock(url, study.name):
-        st.load_or_create(store, study.name)
-    ostudy = optuna.load_study(study_name=study.name, storage=store, pruner=study.make_pruner())
-    plan = study.trials()
-    choices: dict[str, list] = {}
-    for c in study.cells():
-        for k, v in c.label:
-            if v not in choices.setdefault(k, []):
-                choices[k].append(v)
-    tag = f"[w{args.worker_index}] " if args.worker else ""
-    cells = study.cells()
-    total = study.search["n_trials"] if study.search else len(plan)
-    if study.sequential:
-        total = f"{len(plan)}-{len(cells) * study.sequential['max']}"  # the start plan, up to every seed
-    w = _Worker(study, url, run_dir, args, store, ostudy, Progress(tag, total), os.environ.get(st.RUN_ENV, ""),
-                {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}, choices, cells)
-    totals = {"trials": 0, "attempts": 0, "error": 0, "harness": 0}
-    waiting, streak, finished = False, 0, True  # finished: a trial ended here since the study line was shown
-    while not args.max_trials or totals["attempts"] < args.max_trials:
-        if waiting:
-            time.sleep(min(5.0, st.heartbeat_s()))
-        with st.study_lock(url, study.name):
-            claim, trials = _claim(w)
-        if finished and (totals["attempts"] or w.progress.tty):  # plain lines after a trial; the bar at once
-            w.progress.study(study_counts(w, trials))
-        finished = False
-        if claim is None:
-            waiting = _wait_for_others(trials, w.progress, waiting)
-            if waiting:
-                continue
-            break
-        waiting = False
-        outcome = _run_claimed(w, *claim)
-        totals["attempts"] += 1
-        finished = True
-        if outcome in ("error", "harness"):
-            totals[outcome] += 1
-        else:
-            totals["trials"] += 1
-        streak = streak + 1 if outcome == "harness" else 0
-        if streak >= MAX_HARNESS_STREAK:
-            w.progress.say(f"stopping: {streak} trials in a row failed for a reason of the harness or its "
-                           "environment (above); fix it and run the same command again to retry them")
-            break
-    if finished:  # stopped by --max-trials or by failures in a row: no claim read the storage since
-        w.progress.study(study_counts(w, w.ostudy.get_trials(deepcopy=False)))
-    w.progress.close()
-    return totals
-
-
-def study_counts(w: _Worker, trials) -> StudyCounts:
-    """The study-level progress from storage (every worker's trials): trials finished, final
-    failures and this run's harness failures among them, of the total known now (a sequential
-    study's start plan plus the seeds its looks added), and the ETA from those finished trials'
-    times with as many workers as trials running, this one included."""
-    import optuna
-
-    from . import storage as st
-
-    ok_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    ended = ("done", "failed here")
-    most, wanted = None, None
-    if w.study.search:
-        mine = [t for t in trials if st.trial_status(t, w.run) in ended]
-        total, done, failed = w.study.search["n_trials"], len(mine), sum(t.state not in ok_states for t in mine)
-    else:
-        wanted = {(c.key, s) for c, s in w.study.trials()}
-        if w.study.sequential:
-            looks = w.ostudy.user_attrs.get(LOOKS_ATTR, [])
-            wanted |= {(k, s) for look in looks for k, seeds in look["added"].items() for s in seeds}
-            most = len(w.cells) * w.study.sequential["max"]
-        status = _statuses(trials, w.run)
-        ok = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in trials if t.state in ok_states}
-        ended_pairs = [p for p in wanted if status.get(p) in ended]
-        total, done, failed = len(wanted), len(ended_pairs), sum(p not in ok for p in ended_pairs)
-    times = [_trial_seconds(t) for t in trials if t.state in ok_states
-             and (wanted is None or (t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) in wanted)]
-    running = sum(st.trial_status(t, w.run) == "running" for t in trials)
-    eta = eta_seconds([x for x in times if x is not None], total - done, running + 1)
-    return StudyCounts(done, total, failed, eta, most)
-
-
-def _trial_seconds(t) -> float | None:
-    """A finished trial's time: its recorded wall time, else its storage timestamps."""
-    if isinstance(t.user_attrs.get("wall_s"), (int, float)):
-        return float(t.user_attrs["wall_s"])
-    if t.datetime_start and t.datetime_complete:
-        return (t.datetime_complete - t.datetime_start).total_seconds()
-    return None
-
-
-def _claim(w: _Worker):
-    """(trial id, cell, seed, config, plan index) of the next free trial, created RUNNING and owned
-    by this process, or None; and the trials seen. Call with the study lock held."""
-    from . import storage as st
-
-    trials = w.ostudy.get_trials(deepcopy=False)
-    if st.reap_lost(w.store, trials):
-        trials = w.ostudy.get_trials(deepcopy=False)
-    if w.study.search:
-        claim = _claim_search(w.study, w.ostudy, w.store, trials, w.run)
-        if claim is None:
-            return None, trials
-        index = 1 + sum(st.trial_status(t, w.run) in st.TAKEN for t in trials)
-        return (*claim, index), trials
-    taken = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed"))
-             for t in trials if st.trial_status(t, w.run) in st.TAKEN}
-    if w.study.sequential:
-        todo = _sequential_todo(w, trials)
-    else:
-        todo = [(c, s) for c, s in w.study.trials() if (c.key, s) not in taken]
-    if not todo:
-        return None, trials
-    cell, seed = todo[0]
-    config = w.study.trial(cell, seed)
-    tid = st.create_running_trial(w.ostudy, dict(cell.label), w.choices, _trial_attrs(cell, seed, config))
-    return (tid, cell, seed, config, w.plan_index.get((cell.key, seed)) or 1 + len(taken)), trials
-
-
-LOOKS_ATTR = "sequential_looks"  # study user attribute: the looks of a sequential study, in order
-
-
-def _statuses(trials, run: str) -> dict:
-    """(cell key, seed) -> the status that counts among its trials: done, then running, then
-    failed here, then free (a lost or retried attempt next to a finished one is history)."""
-    from . import storage as st
-
-    rank = {"done": 0, "running": 1, "failed here": 2}
-    out: dict = {}
-    for t in trials:
-        pair, status = (t.user_attrs.get("cell_key"), t.user_attrs.get("seed")), st.trial_status(t, run)
-        if rank.get(status, 3) < rank.get(out.get(pair), 3):
-            out[pair] = status
-        else:
-            out.setdefault(pair, status)
-    return out
-
-
-def _sequential_todo(w: _Worker, trials) -> list:
-    """The (cell, seed) a sequential study wants and nobody has taken, in order. Call with the
-    study lock held. What is wanted: the first ``start`` seeds of every cell, plus every seed a
-    look added (kept in storage, :data:`LOOKS_ATTR`). When all of them are finished, the next
-    look is taken here, from storage alone (:func:`ablate.stats.sequential_look`), and recorded
-    before any of its trials is claimed: each look happens once, whichever worker takes it, and
-    a killed runner resumes with the seeds its looks added."""
-    from . import storage as st
-
-    status = _statuses(trials, w.run)
-    by_key = {c.key: c for c in w.cells}
-    looks = list(w.ostudy.user_attrs.get(LOOKS_ATTR, []))
-    wanted = list(w.study.trials()) + [(by_key[k], s) for look in looks for k, seeds in look["added"].items()
-                                       if k in by_key for s in seeds]
-    todo = [(c, s) for c, s in wanted if status.get((c.key, s)) not in st.TAKEN]
-    if todo or any(status.get((c.key, s)) != "done" for c, s in wanted):
-        return todo  # trials to claim, or trials still running (wait) or to retry in a later run (stop)
-    look = _look(w, trials, status)
-    if not look.new:
-        return []
-    added = {c.key: look.new[c.key] for c in w.cells if c.key in look.new}
-    record = {"look": len(looks) + 1, "alpha": look.alpha, "added": added,
-              "undecided": [list(pair) for pair, ok in look.decided.items() if not ok]}
-    w.ostudy.set_user_attr(LOOKS_ATTR, looks + [record])
-    w.progress.say(f"look {record['look']}: {len(record['undecided'])} comparison(s) undecided at alpha "
-                   f"{look.alpha:.4g}; adding seeds " + "; ".join(f"{by_key[k].title()}: {', '.join(map(str, v))}"
-                                                                  for k, v in added.items()))
-    return [(by_key[k], s) for k, seeds in added.items() for s in seeds]
-
-
-def comparison_pairs(study, cells: list) -> list[tuple[str, str]]:
-    """(cell key, baseline key) of every comparison the report makes (each cell against its
-    baseline, :meth:`ablate.study.Study.baseline_for`), in the study's order."""
-    pairs = []
-    for c in cells:
-        b = study.baseline_for(c, cells)
-        if b is not None and b.key != c.key and (c.key, b.key) not in pairs:
-            pairs.append((c.key, b.key))
-    return pairs
-
-
-def _look(w: _Worker, trials, status: dict):
-    """One look of a sequential study over its finished trials (see :func:`_sequential_todo`)."""
-    import optuna
-
-    from .report import ALPHA
-    from .stats import sequential_look
-
-    values: dict = {c.key: {} for c in w.cells}
-    for t in trials:
-        key = t.user_attrs.get("cell_key")
-        if t.state == optuna.trial.TrialState.COMPLETE and key in values:
-            values[key][t.user_attrs.get("seed")] = t.value
-    done = {c.key: [s for s in w.study.seeds if status.get((c.key, s)) == "done"] for c in w.cells}
-    seq = w.study.sequential
-    return sequential_look(values, done, comparison_pairs(w.study, w.cells), w.study.margin / 100, ALPHA,
-                           w.study.correction, seq["start"], seq["max"], seq["step"], w.study.seeds)
-
-
-def _run_claimed(w: _Worker, tid: int, cell, seed: int, config, index: int) -> str:
-    """Run one claimed trial and record it; returns 'complete', 'pruned', 'error' (final) or
-    'harness' (retried by the next invocation)."""
-    import optuna
-
-    from . import storage as st
-    from .trainer import HarnessFailed, TrialFailed, failure_kind, run_trial, wandb_summary
-
-    t0 = time.perf_counter()
-    title, epochs = cell.title(), config.train.epochs
-    head = f"trial {index}/{w.progress.total} {title} seed={seed}"
-    w.progress.say(f"{head}: started")
-    logger = None
-    try:
-        with st.Heartbeat(w.store, tid):
-            reporter = TrialReporter(optuna.trial.Trial(w.ostudy, tid), w.study.pruner["name"] != "none", epochs,
-                                     w.progress.epoch_printer(index, title, seed, epochs, t0))
-            logger, isolated_wandb = _tracker(w, config, f"{title} seed={seed}")
-            result = run_trial(config, reporter, logger=logger, threads=_threads(w.args, w.study),
-                               wandb=isolated_wandb)
-            if logger is not None:
-                logger.experiment.summary.update(wandb_summary(result))
-            _finish_wandb(logger, 0)
-            logger = None
-            result["wall_s"] = time.perf_counter() - t0  # closing the W&B run is the harness's time too
-            outcome = _record(w.store, tid, result)
-    except KeyboardInterrupt:
-        with contextlib.suppress(Exception):
-            st.mark_failed(w.store, tid, "interrupted", "interrupted (Ctrl-C); run again to resume")
-        _finish_wandb(logger, 130)
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure is recorded, the study goes on
-        kind = failure_kind(e)
-        reason = str(e) if isinstance(e, (TrialFailed, HarnessFailed)) else f"{type(e).__name__}: {e}"
-        if kind == "harness" and not isinstance(e, HarnessFailed) and not w.traced:
-            traceback.print_exc()
-            w.traced = True
-        with contextlib.suppress(Exception):  # a broken storage: the trial stays RUNNING, reaped as lost later
-            st.mark_failed(w.store, tid, kind, reason)
-        what = "FAILED" if kind == "error" else "FAILED (harness or environment; the next run retries it)"
-        w.progress.say(f"{head}: {what}: {' '.join(reason.split())[:200]}")
-        _finish_wandb(logger, 1)
-        return kind
-    wall, curve = result["wall_s"], result["curve"]
-    if outcome == "pruned":
-        w.progress.say(f"{head}: pruned after epoch {result['pruned_epoch'] + 1}/{epochs} (val mIoU "
-                       f"{points(curve[-1])})  ({wall:.0f}s)")
-    else:
-        w.progress.say(f"{head}: val mIoU {points(result['value'])}  ({wall:.0f}s)")
-    return outcome
-
-
-def _tracker(w: _Worker, config: TrialConfig, name: str):
-    """The trial's W&B logger (None when off, or under DDP, where the trial process makes its own
-    run on rank 0) and the W&B arguments for such a trial process (None otherwise)."""
-    if not w.study.tracking.get("wandb", True) or w.args.no_wandb:
-        return None, None
-    wandb_args = {"run_dir": str(w.run_dir), "project": w.study.tracking.get("project", "ablate"),
-                  "entity": w.study.tracking.get("entity"), "name": name}
-    if w.study.trainer.isolated:
-        return None, wandb_args
-    from .tracking import make_logger
-
-    return make_logger(config.as_dict(), w.run_dir, wandb_args["project"], wandb_args["entity"], name), None
-
-
-def _record(store, tid: int, result: dict) -> str:
-    """Write a finished trial's result and final state; returns 'complete' or 'pruned'."""
-    import optuna
-
-    for k, v in result.items():
-        store.set_trial_user_attr(tid, k, v)
-    if result.get("pruned_epoch") is not None:
-        # final, like a failure of its own: storage counts PRUNED as done; the value is the
-        # last reported one, as Optuna's own tell() records it
-        store.set_trial_state_values(tid, optuna.trial.TrialState.PRUNED, [result["curve"][-1]])
-        return "pruned"
-    store.set_trial_state_values(tid, optuna.trial.TrialState.COMPLETE, [result["value"]])
-    return "complete"
-
-
-def sequential_summary(study, url: str) -> str:
-    """How far a sequential study went: looks taken, trials finished of the most it could run,
-    and each cell's finished seeds."""
-    import optuna
-
-    from . import storage as st
-
-    ostudy = optuna.load_study(study_name=study.name, storage=st.open_storage(url))
-    looks = ostudy.user_attrs.get(LOOKS_ATTR, [])
-    cells = study.cells()
-    done = _statuses(ostudy.get_trials(deepcopy=False), "")
-    per = {c.key: sum(done.get((c.key, s)) == "done" for s in study.seeds) for c in cells}
-    return (f"sequential seeds: {len(looks)} look(s) added seeds; {sum(per.values())} of at most "
-            f"{len(cells) * study.sequential['max']} trials finished; seeds a cell: "
-            + ", ".join(f"{c.title()} {per[c.key]}" for c in cells))
-
-
-def _wait_for_others(trials, progress, was_waiting: bool) -> bool:
-    """Nothing is free. While other workers' trials run, wait: one of them may yet be lost (its
-    machine gone: reaped once its heartbeat is older than the grace period) and must run again."""
-    import optuna
-
-    from . import storage as st
-
-    running = sum(t.state == optuna.trial.TrialState.RUNNING and st.ATTR + "pid" in t.system_attrs for t in trials)
-    if running and not was_waiting:
-        progress.say(f"nothing left to claim; waiting for {running} running trial(s) of other workers")
-    return running > 0
-
-
-def _trial_attrs(cell, seed: int, config) -> dict:
-    """The user attributes that tie a trial record to its cell x seed and resolved config."""
-    return {"cell_key": cell.key, "seed": seed, "cell": json.dumps(cell.label_dict), "config": TrialConfig.of(config).to_json()}
-
-
-def make_sampler(study, n_existing: int = 0):
-    """The study's sampler; re-created at every claim, so its seed advances with the trial count
-    (a fixed seed would replay the same random start-up point for every trial)."""
-    import optuna
-
-    kind, seed = study.search["sampler"], study.seeds[0] + n_existing
-    if kind == "grid":
-        space = {k: list(v) if isinstance(v, list) else list(v["choices"]) for k, v in study.factors.items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def _suggest(trial, name, dist):
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
-def _claim_search(study, ostudy, store, trials, run: str = ""):
-    """Sample the next point of a search study (lock held); None once the budget is used. The
-    new trial names its owner first: a sample that fails later is marked failed, never left
-    RUNNING without an owner."""
-    import optuna
-
-    from . import storage as st
-
-    if sum(st.trial_status(t, run) in st.TAKEN for t in trials) >= study.search["n_trials"]:
-        return None
-    sampler_study = optuna.load_study(study_name=study.name, storage=store, sampler=make_sampler(study, len(trials)))
-    trial = sampler_study.ask()
-    tid = trial._trial_id
-    for k, v in st.owner_attrs().items():
-        store.set_trial_system_attr(tid, k, v)
-    try:
-        params = {k: _suggest(trial, k, d) for k, d in study.distributions().items()}
-        cell = study.search_cell(params)
-        seed = study.seeds[0]
-        config = study.trial(cell, seed)
-        for k, v in _trial_attrs(cell, seed, config).items():
-            store.set_trial_user_attr(tid, k, v)
-    except BaseException as e:
-        with contextlib.suppress(Exception):
-            st.mark_failed(store, tid, "harness", f"the sampled point could not be set up: {type(e).__name__}: {e}")
-        raise
-    return tid, cell, seed, config
-
-
-def _finish_wandb(logger, code: int) -> None:
-    if logger is not None:
-        try:
-            logger.experiment.finish(exit_code=code)
-        except Exception:  # noqa: BLE001 - tracking must never break a study
-            pass
-
 
 def gpu_assignment(workers: int, visible: list[str], per_worker: int) -> list[str]:
     """CUDA_VISIBLE_DEVICES for each local worker: worker i gets the i-th group of ``per_worker``
@@ -575,7 +150,7 @@ def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None)
     from . import storage as st
 
     procs = []
-    threads = _threads(args)
+    threads = threads_for(args)
     for i in range(args.workers):
         cmd = [sys.executable, "-m", "ablate.run", args.study, *args.overrides, "--worker", "--worker-index", str(i),
                "--run-dir", str(run_dir), "--threads", str(threads), "--no-report"]
@@ -665,9 +240,7 @@ def _prepare(study, args) -> tuple[Path, str]:
     made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        store = st.open_storage(url)
-        with st.study_lock(url, study.name):
-            st.load_or_create(store, study.name)
+        st.open_study(url, study.name)
     except BaseException as e:
         for d in made:  # deepest first
             with contextlib.suppress(OSError):
@@ -729,7 +302,7 @@ def main(argv=None) -> int:
         count = (f"{n} trials to start, up to {len(study.cells()) * study.sequential['max']} (sequential seeds)"
                  if study.sequential else f"{n} trials")
         print(f"ablate: study {study.name} -> storage {st.redact(url)}; {count}; "
-              f"{args.workers} worker(s) x {_threads(args, study)} thread(s)", flush=True)
+              f"{args.workers} worker(s) x {threads_for(args, study)} thread(s)", flush=True)
         if not args.no_doctor and not _preflight(study):
             exit_with(StudyError(str(study.path), "model.mechanism",
                                  "the health pre-flight found a hard error (printed above: a block that cannot be "
@@ -766,15 +339,28 @@ def _preflight(study) -> bool:
         return True
 
 
+def run_record(study, url: str, info: dict) -> dict:
+    """The run record of this invocation (its wall time, workers, command, and from storage its
+    trials' compute and overhead: :func:`ablate.report.run_totals`), written to the study in
+    storage (``last_run``, which later reports read) and returned."""
+    from . import storage as st
+    from .report import collect, run_totals
+
+    info = run_totals(info, collect(study, url)["finished"])
+    st.save_run_record(url, study.name, info)
+    return info
+
+
 def _finish(study, url: str, args, argv, codes: list[int], totals, wall: float, started_at: float) -> int:
     """Write the report and say how the study stands; returns the exit status (see --help)."""
     from . import storage as st
     from .report import failures, write_report
 
     if not args.no_report:
-        path = write_report(study, url, args.reports_dir, run_info={
+        info = run_record(study, url, {
             "wall_s": wall, "started": started_at, "workers": args.workers, "run": os.environ.get(st.RUN_ENV),
             "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))})
+        path = write_report(study, url, args.reports_dir, run_info=info)
         print(f"ablate: report written to {path}")
     print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials run here)" if totals else ""))
     if study.sequential:

@@ -26,18 +26,12 @@ for a server), so the "which (cell, seed) is free" decision is serialised:
 
 Hence every cell x seed finishes exactly once, whatever the number of workers and restarts.
 
-A worker knows a trial's owner is on its own machine when the owner's host name *and* node
-(boot id and PID namespace) equal its own; only then is the process table authoritative. Any
-other owner is judged by its heartbeat, which assumes the machines' clocks agree to well within
-the grace period (NTP). ``ABLATE_HEARTBEAT_S`` and ``ABLATE_HEARTBEAT_GRACE_S`` override the
-heartbeat interval and the grace period (tests shorten them).
-
-The journal file (the default storage) is written under an ``flock`` on ``JOURNAL.write-lock``,
-which the kernel releases when its holder dies, so a killed writer leaves no stale lock. A write
-cut short (a kill or a full disk mid-line) leaves a torn last line: it is cut off, after a
-backup copy, when the journal is opened and before every append (:func:`check_journal`). A
-broken line *inside* the journal is not guessed at: opening stops with the command that repairs
-it (``python -m ablate.storage repair JOURNAL``).
+This module opens storage, holds the study lock and owns the trial records the runner uses:
+:func:`claim_next` (reap the lost, create the chosen (cell, seed) RUNNING and owned),
+:func:`record_result` / :func:`record_failure`, :func:`read_trials` (typed
+:class:`TrialRecord`) and the study's run record (:func:`save_run_record`). Owners, liveness
+and statuses are in :mod:`ablate.storage_trials`; the journal file's kill-safe lock and torn
+lines in :mod:`ablate.storage_journal`.
 
 Credentials: a storage URL may carry a password (``postgresql://user:pass@host/db``); only
 ``redact``-ed forms of it are ever printed or written. libpq also takes the password from
@@ -46,37 +40,26 @@ Credentials: a storage URL may carry a password (``postgresql://user:pass@host/d
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import dataclasses
 import fcntl
 import hashlib
 import json
 import os
 import re
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import optuna
-from optuna.distributions import CategoricalDistribution
-from optuna.storages.journal._file import BaseJournalFileLock, get_lock_file
 from optuna.trial import FrozenTrial, TrialState
 
-HEARTBEAT_S = 10.0
-GRACE_S = 120.0
-ATTR = "ablate:"  # prefix of our system attributes
+from .storage_journal import JournalBackend, JournalFlock, check_journal, repair_journal  # noqa: F401
+from .storage_trials import (ATTR, GRACE_S, HEARTBEAT_S, RUN_ENV, TAKEN, Heartbeat, alive, create_running_trial,  # noqa: F401
+                             grace_s, heartbeat_s, mark_failed, owner_attrs, proc_start, reap_lost, same_machine,
+                             trial_status)
+from .storage_trials import alive as _alive, proc_start as _proc_start, same_machine as _same_machine  # noqa: F401
+
 STORAGE_ENV = "ABLATE_STORAGE"  # storage URL when --storage is not given (keeps it off command lines)
-RUN_ENV = "ABLATE_RUN_ID"  # one id per invocation of the runner, shared by its --workers
-
-
-def heartbeat_s() -> float:
-    return float(os.environ.get("ABLATE_HEARTBEAT_S", HEARTBEAT_S))
-
-
-def grace_s() -> float:
-    return float(os.environ.get("ABLATE_HEARTBEAT_GRACE_S", GRACE_S))
 
 
 def default_run_dir(study_name: str) -> Path:
@@ -169,7 +152,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         try:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             check_journal(url)
-            return optuna.storages.journal.JournalStorage(_JournalBackend(url, lock_obj=JournalFlock(url)))
+            return optuna.storages.journal.JournalStorage(JournalBackend(url, lock_obj=JournalFlock(url)))
         except OSError as e:
             raise storage_error(url, e) from None
     import sqlalchemy
@@ -279,338 +262,174 @@ def load_or_create(storage, study_name: str) -> optuna.Study:
     return optuna.create_study(storage=storage, study_name=study_name, direction="maximize", load_if_exists=True)
 
 
-# --------------------------------------------------------------------------------------
-# the journal file: a kill-safe lock and torn lines
-# --------------------------------------------------------------------------------------
 
-class JournalFlock(BaseJournalFileLock):
-    """The journal writers' lock: an ``flock`` on ``JOURNAL.write-lock``. Optuna's own file locks
-    are files that a killed holder leaves behind (the next writer waits out a grace period, then
-    breaks them); the kernel drops an flock with its process. One open file per acquisition, so
-    threads of one process exclude each other as processes do."""
-
-    def __init__(self, journal: str):
-        self.path = journal + ".write-lock"
-        self._held = threading.local()
-
-    def acquire(self) -> bool:
-        fh = open(self.path, "a")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except BaseException:
-            fh.close()
-            raise
-        self._held.fh = fh
-        return True
-
-    def release(self) -> None:
-        fh, self._held.fh = getattr(self._held, "fh", None), None
-        if fh is not None:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
-
-
-class _JournalBackend(optuna.storages.journal.JournalFileBackend):
-    """Optuna's journal file, but every append first cuts a torn last line (left by a writer that
-    died mid-write) so the new records start on a line of their own."""
-
-    def append_logs(self, logs: list[dict]) -> None:
-        with get_lock_file(self._lock):
-            _cut_torn_tail(self._file_path, quick=True)
-            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-            with open(self._file_path, "ab") as f:
-                f.write(text.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-
-
-def _first_bad_line(data: bytes) -> tuple[int, int, bool] | None:
-    """(1-based line number, byte offset, is-last) of the first line that is not a complete
-    JSON record, or None."""
-    offset, lines = 0, data.split(b"\n")
-    complete = lines[:-1]  # the last piece is b"" when the file ends with a newline
-    for i, line in enumerate(complete):
-        try:
-            json.loads(line)
-        except ValueError:
-            return i + 1, offset, i == len(complete) - 1 and lines[-1] == b""
-        offset += len(line) + 1
-    return (len(lines), offset, True) if lines[-1] else None
-
-
-def _cut_torn_tail(path: str, quick: bool = False, cut: bool = True) -> None:
-    """With the writers' lock held: back up and cut a torn last line; a broken line before the
-    last is a StudyError. ``quick`` only looks at the last byte (a torn line has no newline);
-    without ``cut`` (no lock: the journal cannot be written here) a torn last line is only
-    reported, and Optuna's reader skips it."""
-    from .errors import StudyError
-
-    size = os.path.getsize(path)
-    if size == 0:
-        return
-    with open(path, "rb") as f:
-        if quick:
-            f.seek(size - 1)
-            if f.read(1) == b"\n":
-                return
-            f.seek(0)
-        data = f.read()
-    if data.startswith(b"SQLite format 3\0"):
-        raise StudyError(path, "", f"this is a SQLite database, not a journal: give --storage sqlite:///{path}.")
-    bad = _first_bad_line(data)
-    if bad is None:
-        return
-    line, offset, last = bad
-    if line == 1 and not last and not _salvage(data.split(b"\n", 1)[0]):
-        raise StudyError(path, "", "this is not an Optuna journal: its first line is not a journal record. Give "
-                         "--storage a journal file (or a new path ending in .journal), or a database URL.")
-    if not last:
-        raise StudyError(path, "", f"line {line} of the journal is broken (not a complete record) and records "
-                         f"follow it, so the study cannot be read. `python -m ablate.storage repair {path}` keeps a "
-                         f"backup copy, then drops the broken part of that line and keeps every complete record.")
-    if not cut:
-        print(f"ablate: {path}: line {line} was cut short (a write interrupted by a kill or a full disk); it is "
-              "skipped, and left in place because this journal cannot be written here", file=sys.stderr, flush=True)
-        return
-    torn = data[offset:]
-    keep = _salvage(torn[:-1]) if torn.endswith(b"\n") else b""  # a record appended onto the torn piece
-    try:
-        backup = _backup(path, "torn")
-    except OSError as e:
-        raise StudyError(path, "", f"line {line} of the journal was cut short (a write interrupted by a kill or a "
-                         f"full disk) and no backup copy could be written before cutting it ({e.strerror}); free "
-                         f"some space, or run `python -m ablate.storage repair {path}`.") from None
-    with open(path, "rb+") as f:
-        f.truncate(offset)
-        if keep:
-            f.seek(offset)
-            f.write(keep + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    what = "its torn start (kept the complete record after it)" if keep else "that partial line"
-    print(f"ablate: {path}: line {line} was cut short (a write interrupted by a kill or a full disk); removed "
-          f"{what} and kept every complete record before it; the file as it was is in {backup}",
-          file=sys.stderr, flush=True)
-
-
-def _backup(path: str, tag: str) -> str:
-    """A copy of ``path`` under a name no earlier backup has, synced to disk; returns the name."""
-    import shutil
-
-    stem = f"{path}.{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
-    name, n = stem, 0
-    while os.path.exists(name):
-        n += 1
-        name = f"{stem}-{n}"
-    shutil.copyfile(path, name)
-    with open(name, "rb+") as f:
-        os.fsync(f.fileno())
-    return name
-
-
-def check_journal(path: str) -> None:
-    """Check a journal file before Optuna reads it: a torn last line is cut off after a backup
-    copy (and said on stderr); a broken line before the last stops with the repair command."""
-    if not os.path.exists(path):
-        return
-    lock = JournalFlock(path)
-    try:
-        lock.acquire()
-    except OSError:  # a journal in a folder this process cannot write (an archive): read it as it is
-        _cut_torn_tail(path, cut=False)
-        return
-    try:
-        _cut_torn_tail(path)
-    finally:
-        lock.release()
-
-
-def repair_journal(path: str, out=None) -> int:
-    """Keep a backup, then rewrite the journal without its broken pieces: a line that holds a torn
-    fragment followed by a complete record (a writer died mid-line, the next one appended to it)
-    keeps the record; a line with no complete record is dropped. Returns the lines changed."""
-    out = out or sys.stdout
-    lock = JournalFlock(path)
-    lock.acquire()
-    try:
-        kept, changed = [], 0
-        with open(path, "rb") as f:
-            lines = f.read().split(b"\n")
-        for n, line in enumerate(lines, 1):
-            if not line:
-                continue
-            fixed = _salvage(line)
-            if fixed != line:
-                changed += 1
-                print(f"line {n}: " + ("kept its complete record after a torn fragment" if fixed
-                                       else "dropped (no complete record)"), file=out)
-            if fixed:
-                kept.append(fixed)
-        if not changed:
-            print(f"{path}: nothing to repair", file=out)
-            return 0
-        backup = _backup(path, "before-repair")
-        tmp = path + ".repair-tmp"
-        with open(tmp, "wb") as f:
-            f.write(b"".join(line + b"\n" for line in kept))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        print(f"{path}: repaired {changed} line(s); the file as it was is in {backup}", file=out)
-        return changed
-    finally:
-        lock.release()
-
-
-def _salvage(line: bytes) -> bytes:
-    """The line itself if it is a record; else its longest tail that is one (b"" if none)."""
-    try:
-        json.loads(line)
-        return line
-    except ValueError:
-        pass
-    start = line.find(b'{"op_code"', 1)
-    while start > 0:
-        try:
-            json.loads(line[start:])
-            return line[start:]
-        except ValueError:
-            start = line.find(b'{"op_code"', start + 1)
-    return b""
-
+def open_study(url: str, study_name: str, pruner=None) -> tuple[optuna.storages.BaseStorage, optuna.Study]:
+    """The storage of ``url`` and its study ``study_name``, created under the study lock if new."""
+    store = open_storage(url)
+    with study_lock(url, study_name):
+        load_or_create(store, study_name)
+    return store, optuna.load_study(study_name=study_name, storage=store, pruner=pruner)
 
 # --------------------------------------------------------------------------------------
-# worker identity and liveness
+# trial records: claim, record, read (the runner's only way to touch trials)
 # --------------------------------------------------------------------------------------
 
-def _proc_start(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
+CHECKPOINT_ATTR = ATTR + "checkpoint_dir"  # system attribute: the folder of a trial's mid-trial checkpoints
+RESUMED_ATTR = ATTR + "resumed_from"  # system attribute: {"step", "epoch", "file"} of the checkpoint it resumed
 
 
-def _node() -> str:
-    """This machine's boot and PID namespace: two containers may share a host name, but only
-    processes with the same node see each other's process table."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot = ""
-    try:
-        pidns = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        pidns = ""
-    return f"{boot}/{pidns}"
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the runner reads it: its (cell key, seed), state, value, status for
+    invocation ``run`` (:func:`ablate.storage_trials.trial_status`), wall time and user attributes."""
 
+    trial_id: int
+    number: int
+    state: TrialState
+    cell_key: str | None
+    seed: int | None
+    value: float | None
+    status: str
+    wall_s: float | None
+    attrs: dict
+    owned: bool  # it names an owner process (a claim that completed)
 
-def owner_attrs() -> dict:
-    """System attributes naming this process as a trial's owner, with a fresh heartbeat."""
-    pid = os.getpid()
-    return {ATTR + "host": socket.gethostname(), ATTR + "node": _node(), ATTR + "pid": pid,
-            ATTR + "start": _proc_start(pid), ATTR + "heartbeat": time.time(),
-            ATTR + "run": os.environ.get(RUN_ENV, "")}
+    @property
+    def pair(self) -> tuple:
+        return self.cell_key, self.seed
 
+    @property
+    def finished(self) -> bool:
+        """COMPLETE or PRUNED."""
+        return self.state in (TrialState.COMPLETE, TrialState.PRUNED)
 
-def _same_machine(attrs: dict) -> bool:
-    if attrs.get(ATTR + "host") != socket.gethostname():
-        return False
-    node = attrs.get(ATTR + "node")
-    return node is None or node == _node()  # records from before the node attribute: host name alone
-
-
-def _alive(attrs: dict, now: float, grace: float) -> bool:
-    pid, start = attrs.get(ATTR + "pid"), attrs.get(ATTR + "start")
-    if _same_machine(attrs) and isinstance(pid, int):
-        # same machine: the process table is authoritative (and catches kill -9 at once)
-        return _proc_start(pid) == start and start != ""
-    beat = attrs.get(ATTR + "heartbeat", 0.0)
-    return now - float(beat) < grace
-
-
-def trial_status(t: FrozenTrial, run: str | None = None) -> str:
-    """'done' (complete/pruned/final failure), 'running', 'free' (lost, interrupted, or a harness
-    failure of an earlier invocation), 'failed here' (a harness failure of invocation ``run``:
-    not retried by it) or 'other'."""
-    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return "done"
-    if t.state == TrialState.FAIL:
-        kind = t.system_attrs.get(ATTR + "fail_kind")
-        if kind == "error":
-            return "done"
-        if kind == "harness" and run and t.system_attrs.get(ATTR + "run") == run:
-            return "failed here"
-        return "free"
-    if t.state == TrialState.RUNNING:
-        return "running"
-    return "other"
-
-
-TAKEN = ("done", "running", "failed here")  # statuses whose (cell, seed) an invocation does not claim
-
-
-def reap_lost(storage, trials: list[FrozenTrial], grace: float | None = None) -> int:
-    """Mark RUNNING trials whose worker is gone as FAIL(lost), and RUNNING trials with no owner at
-    all (a claim that failed before it was complete). Call with the study lock held: every claim
-    names its owner before the lock is released."""
-    grace = grace_s() if grace is None else grace
-    now = time.time()
-    n = 0
-    for t in trials:
-        if t.state != TrialState.RUNNING:
-            continue
-        attrs = t.system_attrs
-        if ATTR + "pid" not in attrs:
-            mark_failed(storage, t._trial_id, "lost", "a RUNNING trial with no owner (its claim failed half-way); "
-                        "its cell x seed is free again")
-        elif not _alive(attrs, now, grace):
-            mark_failed(storage, t._trial_id, "lost",
-                        f"worker {attrs.get(ATTR + 'host')}:{attrs.get(ATTR + 'pid')}"
-                        " stopped mid-trial (killed or lost); the trial is run again")
+    @classmethod
+    def of(cls, t: FrozenTrial, run: str | None = None) -> "TrialRecord":
+        attrs = t.user_attrs
+        if isinstance(attrs.get("wall_s"), (int, float)):
+            wall = float(attrs["wall_s"])
+        elif t.datetime_start and t.datetime_complete:
+            wall = (t.datetime_complete - t.datetime_start).total_seconds()
         else:
-            continue
-        n += 1
-    return n
+            wall = None
+        return cls(t._trial_id, t.number, t.state, attrs.get("cell_key"), attrs.get("seed"), t.value,
+                   trial_status(t, run), wall, attrs, ATTR + "pid" in t.system_attrs)
 
 
-def mark_failed(storage, trial_id: int, kind: str, reason: str) -> None:
-    """FAIL a trial with its kind: 'error' is final; 'harness' is retried by the next invocation;
-    'lost' and 'interrupted' free its cell x seed at once."""
-    storage.set_trial_system_attr(trial_id, ATTR + "fail_kind", kind)
-    storage.set_trial_system_attr(trial_id, ATTR + "fail_reason", reason[:500])
-    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+def read_trials(trials: list[FrozenTrial], run: str | None = None) -> list[TrialRecord]:
+    """Typed records of Optuna trials (``ostudy.get_trials(deepcopy=False)``)."""
+    return [TrialRecord.of(t, run) for t in trials]
 
 
-def create_running_trial(study: optuna.Study, params: dict, choices: dict, user_attrs: dict) -> int:
-    """Create a trial directly in state RUNNING, owned by this process; returns its trial id."""
-    dists = {k: CategoricalDistribution(choices[k]) for k in params}
-    template = FrozenTrial(
-        number=-1, state=TrialState.RUNNING, value=None, datetime_start=dt.datetime.now(),
-        datetime_complete=None, params=params, distributions=dists, user_attrs=user_attrs,
-        system_attrs=owner_attrs(), intermediate_values={}, trial_id=-1)
-    return study._storage.create_new_trial(study._study_id, template_trial=template)
+@dataclasses.dataclass
+class Claim:
+    """A (cell, seed) the runner wants run: what :func:`claim_next` creates RUNNING and owned.
+    ``trial_id`` is set once the trial exists; ``checkpoint_dir`` is where its mid-trial
+    checkpoints go (an earlier attempt's recorded folder wins, so a worker on another host
+    resumes from the same place)."""
+
+    cell: object
+    seed: int
+    config: object
+    index: int
+    params: dict = dataclasses.field(default_factory=dict)
+    choices: dict = dataclasses.field(default_factory=dict)
+    attrs: dict = dataclasses.field(default_factory=dict)
+    trial_id: int | None = None
+    checkpoint_dir: str | None = None
 
 
-class Heartbeat:
-    """Background thread stamping the trial's heartbeat every ``heartbeat_s()`` seconds."""
+def claim_next(url: str, ostudy: optuna.Study,
+               choose: Callable[[list[FrozenTrial]], Claim | None]) -> tuple[Claim | None, list[FrozenTrial]]:
+    """Under the study lock: mark the lost trials (:func:`reap_lost`), ask ``choose(trials)`` for
+    the next (cell, seed), and create it RUNNING, owned by this process (``choose`` may have
+    created it already: a sampled trial of a search). Returns the claim (None: nothing to run)
+    and the trials seen."""
+    store = ostudy._storage
+    with study_lock(url, ostudy.study_name):
+        trials = ostudy.get_trials(deepcopy=False)
+        if reap_lost(store, trials):
+            trials = ostudy.get_trials(deepcopy=False)
+        claim = choose(trials)
+        if claim is None or claim.trial_id is not None:
+            return claim, trials
+        earlier = checkpoint_dir_of(trials, claim.cell.key, claim.seed)
+        claim.checkpoint_dir = earlier or claim.checkpoint_dir
+        system = {CHECKPOINT_ATTR: claim.checkpoint_dir} if claim.checkpoint_dir else {}
+        claim.trial_id = create_running_trial(ostudy, claim.params, claim.choices, claim.attrs, system)
+    return claim, trials
 
-    def __init__(self, storage, trial_id: int, every: float | None = None):
-        self.storage, self.trial_id, self.every = storage, trial_id, heartbeat_s() if every is None else every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.wait(self.every):
-            with contextlib.suppress(Exception):
-                self.storage.set_trial_system_attr(self.trial_id, ATTR + "heartbeat", time.time())
+def ask_trial(sampler_study: optuna.Study, setup: Callable[[optuna.Trial], Claim]) -> Claim:
+    """A search's claim (study lock held): the sampler's next trial, which names its owner first,
+    then ``setup(trial)`` suggests its point and returns the claim, whose attributes are written.
+    A setup that fails marks the trial failed (harness), never leaves it RUNNING without an owner."""
+    store = sampler_study._storage
+    trial = sampler_study.ask()
+    tid = trial._trial_id
+    for k, v in owner_attrs().items():
+        store.set_trial_system_attr(tid, k, v)
+    try:
+        claim = setup(trial)
+        for k, v in claim.attrs.items():
+            store.set_trial_user_attr(tid, k, v)
+        if claim.checkpoint_dir:
+            store.set_trial_system_attr(tid, CHECKPOINT_ATTR, claim.checkpoint_dir)
+    except BaseException as e:
+        record_failure(store, tid, "harness", f"the sampled point could not be set up: {type(e).__name__}: {e}")
+        raise
+    claim.trial_id = tid
+    return claim
 
-    def __enter__(self):
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=5)
+def checkpoint_dir_of(trials: list[FrozenTrial], cell_key: str, seed: int) -> str | None:
+    """The checkpoint folder the newest earlier attempt of (cell, seed) recorded, or None."""
+    for t in sorted(trials, key=lambda t: t.number, reverse=True):
+        if t.user_attrs.get("cell_key") == cell_key and t.user_attrs.get("seed") == seed:
+            if t.system_attrs.get(CHECKPOINT_ATTR):
+                return t.system_attrs[CHECKPOINT_ATTR]
+    return None
+
+
+def record_result(storage, trial_id: int, result: dict) -> str:
+    """Write a finished trial's result and final state; returns 'complete' or 'pruned'."""
+    for k, v in result.items():
+        storage.set_trial_user_attr(trial_id, k, v)
+    if result.get("pruned_epoch") is not None:
+        # final, like a failure of its own: storage counts PRUNED as done; the value is the
+        # last reported one, as Optuna's own tell() records it
+        storage.set_trial_state_values(trial_id, TrialState.PRUNED, [result["curve"][-1]])
+        return "pruned"
+    storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [result["value"]])
+    return "complete"
+
+
+def record_failure(storage, trial_id: int, kind: str, reason: str) -> bool:
+    """:func:`mark_failed`, never raising: a storage that cannot be written leaves the trial
+    RUNNING, and the next claim reaps it as lost. Returns whether it was recorded."""
+    try:
+        mark_failed(storage, trial_id, kind, reason)
+    except Exception:  # noqa: BLE001 - the caller goes on; the trial is reaped later
+        return False
+    return True
+
+
+def record_resumed(storage, trial_id: int, info: dict, history: list[float]) -> None:
+    """A trial resumed from a mid-trial checkpoint: where from (:data:`RESUMED_ATTR`), and the
+    restored epochs' val values as its intermediate values (the pruner compares them)."""
+    storage.set_trial_system_attr(trial_id, RESUMED_ATTR, json.loads(json.dumps(info)))
+    for epoch, value in enumerate(history):
+        storage.set_trial_intermediate_value(trial_id, epoch, float(value))
+
+
+def save_run_record(url: str, study_name: str, info: dict) -> None:
+    """The study's record of its last run (``last_run``: wall time, workers, command, compute),
+    written by the runner at its end and read by the report."""
+    try:
+        ostudy = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    except KeyError:
+        return
+    ostudy.set_user_attr("last_run", json.loads(json.dumps(info)))
 
 
 def main(argv=None) -> int:

@@ -292,7 +292,7 @@ def test_a_grid_trial_without_an_owner_is_reaped(tmp_path):
 
 
 def test_a_search_claim_that_fails_leaves_no_running_trial(tmp_path, monkeypatch):
-    from ablate import run
+    from ablate import run_claims as run
     from ablate.study import Study
 
     study = load_study(tiny_study(tmp_path, seeds=[0], baseline={}, factors={"K": {"low": 2, "high": 8}},
@@ -305,7 +305,7 @@ def test_a_search_claim_that_fails_leaves_no_running_trial(tmp_path, monkeypatch
 
     monkeypatch.setattr(Study, "search_cell", refuse)
     with pytest.raises(StudyError):
-        run._claim_search(study, ostudy, store, [])
+        run.claim_search(study, ostudy, store, [])
     (t,) = ostudy.get_trials(deepcopy=False)
     assert t.state == FAIL and t.system_attrs[st.ATTR + "fail_kind"] == "harness"
     assert t.system_attrs[st.ATTR + "pid"] == os.getpid()

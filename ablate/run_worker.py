@@ -1,0 +1,265 @@
+"""One worker of ``python -m ablate.run``: claim -> run -> record, until nothing is left.
+
+Storage (:mod:`ablate.storage`) does the claiming and recording under its study lock; which
+(cell, seed) comes next is :func:`ablate.run_claims.choose`; the trial itself is
+:func:`ablate.trainer.run_trial`. The worker prints the progress lines, asks the pruner after
+each epoch (:class:`TrialReporter`), stamps the heartbeat while a trial runs and stops after
+:data:`MAX_HARNESS_STREAK` harness failures in a row.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import os
+import time
+import traceback
+from pathlib import Path
+
+from .progress import Progress, StudyCounts, eta_seconds, points
+from .run_claims import LOOKS_ATTR, choose, statuses
+from .trial_config import TrialConfig
+
+MAX_HARNESS_STREAK = 3  # harness failures in a row after which a worker stops (the next run retries)
+
+
+def threads_for(args, study=None) -> int:
+    """torch threads per worker: the study's train.threads (part of the cell key), else
+    --threads, else the machine's cores shared among the workers."""
+    if study is not None and study.train.threads > 0:
+        return study.train.threads
+    if args.threads > 0:
+        return args.threads
+    return max(1, (os.cpu_count() or 1) // max(1, args.workers))
+
+
+class TrialReporter:
+    """A trial's per-epoch hook in the worker: the epoch's val mIoU goes to the trial's record
+    (an Optuna intermediate value at step = 0-based epoch), the study's pruner is asked whether
+    to stop, and a progress line is printed. Returns True to prune.
+
+    The pruner sees the trials in storage: with a grid it compares this trial with the finished
+    trials (of every cell) at the same epoch. The last epoch is never pruned (the trial is done).
+
+    It also carries the trial's mid-trial checkpoints for the trainer (:func:`ablate.trainer.run_trial`):
+    ``checkpoint_dir`` (None: off) and ``on_resume(info, history)``, called once when the trial
+    resumes from a checkpoint (storage records where from; the restored epochs become its
+    intermediate values).
+    """
+
+    def __init__(self, trial, pruning: bool, epochs: int, printer, checkpoint_dir: str | None = None,
+                 on_resume=None):
+        self.trial, self.pruning, self.epochs, self.printer = trial, pruning, epochs, printer
+        self.checkpoint_dir, self.on_resume = checkpoint_dir, on_resume
+
+    def __call__(self, epoch: int, miou: float) -> bool:
+        self.trial.report(miou, epoch)
+        prune = self.pruning and epoch + 1 < self.epochs and self.trial.should_prune()
+        self.printer(epoch, miou, prune)
+        return prune
+
+
+@dataclasses.dataclass
+class Worker:
+    """What a worker's loop shares between claiming and running trials."""
+
+    study: object
+    url: str
+    run_dir: Path
+    args: argparse.Namespace
+    store: object
+    ostudy: object
+    progress: Progress
+    run: str  # this invocation's id: its own harness failures are not retried by it
+    plan_index: dict
+    choices: dict
+    cells: list = dataclasses.field(default_factory=list)  # the grid's cells (sequential studies read them)
+    traced: bool = False  # a harness failure's traceback was printed once already
+
+    def checkpoint_dir(self, cell, seed: int, config) -> str | None:
+        """The folder of this (cell, seed)'s mid-trial checkpoints (None: checkpoints off)."""
+        from .checkpoints import trial_folder
+
+        return trial_folder(TrialConfig.of(config), self.run_dir, self.study.name, cell.key, seed)
+
+
+def open_worker(study, url: str, run_dir: Path, args) -> Worker:
+    """The worker's view of the study: its storage, its plan and the factors' choices."""
+    import optuna
+
+    from . import storage as st
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store, ostudy = st.open_study(url, study.name, pruner=study.make_pruner())
+    plan = study.trials()
+    choices: dict[str, list] = {}
+    for c in study.cells():
+        for k, v in c.label:
+            if v not in choices.setdefault(k, []):
+                choices[k].append(v)
+    tag = f"[w{args.worker_index}] " if args.worker else ""
+    cells = study.cells()
+    total = study.search["n_trials"] if study.search else len(plan)
+    if study.sequential:
+        total = f"{len(plan)}-{len(cells) * study.sequential['max']}"  # the start plan, up to every seed
+    return Worker(study, url, run_dir, args, store, ostudy, Progress(tag, total), os.environ.get(st.RUN_ENV, ""),
+                  {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}, choices, cells)
+
+
+def worker_loop(study, url: str, run_dir: Path, args) -> dict:
+    """Claim and run trials until none is free; returns this worker's totals."""
+    from . import storage as st
+
+    w = open_worker(study, url, run_dir, args)
+    totals = {"trials": 0, "attempts": 0, "error": 0, "harness": 0}
+    waiting, streak, finished = False, 0, True  # finished: a trial ended here since the study line was shown
+    while not args.max_trials or totals["attempts"] < args.max_trials:
+        if waiting:
+            time.sleep(min(5.0, st.heartbeat_s()))
+        claim, trials = st.claim_next(url, w.ostudy, functools.partial(choose, w))
+        if finished and (totals["attempts"] or w.progress.tty):  # plain lines after a trial; the bar at once
+            w.progress.study(study_counts(w, trials))
+        finished = False
+        if claim is None:
+            waiting = wait_for_others(trials, w.progress, waiting)
+            if waiting:
+                continue
+            break
+        waiting = False
+        outcome = run_claimed(w, claim)
+        totals["attempts"] += 1
+        finished = True
+        totals[outcome if outcome in ("error", "harness") else "trials"] += 1
+        streak = streak + 1 if outcome == "harness" else 0
+        if streak >= MAX_HARNESS_STREAK:
+            w.progress.say(f"stopping: {streak} trials in a row failed for a reason of the harness or its "
+                           "environment (above); fix it and run the same command again to retry them")
+            break
+    if finished:  # stopped by --max-trials or by failures in a row: no claim read the storage since
+        w.progress.study(study_counts(w, w.ostudy.get_trials(deepcopy=False)))
+    w.progress.close()
+    return totals
+
+
+def study_counts(w: Worker, trials) -> StudyCounts:
+    """The study-level progress from storage (every worker's trials): trials finished, final
+    failures and this run's harness failures among them, of the total known now (a sequential
+    study's start plan plus the seeds its looks added), and the ETA from those finished trials'
+    times with as many workers as trials running, this one included."""
+    from . import storage as st
+
+    records = st.read_trials(trials, w.run)
+    ended = ("done", "failed here")
+    most, wanted = None, None
+    if w.study.search:
+        mine = [r for r in records if r.status in ended]
+        total, done, failed = w.study.search["n_trials"], len(mine), sum(not r.finished for r in mine)
+    else:
+        wanted = {(c.key, s) for c, s in w.study.trials()}
+        if w.study.sequential:
+            looks = w.ostudy.user_attrs.get(LOOKS_ATTR, [])
+            wanted |= {(k, s) for look in looks for k, seeds in look["added"].items() for s in seeds}
+            most = len(w.cells) * w.study.sequential["max"]
+        status = statuses(trials, w.run)
+        ok = {r.pair for r in records if r.finished}
+        ended_pairs = [p for p in wanted if status.get(p) in ended]
+        total, done, failed = len(wanted), len(ended_pairs), sum(p not in ok for p in ended_pairs)
+    times = [r.wall_s for r in records if r.finished and (wanted is None or r.pair in wanted)]
+    running = sum(r.status == "running" for r in records)
+    eta = eta_seconds([x for x in times if x is not None], total - done, running + 1)
+    return StudyCounts(done, total, failed, eta, most)
+
+
+def wait_for_others(trials, progress, was_waiting: bool) -> bool:
+    """Nothing is free. While other workers' trials run, wait: one of them may yet be lost (its
+    machine gone: reaped once its heartbeat is older than the grace period) and must run again."""
+    import optuna
+
+    from . import storage as st
+
+    running = sum(r.state == optuna.trial.TrialState.RUNNING and r.owned for r in st.read_trials(trials))
+    if running and not was_waiting:
+        progress.say(f"nothing left to claim; waiting for {running} running trial(s) of other workers")
+    return running > 0
+
+
+def run_claimed(w: Worker, claim) -> str:
+    """Run one claimed trial and record it; returns 'complete', 'pruned', 'error' (final) or
+    'harness' (retried by the next invocation)."""
+    import optuna
+
+    from . import storage as st
+    from .trainer import HarnessFailed, TrialFailed, failure_kind, run_trial, wandb_summary
+
+    t0 = time.perf_counter()
+    tid, cell, seed, config = claim.trial_id, claim.cell, claim.seed, claim.config
+    title, epochs = cell.title(), config.train.epochs
+    head = f"trial {claim.index}/{w.progress.total} {title} seed={seed}"
+    w.progress.say(f"{head}: started")
+    logger = None
+    try:
+        with st.Heartbeat(w.store, tid):
+            reporter = TrialReporter(optuna.trial.Trial(w.ostudy, tid), w.study.pruner["name"] != "none", epochs,
+                                     w.progress.epoch_printer(claim.index, title, seed, epochs, t0),
+                                     claim.checkpoint_dir, functools.partial(_resumed, w, tid, head))
+            logger, isolated_wandb = tracker(w, config, f"{title} seed={seed}")
+            result = run_trial(config, reporter, logger=logger, threads=threads_for(w.args, w.study),
+                               wandb=isolated_wandb)
+            if logger is not None:
+                logger.experiment.summary.update(wandb_summary(result))
+            finish_wandb(logger, 0)
+            logger = None
+            result["wall_s"] = time.perf_counter() - t0  # closing the W&B run is the harness's time too
+            outcome = st.record_result(w.store, tid, result)
+    except KeyboardInterrupt:
+        st.record_failure(w.store, tid, "interrupted", "interrupted (Ctrl-C); run again to resume")
+        finish_wandb(logger, 130)
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure is recorded, the study goes on
+        kind = failure_kind(e)
+        reason = str(e) if isinstance(e, (TrialFailed, HarnessFailed)) else f"{type(e).__name__}: {e}"
+        if kind == "harness" and not isinstance(e, HarnessFailed) and not w.traced:
+            traceback.print_exc()
+            w.traced = True
+        st.record_failure(w.store, tid, kind, reason)  # a broken storage: reaped as lost later
+        what = "FAILED" if kind == "error" else "FAILED (harness or environment; the next run retries it)"
+        w.progress.say(f"{head}: {what}: {' '.join(reason.split())[:200]}")
+        finish_wandb(logger, 1)
+        return kind
+    wall, curve = result["wall_s"], result["curve"]
+    if outcome == "pruned":
+        w.progress.say(f"{head}: pruned after epoch {result['pruned_epoch'] + 1}/{epochs} (val mIoU "
+                       f"{points(curve[-1])})  ({wall:.0f}s)")
+    else:
+        w.progress.say(f"{head}: val mIoU {points(result['value'])}  ({wall:.0f}s)")
+    return outcome
+
+
+def _resumed(w: Worker, tid: int, head: str, info: dict, history: list[float]) -> None:
+    """The trial resumed from a checkpoint: storage records where from; a line says so."""
+    from . import storage as st
+
+    st.record_resumed(w.store, tid, info, history)
+    w.progress.say(f"{head}: resumed from its checkpoint after epoch {info['epoch']} (step {info['step']})")
+
+
+def tracker(w: Worker, config: TrialConfig, name: str):
+    """The trial's W&B logger (None when off, or under DDP, where the trial process makes its own
+    run on rank 0) and the W&B arguments for such a trial process (None otherwise)."""
+    if not w.study.tracking.get("wandb", True) or w.args.no_wandb:
+        return None, None
+    wandb_args = {"run_dir": str(w.run_dir), "project": w.study.tracking.get("project", "ablate"),
+                  "entity": w.study.tracking.get("entity"), "name": name}
+    if w.study.trainer.isolated:
+        return None, wandb_args
+    from .tracking import make_logger
+
+    return make_logger(config.as_dict(), w.run_dir, wandb_args["project"], wandb_args["entity"], name), None
+
+
+def finish_wandb(logger, code: int) -> None:
+    if logger is not None:
+        try:
+            logger.experiment.finish(exit_code=code)
+        except Exception:  # noqa: BLE001 - tracking must never break a study
+            pass
