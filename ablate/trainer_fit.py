@@ -147,7 +147,7 @@ def fit(config: TrialConfig, on_epoch, logger=None, threads: int | None = None) 
                                     weight_decay=train.weight_decay, epochs=train.epochs,
                                     head=fields_dict(config.head), seed=seed, optimizer=train.optimizer,
                                     momentum=train.momentum, schedule=train.schedule, poly_power=train.poly_power,
-                                    min_lr=train.min_lr)
+                                    min_lr=train.min_lr, evaluation=config.eval.as_dict())
     except PretrainedWeightsError as e:  # a URL that cannot be fetched here: say where to put the file
         raise HarnessFailed(str(e)) from None
     probing = not is_real(config.data) and getattr(data, "task", None) == "global_cue"
