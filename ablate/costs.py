@@ -33,29 +33,36 @@ backward with a given upstream gradient. It works on a deep copy, so the caller'
   allocate behind c10's back (oneDNN/MKL scratch space, OpenMP thread stacks), Python
   objects, and allocator overhead (the CPU allocator has no cache; sizes are the
   requested bytes).
+
+The single measurements (a step, its time, peak memory, FLOPs) are in :mod:`ablate.costs_measure`;
+this module combines them: :func:`measure` (one block at one shape), :func:`cell_costs` (a
+study's cells, once per distinct block, for the report), :func:`measure_budgeted` (repeated
+timings within a time budget, for :mod:`ablate.scaling`) and the ``python -m ablate.costs`` table.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import os
 import shlex
-import statistics
 import sys
-import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.utils import flop_counter
 
 from ablate_kernels.timing import describe_device  # one description of the device for costs, reports and the kernel bench
 
+from .costs_measure import (clear_grads, count_flops, cpu_peak_bytes, cuda_peak_bytes, forward_flops, median_iqr,
+                            param_count, quiet_native_stderr, step, time_ms)
 from .errors import StudyError, exit_with
 
-__all__ = ["Cost", "measure", "measure_preset", "main"]
+__all__ = ["Cost", "measure", "measure_preset", "cell_costs", "Sample", "measure_budgeted", "forward_flops",
+           "param_count", "quiet_native_stderr", "describe_device", "main"]
+
+# The names ablate.scaling reads (as costs._step, ...) until it calls measure_budgeted.
+_step, _clear_grads, _time_ms, _median_iqr = step, clear_grads, time_ms, median_iqr
+_cpu_peak_bytes, _count_flops = cpu_peak_bytes, count_flops
 
 
 @dataclass(frozen=True)
@@ -79,90 +86,6 @@ class Cost:
         return self.peak_mem_bytes / 2**20
 
 
-def _cpu_flash_fwd(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_flop_count(query, key, value)
-
-
-def _cpu_flash_bwd(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-_aten = torch.ops.aten
-# FlopCounterMode knows the CUDA attention kernels but not the CPU flash kernel.
-_EXTRA_FLOP_FORMULAS = {
-    _aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_fwd,
-    _aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_bwd,
-}
-
-
-def _step(block: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> None:
-    """One training step's worth of block work: forward, then backward from ``grad``."""
-    y = block(x)
-    y.backward(grad)
-
-
-def _clear_grads(block: nn.Module, x: torch.Tensor) -> None:
-    block.zero_grad(set_to_none=True)
-    x.grad = None
-
-
-def _cpu_peak_bytes(block: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> int:
-    """Peak of live CPU allocator bytes during one step, from the profiler's memory events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    _clear_grads(block, x)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        _step(block, x, grad)
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
-    events.sort(key=lambda e: e.start_ns())  # stable: same-time events keep recording order
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()  # positive for an allocation, negative for a free
-        peak = max(peak, live)
-    return peak
-
-
-def _cuda_peak_bytes(block: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> int:
-    _clear_grads(block, x)
-    torch.cuda.synchronize(x.device)
-    torch.cuda.reset_peak_memory_stats(x.device)
-    base = torch.cuda.memory_allocated(x.device)
-    _step(block, x, grad)
-    torch.cuda.synchronize(x.device)
-    return torch.cuda.max_memory_allocated(x.device) - base
-
-
-def _count_flops(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, backward: bool) -> int:
-    _clear_grads(block, x)
-    with flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
-        y = block(x)
-        if backward:
-            y.backward(grad)
-    return int(counter.get_total_flops())
-
-
-def _time_ms(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, cuda: bool) -> float:
-    _clear_grads(block, x)
-    if cuda:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        _step(block, x, grad)
-        end.record()
-        end.synchronize()
-        return float(start.elapsed_time(end))
-    t0 = time.perf_counter()
-    _step(block, x, grad)
-    return (time.perf_counter() - t0) * 1e3
-
-
-def _median_iqr(values: Sequence[float]) -> tuple[float, float]:
-    if len(values) == 1:
-        return float(values[0]), 0.0
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return float(statistics.median(values)), float(q3 - q1)
-
-
 def measure(
     block: nn.Module,
     shape: tuple[int, int, int, int] = (8, 32, 32, 32),
@@ -184,7 +107,7 @@ def measure(
     device = torch.device(device)
     cuda = device.type == "cuda"
     block = copy.deepcopy(block).to(device).train()
-    params = sum(p.numel() for p in block.parameters())
+    params = param_count(block)
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen).to(device).requires_grad_(True)
@@ -195,15 +118,15 @@ def measure(
         raise ValueError(f"block maps {shape} to {out_shape}; measure() needs a shape-preserving block")
 
     for _ in range(warmup):
-        _clear_grads(block, x)
-        _step(block, x, grad)
+        clear_grads(block, x)
+        step(block, x, grad)
     if cuda:
         torch.cuda.synchronize(device)
-    times = [_time_ms(block, x, grad, cuda) for _ in range(repeats)]
-    latency, iqr = _median_iqr(times)
-    peak = _cuda_peak_bytes(block, x, grad) if cuda else _cpu_peak_bytes(block, x, grad)
-    flops_fwd = _count_flops(block, x, grad, backward=False)
-    flops_fwd_bwd = _count_flops(block, x, grad, backward=True)
+    times = [time_ms(block, x, grad, cuda) for _ in range(repeats)]
+    latency, iqr = median_iqr(times)
+    peak = cuda_peak_bytes(block, x, grad) if cuda else cpu_peak_bytes(block, x, grad)
+    flops_fwd = count_flops(block, x, grad, backward=False)
+    flops_fwd_bwd = count_flops(block, x, grad, backward=True)
     return Cost(
         params=params,
         flops_fwd=flops_fwd,
@@ -235,6 +158,81 @@ def measure_preset(
 
     block = get_preset(name).build(channels, **overrides)
     return measure(block, (batch, channels, size, size), repeats=repeats, warmup=warmup, device=device)
+
+
+def cell_costs(blocks: Iterable[tuple[str, str, Mapping, Sequence[int]]], device: str | None = None,
+               repeats: int = 5, warmup: int = 1) -> dict:
+    """Forward+backward latency and peak memory of each cell's attention block, once per distinct
+    (mechanism, args, shape). ``blocks``: (cell key, mechanism, args, input shape) per cell; the
+    device is CUDA when there is one. Returns cell key -> (Cost, peak bytes over the input's
+    gradient), cells with the same block sharing one tuple; ``"_device"`` -> the device in words
+    and ``"_threads"`` -> torch's intra-op threads.
+
+    The input's gradient (B*C*H*W float32) is subtracted from the peak: the backbone needs it
+    with or without a block, so the remainder is what the block adds (0 for ``none``). Each block
+    is built right after ``torch.manual_seed(0)``."""
+    from .attention import get_preset
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out, seen = {}, {}
+    for key, mechanism, args, shape in blocks:
+        shape = tuple(shape)
+        what = (mechanism, args, shape)
+        if what not in seen:
+            torch.manual_seed(0)
+            block = get_preset(mechanism).build(shape[1], **dict(args))
+            with quiet_native_stderr():  # torch's profiler prints two lines per memory measurement
+                cost = measure(block, shape, repeats=repeats, warmup=warmup, device=device)
+            grad_bytes = shape[0] * shape[1] * shape[2] * shape[3] * 4
+            seen[what] = (cost, max(0, cost.peak_mem_bytes - grad_bytes))
+        out[key] = seen[what]
+    out["_device"] = describe_device(device)
+    out["_threads"] = torch.get_num_threads()
+    return out
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Repeated forward+backward timings of one block at one shape (CPU), with the step's peak live
+    memory and its FLOPs (0 when not counted)."""
+
+    times_ms: tuple[float, ...]
+    peak_mem_bytes: int
+    flops_fwd_bwd: int
+
+    @property
+    def median_ms(self) -> float:
+        return median_iqr(self.times_ms)[0]
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.times_ms)
+
+
+def measure_budgeted(block: nn.Module, shape: tuple[int, int, int, int], repeats: int, warmup: int,
+                     budget_s: float, flops: bool = True) -> Sample:
+    """Forward+backward of ``block`` itself (no copy; train mode) on the CPU: up to ``repeats``
+    timed steps after ``warmup`` untimed ones, stopping early, after at least 3, once ``budget_s``
+    seconds are spent; then the peak live CPU bytes of one step and, with ``flops``, its FLOPs.
+    The input and upstream gradient are drawn from a generator seeded 0."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen).requires_grad_(True)
+    grad = torch.randn(shape, generator=gen)
+    block.train()
+    for _ in range(warmup):
+        clear_grads(block, x)
+        step(block, x, grad)
+    times: list[float] = []
+    spent = 0.0
+    for i in range(repeats):
+        t = time_ms(block, x, grad, cuda=False)
+        times.append(t)
+        spent += t / 1e3
+        if i + 1 >= min(3, repeats) and spent > budget_s:
+            break
+    peak = cpu_peak_bytes(block, x, grad)
+    n_flops = count_flops(block, x, grad, backward=True) if flops else 0
+    return Sample(tuple(times), int(peak), int(n_flops))
 
 
 FLOPS_NOTE = (
@@ -316,31 +314,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(FLOPS_NOTE)
     print(_memory_note(device.type == "cuda"))
     return 0
-
-
-def forward_flops(block: nn.Module, shape: Sequence[int]) -> int:
-    """Forward FLOPs of ``block`` on one input of ``shape`` (a copy in eval mode; no grad)."""
-    probe = copy.deepcopy(block).eval()
-    x = torch.randn(*shape)
-    with torch.no_grad(), flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
-        probe(x)
-    return int(counter.get_total_flops())
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Send file descriptor 2 to /dev/null for a while: torch's profiler prints lines from C++
-    (one pair per memory measurement) that Python cannot filter."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from ablate.attention import MECHANISMS
-from ablate.costs import Cost, main, measure, measure_preset
+from ablate import costs
+from ablate.costs import Cost, cell_costs, main, measure, measure_budgeted, measure_preset
 
 FLOAT = 4  # bytes
 
@@ -119,3 +120,33 @@ def test_cli_unknown_mechanism_lists_valid_ones(capsys):
         main(["--mechanisms", "nonlocal,nope"])
     err = capsys.readouterr().err
     assert "nope" in err and "glore" in err
+
+
+def test_cell_costs_measure_each_distinct_block_once_and_subtract_the_input_gradient(monkeypatch):
+    calls = []
+    real = costs.measure
+    monkeypatch.setattr(costs, "measure", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    small, large = (1, 8, 4, 4), (1, 8, 6, 6)
+    out = cell_costs([("a", "none", (), small), ("b", "none", (), small), ("c", "nonlocal", (), small),
+                      ("d", "nonlocal", (), large), ("e", "nonlocal", (("reduction", 4),), small)],
+                     device="cpu", repeats=1, warmup=0)
+    assert calls == [small, small, large, small]  # a and b share one block; d differs by shape, e by args
+    assert out["a"] is out["b"] and out["c"] is not out["d"]
+    assert out["a"][1] == 0  # no block adds nothing over the input's gradient the backbone needs anyway
+    cost, extra = out["c"]
+    assert extra == cost.peak_mem_bytes - 8 * 4 * 4 * FLOAT > 0
+    assert out["_device"].startswith("cpu") and out["_threads"] == torch.get_num_threads()
+
+
+def test_measure_budgeted_stops_after_three_runs_once_its_budget_is_spent():
+    b, c, h, w = 2, 8, 5, 7
+    spent = measure_budgeted(nn.Conv2d(c, c, 1), (b, c, h, w), repeats=10, warmup=0, budget_s=0.0)
+    assert len(spent.times_ms) == 3 and spent.min_ms <= spent.median_ms <= max(spent.times_ms)
+    assert len(measure_budgeted(nn.Conv2d(c, c, 1), (b, c, h, w), 2, 0, budget_s=0.0).times_ms) == 2
+    block = nn.Conv2d(c, c, 1)
+    full = measure_budgeted(block, (b, c, h, w), repeats=5, warmup=1, budget_s=1e9)
+    assert len(full.times_ms) == 5
+    assert full.flops_fwd_bwd == measure(nn.Conv2d(c, c, 1), (b, c, h, w), repeats=1, warmup=0).flops_fwd_bwd
+    assert full.peak_mem_bytes >= b * c * h * w * FLOAT  # at least the output
+    assert block.weight.grad is not None  # it runs the block itself (scaling reuses one block across sides)
+    assert measure_budgeted(nn.Conv2d(c, c, 1), (b, c, h, w), 1, 0, 1e9, flops=False).flops_fwd_bwd == 0
