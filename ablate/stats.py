@@ -30,7 +30,8 @@ from scipy import stats as _st
 from .stats_sequential import Look, look_alpha, look_counts, next_seeds, sequential_look, verdict_alpha
 from .stats_tests import (CORRECTIONS, Diff, Summary, Tost, adjust, compare, interval_level, paired_diff, summarize,
                           tost, unpaired_diff, welch_diff)
-from .stats_verdicts import LABELS, Judged, Verdict, decided, judge_family, label, power, printable, seeds_needed, verdict
+from .stats_verdicts import (LABELS, Judged, Verdict, decided, judge_family, label, power, printable, seeds_needed,
+                             verdict)
 
 __all__ = [
     "CORRECTIONS", "Diff", "Summary", "Tost", "adjust", "compare", "interval_level", "paired_diff", "summarize", "tost",
