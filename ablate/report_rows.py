@@ -216,7 +216,11 @@ def describe_setup(study) -> str:
     else:
         arch = (f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`" if b.name == "resnet_d8" else f"width {b.width}")
     head = study.head
-    if head.channels or head.aux_weight:
+    if head.style == "mmseg":
+        width = f", {head.channels} channels" if head.channels else ""
+        arch += f"; head: mmseg's decode head for each mechanism{width}"
+        arch += f", auxiliary FCN head weight {head.aux_weight:g}" if head.aux_weight else ""
+    elif head.channels or head.aux_weight:
         arch += (f"; head: {head.channels}-channel 3x3 conv before the block" if head.channels else "; head:") + \
                 (f", auxiliary FCN head weight {head.aux_weight:g}" if head.aux_weight else "")
     return f"on {on}; {length}; backbone `{b.name}` ({arch}); {eval_text(study)}"

@@ -141,7 +141,7 @@ def train_spec(raw: dict, where: str, base: TrainSpec | None = None, prefix: str
     return spec
 
 
-HEAD_STYLES = ("plain",)  # mmseg: with ablate/models/mmseg_heads.py
+HEAD_STYLES = ("plain", "mmseg")
 
 
 def head_spec(raw: dict, where: str) -> HeadSpec:

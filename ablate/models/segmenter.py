@@ -4,7 +4,8 @@ The backbone is ``small_cnn`` (the synthetic task's), ``resnet_d8`` (the papers'
 ResNet, ``ablate/models/resnet.py``) or a plugin's (``module:attr``, :mod:`ablate.plugins`).
 ``head`` (``model.head`` of a study) optionally puts a 3x3 conv to ``channels`` before the
 attention block and adds mmseg's auxiliary FCN head on ResNet stage 3; with the defaults the
-model is exactly backbone -> block -> dropout + 1x1 classifier.
+model is exactly backbone -> block -> dropout + 1x1 classifier. ``style: mmseg`` instead wraps the
+block in the convolutions of mmseg's decode head for the mechanism (:mod:`ablate.models.mmseg_heads`).
 
 Given the trial ``seed``, each part is built from its own seed stream (``ablate/seeds.py``), so
 the backbone, ``reduce`` and head of seed s start from the same weights whatever the block.
@@ -32,6 +33,7 @@ from ..plugins import backbone_geometry, build_backbone as build_plugin_backbone
 from ..seeds import reseed
 from ..trial_config import HeadSpec, TrainSpec
 from .backbone import BACKBONES as _SMALL, SmallCNN, conv_bn_relu
+from .mmseg_heads import MMSegHead, check_style, layout_of
 from .resnet import BACKBONES as _RESNET
 
 BACKBONES = {**_SMALL, **_RESNET}
@@ -72,7 +74,9 @@ class Segmenter(nn.Module):
     """features = backbone(x); [features = reduce(features)]; features = attention(features);
     logits = head(features), upsampled to the input. ``head`` (optional): ``channels`` > 0 adds
     ``reduce`` (3x3 conv + BN + ReLU to that width); ``aux_weight`` > 0 adds ``aux_head`` on
-    ResNet stage 3, whose logits :meth:`forward_train` also returns.
+    ResNet stage 3, whose logits :meth:`forward_train` also returns. ``style: mmseg``: ``head`` is
+    an :class:`~ablate.models.mmseg_heads.MMSegHead` that runs ``attention`` between its convs (its
+    ``channels`` the head's width; no ``reduce``).
 
     ``seed`` (the trial seed): reseed the generators with the part's own stream before building
     each part (``backbone``, ``reduce``, ``attention``, ``head``, ``aux_head``) and with the
@@ -91,15 +95,22 @@ class Segmenter(nn.Module):
         self.backbone = build_backbone(backbone)
         c = self.backbone.out_channels
         self.reduce = None
-        if head.channels:
+        self.mmseg = head.style == "mmseg"  # the block inside mmseg's decode-head convs (mmseg_heads.py)
+        if head.channels and not self.mmseg:
             stream("reduce")
             self.reduce = conv_bn_relu(c, head.channels)
-            c = head.channels
+        in_channels, c = c, head.channels or c
         self.attention_channels = c
         stream("attention")
-        self.attention = get_preset(mechanism).build(c, **mechanism_args)
+        preset = get_preset(mechanism)
+        self.attention = preset.build(c, **mechanism_args)
         stream("head")
-        self.head = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c, num_classes, kernel_size=1))
+        if self.mmseg:
+            if layout_of(preset) is None:
+                raise ValueError(check_style(preset))
+            self.head = MMSegHead(in_channels, c, num_classes, layout_of(preset))
+        else:
+            self.head = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c, num_classes, kernel_size=1))
         self.aux_head = None
         if head.aux_weight:
             if not hasattr(self.backbone, "forward_stages"):
@@ -110,15 +121,21 @@ class Segmenter(nn.Module):
         stream("train")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """What the attention block sees: backbone features, through ``reduce`` when present."""
+        """What the attention block sees: backbone features, through ``reduce`` (or the mmseg
+        head's conv before the block) when present."""
         f = self.backbone(x)
+        if self.mmseg:
+            return self.head.before(f)
         return f if self.reduce is None else self.reduce(f)
 
     def _logits(self, f: torch.Tensor, size) -> torch.Tensor:
-        if self.reduce is not None:
-            f = self.reduce(f)
-        f = self.attention(f)
-        return F.interpolate(self.head(f), size=size, mode="bilinear", align_corners=False)
+        if self.mmseg:
+            logits = self.head(f, self.attention)
+        else:
+            if self.reduce is not None:
+                f = self.reduce(f)
+            logits = self.head(self.attention(f))
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._logits(self.backbone(x), x.shape[-2:])
