@@ -58,14 +58,17 @@ def run_trial(config: TrialConfig | dict, on_epoch: Callable[[int, float], bool 
     is a Lightning logger for an in-process trial; ``wandb`` (``make_logger``'s arguments) asks
     a trial that runs in its own process to create its W&B run on rank 0. ``config``: the study's
     :class:`~ablate.trial_config.TrialConfig`, or its stored dict form (read with the records' defaults).
+
+    Mid-trial checkpoints (:mod:`ablate.checkpoints`) travel on ``on_epoch``, the worker's hook
+    for the trial: its ``checkpoint_dir`` attribute (absent or None: none) is the trial's folder,
+    resumed from when it holds a checkpoint, and its ``on_resume(info, curve)`` is told where from.
     """
     config = TrialConfig.of(config)
     threads = config.train.threads or threads  # the study's train.threads wins
+    folder, on_resume = getattr(on_epoch, "checkpoint_dir", None), getattr(on_epoch, "on_resume", None)
     if config.trainer.isolated:
-        return run_isolated(config, on_epoch, threads, wandb)
-    return fit(config, on_epoch, logger, threads)
-
-
+        return run_isolated(config, on_epoch, threads, wandb, folder, on_resume)
+    return fit(config, on_epoch, logger, threads, folder, on_resume)
 
 if __name__ == "__main__":
     sys.exit(trial_process(sys.argv[1]))

@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
+from .checkpoints import TrialCheckpoints
 from .costs import forward_flops
 from .data.lightning import Batches, RealBatches, tensors
 from .data.real import build_real_datasets, is_real, spec_from_dict
@@ -126,12 +127,15 @@ def attention_params(module: SegmentationModule) -> int:
 
 
 
-def fit(config: TrialConfig, on_epoch, logger=None, threads: int | None = None) -> dict:
+def fit(config: TrialConfig, on_epoch, logger=None, threads: int | None = None, checkpoint_dir: str | None = None,
+        on_resume=None) -> dict:
+    """Train and validate the trial here. ``checkpoint_dir``: its mid-trial checkpoints' folder
+    (:mod:`ablate.checkpoints`; resumed from when it holds one); ``on_resume(info, curve)``."""
     wall0 = time.perf_counter()
     quiet_libraries()
     if threads:
         torch.set_num_threads(threads)
-    seed, train, spec = config.seed, config.train, config.trainer
+    seed, train = config.seed, config.train
     L.seed_everything(seed, workers=False, verbose=False)
     if is_real(config.data):
         data = spec_from_dict(config.data)
@@ -153,13 +157,33 @@ def fit(config: TrialConfig, on_epoch, logger=None, threads: int | None = None) 
     probing = not is_real(config.data) and getattr(data, "task", None) == "global_cue"
     if probing:  # the attention mass on the cue, once per validation epoch (ablate/probes.py)
         module.probe = make_cue_probe(xv[:PROBE_IMAGES], yv[:PROBE_IMAGES], seed)
-    iterations = train.iterations
-    if iterations:  # step-based: validation every val_interval steps, across epochs of the loader
-        length = dict(max_steps=iterations, max_epochs=-1, check_val_every_n_epoch=None,
-                      val_check_interval=train.val_interval or iterations)
+    hook = EpochHook(on_epoch, rounds=train.epochs if train.iterations else None)
+    saver = None
+    if checkpoint_dir and train.checkpoint_every > 0:
+        saver = TrialCheckpoints(checkpoint_dir, train.checkpoint_every, train.checkpoint_keep, train.epochs,
+                                 train.keep_checkpoints, on_resume)
+    trainer, cuda = make_trainer(config, logger, [hook] + ([saver] if saver else []), n_train)
+    try:
+        fit_mapping_failures(trainer, module, datamodule, saver.resume_path() if saver else None)
+    except TrialFailed:  # final: nothing will resume it
+        if saver:
+            saver.finish(trainer)
+        raise
+    if not module.history:
+        raise TrialFailed("no validation epoch completed")
+    if saver:
+        saver.finish(trainer)
+    return result_of(config, module, hook, crop, cuda, wall0, probing)
+
+
+def make_trainer(config: TrialConfig, logger, callbacks: list, n_train: int) -> tuple[L.Trainer, bool]:
+    """The trial's Lightning trainer (epoch- or step-based), and whether it trains on CUDA."""
+    train, spec = config.train, config.trainer
+    if train.iterations:  # step-based: validation every val_interval steps, across epochs of the loader
+        length = dict(max_steps=train.iterations, max_epochs=-1, check_val_every_n_epoch=None,
+                      val_check_interval=train.val_interval or train.iterations)
     else:
         length = dict(max_epochs=train.epochs)
-    hook = EpochHook(on_epoch, rounds=train.epochs if iterations else None)
     world = spec.world_size
     # torch's SyncBatchNorm runs on CUDA only; on the CPU each rank normalises over its own slice
     cuda = spec.accelerator in ("gpu", "cuda") or (spec.accelerator == "auto" and torch.cuda.is_available())
@@ -169,20 +193,17 @@ def fit(config: TrialConfig, on_epoch, logger=None, threads: int | None = None) 
         sync_batchnorm=spec.sync_batchnorm and world > 1 and cuda, use_distributed_sampler=False,
         logger=logger if logger is not None else False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        deterministic=True, num_sanity_val_steps=0, callbacks=[hook],
+        deterministic=True, num_sanity_val_steps=0, callbacks=callbacks,
         log_every_n_steps=max(1, math.ceil(n_train / train.batch_size)))
-    fit_mapping_failures(trainer, module, datamodule)
-    hist = module.history
-    if not hist:
-        raise TrialFailed("no validation epoch completed")
-    return result_of(config, module, hook, crop, cuda, wall0, probing)
+    return trainer, cuda
 
 
-def fit_mapping_failures(trainer, module, datamodule) -> None:
-    """``trainer.fit``, its failures sorted: Ctrl-C back as KeyboardInterrupt, out of memory and
-    the model's own exceptions as :class:`TrialFailed`, the harness's re-raised."""
+def fit_mapping_failures(trainer, module, datamodule, ckpt_path: str | None = None) -> None:
+    """``trainer.fit`` (from ``ckpt_path`` when given), its failures sorted: Ctrl-C back as
+    KeyboardInterrupt, out of memory and the model's own exceptions as :class:`TrialFailed`, the
+    harness's re-raised."""
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     except SystemExit:
         # Lightning turns Ctrl-C into sys.exit(1) and ignores further SIGINTs; give the runner
         # the KeyboardInterrupt back so it records the trial as interrupted and exits 130.

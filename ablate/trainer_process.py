@@ -25,14 +25,16 @@ _RANK_ENV = ("LOCAL_RANK", "NODE_RANK", "GLOBAL_RANK", "WORLD_SIZE", "MASTER_ADD
              "LOCAL_WORLD_SIZE", "GROUP_RANK", "RANK")
 
 
-def run_isolated(config: TrialConfig, on_epoch, threads: int | None, wandb: dict | None) -> dict:
-    """Run the trial in ``python -m ablate.trainer``; answer its epoch messages with ``on_epoch``."""
+def run_isolated(config: TrialConfig, on_epoch, threads: int | None, wandb: dict | None,
+                 checkpoint_dir: str | None = None, on_resume=None) -> dict:
+    """Run the trial in ``python -m ablate.trainer``; answer its epoch messages with ``on_epoch``
+    (and pass a resume message to ``on_resume``). Every rank loads the trial's checkpoint."""
     evt_r, evt_w = os.pipe()
     ans_r, ans_w = os.pipe()
     tmp = Path(tempfile.mkdtemp(prefix="ablate-trial-"))
     job = tmp / "job.json"
     job.write_text(json.dumps({"config": config.as_dict(), "threads": threads, "wandb": wandb,
-                               "events_fd": evt_w, "answers_fd": ans_r}))
+                               "events_fd": evt_w, "answers_fd": ans_r, "checkpoint_dir": checkpoint_dir}))
     env = {k: v for k, v in os.environ.items() if k not in _RANK_ENV}
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen([sys.executable, "-m", "ablate.trainer", str(job)], pass_fds=(evt_w, ans_r), env=env)
@@ -48,6 +50,8 @@ def run_isolated(config: TrialConfig, on_epoch, threads: int | None, wandb: dict
                     prune = bool(on_epoch(msg["epoch"], msg["val_miou"]))
                     answers.write("prune\n" if prune else "go\n")
                     answers.flush()
+                elif kind == "resumed" and on_resume is not None:
+                    on_resume(msg["info"], msg["curve"])
                 elif kind == "result":
                     result = msg
                 elif kind == "failed":
@@ -85,7 +89,7 @@ def trial_process(job_path: str) -> int:
     if threads:
         threads = max(1, threads // config.trainer.devices)  # the worker's share of cores, split over its ranks
     if not rank0:
-        return _rank_n(config, threads)
+        return _rank_n(config, threads, job.get("checkpoint_dir"))
     events = os.fdopen(job["events_fd"], "w")
     answers = os.fdopen(job["answers_fd"], "r")
 
@@ -105,7 +109,8 @@ def trial_process(job_path: str) -> int:
 
             w = job["wandb"]
             logger = make_logger(config.as_dict(), Path(w["run_dir"]), w["project"], w.get("entity"), w["name"])
-        result = fit(config, on_epoch, logger, threads)
+        result = fit(config, on_epoch, logger, threads, job.get("checkpoint_dir"),
+                     lambda info, curve: send("resumed", {"info": info, "curve": curve}))
         if logger is not None:
             logger.experiment.summary.update(wandb_summary(result))
         send("result", result)
@@ -127,9 +132,9 @@ def trial_process(job_path: str) -> int:
     return code
 
 
-def _rank_n(config: TrialConfig, threads: int | None) -> int:
+def _rank_n(config: TrialConfig, threads: int | None, checkpoint_dir: str | None = None) -> int:
     try:
-        fit(config, lambda e, m: False, None, threads)
+        fit(config, lambda e, m: False, None, threads, checkpoint_dir)
     except KeyboardInterrupt:
         return 130
     except TrialFailed:

@@ -59,7 +59,66 @@ class RankSlices(Sampler):
         return full + (1 if not self.batches.drop_last and tail >= self.world else 0)
 
 
-class Batches(L.LightningDataModule):
+class ResumableOrder(Sampler):
+    """The wrapped batch sampler's batches, unchanged, for a sampler whose randomness is the
+    torch ``generator`` (drawn when a pass starts). It remembers the generator's state at the
+    start of each pass, so :meth:`state` can say where the order stands, and after
+    :meth:`resume` the next pass starts from that state and skips the batches already trained:
+    a resumed trial sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, batches, generator: torch.Generator):
+        self.batches, self.generator = batches, generator
+        self._start = generator.get_state()
+        self._resume: dict | None = None
+
+    def __iter__(self):
+        skip = 0
+        if self._resume is not None:
+            self.generator.set_state(self._resume["generator"])
+            skip, self._resume = self._resume["batches"], None
+        self._start = self.generator.get_state()
+        for i, batch in enumerate(self.batches):
+            if i >= skip:
+                yield batch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def state(self, done_in_pass: int) -> dict:
+        """Where the order stands after ``done_in_pass`` trained batches of the current pass."""
+        if done_in_pass >= len(self):  # the pass is over: the next one starts from the generator as it is
+            return {"generator": self.generator.get_state(), "batches": 0}
+        return {"generator": self._start, "batches": done_in_pass}
+
+    def resume(self, state: dict) -> None:
+        self._resume = state
+
+
+class _Resumable:
+    """The data modules' part in a mid-trial checkpoint (:mod:`ablate.checkpoints`)."""
+
+    order: ResumableOrder | None = None
+    _resume_state: dict | None = None
+
+    def _order(self, sampler, generator) -> ResumableOrder:
+        self.order = ResumableOrder(sampler, generator)
+        if self._resume_state is not None:
+            self.order.resume(self._resume_state)
+            self._resume_state = None
+        return self.order
+
+    def order_state(self, done_in_pass: int) -> dict:
+        return self.order.state(done_in_pass)
+
+    def resume_order(self, state: dict) -> None:
+        """Continue the training order from ``state`` (before or after the loader exists)."""
+        if self.order is not None:
+            self.order.resume(state)
+        else:
+            self._resume_state = state
+
+
+class Batches(_Resumable, L.LightningDataModule):
     """Whole batches sliced out of in-memory tensors (no per-sample collation), sharded by rank
     once Lightning knows the rank (the dataloader hooks run after the process group is up)."""
 
@@ -77,7 +136,7 @@ class Batches(L.LightningDataModule):
         gen = torch.Generator().manual_seed(self.seed)
         batches = BatchSampler(RandomSampler(range(len(xt)), generator=gen), self.batch_size, drop_last=False)
         sampler = batches if world == 1 else RankSlices(batches, rank, world)
-        return DataLoader(TensorDataset(xt, yt), batch_size=None, sampler=sampler)
+        return DataLoader(TensorDataset(xt, yt), batch_size=None, sampler=self._order(sampler, gen))
 
     def val_dataloader(self):
         rank, world = self._rank_world()
@@ -89,7 +148,7 @@ class Batches(L.LightningDataModule):
         return DataLoader(TensorDataset(xv, yv), batch_size=None, sampler=BatchSampler(order, size, drop_last=False))
 
 
-class RealBatches(L.LightningDataModule):
+class RealBatches(_Resumable, L.LightningDataModule):
     """A real dataset through mmseg's pipelines, sharded like :class:`Batches`: every rank draws
     the single process's seeded batch order and takes its slice of each global batch (the last
     incomplete batch is dropped when the split holds a full one: BatchNorm needs more than one
@@ -107,7 +166,7 @@ class RealBatches(L.LightningDataModule):
         gen = torch.Generator().manual_seed(self.seed)
         batches = BatchSampler(RandomSampler(range(n), generator=gen), self.batch_size, drop_last=n >= self.batch_size)
         sampler = batches if world == 1 else RankSlices(batches, rank, world)
-        return train_loader(self.spec, self.sets.train, seed=self.seed, batch_sampler=sampler)
+        return train_loader(self.spec, self.sets.train, seed=self.seed, batch_sampler=self._order(sampler, gen))
 
     def val_dataloader(self):
         rank, world = self._rank_world()
