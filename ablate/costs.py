@@ -60,11 +60,6 @@ from .errors import StudyError, exit_with
 __all__ = ["Cost", "measure", "measure_preset", "cell_costs", "Sample", "measure_budgeted", "forward_flops",
            "param_count", "quiet_native_stderr", "describe_device", "main"]
 
-# The names ablate.scaling reads (as costs._step, ...) until it calls measure_budgeted.
-_step, _clear_grads, _time_ms, _median_iqr = step, clear_grads, time_ms, median_iqr
-_cpu_peak_bytes, _count_flops = cpu_peak_bytes, count_flops
-
-
 @dataclass(frozen=True)
 class Cost:
     """The measured cost of one block at one input shape (forward + backward, float32)."""

@@ -121,29 +121,12 @@ def model_exponent(mech: Mechanism, sides: Sequence[int]) -> float:
 def measure_point(block: torch.nn.Module, shape: tuple[int, int, int, int], repeats: int, warmup: int,
                   budget_s: float, flops: bool = True) -> Point:
     """Median and minimum forward+backward ms over up to ``repeats`` calls (stops early, after at
-    least 3, once ``budget_s`` seconds are spent), peak live CPU bytes and forward+backward FLOPs,
-    with :mod:`ablate.costs`' helpers."""
-    from . import costs
+    least 3, once ``budget_s`` seconds are spent), peak live CPU bytes and forward+backward FLOPs
+    (:func:`ablate.costs.measure_budgeted`)."""
+    from .costs import measure_budgeted
 
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=gen).requires_grad_(True)
-    grad = torch.randn(shape, generator=gen)
-    block.train()
-    for _ in range(warmup):
-        costs._clear_grads(block, x)
-        costs._step(block, x, grad)
-    times: list[float] = []
-    spent = 0.0
-    for i in range(repeats):
-        t = costs._time_ms(block, x, grad, cuda=False)
-        times.append(t)
-        spent += t / 1e3
-        if i + 1 >= min(3, repeats) and spent > budget_s:
-            break
-    ms, _ = costs._median_iqr(times)
-    peak = costs._cpu_peak_bytes(block, x, grad)
-    n_flops = costs._count_flops(block, x, grad, backward=True) if flops else 0
-    return Point(shape[2], ms, min(times), int(peak), int(n_flops))
+    s = measure_budgeted(block, shape, repeats, warmup, budget_s, flops)
+    return Point(shape[2], s.median_ms, s.min_ms, s.peak_mem_bytes, s.flops_fwd_bwd)
 
 
 def run(mechanisms: Sequence[str], sides: Sequence[int] = DEFAULT_SIDES, channels: int = 32, batch: int = 1,
