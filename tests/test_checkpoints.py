@@ -247,3 +247,34 @@ def test_resuming_from_any_checkpoint_gives_the_same_curve(tmp_path, monkeypatch
         assert again["curve"] == full["curve"] and again["value"] == full["value"]
         info, curve = hook.resumed
         assert info["step"] == int(f.name[len(C.PREFIX):-len(C.SUFFIX)]) and curve == full["curve"][:info["epoch"]]
+
+
+@pytest.mark.slow
+def test_a_ddp_trial_resumes_on_every_rank_to_the_same_curve(tmp_path):
+    """Two CPU ranks (gloo) in a trial process of their own: rank 0 writes the checkpoints, both
+    ranks load one, and the resumed trial's curve is the uninterrupted one's."""
+    import shutil
+
+    path = tiny_study(tmp_path, name="ddp", seeds=[0], factors={"gcn": [True]}, baseline={},
+                      data={"task": "global_cue", "train_images": 64, "val_images": 16},
+                      train={"epochs": 3, "lr": 0.05, "keep_checkpoints": True},
+                      trainer={"devices": 2, "strategy": "ddp"})
+    study = load_study(path)
+    config = study.trial(study.cells()[0], 0)
+    full_dir, copy = tmp_path / "full", tmp_path / "copy"
+
+    class Copying(_Hook):  # at round 2 the round-1 checkpoint exists: keep a copy of it
+        def __call__(self, epoch, miou):
+            if epoch == 1:
+                copy.mkdir()
+                for f in C.checkpoint_files(full_dir):
+                    shutil.copy(f, copy)
+            return False
+
+    full = run_trial(config, Copying(str(full_dir)), threads=2)
+    assert [p.name for p in C.checkpoint_files(copy)] == [_name(4)]  # 64 images, global batch 16
+    hook = _Hook(str(copy))
+    again = run_trial(config, hook, threads=2)
+    assert hook.resumed[0]["step"] == 4 and hook.resumed[1] == full["curve"][:1]
+    assert again["curve"] == full["curve"] and again["value"] == full["value"]
+    assert again["world_size"] == 2
