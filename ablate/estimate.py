@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .errors import StudyError, exit_with
 
@@ -135,15 +134,10 @@ def time_step(config: dict, shape: Shape, device: torch.device, iterations: int 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape.batch, 3, *shape.crop, generator=gen).to(device)
     y = torch.randint(0, shape.classes, (shape.batch, *shape.crop), generator=gen).to(device)
-    aux_weight = float(head.get("aux_weight") or 0.0)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        logits, aux = model.forward_train(x)
-        loss = F.cross_entropy(logits, y, ignore_index=255)
-        if aux is not None:
-            loss = loss + aux_weight * F.cross_entropy(aux, y, ignore_index=255)
-        loss.backward()
+        model.loss(x, y, 255).backward()
         opt.step()
 
     for _ in range(warmup):

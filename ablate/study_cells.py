@@ -47,7 +47,7 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
                                " (also valid: mechanism, train.<key>, data.<key>, backbone.<key>)")
             overrides[k] = v
     mech_args = _resolve_args(study, preset, overrides, assignment, key_prefix)
-    _check_cell(study, train, backbone, preset)
+    _check_cell(study, train, backbone, preset, mech_args)
     label = tuple((k, canon(preset, k, v)) for k, v in assignment.items())
     key = cell_key(mech, mech_args, backbone, data, train, study.trainer, study.head, study.eval)
     return Cell(label, mech, tuple(sorted(mech_args.items())), backbone, data, train, key)
@@ -78,12 +78,12 @@ def _resolve_args(study: Study, preset, overrides: dict, assignment: dict, key_p
         raise StudyError(study.path, f"{key_prefix}.{bad or ''}".rstrip("."), str(e).strip('"') + ".") from None
 
 
-def _check_cell(study: Study, train, backbone, preset) -> None:
+def _check_cell(study: Study, train, backbone, preset, args: dict) -> None:
     """What a cell's settings must agree on: the batch splits over the devices, the aux head has a
     stage 3, mmseg has a decode head for the mechanism when the head's style is mmseg."""
     where, world = study.path, study.trainer.world_size
-    if study.head.style == "mmseg" and check_style(preset):
-        raise StudyError(where, "model.head.style", check_style(preset) + ".")
+    if study.head.style == "mmseg" and check_style(preset, args):
+        raise StudyError(where, "model.head.style", check_style(preset, args) + ".")
     if train.batch_size % world:
         raise StudyError(where, "train.batch_size", f"{train.batch_size} cannot be split evenly over {world} "
                          "devices (trainer.devices x trainer.num_nodes); the batch size is the global batch, "

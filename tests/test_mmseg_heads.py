@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ablate.errors import StudyError
-from ablate.models.mmseg_heads import LAYOUTS, MMSegHead, layout_of
+from ablate.models.mmseg_heads import LAYOUTS, DualHead, MMSegHead, build_head, layout_of
 from ablate.models.segmenter import Segmenter
 
 pytest.importorskip("mmcv")
@@ -29,7 +29,9 @@ from ablate.compat.mmcv_ops import install  # noqa: E402
 install()
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*MultiScaleDeformableAttention", category=UserWarning)
-    from mmseg.models.decode_heads import CCHead, DNLHead, EMAHead, FCNHead, GCHead, ISAHead, NLHead  # noqa: E402
+    from mmseg.models.decode_heads import (  # noqa: E402
+        CCHead, DAHead, DNLHead, EMAHead, FCNHead, GCHead, ISAHead, NLHead,
+    )
 
 from ablate.attention import get_preset  # noqa: E402
 
@@ -47,10 +49,14 @@ class Ours(nn.Module):
         super().__init__()
         preset = get_preset(mechanism)
         self.attention = preset.build(C, **args)
-        self.head = MMSegHead(IN, C, CLASSES, layout_of(preset))
+        self.head = build_head(preset, IN, C, CLASSES)
 
     def forward(self, x):
         return self.head(x, self.attention)
+
+    def forward_all(self, x):
+        logits, more = self.head.forward_all(x, self.attention)
+        return (logits, *more)
 
 
 def randomise(module: nn.Module, seed: int) -> nn.Module:
@@ -106,12 +112,18 @@ def build(cls, seed: int, **kw) -> nn.Module:
     return randomise(cls(in_channels=IN, channels=C, num_classes=CLASSES, norm_cfg=dict(type="BN"), **kw), seed)
 
 
-def compare(label: str, theirs: nn.Module, ours: nn.Module, tol: float, size=(9, 11)) -> None:
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def compare(label: str, theirs: nn.Module, ours: nn.Module, tol: float, size=(9, 11), run=None) -> None:
+    """Our output (``run(ours, x)``, default ``ours(x)``) against mmseg's ``theirs([x])``."""
+    run = run or (lambda m, v: m(v))
     x = torch.randn(2, IN, *size, generator=torch.Generator().manual_seed(1), dtype=F64)
     with torch.no_grad():
         ref = theirs([x.clone()])
-        out = ours(x.clone())
-        err = ((out - ref).abs().max() / ref.abs().max()).item()
+        out = run(ours, x.clone())
+        err = rel(out, ref)
         print(f"{label}: relative error {err:.1e}")
         assert out.shape == ref.shape == (2, CLASSES, *size)
         assert err <= tol, f"{label}: {err:.2e} > {tol}"
@@ -119,8 +131,7 @@ def compare(label: str, theirs: nn.Module, ours: nn.Module, tol: float, size=(9,
         g = torch.Generator().manual_seed(7)
         for p in bumped.parameters():
             p.mul_(1 + 1e-3 * torch.randn(p.shape, generator=g, dtype=F64))
-        bumped_out = bumped(x.clone())
-        assert ((bumped_out - ref).abs().max() / ref.abs().max()).item() > 10 * tol, "a perturbation is not seen"
+        assert rel(run(bumped, x.clone()), ref) > 10 * tol, "a perturbation is not seen"
 
 
 NL = {"attention.theta.": "nl_block.theta.conv.", "attention.phi.": "nl_block.phi.conv.",
@@ -201,6 +212,28 @@ def test_isa_head(size):
     compare(f"ISAHead {size}", theirs, ours, 1e-10, size=size)
 
 
+def _da_branch(branch: str) -> dict[str, str]:
+    return {f"head.{branch}_in.0.": f"{branch}_in_conv.conv.", f"head.{branch}_in.1.": f"{branch}_in_conv.bn.",
+            f"head.{branch}_out.0.": f"{branch}_out_conv.conv.", f"head.{branch}_out.1.": f"{branch}_out_conv.bn.",
+            f"head.{branch}_classify.1.": f"{branch}_conv_seg."}
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_da_head(which):
+    """DAHead's three outputs (the summed branches, the PAM branch, the CAM branch: the logits of
+    its three losses; the first is its prediction) against ours, the PAM at C/8 (pam_channels)."""
+    theirs = build(DAHead, 9, pam_channels=C // 8)
+    ours = Ours("danet", {})
+    assert isinstance(ours.head, DualHead)
+    names = {**_da_branch("pam"), **_da_branch("cam"), "head.classify.1.": "conv_seg.",
+             "attention.pam.query.": "pam.query_project.", "attention.pam.key.": "pam.key_project.",
+             "attention.pam.value.": "pam.value_project.", "attention.pam.gamma": "pam.gamma.scale",
+             "attention.cam.gamma": "cam.gamma.scale"}
+    ours = load(theirs, ours, names)
+    compare(f"DAHead output {which}", lambda v: theirs(v)[which], ours, 1e-12,
+            run=lambda m, v: m.forward_all(v)[which])
+
+
 # ------------------------------------------------------------------------------------------
 # in the segmenter and the study
 # ------------------------------------------------------------------------------------------
@@ -220,6 +253,22 @@ def test_segmenter_runs_the_block_inside_the_head_and_the_probe_sees_the_head_in
     assert plain.reduce is not None and not isinstance(plain.head, MMSegHead)
 
 
+def test_da_head_trains_on_its_three_losses():
+    """DAHead's training loss: cross-entropy of the summed branches plus each branch's, weight 1."""
+    seg = Segmenter(CLASSES, {"name": "small_cnn", "width": IN, "depth": 3}, "danet", {},
+                    head={"style": "mmseg", "channels": C}, seed=0).double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=F64)
+    y = torch.randint(0, CLASSES, (2, 16, 16))
+    with torch.no_grad():
+        logits, extras = seg.forward_train(x)
+        _, (pam, cam) = seg.head.forward_all(seg.backbone(x), seg.attention)
+        pam, cam = seg._up(pam, (16, 16)), seg._up(cam, (16, 16))
+        assert [w for w, _ in extras] == [1.0, 1.0]
+        assert torch.equal(extras[0][1], pam) and torch.equal(extras[1][1], cam) and torch.equal(logits, seg(x))
+        ce = torch.nn.functional.cross_entropy
+        assert seg.loss(x, y, 255) == ce(logits, y) + ce(pam, y) + ce(cam, y)
+
+
 def _study(tmp_path, mechanisms, style="mmseg"):
     import yaml
 
@@ -234,7 +283,7 @@ def _study(tmp_path, mechanisms, style="mmseg"):
 def test_style_mmseg_in_a_study(tmp_path):
     from ablate.study import load_study
 
-    names = sorted(n for n in ("none", "nonlocal", "gcnet", "dnl", "ccnet", "emanet", "isa")
+    names = sorted(n for n in ("none", "nonlocal", "gcnet", "dnl", "ccnet", "emanet", "isa", "danet")
                    if layout_of(get_preset(n)) is not None)
     assert len(names) == len(LAYOUTS)
     mm = load_study(_study(tmp_path, names))
@@ -245,6 +294,9 @@ def test_style_mmseg_in_a_study(tmp_path):
     with pytest.raises(StudyError) as e:
         load_study(_study(tmp_path, ["nonlocal", "glore"]))
     assert e.value.key == "model.head.style" and "'glore'" in str(e.value) and "nonlocal" in str(e.value)
+    with pytest.raises(StudyError) as e:  # DAHead has both branches
+        load_study(_study(tmp_path, ["danet", "danet_position"]))
+    assert e.value.key == "model.head.style" and "'position'" in str(e.value)
     with pytest.raises(StudyError) as e:
         load_study(_study(tmp_path, ["nonlocal"], style="mmcv"))
     assert e.value.key == "model.head.style" and "plain" in str(e.value)

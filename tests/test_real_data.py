@@ -691,10 +691,11 @@ def test_cost_shapes_match_the_built_model(backbone, head):
         f = model.backbone(x)
         if model.reduce is not None:
             f = model.reduce(f)
-        logits, aux = model.forward_train(x)
+        logits, extras = model.forward_train(x)
     assert tuple(f.shape[1:]) == (channels, feature_side(33, stride), feature_side(47, stride))
     assert model.attention_channels == channels and logits.shape == (1, 21, 33, 47)
-    assert (aux is not None) == bool(head and head.get("aux_weight")) and (aux is None or aux.shape == logits.shape)
+    weight = head.get("aux_weight") if head else None
+    assert [(w, aux.shape) for w, aux in extras] == ([(weight, logits.shape)] if weight else [])
 
 
 def test_step_based_trial_reports_rounds_and_prunes_at_one(tmp_path):

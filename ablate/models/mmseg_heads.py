@@ -16,11 +16,17 @@ our block (the block itself is ours, parity-tested against mmseg's in tests/test
   in its configs). mmseg freezes the mid conv (``requires_grad=False``); our block trains it.
 * ``ISAHead`` (``isa``): the 3x3 in-conv, then the block (the interlaced attention and the 1x1
   fusion of input and context are our ISABlock), then dropout and the classifier.
+* ``DAHead`` (``danet``, ``branch: both`` only): two branches, each a 3x3 conv + BN + ReLU, one
+  module of our DANetBlock (its PAM or its CAM, each with its own gamma residual, as mmseg's),
+  and a second 3x3 conv + BN + ReLU; the branch features are summed and classified. In training
+  each branch also has a classifier of its own whose cross-entropy is added with weight 1, as
+  mmseg's three ``loss_decode`` terms (``pam_cam``, ``pam``, ``cam``); at test time only the
+  summed branch counts, as in mmseg's ``predict``.
 
 Initialisation as mmseg's: the head's convs Kaiming-normal (fan_out, ReLU), BN weight 1 and bias
 0, the classifier normal with std 0.01 and bias 0. A mechanism whose block mmseg has no head for
-(or whose head does more than wrap one block: DAHead's two branches with their own classifiers
-and losses, PSAHead's, APCHead's) is refused when the study is loaded (:func:`check_style`).
+(or whose head does more than wrap the block: PSAHead's and APCHead's convs are part of the
+attention itself) is refused when the study is loaded (:func:`check_style`).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import torch
 from torch import nn
 
 from ..attention.criss_cross import CCNetBlock
+from ..attention.danet import DANetBlock
 from ..attention.dnl import DisentangledNonLocalBlock
 from ..attention.ema import EMABlock
 from ..attention.gcnet import GlobalContextBlock
@@ -48,6 +55,7 @@ class HeadLayout:
     head: str  # mmseg's class name
     after: bool = True  # a 3x3 conv + BN + ReLU after the block (convs[1], EMAHead's bottleneck)
     concat: bool = True  # the input concatenated with the features, fused by a 3x3 conv (conv_cat)
+    branches: bool = False  # DAHead: the block's PAM and CAM on branches of their own
 
 
 LAYOUTS = {
@@ -58,6 +66,7 @@ LAYOUTS = {
     CCNetBlock: HeadLayout("CCHead"),
     EMABlock: HeadLayout("EMAHead"),
     ISABlock: HeadLayout("ISAHead", after=False, concat=False),
+    DANetBlock: HeadLayout("DAHead", concat=False, branches=True),
 }
 
 
@@ -66,9 +75,12 @@ def layout_of(preset) -> HeadLayout | None:
     return LAYOUTS.get(getattr(preset, "block", None))
 
 
-def check_style(preset) -> str | None:
-    """Why ``style: mmseg`` cannot wrap ``preset`` (None: it can)."""
+def check_style(preset, args: dict | None = None) -> str | None:
+    """Why ``style: mmseg`` cannot wrap ``preset`` with the block arguments ``args`` (None: it can)."""
     if layout_of(preset) is not None:
+        if preset.block is DANetBlock and (args or {}).get("branch", "both") != "both":
+            return (f"mmseg's DAHead has both branches (PAM and CAM); mechanism {preset.name!r} with branch "
+                    f"{args['branch']!r} has no mmseg head; use branch: both (mechanism danet) or style: plain")
         return None
     from ..attention import MECHANISMS
 
@@ -76,6 +88,32 @@ def check_style(preset) -> str | None:
     return (f"mmseg has no decode head that wraps mechanism {preset.name!r} (block {preset.block.__name__}) "
             f"in convolutions we reproduce; style mmseg supports: {', '.join(ok)}; use style: plain for "
             "the others")
+
+
+def build_head(preset, in_channels: int, channels: int, num_classes: int) -> nn.Module:
+    """The mmseg head for ``preset``'s block (see :data:`LAYOUTS`)."""
+    layout = layout_of(preset)
+    if layout.branches:
+        return DualHead(in_channels, channels, num_classes)
+    return MMSegHead(in_channels, channels, num_classes, layout)
+
+
+def classifier(channels: int, num_classes: int) -> nn.Sequential:
+    """mmseg's ``cls_seg``: channel-wise dropout, then a 1x1 conv (normal init, std 0.01)."""
+    conv = nn.Conv2d(channels, num_classes, kernel_size=1)
+    nn.init.normal_(conv.weight, std=0.01)
+    nn.init.zeros_(conv.bias)
+    return nn.Sequential(nn.Dropout2d(DROPOUT), conv)
+
+
+def init_as_mmseg(module: nn.Module) -> None:
+    """mmcv's ConvModule init: convs Kaiming-normal (fan_out, ReLU), BN weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 class MMSegHead(nn.Module):
@@ -89,24 +127,52 @@ class MMSegHead(nn.Module):
         self.before = conv_bn_relu(in_channels, channels)
         self.after = conv_bn_relu(channels, channels) if layout.after else nn.Identity()
         self.fuse = conv_bn_relu(in_channels + channels, channels) if layout.concat else None
-        self.classify = nn.Sequential(nn.Dropout2d(DROPOUT), nn.Conv2d(channels, num_classes, kernel_size=1))
-        self._init_as_mmseg()
+        init_as_mmseg(self)
+        self.classify = classifier(channels, num_classes)
 
-    def _init_as_mmseg(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m is not self.classify[1]:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.classify[1].weight, std=0.01)
-        nn.init.zeros_(self.classify[1].bias)
+    def block_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the block sees (the segmenter's ``features``)."""
+        return self.before(x)
 
-    def forward(self, x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+    def forward_all(self, x: torch.Tensor, block: nn.Module) -> tuple[torch.Tensor, list]:
+        """(logits, the logits of further training losses: none)."""
         f = self.after(block(self.before(x)))
         if self.fuse is not None:
             f = self.fuse(torch.cat([x, f], dim=1))
-        return self.classify(f)
+        return self.classify(f), []
+
+    def forward(self, x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+        return self.forward_all(x, block)[0]
 
 
-__all__ = ["DROPOUT", "LAYOUTS", "HeadLayout", "MMSegHead", "check_style", "layout_of"]
+class DualHead(nn.Module):
+    """mmseg's DAHead around a DANetBlock(branch=both): ``block.pam`` and ``block.cam`` each between
+    a 3x3 conv in (``pam_in``/``cam_in``) and a 3x3 conv out; ``classify`` on the sum of the two
+    branches; ``pam_classify``/``cam_classify`` on each branch, for the training losses."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int):
+        super().__init__()
+        self.layout = LAYOUTS[DANetBlock]
+        self.pam_in, self.pam_out = conv_bn_relu(in_channels, channels), conv_bn_relu(channels, channels)
+        self.cam_in, self.cam_out = conv_bn_relu(in_channels, channels), conv_bn_relu(channels, channels)
+        init_as_mmseg(self)
+        self.pam_classify = classifier(channels, num_classes)
+        self.cam_classify = classifier(channels, num_classes)
+        self.classify = classifier(channels, num_classes)
+
+    def block_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the block's PAM sees (the segmenter's ``features``: the cue probe reads the PAM)."""
+        return self.pam_in(x)
+
+    def forward_all(self, x: torch.Tensor, block: DANetBlock) -> tuple[torch.Tensor, list]:
+        """(the summed branches' logits, [the PAM branch's, the CAM branch's])."""
+        pam = self.pam_out(block.pam(self.pam_in(x)))
+        cam = self.cam_out(block.cam(self.cam_in(x)))
+        return self.classify(pam + cam), [self.pam_classify(pam), self.cam_classify(cam)]
+
+    def forward(self, x: torch.Tensor, block: DANetBlock) -> torch.Tensor:
+        return self.forward_all(x, block)[0]
+
+
+__all__ = ["DROPOUT", "LAYOUTS", "DualHead", "HeadLayout", "MMSegHead", "build_head", "check_style", "classifier",
+           "init_as_mmseg", "layout_of"]

@@ -33,7 +33,7 @@ from ..plugins import backbone_geometry, build_backbone as build_plugin_backbone
 from ..seeds import reseed
 from ..trial_config import HeadSpec, TrainSpec
 from .backbone import BACKBONES as _SMALL, SmallCNN, conv_bn_relu
-from .mmseg_heads import MMSegHead, check_style, layout_of
+from .mmseg_heads import build_head, check_style
 from .resnet import BACKBONES as _RESNET
 
 BACKBONES = {**_SMALL, **_RESNET}
@@ -106,12 +106,12 @@ class Segmenter(nn.Module):
         self.attention = preset.build(c, **mechanism_args)
         stream("head")
         if self.mmseg:
-            if layout_of(preset) is None:
-                raise ValueError(check_style(preset))
-            self.head = MMSegHead(in_channels, c, num_classes, layout_of(preset))
+            if check_style(preset, mechanism_args):
+                raise ValueError(check_style(preset, mechanism_args))
+            self.head = build_head(preset, in_channels, c, num_classes)
         else:
             self.head = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c, num_classes, kernel_size=1))
-        self.aux_head = None
+        self.aux_head, self.aux_weight = None, float(head.aux_weight)
         if head.aux_weight:
             if not hasattr(self.backbone, "forward_stages"):
                 raise ValueError(f"an auxiliary head needs a backbone with stages (resnet_d8), not {backbone['name']}")
@@ -125,7 +125,7 @@ class Segmenter(nn.Module):
         head's conv before the block) when present."""
         f = self.backbone(x)
         if self.mmseg:
-            return self.head.before(f)
+            return self.head.block_input(f)
         return f if self.reduce is None else self.reduce(f)
 
     def _logits(self, f: torch.Tensor, size) -> torch.Tensor:
@@ -135,18 +135,36 @@ class Segmenter(nn.Module):
             if self.reduce is not None:
                 f = self.reduce(f)
             logits = self.head(self.attention(f))
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return self._up(logits, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._logits(self.backbone(x), x.shape[-2:])
 
-    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(logits, auxiliary logits or None), both at the input's size."""
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, list[tuple[float, torch.Tensor]]]:
+        """(logits, [(loss weight, further logits), ...]), all at the input's size: the auxiliary
+        FCN head's (``aux_weight``) and an mmseg head's own training outputs (DAHead's branches, 1)."""
+        size, extras = x.shape[-2:], []
         if self.aux_head is None:
-            return self(x), None
-        c3, c4 = self.backbone.forward_stages(x)
-        aux = F.interpolate(self.aux_head(c3), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self._logits(c4, x.shape[-2:]), aux
+            f = self.backbone(x)
+        else:
+            c3, f = self.backbone.forward_stages(x)
+            extras.append((self.aux_weight, self._up(self.aux_head(c3), size)))
+        if not self.mmseg:
+            return self._logits(f, size), extras
+        logits, more = self.head.forward_all(f, self.attention)
+        return self._up(logits, size), extras + [(1.0, self._up(m, size)) for m in more]
+
+    @staticmethod
+    def _up(logits: torch.Tensor, size) -> torch.Tensor:
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        """The training loss: cross-entropy of the logits plus each further output's, weighted."""
+        logits, extras = self.forward_train(x)
+        loss = F.cross_entropy(logits, y, ignore_index=ignore_index)
+        for weight, more in extras:
+            loss = loss + weight * F.cross_entropy(more, y, ignore_index=ignore_index)
+        return loss
 
 
 class ImageCounts(Metric):
@@ -213,7 +231,6 @@ class SegmentationModule(L.LightningModule):
         self.save_hyperparameters()
         self.eval_spec = EvalSpec.from_dict(evaluation)
         self.model = Segmenter(num_classes, backbone, mechanism, mechanism_args, head, seed=seed)
-        self.aux_weight = float(as_head(head).aux_weight)
         self.miou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)
         self.class_iou = MulticlassJaccardIndex(num_classes, average="none", ignore_index=ignore_index)
         self.val_pixels = SumMetric()  # pixels scored (ignore_index excluded), over every rank
@@ -249,10 +266,7 @@ class SegmentationModule(L.LightningModule):
     # --- steps ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits, aux = self.model.forward_train(x)
-        loss = F.cross_entropy(logits, y, ignore_index=self.hparams.ignore_index)
-        if aux is not None:
-            loss = loss + self.aux_weight * F.cross_entropy(aux, y, ignore_index=self.hparams.ignore_index)
+        loss = self.model.loss(x, y, self.hparams.ignore_index)
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
