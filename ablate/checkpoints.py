@@ -6,6 +6,15 @@ validation rounds into a folder named by its identity, ``<dir>/<study>/<cell key
 ``train.checkpoint_keep``; the folder is deleted when the trial finishes unless
 ``train.keep_checkpoints``. A trial whose worker died is resumed from the newest checkpoint that
 loads. Storage records the folder on each attempt, so a worker on another host finds it.
+
+What Lightning's checkpoint lacks is saved beside it (:class:`TrialCheckpoints`): the per-round
+history (the curve before the kill), the compute time so far, the RNG states of python, numpy
+and torch, and the data order's position (:class:`ablate.data.lightning.ResumableOrder`, also
+in the middle of a pass). A resumed trial then trains exactly as an uninterrupted one, bit for
+bit on the CPU (tests/test_checkpoints.py). Not covered: a real dataset read with
+``num_workers > 0`` keeps the batch order but its loader workers' augmentation draws start
+again from their seed (their RNG lives in those processes); under DDP rank 0's RNG states are
+put back on every rank (the ranks draw alike from the same seed).
 """
 from __future__ import annotations
 

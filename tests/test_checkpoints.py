@@ -210,11 +210,13 @@ def test_a_finished_trial_deletes_its_checkpoints_unless_kept(tmp_path, monkeypa
     assert [h["val_miou"] for h in ckpt[C.STATE]["history"]] == result["curve"]
 
 
-def test_checkpoint_every_0_writes_nothing(tmp_path, monkeypatch):
+def test_checkpoint_every_0_writes_nothing_and_saving_never_changes_the_result(tmp_path, monkeypatch):
     saved = _count_saves(monkeypatch)
     folder = tmp_path / "ck"
-    run_trial(_config(tmp_path, checkpoint_every=0), _Hook(str(folder)), threads=1)
+    plain = run_trial(_config(tmp_path, checkpoint_every=0), _Hook(str(folder)), threads=1)
     assert saved == [] and not folder.exists()
+    saving = run_trial(_config(tmp_path), _Hook(str(folder)), threads=1)
+    assert saved and saving["curve"] == plain["curve"] and saving["value"] == plain["value"]
 
 
 def test_every_2_rounds_keep_1(tmp_path, monkeypatch):
@@ -278,3 +280,33 @@ def test_a_ddp_trial_resumes_on_every_rank_to_the_same_curve(tmp_path):
     assert hook.resumed[0]["step"] == 4 and hook.resumed[1] == full["curve"][:1]
     assert again["curve"] == full["curve"] and again["value"] == full["value"]
     assert again["world_size"] == 2
+
+
+def test_a_real_dataset_trial_resumes_to_the_same_curve(tmp_path, monkeypatch):
+    """VOC layout through mmseg's pipelines (random resize, crop, flip, photometric distortion in
+    this process: ``num_workers: 0``), step-based with validation in the middle of a pass: the
+    data order and the augmentations' RNG are put back."""
+    import shutil
+
+    from test_real_data import H, W, make_voc
+
+    make_voc(tmp_path / "voc", n_train=6, n_val=2)
+    monkeypatch.setattr(C, "remove", lambda folder, keep_last=False: None)
+    p = tiny_study(tmp_path, name="vocres", seeds=[0], factors={"gcn": [True]}, baseline={},
+                   train={"batch_size": 2, "lr": 0.05, "iterations": 8, "val_interval": 2, "checkpoint_keep": 10})
+    d = yaml.safe_load(p.read_text())
+    d["train"].pop("epochs")
+    d["data"] = {"name": "voc", "data_root": str(tmp_path / "voc"), "crop_size": [32, 32], "scale": [W, H],
+                 "num_workers": 0}
+    p.write_text(yaml.safe_dump(d))
+    study = load_study(p)
+    config = study.trial(study.cells()[0], 0)
+    full = run_trial(config, _Hook(str(tmp_path / "full")), threads=1)
+    files = C.checkpoint_files(tmp_path / "full")[::-1]
+    assert [f.name for f in files] == [_name(2), _name(4), _name(6)]  # 3 batches a pass: 2 and 4 mid-pass
+    for f in files:
+        folder = tmp_path / f"r{f.name}"
+        folder.mkdir()
+        shutil.copy(f, folder)
+        again = run_trial(config, _Hook(str(folder)), threads=1)
+        assert again["curve"] == full["curve"] and again["value"] == full["value"]
