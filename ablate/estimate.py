@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import StudyError, exit_with
+from .models.registry import lookup
 
 # the standard training split sizes, for a real-data study whose data is not on this machine
 STANDARD_TRAIN_IMAGES = {"voc": 1464, "voc+aug": 1464 + 10582, "cityscapes": 2975, "ade20k": 20210}
@@ -112,7 +113,8 @@ def iterations_per_trial(train: dict, shape: Shape, real: bool) -> int:
 
 def _timing_config(config: dict) -> dict:
     backbone = dict(config["backbone"])
-    if backbone.get("name") == "resnet_d8":
+    entry = lookup(backbone.get("name"))
+    if entry is not None and entry.weights:
         backbone["pretrained"] = "none"  # weights do not change the time; nothing is fetched
     return {**config, "backbone": backbone}
 

@@ -214,7 +214,9 @@ def describe_setup(study) -> str:
     if hasattr(b, "options"):  # a backbone plugin (ablate/plugins.py): its options as set
         arch = ", ".join(f"{k} {v}" for k, v in b.options) or "its defaults"
     else:
-        arch = (f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`" if b.name == "resnet_d8" else f"width {b.width}")
+        from .models.registry import lookup
+
+        arch = lookup(b.name).describe(b)
     head = study.head
     if head.style == "mmseg":
         width = f", {head.channels} channels" if head.channels else ""

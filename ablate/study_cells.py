@@ -12,6 +12,7 @@ from .attention import MECHANISMS
 from .data.real import RealDataSpec
 from .errors import StudyError, brief
 from .models.mmseg_heads import check_style
+from .models.registry import BACKBONES, lookup
 from .plugins import TaskSpec
 from .study_records import Cell, Study, canon, cell_key, find_baseline, search_kind
 from .study_sections import MAX_CELLS, check_factor_value, data_spec, mechanism_name, parse_backbone, train_spec
@@ -88,9 +89,11 @@ def _check_cell(study: Study, train, backbone, preset, args: dict) -> None:
         raise StudyError(where, "train.batch_size", f"{train.batch_size} cannot be split evenly over {world} "
                          "devices (trainer.devices x trainer.num_nodes); the batch size is the global batch, "
                          f"so give a multiple of {world}.")
-    if study.head.aux_weight and backbone.name != "resnet_d8":
+    entry = lookup(backbone.name)
+    if study.head.aux_weight and not (entry and entry.stages):
+        staged = " or ".join(n for n, b in BACKBONES.items() if b.stages)
         raise StudyError(where, "model.head.aux_weight", f"the auxiliary head reads ResNet stage 3, and backbone "
-                         f"{brief(backbone.name)} has none; use model.backbone.name: resnet_d8 or set aux_weight: 0.")
+                         f"{brief(backbone.name)} has none; use model.backbone.name: {staged} or set aux_weight: 0.")
 
 
 def resolve_grid(study: Study) -> tuple[tuple, dict]:

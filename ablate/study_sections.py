@@ -15,15 +15,13 @@ from .data.real import REAL_DATASETS, RealDataSpec, validate_real_data
 from .data.synthetic import TASKS, SceneConfig
 from .errors import StudyError, brief
 from .evaluation import EvalSpec, parse_eval
-from .models.backbone import BACKBONES
-from .models.resnet import ResNetSpec, validate_resnet
+from .models.registry import BACKBONES, lookup
 from .plugins import BackboneSpec as PluginBackbone, PluginError, TaskSpec, backbone_spec, is_spec, task_spec
-from .study_records import BackboneSpec
 from .trial_config import HeadSpec, TrainerSpec, TrainSpec
 from .study_specs import expect_mapping, parse_spec, typed_value, unknown_keys, unknown_name
 
 DATASETS = ("synthetic", *REAL_DATASETS)
-ALL_BACKBONES = (*BACKBONES, "resnet_d8")
+ALL_BACKBONES = tuple(BACKBONES)  # the built-in ones (ablate/models/registry.py)
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "poly")
 # Lightning's precision settings, canonical name -> the spellings accepted for it
@@ -90,18 +88,18 @@ def data_spec(raw: dict, where: str, base=None, prefix: str = "data.", check_lay
 
 
 def parse_backbone(raw: dict, where: str, base=None, prefix="model.backbone.", check_files: bool = True):
-    """``model.backbone``: a :class:`BackboneSpec` (small_cnn) or a :class:`ResNetSpec` (resnet_d8,
-    whose ``pretrained`` file path must exist unless ``check_files`` is off) or a plugin's."""
-    if is_spec(raw.get("name", getattr(base, "name", None))):  # a backbone plugin (ablate/plugins.py)
-        return backbone_spec(raw, where, prefix, base if isinstance(base, PluginBackbone) else None)
-    if raw.get("name", getattr(base, "name", None)) == "resnet_d8":
-        return validate_resnet(raw, where, prefix, base if isinstance(base, ResNetSpec) else None, check_files)
-    base = base if isinstance(base, BackboneSpec) else None  # a factor may switch the backbone family
+    """``model.backbone``: a built-in backbone's spec (its registry entry parses it: a
+    :class:`BackboneSpec` for small_cnn, a ``ResNetSpec`` for resnet_d8, whose ``pretrained`` file
+    path must exist unless ``check_files`` is off) or a plugin's. ``base``: the spec a
+    ``backbone.X`` factor overrides (a factor may switch the backbone family)."""
     name = raw.get("name", getattr(base, "name", "small_cnn"))
-    if not isinstance(name, str) or name not in BACKBONES:
+    if is_spec(name):  # a backbone plugin (ablate/plugins.py)
+        return backbone_spec(raw, where, prefix, base if isinstance(base, PluginBackbone) else None)
+    entry = lookup(name)
+    if entry is None:
         raise StudyError(where, prefix + "name", f"{unknown_name('backbone', name)}; valid: "
                          f"{', '.join(ALL_BACKBONES)}.")
-    return parse_spec(BackboneSpec, raw, where, prefix, base)
+    return entry.parse(raw, where, prefix, base, check_files)
 
 
 def train_spec(raw: dict, where: str, base: TrainSpec | None = None, prefix: str = "train.") -> TrainSpec:

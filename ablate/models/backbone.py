@@ -34,5 +34,3 @@ class SmallCNN(nn.Module):
     def forward(self, x):
         return self.body(x)
 
-
-BACKBONES = {"small_cnn": SmallCNN}

@@ -128,7 +128,7 @@ class ResNetD8(nn.Module):
             depth=depth, in_channels=in_channels, num_stages=4, out_indices=(2, 3), strides=(1, 2, 1, 1),
             dilations=(1, 1, 2, 4), contract_dilation=True, style="pytorch", norm_eval=False,
             norm_cfg=dict(type="SyncBN" if norm == "syncbn" else "BN", requires_grad=True))
-        self.out_channels = 2048 if depth >= 50 else 512
+        self.out_channels = resnet_channels(depth)
         self.aux_channels = self.out_channels // 2
         _quiet_init(self.resnet)  # mmseg's init: Kaiming convs, BN 1/0, last BN of each block 0
         self.pretrained = pretrained
@@ -151,7 +151,9 @@ def build_resnet(spec: ResNetSpec | dict) -> ResNetD8:
     return ResNetD8(**d)
 
 
-BACKBONES = {"resnet_d8": ResNetD8}
+def resnet_channels(depth: int) -> int:
+    """The last stage's channels: 2048 for the bottleneck ResNets (50 and deeper), 512 below."""
+    return 2048 if depth >= 50 else 512
 
 
 def _import_resnet():
@@ -355,6 +357,6 @@ def load_pretrained(backbone: ResNetD8, source: str) -> LoadReport:
     return report
 
 
-__all__ = ["BACKBONES", "LoadReport", "PretrainedWeightsError", "ResNetD8", "ResNetSpec", "backbone_state",
-           "build_resnet", "load_checkpoint", "load_pretrained", "openmmlab_url", "resolve_weights",
-           "validate_resnet"]
+__all__ = ["LoadReport", "PretrainedWeightsError", "ResNetD8", "ResNetSpec", "backbone_state",
+           "build_resnet", "load_checkpoint", "load_pretrained", "openmmlab_url", "resnet_channels",
+           "resolve_weights", "validate_resnet"]

@@ -1,7 +1,8 @@
 """Backbone + attention block + head, and the LightningModule that trains it.
 
 The backbone is ``small_cnn`` (the synthetic task's), ``resnet_d8`` (the papers' dilated
-ResNet, ``ablate/models/resnet.py``) or a plugin's (``module:attr``, :mod:`ablate.plugins`).
+ResNet, ``ablate/models/resnet.py``), both in the one registry :mod:`ablate.models.registry`, or a
+plugin's (``module:attr``, :mod:`ablate.plugins`).
 ``head`` (``model.head`` of a study) optionally puts a 3x3 conv to ``channels`` before the
 attention block and adds mmseg's auxiliary FCN head on ResNet stage 3; with the defaults the
 model is exactly backbone -> block -> dropout + 1x1 classifier. ``style: mmseg`` instead wraps the
@@ -32,30 +33,22 @@ from ..image_counts import confusion_counts
 from ..plugins import backbone_geometry, build_backbone as build_plugin_backbone, is_spec
 from ..seeds import reseed
 from ..trial_config import HeadSpec, TrainSpec
-from .backbone import BACKBONES as _SMALL, SmallCNN, conv_bn_relu
+from . import registry
+from .backbone import conv_bn_relu
 from .mmseg_heads import build_head, check_style
-from .resnet import BACKBONES as _RESNET
 
-BACKBONES = {**_SMALL, **_RESNET}
 AUX_CHANNELS = 256  # mmseg's auxiliary FCNHead on a ResNet-D8: 1024 -> 256 -> classes
 
 
 def build_backbone(spec: dict) -> nn.Module:
-    if is_spec(spec["name"]):
-        return build_plugin_backbone(spec)
-    bb = dict(spec)
-    return BACKBONES[bb.pop("name")](**bb)
+    """A backbone from its spec's dict: a plugin's, or a built-in one (:mod:`ablate.models.registry`)."""
+    return build_plugin_backbone(spec) if is_spec(spec["name"]) else registry.build(spec)
 
 
 def feature_geometry(backbone: dict, head: HeadSpec | dict | None = None) -> tuple[int, int]:
     """(channels the attention block sees, the backbone's output stride), without building
-    anything (a ResNet would load its weights)."""
-    if is_spec(backbone["name"]):  # a plugin's: built once (cached), it says
-        channels, stride = backbone_geometry(backbone)
-    elif backbone["name"] == "resnet_d8":
-        channels, stride = (2048 if backbone["depth"] >= 50 else 512), 8
-    else:
-        channels, stride = backbone["width"], SmallCNN.stride
+    anything (a ResNet would load its weights; a plugin's is built once, cached, and says)."""
+    channels, stride = (backbone_geometry if is_spec(backbone["name"]) else registry.geometry)(backbone)
     return as_head(head).channels or channels, stride
 
 

@@ -1,0 +1,82 @@
+"""The built-in backbones, one registry: name -> class, geometry, study spec and report wording.
+
+Everything that needs to know about a backbone asks here: the segmenter builds it
+(:func:`build`), the report and the trainer size the attention block's input without building it
+(:func:`geometry`; a ResNet would load its weights), the study parses ``model.backbone``
+(:attr:`Backbone.parse`) and checks the auxiliary head (:attr:`Backbone.stages`), ``ablate
+estimate`` times a step without fetching weights (:attr:`Backbone.weights`), and the report
+describes it (:attr:`Backbone.describe`). A plugin backbone (``module:attr``) is not here:
+:mod:`ablate.plugins` builds it and asks the built module for its geometry.
+
+To add a backbone: its module in ``ablate/models/``, one :class:`Backbone` entry in
+:data:`BACKBONES` (its study spec a frozen dataclass; :func:`ablate.study_specs.parse_spec` checks
+one against its fields).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from torch import nn
+
+from .backbone import SmallCNN
+from .resnet import ResNetD8, ResNetSpec, resnet_channels, validate_resnet
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One built-in backbone. ``channels(spec)``: the output channels for a spec's dict;
+    ``stride``: the output stride; ``stages``: it has ``forward_stages`` (stage 3 for mmseg's
+    auxiliary FCN head, ``aux_channels`` wide); ``weights``: its spec names pretrained weights
+    (``pretrained``), loaded when it is built; ``parse(raw, where, prefix, base, check_files)``:
+    ``model.backbone`` (or a ``backbone.X`` factor over ``base``) -> its spec;
+    ``describe(spec)``: the report's words for it."""
+
+    name: str
+    cls: Callable[..., nn.Module]
+    channels: Callable[[Mapping], int]
+    stride: int
+    parse: Callable
+    describe: Callable
+    stages: bool = False
+    weights: bool = False
+
+
+def _parse_small(raw: dict, where: str, prefix: str, base, check_files: bool):
+    from ..study_records import BackboneSpec  # the study's record (study_records imports no model)
+    from ..study_specs import parse_spec
+
+    return parse_spec(BackboneSpec, raw, where, prefix, base if isinstance(base, BackboneSpec) else None)
+
+
+def _parse_resnet(raw: dict, where: str, prefix: str, base, check_files: bool):
+    return validate_resnet(raw, where, prefix, base if isinstance(base, ResNetSpec) else None, check_files)
+
+
+BACKBONES = {  # in the order error messages list them
+    "small_cnn": Backbone("small_cnn", SmallCNN, lambda s: s["width"], SmallCNN.stride, _parse_small,
+                          lambda b: f"width {b.width}"),
+    "resnet_d8": Backbone("resnet_d8", ResNetD8, lambda s: resnet_channels(s["depth"]), ResNetD8.stride,
+                          _parse_resnet, lambda b: f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`",
+                          stages=True, weights=True),
+}
+
+
+def lookup(name) -> Backbone | None:
+    """The built-in backbone called ``name`` (None: not a built-in one, e.g. a plugin's)."""
+    return BACKBONES.get(name) if isinstance(name, str) else None
+
+
+def build(spec: Mapping) -> nn.Module:
+    """A built-in backbone from its spec's dict (``name`` and the constructor's keywords)."""
+    kwargs = dict(spec)
+    return BACKBONES[kwargs.pop("name")].cls(**kwargs)
+
+
+def geometry(spec: Mapping) -> tuple[int, int]:
+    """(output channels, output stride) of a built-in backbone's spec, without building it."""
+    entry = BACKBONES[spec["name"]]
+    return entry.channels(spec), entry.stride
+
+
+__all__ = ["BACKBONES", "Backbone", "build", "geometry", "lookup"]
