@@ -21,7 +21,7 @@ def choose(w, trials):
     from . import storage as st
 
     if w.study.search:
-        claim = claim_search(w.study, w.ostudy, w.store, trials, w.run, w.checkpoint_dir)
+        claim = claim_search(w.study, w.ostudy, w.store, trials, w.run)
         if claim is not None:
             claim.index = 1 + sum(st.trial_status(t, w.run) in st.TAKEN for t in trials)
         return claim
@@ -160,10 +160,11 @@ def suggest(trial, name, dist):
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
-def claim_search(study, ostudy, store, trials, run: str = "", checkpoint_dir=None):
+def claim_search(study, ostudy, store, trials, run: str = ""):
     """Sample the next point of a search study (lock held) as a claim storage has created
-    (:func:`ablate.storage.ask_trial`); None once the budget is used. ``checkpoint_dir(cell,
-    seed, config)`` names the trial's checkpoint folder."""
+    (:func:`ablate.storage.ask_trial`); None once the budget is used. No mid-trial checkpoints:
+    a search's lost trial is not run again (the next claim samples a new point), and two
+    samples may be the same point."""
     import optuna
 
     from . import storage as st
@@ -177,7 +178,6 @@ def claim_search(study, ostudy, store, trials, run: str = "", checkpoint_dir=Non
         cell = study.search_cell(params)
         seed = study.seeds[0]
         config = study.trial(cell, seed)
-        folder = checkpoint_dir(cell, seed, config) if checkpoint_dir else None
-        return st.Claim(cell, seed, config, 0, attrs=trial_attrs(cell, seed, config), checkpoint_dir=folder)
+        return st.Claim(cell, seed, config, 0, attrs=trial_attrs(cell, seed, config))
 
     return st.ask_trial(sampler_study, setup)
