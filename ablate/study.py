@@ -145,12 +145,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from .evaluation import parse_eval
 from .study_cells import SEARCH_COMBOS, SEARCH_VALUES, build_cell, check_search, resolve_grid
 from .study_records import BackboneSpec, Cell, Study, canon, cell_key, fmt_value, make_pruner, search_kind
 from .study_sections import (ACCELERATORS, ALL_BACKBONES, CORRECTIONS, DATASETS, MAX_CELLS, MAX_NAME_CHARS,
                              MAX_SEED, MAX_SEEDS, METRICS, OPTIMIZERS, PRECISIONS, PRUNERS, SAMPLERS, SCHEDULES,
-                             SEQUENTIAL_KEYS, STRATEGIES, TOP_KEYS, check_sequential, data_spec, eval_section,
-                             factors_section, metric_name, model_section, pruner_epochs, pruner_spec, question_text,
+                             SEQUENTIAL_KEYS, STRATEGIES, TOP_KEYS, check_sequential, data_spec, factors_section,
+                             metric_name, model_section, pruner_epochs, pruner_spec, question_text,
                              references_section, search_spec, seeds_spec, study_name, tracking_spec, train_spec,
                              trainer_spec, verdict_spec)
 from .study_specs import expect_mapping, unknown_keys
@@ -192,7 +193,7 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
     trainer = trainer_spec(expect_mapping(raw.get("trainer"), where, "trainer"), where)
     pruner = pruner_spec(raw.get("pruner"), where, pruner_epochs(factors, refs, train))
     margin, correction = verdict_spec(raw, where)
-    evaluation = eval_section(raw, where)
+    evaluation = parse_eval(raw.get("eval"), where)
     study = Study(where, name, question, mech, args, backbone, data, train, factors,
                   tuple(tuple(r.items()) for r in refs), tuple(seeds), metric, dict(baseline), search,
                   dict(tracking), pruner, trainer, head, check_files, margin, correction, sequential,

@@ -1,7 +1,8 @@
 """Parsing and validation of a study file, one function per section (``model``, ``data``,
 ``train``, ``factors``, ``references``, ``seeds``, ``search``, ``pruner``, ``trainer``, ``tracking``,
-``margin``/``correction``), each reading its values through the one spec parser of
-:mod:`ablate.study_specs` into the records of :mod:`ablate.study_records`. The schema is in
+``margin``/``correction``; ``eval`` is :func:`ablate.evaluation.parse_eval`), each reading its
+values through the one spec parser of :mod:`ablate.study_specs` into the records of
+:mod:`ablate.study_records`. The schema is in
 :mod:`ablate.study`'s docstring; :func:`ablate.study.load_study` calls these in the file's order.
 """
 from __future__ import annotations
@@ -14,7 +15,6 @@ from .attention import MECHANISMS, resolve_mechanism
 from .data.real import REAL_DATASETS, RealDataSpec, validate_real_data
 from .data.synthetic import TASKS, SceneConfig
 from .errors import StudyError, brief
-from .evaluation import EvalSpec, parse_eval
 from .models.registry import BACKBONES, lookup
 from .plugins import BackboneSpec as PluginBackbone, PluginError, TaskSpec, backbone_spec, is_spec, task_spec
 from .trial_config import HeadSpec, TrainerSpec, TrainSpec
@@ -149,11 +149,6 @@ def head_spec(raw: dict, where: str) -> HeadSpec:
                          "block, then dropout and a 1x1 classifier) or mmseg (the convolutions of mmseg's decode "
                          "head for the mechanism around the block).")
     return spec
-
-
-def eval_section(raw: dict, where: str) -> EvalSpec:
-    """``eval:``: the test-time evaluation of every validation (:func:`ablate.evaluation.parse_eval`)."""
-    return parse_eval(raw.get("eval"), where)
 
 
 def _trainer_precision(value, where: str) -> str:
