@@ -18,6 +18,8 @@ import json
 import math
 from pathlib import Path
 
+from .report_rows import eval_text
+
 UNIT = "mIoU points (0-100)"
 
 
@@ -107,7 +109,8 @@ def trials_csv(study, tab: dict, data: dict) -> str:
                     t["fail_kind"] or "", row["mechanism"] if row else t["mechanism"] or ""]
                    + [_csv_value(cell.get(f)) for f in factors]
                    + [study.eval.describe() if row else "", _csv_value(_pts(t["value"])),
-                      _csv_value(_pts(t["best_val_miou"])), len(t["curve"]), _csv_value(t["planned"])] + [_csv_value(v) for v in curve] + [""] * (epochs - len(curve))
+                      _csv_value(_pts(t["best_val_miou"])), len(t["curve"]), _csv_value(t["planned"])]
+                   + [_csv_value(v) for v in curve] + [""] * (epochs - len(curve))
                    + [_csv_value(t[k]) for k in ("attention_params", "attention_flops", "total_params")]
                    + [_csv_value(row["attn_ms"] if row else None), _csv_value(row["attn_peak_mib"] if row else None),
                       _csv_value(t["wall_s"]), _csv_value(t["compute_s"]), " ".join(str(t["fail_reason"] or "").split())])
@@ -173,8 +176,9 @@ def _footnote(study, tab: dict, level: str) -> str:
     corr = ("no multiple-comparison correction" if study.correction == "none" else
             f"{study.correction.capitalize()} correction over {tab['info']['m']} comparison(s), intervals at the "
             f"Bonferroni level {level}\\%")
-    return (f"{n} seeds per cell ({tab['planned']} planned); mIoU in points; cell intervals: 95\\% Student t over "
-            f"seeds; $\\Delta$ against the cell's baseline: {tex_escape('; '.join(methods) or 'none')}; {corr}; "
+    return (f"{n} seeds per cell ({tab['planned']} planned); mIoU in points, {tex_escape(eval_text(study))}; "
+            f"cell intervals: 95\\% Student t over seeds; $\\Delta$ against the cell's baseline: "
+            f"{tex_escape('; '.join(methods) or 'none')}; {corr}; "
             f"margin $\\pm${study.margin:g} points. Marks: $\\bigtriangleup$ better, $\\bigtriangledown$ worse, "
             r"$\bigtriangledown^{b}$ worse at this budget, $\approx$ equivalent within $\pm$margin (TOST), "
             r"? inconclusive; $^\dagger$ budget-limited (still improving); [n/p] interval not printable.")

@@ -170,7 +170,7 @@ def test_multiscale_flip_validation_runs_the_model_at_each_scale_and_scores_the_
 
 def test_a_study_with_eval_runs_end_to_end(tmp_path):
     """One tiny trial through ``python -m ablate.run``: the report names the mode (metric line,
-    JSON, CSV), and the trainer evaluated with it: the same trial evaluated on whole images
+    TeX footnote, JSON, CSV), and the trainer evaluated with it: the same trial evaluated on whole images
     (trained identically, in process, on the study's one thread) scores differently."""
     path = tiny_study(tmp_path, name="evalrun", seeds=[0], train={"epochs": 2, "lr": 0.01}, eval=SLIDE,
                       data={"train_images": 64, "val_images": 8})
@@ -182,6 +182,7 @@ def test_a_study_with_eval_runs_end_to_end(tmp_path):
     assert res.returncode == 0, res.stderr + res.stdout
     md = (tmp_path / "reports" / "evalrun.md").read_text()
     assert "evaluated by slide 16x16 stride 8x8" in " ".join(md.split())
+    assert "evaluated by slide 16x16 stride 8x8" in (tmp_path / "reports" / "evalrun.tex").read_text()
     assert json.loads((tmp_path / "reports" / "evalrun.json").read_text())["eval"]["text"] == "slide 16x16 stride 8x8"
     with open(tmp_path / "reports" / "evalrun.csv", newline="") as f:
         rows = list(csv.DictReader(f))
