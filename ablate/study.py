@@ -15,7 +15,7 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
       backbone: {name: small_cnn, width: 32, depth: 3}
       mechanism: glore               # a preset name (python -m ablate list), or a plugin: module:attr
       args: {K: 16}                  # overrides of the preset's factors
-      head: {channels: 0, aux_weight: 0.0}   # optional, see below
+      head: {channels: 0, aux_weight: 0.0, style: plain}   # optional, see below
     data: {name: synthetic, task: global_cue, size: 32, ...}
     train: {epochs: 12, batch_size: 32, lr: 0.003, weight_decay: 0.0001, threads: 0,
             optimizer: adamw, schedule: onecycle}
