@@ -251,9 +251,9 @@ def _prepare(study, args) -> tuple[Path, str]:
     return run_dir, url
 
 
-def main(argv=None) -> int:
-    t_start, started_at = time.perf_counter(), time.time()
-    args = parse_args(argv)
+def _load(args):
+    """The study of the command line, overrides applied (a mistake exits 2), or, with --smoke,
+    the exit status of the smoke run (ablate/smoke.py)."""
     from .study import load_study
 
     try:
@@ -267,11 +267,18 @@ def main(argv=None) -> int:
         if args.overrides:
             from .overrides import load_with_overrides
 
-            study = load_with_overrides(args.study, args.overrides)
-        else:
-            study = load_study(args.study)
+            return load_with_overrides(args.study, args.overrides)
+        return load_study(args.study)
     except StudyError as e:
         exit_with(e)
+
+
+def main(argv=None) -> int:
+    t_start, started_at = time.perf_counter(), time.time()
+    args = parse_args(argv)
+    study = _load(args)
+    if isinstance(study, int):  # a smoke run's exit status
+        return study
     if args.no_pruning:
         study = dataclasses.replace(study, pruner={"name": "none"})
     if args.dry_run:
@@ -298,17 +305,7 @@ def main(argv=None) -> int:
         exit_with(e)
     os.environ.setdefault("WANDB_DIR", str(run_dir))
     if not args.worker:
-        n = len(study.trials())
-        count = (f"{n} trials to start, up to {len(study.cells()) * study.sequential['max']} (sequential seeds)"
-                 if study.sequential else f"{n} trials")
-        print(f"ablate: study {study.name} -> storage {st.redact(url)}; {count}; "
-              f"{args.workers} worker(s) x {threads_for(args, study)} thread(s)", flush=True)
-        if not args.no_doctor and not _preflight(study):
-            exit_with(StudyError(str(study.path), "model.mechanism",
-                                 "the health pre-flight found a hard error (printed above: a block that cannot be "
-                                 "built or run, or NaN/Inf at initialisation); fix the block or the factor it "
-                                 "names (python -m ablate.doctor for details), or pass --no-doctor to run anyway. "
-                                 "Nothing was run."))
+        _announce(study, args, url)
     try:
         if args.workers > 1 and not args.worker:
             if gpus:
@@ -325,6 +322,23 @@ def main(argv=None) -> int:
     if args.worker:
         return 0
     return _finish(study, url, args, argv, codes, totals, time.perf_counter() - t_start, started_at)
+
+
+def _announce(study, args, url: str) -> None:
+    """The first line of a run, then the doctor's pre-flight (a hard error exits 2)."""
+    from . import storage as st
+
+    n = len(study.trials())
+    count = (f"{n} trials to start, up to {len(study.cells()) * study.sequential['max']} (sequential seeds)"
+             if study.sequential else f"{n} trials")
+    print(f"ablate: study {study.name} -> storage {st.redact(url)}; {count}; "
+          f"{args.workers} worker(s) x {threads_for(args, study)} thread(s)", flush=True)
+    if not args.no_doctor and not _preflight(study):
+        exit_with(StudyError(str(study.path), "model.mechanism",
+                             "the health pre-flight found a hard error (printed above: a block that cannot be "
+                             "built or run, or NaN/Inf at initialisation); fix the block or the factor it "
+                             "names (python -m ablate.doctor for details), or pass --no-doctor to run anyway. "
+                             "Nothing was run."))
 
 
 def _preflight(study) -> bool:
