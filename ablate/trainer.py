@@ -26,9 +26,12 @@ intersection and union counts per class, every rank's images in order: ``ablate/
 own, so seed s of every cell shares the shared parts' initialisation: ``ablate/seeds.py``) and,
 on the synthetic ``global_cue`` task, ``cue_mass`` (per validation, the attention mass on the
 cue, None for a block without a map over positions: ``ablate/probes.py``).
-"""
-from __future__ import annotations
 
+A trial saves a checkpoint every ``train.checkpoint_every`` validations into its folder and
+resumes from the newest one when an earlier attempt of it died (``ablate/checkpoints.py``).
+The fit itself is ``ablate/trainer_fit.py``, the trial in its own process
+``ablate/trainer_process.py``, the data modules ``ablate/data/lightning.py``.
+"""
 from __future__ import annotations
 
 import sys
