@@ -303,12 +303,12 @@ def main(argv=None) -> int:
     from . import storage as st
     from .study import load_study
 
-    try:
+    try:  # the report reads storage alone: a real dataset's folder or weights need not be on this machine
         if args.overrides:
             from .overrides import load_with_overrides
-            study = load_with_overrides(args.study, args.overrides)
+            study = load_with_overrides(args.study, args.overrides, check_files=False)
         else:
-            study = load_study(args.study)
+            study = load_study(args.study, check_files=False)
         if args.storage:
             st.check_storage(args.storage, "--storage")
         elif os.environ.get(st.STORAGE_ENV):
