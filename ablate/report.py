@@ -161,33 +161,13 @@ def failures(study, url: str) -> tuple[list, list]:
 
 def block_costs(cells: list, world_size: int = 1, device: str | None = None, head=None) -> dict:
     """Forward+backward latency and peak memory of each cell's attention block at its training
-    input shape, on this machine (CUDA if there is one), once per distinct (mechanism, args,
-    shape). Returns cell key -> (Cost, peak bytes over the input's gradient); ``"_device"`` ->
-    the device in words and ``"_threads"`` -> torch's intra-op threads.
+    input shape (:func:`ablate.costs.cell_costs`: once per distinct block, CUDA if there is one,
+    the input's gradient subtracted from the peak). Returns cell key -> (Cost, extra peak bytes),
+    ``"_device"`` and ``"_threads"``."""
+    from .costs import cell_costs
 
-    The input's gradient (B*C*H*W float32) is subtracted from the peak: the backbone needs it
-    with or without a block, so the remainder is what the block adds (0 for ``none``)."""
-    import torch
-
-    from .attention import get_preset
-    from .costs import describe_device, measure, quiet_native_stderr
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out, seen = {}, {}
-    for c in cells:
-        shape = block_shape(c, world_size, head)
-        what = (c.mechanism, c.args, shape)
-        if what not in seen:
-            torch.manual_seed(0)
-            block = get_preset(c.mechanism).build(shape[1], **dict(c.args))
-            with quiet_native_stderr():  # torch's profiler prints two lines per memory measurement
-                cost = measure(block, shape, repeats=COST_REPEATS, warmup=COST_WARMUP, device=device)
-            grad_bytes = shape[0] * shape[1] * shape[2] * shape[3] * 4
-            seen[what] = (cost, max(0, cost.peak_mem_bytes - grad_bytes))
-        out[c.key] = seen[what]
-    out["_device"] = describe_device(device)
-    out["_threads"] = torch.get_num_threads()
-    return out
+    return cell_costs([(c.key, c.mechanism, c.args, block_shape(c, world_size, head)) for c in cells],
+                      device, repeats=COST_REPEATS, warmup=COST_WARMUP)
 
 
 def write_report(study, url: str, reports_dir: str = "reports", run_info: dict | None = None,

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from .checkpoints import TrialCheckpoints
-from .costs import forward_flops
+from .costs import forward_flops, param_count
 from .data.lightning import Batches, RealBatches, tensors
 from .data.real import build_real_datasets, is_real, spec_from_dict
 from .fingerprint import fingerprint
@@ -125,7 +125,7 @@ class EpochHook(Callback):
 
 
 def attention_params(module: SegmentationModule) -> int:
-    return sum(p.numel() for p in module.model.attention.parameters())
+    return param_count(module.model.attention)
 
 
 
@@ -249,7 +249,7 @@ def result_of(config: TrialConfig, module, hook, crop: tuple, cuda: bool, wall0:
         "pruned_epoch": hook.pruned_epoch,  # None, or the 0-based epoch after which the trial stopped
         "attention_params": attention_params(module),
         "attention_flops": forward_flops(model.attention, (1, model.attention_channels, fh, fw)),
-        "total_params": sum(p.numel() for p in module.parameters()),
+        "total_params": param_count(module),
         "compute_s": module.compute_seconds,
         "train_s": time.perf_counter() - wall0,
         "threads": torch.get_num_threads(),
