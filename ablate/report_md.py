@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+from .report_provenance import fingerprint_lines, provenance_lines
 from .report_rows import ALPHA, COST_REPEATS, COST_WARMUP, block_shape, describe_setup, table
 from .report_rows import label_text as _label_text
 from .report_rows import method_text as _method_text
@@ -20,7 +21,30 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     """The Markdown report from the collected data (and its :func:`ablate.report_rows.table`,
     computed here when not given); ``figures``: (file name relative to the report, caption)."""
     tab = tab or table(study, data)
-    cells, comps, info, limited = tab["cells"], tab["comps"], tab["info"], tab["limited"]
+    cells = tab["cells"]
+    costs = data.get("costs") or {}
+    lines = _intro_lines(study, data, tab)
+    rows, verdicts = _table_lines(study, data, tab, costs)
+    lines += rows + _costs_lines(study, data, cells, costs)
+    if not study.search and len(study.factors) == 2:
+        lines += _matrix_section(study, data, cells, costs)
+    lines += _verdict_section(study, data, tab, verdicts)
+    lines += ["", "## Health pre-flight", ""] + _health_lines(study)
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{cap}]({name})" for name, cap in figures]
+    lines += _class_iou_lines(tab) + _image_lines(tab)
+    if data.get("pruned") or study.pruner["name"] != "none":
+        lines += _pruning_section(study, data, cells)
+    lines += _failure_lines(data, cells)
+    lines += ["", "## Provenance", ""] + provenance_lines(data) + fingerprint_lines(study, data, cells)
+    lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
+                 f"by `python -m ablate.report {_study_args(study)}`. Cell keys: "
+                 + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _intro_lines(study, data: dict, tab: dict) -> list[str]:
+    """Title, the partial-report warning, the question, the search and the metric and judging rules."""
     lines = [f"# {study.name}", ""]
     if data.get("running") or data.get("pending"):
         lines += [f"**Partial.** This report was written while the study was unfinished: {data.get('running', 0)} "
@@ -31,12 +55,16 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     if study.search:
         lines += [f"Search: {study.search['n_trials']} trials, {study.search['sampler']} sampler, one seed each; "
                   "rows are the sampled points, best first, and deltas are taken against the best.", ""]
-    lines += [f"Metric: `{study.metric}` (mIoU in points, 0-100) {describe_setup(study)}. "
-              "Cell intervals are 95% t intervals over seeds.", "", _judging_sentence(study, comps, info), ""]
-    head = (f"| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [{_pct(info['level'])} CI] | "
-            "attn params | attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |")
-    lines += [head, "|" + "---|" * 11]
-    costs = data.get("costs") or {}
+    return lines + [f"Metric: `{study.metric}` (mIoU in points, 0-100) {describe_setup(study)}. "
+                    "Cell intervals are 95% t intervals over seeds.", "",
+                    _judging_sentence(study, tab["comps"], tab["info"]), ""]
+
+
+def _table_lines(study, data: dict, tab: dict, costs: dict) -> tuple[list[str], list[tuple[bool, str]]]:
+    """The main table (one row per cell) and each comparison's verdict sentence, flagged reference or not."""
+    comps, limited = tab["comps"], tab["limited"]
+    lines = [(f"| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [{_pct(tab['info']['level'])} CI] | "
+              "attn params | attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |"), "|" + "---|" * 11]
     verdicts = []
     for r in tab["rows"]:
         c = r["cell"]
@@ -58,32 +86,37 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
         seeds = f"{r['n']}/{'≤' if study.sequential else ''}{r['planned']}" + (f" ({r['pruned']} pruned)" if r["pruned"] else "")
         lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
                      f"{seeds} | {verdict} |")
-    lines += _costs_lines(study, data, cells, costs)
-    if not study.search and len(study.factors) == 2:
-        lines += _matrix_section(study, data, cells, costs)
-    lines += ["", "## Verdict", ""]
-    # the grid's own comparisons first; references are calibration, listed after them
-    verdicts = [text for _, text in sorted(verdicts, key=lambda v: v[0])]
-    grouped = _grouped_verdict(study, data, cells, comps)
+    return lines, verdicts
+
+
+def _verdict_section(study, data: dict, tab: dict, verdicts: list[tuple[bool, str]]) -> list[str]:
+    """The verdicts: grouped by the other factor where the study has that shape, else one line a
+    comparison, the grid's own comparisons first (references are calibration, listed after them)."""
+    lines = ["", "## Verdict", ""]
+    texts = [text for _, text in sorted(verdicts, key=lambda v: v[0])]
+    grouped = _grouped_verdict(study, data, tab["cells"], tab["comps"])
     if grouped:
-        verdicts = grouped
-    lines += verdicts or ["- Not enough finished seeds for a verdict yet."]
-    lines += ["", "## Health pre-flight", ""] + _health_lines(study)
-    if figures:
-        lines += ["", "## Figures", ""] + [f"![{cap}]({name})" for name, cap in figures]
-    # per-class IoU and costs
-    lines += ["", "## Per-class IoU and cost (means over finished seeds)", "",
-              "| cell | per-class IoU | trial wall s | compute s | harness overhead |", "|---|---|---|---|---|"]
+        texts = grouped
+    return lines + (texts or ["- Not enough finished seeds for a verdict yet."])
+
+
+def _class_iou_lines(tab: dict) -> list[str]:
+    """Per-class IoU and the trials' wall and compute time, a row per cell with finished seeds."""
+    lines = ["", "## Per-class IoU and cost (means over finished seeds)", "",
+             "| cell | per-class IoU | trial wall s | compute s | harness overhead |", "|---|---|---|---|---|"]
     for r in tab["rows"]:
         if "class_iou" not in r:
             continue
         wall, comp = r["wall_s"], r["compute_s"]
         lines.append(f"| {r['title']} | {' / '.join(_pts(p) for p in r['class_iou'])} | {wall:.1f} | {comp:.1f} | "
                      f"{100 * (1 - comp / wall):.1f}% |")
-    lines += _image_lines(tab)
-    if data.get("pruned") or study.pruner["name"] != "none":
-        lines += _pruning_section(study, data, cells)
+    return lines
+
+
+def _failure_lines(data: dict, cells: list) -> list[str]:
+    """The failed trials (final) and the trials the harness will run again, each with its reason."""
     titles = {c.key: c.title() for c in cells}
+    lines = []
     if data["failed"]:
         lines += ["", "## Failed trials (not counted)", "",
                   "The trial's own failure (non-finite loss, out of memory, an error in the model's forward or "
@@ -94,11 +127,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
                   "Not the trial's own failure (tracking, storage, files, a setting the study file's checks should "
                   "have refused): the next `python -m ablate.run` on this study runs them again.", ""]
         lines += [f"- {titles.get(k, k)} seed {s}: {_short(why)}" for k, s, why in data["retry"]]
-    lines += ["", "## Provenance", ""] + _provenance_lines(data) + fingerprint_lines(study, data, cells)
-    lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
-                 f"by `python -m ablate.report {_study_args(study)}`. Cell keys: "
-                 + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _costs_lines(study, data: dict, cells: list, costs: dict) -> list[str]:
@@ -225,75 +254,6 @@ def _sequential_sentence(study, alpha: float) -> str:
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _provenance_lines(data: dict) -> list[str]:
-    """The last invocation's run line, and who ran the finished trials (worker processes found
-    in the trials' owner records, so independent runners on one storage are all counted)."""
-    run = data.get("run") or {}
-    lines = []
-    if run:
-        here, total = run.get("trials_here"), run.get("trials_total")
-        if here is not None and total is not None and here < total:
-            lines.append(f"Produced by `{run.get('command')}`; other invocations worked on the study too: "
-                         f"that last one ({run.get('workers')} worker(s)) ran {here} of the {total} finished trials in "
-                         f"{run.get('wall_s', 0):.0f} s wall time, {run.get('compute_s', 0):.0f} s of trial compute, "
-                         f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time; all {total} trials "
-                         f"took {run.get('compute_total_s', 0):.0f} s of trial compute.")
-        else:
-            lines.append(f"Produced by `{run.get('command')}` ({run.get('workers')} worker(s); study wall time "
-                         f"{run.get('wall_s', 0):.0f} s; sum of trial compute {run.get('compute_s', 0):.0f} s; "
-                         f"harness overhead {100 * run.get('overhead', 0):.1f}% of worker time).")
-    workers = _workers(data.get("finished", []))
-    if workers:
-        lines.append(f"Workers: {workers['processes']} worker process(es) in {workers['runs']} invocation(s) of the "
-                     f"runner ran the {workers['trials']} finished trials (by the trials' owner records); trial "
-                     f"compute {workers['compute']:.0f} s, harness overhead {100 * workers['overhead']:.1f}% of their "
-                     "busy time (each worker's first trial start to its last trial end).")
-    return lines
-
-
-def fingerprint_lines(study, data: dict, cells: list) -> list[str]:
-    """The fingerprint fields all finished trials share, once, and a confound line for each
-    non-factor field whose value differs between cells (:func:`ablate.fingerprint.confounds`)."""
-    from .fingerprint import confound_line, confounds, describe, exempt_fields, shared
-
-    per_key = data.get("fingerprints") or {}
-    titles = {c.key: c.title() for c in cells}
-    found = {titles.get(k, str(k)): [f for f in fps if isinstance(f, dict)] for k, fps in per_key.items()}
-    found = {name: fps for name, fps in found.items() if fps}
-    missing = sum(not isinstance(f, dict) for fps in per_key.values() for f in fps)
-    if not found:
-        return ["Fingerprint: no fingerprint recorded (trials from before fingerprints)."] if missing else []
-    every = [f for fps in found.values() for f in fps]
-    common = shared(every)
-    lines = [f"Fingerprint (shared by all {len(every)} fingerprinted finished trials): "
-             + (describe(common) or "no field is shared by all of them") + "."]
-    if missing:
-        lines.append(f"{missing} finished trial(s) have no fingerprint recorded (trials from before fingerprints); "
-                     "the confound check covers the others only.")
-    exempt = exempt_fields(study.factors)
-    conf = confounds(found, exempt)
-    lines += [confound_line(c) for c in conf]
-    if not conf and len(found) > 1:
-        lines.append("Confound check: the cells' fingerprints agree on every field"
-                     + (f" but the factor-varied {', '.join(sorted(exempt))}" if exempt else "") + ".")
-    return lines
-
-
-def _workers(finished: list[dict]) -> dict | None:
-    """Distinct worker processes over the finished trials' owner records, and their overhead."""
-    owned = [f for f in finished if isinstance(f, dict) and f.get("owner") and f.get("start") is not None]
-    if not owned:
-        return None
-    spans: dict = {}
-    for f in owned:
-        lo, hi = spans.get(f["owner"], (f["start"], f["when"]))
-        spans[f["owner"]] = (min(lo, f["start"]), max(hi, f["when"]))
-    busy = sum(hi - lo for lo, hi in spans.values())
-    compute = sum(f["compute"] for f in owned)
-    return {"trials": len(owned), "processes": len(spans), "runs": len({f["run"] for f in owned if f["run"]}) or 1,
-            "compute": compute, "overhead": max(0.0, 1 - compute / busy) if busy > 0 else 0.0}
 
 
 def _matrix_section(study, data: dict, cells: list, costs: dict) -> list[str]:
