@@ -87,27 +87,10 @@ class NonLocalBlock(nn.Module):
         integer("radius", 1, "sampled pattern: offsets drawn within this radius", added=True),
     )
 
-    def __init__(
-        self,
-        channels: int,
-        reduction: int = 2,
-        theta: bool = True,
-        phi: bool = True,
-        sigma: bool = True,
-        shared_qk: bool = False,
-        affinity: str = "dot",
-        normalization: str = "softmax",
-        scale: bool = True,
-        pattern: str = "full",
-        zero_init: bool = True,
-        pre_conv: bool = False,
-        R: int = 1,
-        window: int = 7,
-        down_factor: int = 4,
-        samples: int = 36,
-        radius: int = 12,
-        init_std: float = 0.01,
-    ):
+    def __init__(self, channels: int, reduction: int = 2, theta: bool = True, phi: bool = True, sigma: bool = True,
+                 shared_qk: bool = False, affinity: str = "dot", normalization: str = "softmax", scale: bool = True,
+                 pattern: str = "full", zero_init: bool = True, pre_conv: bool = False, R: int = 1, window: int = 7,
+                 down_factor: int = 4, samples: int = 36, radius: int = 12, init_std: float = 0.01):
         super().__init__()
         self.check_args(dict(affinity=affinity, normalization=normalization, pattern=pattern, R=R,
                              window=window, down_factor=down_factor, samples=samples, radius=radius,
