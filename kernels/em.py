@@ -1,5 +1,9 @@
 """Fused EM-attention iterations (EMANet) in Triton.
 
+One algorithm in one module (the pass, reduce and finalize kernels, their launch, and the
+dispatch to the PyTorch reference), so the module runs past 400 lines: the kernels share their
+buffer layout and must change together.
+
 What it computes
 ----------------
 Exactly ``ablate_kernels.reference.em_iterations(x, mu, T)`` without autograd: ``x`` (B, C, N)
@@ -135,6 +139,7 @@ def bytes_moved(B: int, C: int, N: int, K: int, T: int, dtype_bytes: int) -> int
     return (T * (B * C * N + 2 * B * C * K) + B * N * K) * dtype_bytes
 
 
+# one Triton kernel (step 1 of the module docstring: logits, softmax over K, the x z sums): not split
 @_jit
 def _em_pass(x_ptr, mu_ptr, z_ptr, acc_ptr, zs_ptr,
              C, N, K, n_blocks, n_splits,
@@ -281,6 +286,60 @@ def _check(x: torch.Tensor, mu: torch.Tensor, T: int) -> None:
         raise RuntimeError("em_iterations_fused on CPU tensors needs TRITON_INTERPRET=1 (Triton's interpreter)")
 
 
+def _dtypes(dt: torch.dtype, precision: str | None):
+    """The accumulators' torch and Triton dtypes, ``tl.dot``'s input precision and operand dtype."""
+    acc_dt = torch.float64 if dt == torch.float64 else torch.float32
+    tl_acc = tl.float64 if dt == torch.float64 else tl.float32
+    prec = _precision(dt, precision)
+    tl_dot = _TL_DTYPE[dt]
+    if dt == torch.bfloat16 and dispatch.interpreting():
+        tl_dot = tl.float32  # the interpreter's tl.dot mishandles bfloat16 operands (numpy has no bf16)
+    return acc_dt, tl_acc, prec, tl_dot
+
+
+def _launch_config(K: int, block_n: int | None, block_c: int | None,
+                   num_warps: int | None) -> tuple[int, int, int, int]:
+    """BLOCK_K (K padded), BLOCK_N, BLOCK_C and the warps: the caller's or the module docstring's defaults."""
+    BLOCK_K = max(16, triton.next_power_of_2(K))
+    BLOCK_N = block_n if block_n is not None else max(16, min(128, 8192 // BLOCK_K))
+    BLOCK_C = block_c if block_c is not None else 32
+    for name, v in (("block_n", BLOCK_N), ("block_c", BLOCK_C)):
+        if v < 16 or v & (v - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {v}")
+    warps = num_warps if num_warps is not None else (8 if BLOCK_N * BLOCK_K >= 8192 else 4)
+    return BLOCK_K, BLOCK_N, BLOCK_C, warps
+
+
+def _accumulators(B: int, C: int, BLOCK_K: int, n_blocks: int, deterministic: bool, dev, acc_dt):
+    """``(S, part, zs, acc)``: the number of pass programs per image, the per-program partial sums
+    (split-N slices when deterministic, else the one zeroed buffer the atomics add into), the
+    partial ``sum_N z`` and the summed ``x z`` the finalize reads."""
+    if deterministic:
+        S = min(n_blocks, max(4, 256 // B))
+        part = torch.zeros(B, S, C, BLOCK_K, device=dev, dtype=acc_dt)
+        zs = torch.zeros(B, S, BLOCK_K, device=dev, dtype=acc_dt)
+        acc = torch.empty(B, C, BLOCK_K, device=dev, dtype=acc_dt)
+    else:
+        S = n_blocks
+        part = acc = torch.zeros(B, 1, C, BLOCK_K, device=dev, dtype=acc_dt)
+        zs = torch.zeros(B, 1, BLOCK_K, device=dev, dtype=acc_dt)
+    return S, part, zs, acc
+
+
+def _reduce_and_finalize(part, acc, zs, mu_next, C: int, K: int, S: int, BLOCK_K: int, deterministic: bool) -> None:
+    """Steps 2 (the split-N reduction, deterministic mode only) and 3 (the new bases) of an iteration."""
+    B = acc.shape[0]
+    if deterministic:
+        CK, RED_BLOCK = C * BLOCK_K, 1024
+        _em_reduce[(B, triton.cdiv(CK, RED_BLOCK))](
+            part, acc, CK, S, part.stride(0), part.stride(1), acc.stride(0), BLOCK=RED_BLOCK)
+    FIN_K, FIN_C = 16, min(128, triton.next_power_of_2(C))
+    _em_finalize[(B, triton.cdiv(K, FIN_K))](
+        acc, zs, mu_next, C, K, zs.shape[1], EPS,
+        acc.stride(0), zs.stride(0), zs.stride(1),
+        ACC_K=BLOCK_K, BLOCK_C=FIN_C, BLOCK_K=FIN_K)
+
+
 @torch.no_grad()
 def em_iterations_fused(x: torch.Tensor, mu: torch.Tensor, T: int, *,
                         deterministic: bool | None = None, precision: str | None = None,
@@ -304,39 +363,13 @@ def em_iterations_fused(x: torch.Tensor, mu: torch.Tensor, T: int, *,
         mu = mu.expand(B, C, K)
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
-
     dev, dt = x.device, x.dtype
-    acc_dt = torch.float64 if dt == torch.float64 else torch.float32
-    tl_acc = tl.float64 if dt == torch.float64 else tl.float32
-    prec = _precision(dt, precision)
-    tl_dot = _TL_DTYPE[dt]
-    if dt == torch.bfloat16 and dispatch.interpreting():
-        tl_dot = tl.float32  # the interpreter's tl.dot mishandles bfloat16 operands (numpy has no bf16)
-
-    BLOCK_K = max(16, triton.next_power_of_2(K))
-    BLOCK_N = block_n if block_n is not None else max(16, min(128, 8192 // BLOCK_K))
-    BLOCK_C = block_c if block_c is not None else 32
-    for name, v in (("block_n", BLOCK_N), ("block_c", BLOCK_C)):
-        if v < 16 or v & (v - 1):
-            raise ValueError(f"{name} must be a power of two >= 16, got {v}")
-    warps = num_warps if num_warps is not None else (8 if BLOCK_N * BLOCK_K >= 8192 else 4)
-
+    acc_dt, tl_acc, prec, tl_dot = _dtypes(dt, precision)
+    BLOCK_K, BLOCK_N, BLOCK_C, warps = _launch_config(K, block_n, block_c, num_warps)
     n_blocks = triton.cdiv(N, BLOCK_N)
-    if deterministic:
-        S = min(n_blocks, max(4, 256 // B))
-        part = torch.zeros(B, S, C, BLOCK_K, device=dev, dtype=acc_dt)
-        zs = torch.zeros(B, S, BLOCK_K, device=dev, dtype=acc_dt)
-        acc = torch.empty(B, C, BLOCK_K, device=dev, dtype=acc_dt)
-    else:
-        S = n_blocks
-        part = acc = torch.zeros(B, 1, C, BLOCK_K, device=dev, dtype=acc_dt)
-        zs = torch.zeros(B, 1, BLOCK_K, device=dev, dtype=acc_dt)
-
+    S, part, zs, acc = _accumulators(B, C, BLOCK_K, n_blocks, deterministic, dev, acc_dt)
     z = _empty((B, N, K), device=dev, dtype=dt)
     bufs = [_empty((B, C, K), device=dev, dtype=dt) for _ in range(min(T, 2))]
-    FIN_K = 16
-    FIN_C = min(128, triton.next_power_of_2(C))
-    RED_BLOCK = 1024
 
     mu_cur = mu
     for t in range(T):
@@ -353,14 +386,7 @@ def em_iterations_fused(x: torch.Tensor, mu: torch.Tensor, T: int, *,
             BLOCK_C=BLOCK_C, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
             WRITE_Z=(t == T - 1), USE_ATOMIC=not deterministic,
             PRECISION=prec, ACC_DT=tl_acc, DOT_DT=tl_dot, num_warps=warps)
-        if deterministic:
-            CK = C * BLOCK_K
-            _em_reduce[(B, triton.cdiv(CK, RED_BLOCK))](
-                part, acc, CK, S, part.stride(0), part.stride(1), acc.stride(0), BLOCK=RED_BLOCK)
-        _em_finalize[(B, triton.cdiv(K, FIN_K))](
-            acc, zs, mu_next, C, K, zs.shape[1], EPS,
-            acc.stride(0), zs.stride(0), zs.stride(1),
-            ACC_K=BLOCK_K, BLOCK_C=FIN_C, BLOCK_K=FIN_K)
+        _reduce_and_finalize(part, acc, zs, mu_next, C, K, S, BLOCK_K, deterministic)
         mu_cur = mu_next
     return mu_cur, z
 
