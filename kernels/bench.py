@@ -47,6 +47,7 @@ import torch
 
 from . import dispatch
 from .reference import criss_cross_reference, em_iterations, l2_normalise, local_window_reference
+from .bench_table import HEADER, INTERPRETER_NOTICE, NO_GPU_NOTICE, format_table, report_text  # noqa: F401
 from .timing import copy_bandwidth, describe_device, free, is_oom, peak_bytes, time_ms
 
 OPS = ("criss_cross", "dense", "em", "local_window")
@@ -55,13 +56,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
           "float64": torch.float64}
 #: default divisor of H and W on the CPU: (2,512,97,97) -> (2,512,24,24), (1,512,128,256) -> (1,512,32,64)
 CPU_SCALE = 4
-NO_GPU_NOTICE = ("NOTE: no CUDA device here, so the Triton kernels were NOT timed (they are GPU "
-                 "kernels); the rows below are the PyTorch references and dense SDPA on the CPU only.")
-INTERPRETER_NOTICE = ("NOTE: kernels forced on CPU tensors run in Triton's interpreter "
-                      "(TRITON_INTERPRET=1): their times check the harness, not GPU speed, and their "
-                      "bandwidth floor uses the CPU's copy bandwidth.")
-
-
 @dataclass
 class Row:
     op: str
@@ -304,36 +298,7 @@ def run(sizes: Sequence[tuple[int, int, int, int]], ops: Sequence[str] = OPS, de
     return rows, info
 
 
-def _fmt(x: float | None, spec: str) -> str:
-    return "" if x is None else format(x, spec)
-
-
-HEADER = ("op", "size B,C,H,W", "impl", "ms (median)", "peak MiB", "time / ref", "mem / ref",
-          "floor ms", "measured / floor")
-
-
-def _cells(r: Row) -> list[str]:
-    if r.status != "ok":
-        return [r.op, ",".join(map(str, r.size)), r.impl, r.status, r.status, "", "", "", ""]
-    mib = _fmt(r.peak_mib, ".1f" if r.peak_mib is not None and r.peak_mib >= 10 else ".3f")
-    return [r.op, ",".join(map(str, r.size)), r.impl, _fmt(r.ms, ".3f"), mib,
-            _fmt(r.time_ratio, ".3f"), _fmt(r.mem_ratio, ".3f"),
-            _fmt(r.floor_ms, ".3f") if r.is_kernel else "", _fmt(r.over_floor, ".1f") if r.is_kernel else ""]
-
-
-def format_table(rows: Sequence[Row], markdown: bool = False) -> str:
-    body = [_cells(r) for r in rows]
-    if markdown:
-        lines = ["| " + " | ".join(HEADER) + " |", "|---|---|---|--:|--:|--:|--:|--:|--:|"]
-        lines += ["| " + " | ".join(c) + " |" for c in body]
-        return "\n".join(lines)
-    widths = [max(len(h), *(len(c[i]) for c in body)) if body else len(h) for i, h in enumerate(HEADER)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
-    return "\n".join([fmt(HEADER), fmt(["-" * w for w in widths])] + [fmt(c) for c in body])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ablate_kernels.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=None,
                         help="B,C,H,W sizes separated by ';' (default: 2,512,97,97;1,512,128,256;2,512,64,64)")
@@ -354,6 +319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--channels-per-group", type=int, default=8,
                         help="local_window: value channels per group, G = C / this (Local Relation: 8)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1 or args.warmup is not None and args.warmup < 0:
         parser.error("need --repeats >= 1 and --warmup >= 0")
@@ -374,30 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          window=args.window, channels_per_group=args.channels_per_group)
     except (ValueError, RuntimeError) as err:
         parser.error(str(err))
-
-    out = []
-    if not info["cuda"]:
-        out.append(NO_GPU_NOTICE if not info["kernels"] else INTERPRETER_NOTICE)
-        if scaled:
-            out.append(f"CPU sizes: H and W divided by --cpu-scale {args.cpu_scale} "
-                       f"({'; '.join(','.join(map(str, s)) for s in sizes)} -> "
-                       f"{'; '.join(','.join(map(str, s)) for s in run_sizes)}).")
-    bw = info["bandwidth"]
-    out.append(f"Device: {info['device']}; torch {info['torch']}; dtype {info['dtype']}; "
-               f"{'CUDA events' if info['cuda'] else 'perf_counter, ' + str(info['threads']) + ' intra-op threads'}; "
-               f"median of {info['repeats']} calls after {info['warmup']} warm-up"
-               + (f"; copy bandwidth {bw / 1e9:.1f} GB/s (device-to-device copy, read + write)" if bw else "")
-               + f". Command: `python -m ablate_kernels.bench {shlex.join(argv)}`".rstrip())
-    out.append("")
-    out.append(format_table(rows, args.markdown))
-    out.append("")
-    out.append("criss_cross and local_window: forward + backward; em: T iterations forward only under no_grad "
-               "(as EMANet). q, k at C/8 for criss_cross and dense SDPA (scale=1.0: CCNet's unscaled dot "
-               "product); local_window: one q/k channel per group, G = C/channels_per_group. Peak MiB: "
-               "allocated during one call beyond the live inputs. time/ref, mem/ref: this row over the "
-               "reference row of the same op and size (< 1 is better). floor ms = kernel module's "
-               "bytes_moved / copy bandwidth (every compulsory element moved once); measured/floor >= 1.")
-    print("\n".join(out))
+    scaling = (args.cpu_scale, sizes, run_sizes) if scaled else None
+    print(report_text(rows, info, f"python -m ablate_kernels.bench {shlex.join(argv)}", args.markdown, scaling))
     return 0
 
 
