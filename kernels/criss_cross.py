@@ -1,8 +1,8 @@
 """Criss-cross attention (CCNet) as Triton kernels: forward and backward, flash style.
 
-One algorithm in one module (its forward kernel, the backward kernels that recompute it, and
-the autograd function that ties them), so the module runs past 400 lines: the kernels share
-their block layout and must change together.
+One algorithm in one module (its forward kernel, the backward kernels that recompute it, the
+autograd function that ties them and the dispatch to the PyTorch reference), so the module runs
+past 400 lines: the kernels share their block layout and must change together.
 
 What it computes
 ----------------
@@ -132,6 +132,7 @@ def bytes_moved(B: int, d: int, c: int, H: int, W: int, dtype_bytes: int) -> int
 
 if triton is not None:
 
+    # one Triton kernel (attention within a line: online softmax over its keys, then the values): not split
     @triton.jit
     def _fwd_line_kernel(Q, K, V, Out, LsePrev, Lse,
                          D, C, L, HW, s_line, s_pos, n_cblocks,

@@ -1,8 +1,8 @@
 """Local-window attention as Triton kernels (Local Relation Net's aggregation, the ``local_window`` pattern).
 
-One algorithm in one module (its forward kernel, the backward kernels that recompute it, and
-the autograd function that ties them), so the module runs past 400 lines: the kernels share
-their block layout and must change together.
+One algorithm in one module (its forward kernel, the backward kernels that recompute it, the
+autograd function that ties them and the dispatch to the PyTorch reference), so the module runs
+past 400 lines: the kernels share their block layout and must change together.
 
 What it computes
 ----------------
@@ -231,6 +231,7 @@ def _fwd_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, lse_ptr,
         tl.store(lse_ptr + pid_bg.to(tl.int64) * N + pix, m_i + tl.log(l_safe), mask=inside)
 
 
+# one Triton kernel (recomputes a tile's window softmax, then dq and the bias gradient): not split further
 @_jit
 def _bwd_dq_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, dout_ptr, lse_ptr,
                    delta_ptr, dq_ptr, dbias_ptr,
@@ -306,6 +307,7 @@ def _bwd_dq_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, dout_ptr, lse_ptr,
     tl.store(dq_ptr + qk_off + d_off + dn, dq.to(dq_ptr.dtype.element_ty), mask=d_ok & inside[None, :])
 
 
+# one Triton kernel (recomputes the softmax of the queries that see a key, then dk and dv): not split further
 @_jit
 def _bwd_dkdv_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, dout_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
                      G, d, Cg, H, W, n_tiles_w, n_chunks_d,
