@@ -94,7 +94,11 @@ decays as ``(lr - min_lr) * (1 - step / total) ** poly_power + min_lr`` every st
 "epoch" in progress lines, pruning and reports is one validation round, and ``train.epochs`` is
 set to their number (``iterations / val_interval``); give ``epochs`` or ``iterations``, not both.
 Every new setting at its default is left out of the cell key, so the keys of studies that do not
-use them are those they always had.
+use them are those they always had. ``checkpoint_every`` (validation rounds between mid-trial
+checkpoints, default 1; 0 = none), ``checkpoint_keep`` (newest N kept, default 2),
+``checkpoint_dir`` (default the run folder's ``checkpoints/``; a shared path on a cluster) and
+``keep_checkpoints`` (keep a finished trial's last one, default false) never enter a cell key:
+where and how often a trial is saved does not change what it computes (:mod:`ablate.checkpoints`).
 
 ``margin`` and ``correction`` only change how the report judges the comparisons (see
 :mod:`ablate.report`): a difference inside ±margin points can be called equivalent, and every
