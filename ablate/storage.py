@@ -164,10 +164,8 @@ def ask_trial(sampler_study: optuna.Study, setup: Callable[[optuna.Trial], Claim
         store.set_trial_system_attr(tid, k, v)
     try:
         claim = setup(trial)
-        for k, v in claim.attrs.items():
+        for k, v in claim.attrs.items():  # a search's sample has no mid-trial checkpoints (run_claims)
             store.set_trial_user_attr(tid, k, v)
-        if claim.checkpoint_dir:
-            store.set_trial_system_attr(tid, CHECKPOINT_ATTR, claim.checkpoint_dir)
     except BaseException as e:
         record_failure(store, tid, "harness", f"the sampled point could not be set up: {type(e).__name__}: {e}")
         raise

@@ -83,8 +83,9 @@ def _check_cell(study: Study, train, backbone, preset, args: dict) -> None:
     """What a cell's settings must agree on: the batch splits over the devices, the aux head has a
     stage 3, mmseg has a decode head for the mechanism when the head's style is mmseg."""
     where, world = study.path, study.trainer.world_size
-    if study.head.style == "mmseg" and check_style(preset, args):
-        raise StudyError(where, "model.head.style", check_style(preset, args) + ".")
+    refused = check_style(preset, args) if study.head.style == "mmseg" else None
+    if refused:
+        raise StudyError(where, "model.head.style", refused + ".")
     if train.batch_size % world:
         raise StudyError(where, "train.batch_size", f"{train.batch_size} cannot be split evenly over {world} "
                          "devices (trainer.devices x trainer.num_nodes); the batch size is the global batch, "

@@ -93,6 +93,12 @@ class HeadSpec:
     _rules = {"channels": ("int", 0), "aux_weight": ("float", 0.0)}
 
 
+def _unless_default(spec, optional: tuple) -> dict:
+    """``spec``'s fields, leaving out each of ``optional`` that is at its default (settings added
+    later stay out of stored configs written without them)."""
+    return {k: v for k, v in fields_dict(spec).items() if k not in optional or v != getattr(type(spec), k)}
+
+
 def fields_dict(obj) -> dict:
     """A dataclass's fields as a flat dict (not recursing, unlike ``dataclasses.asdict``)."""
     return {f.name: getattr(obj, f.name) for f in fields(obj)}
@@ -137,12 +143,9 @@ class TrialConfig:
         the checkpoint settings of ``train``, ``head.style`` and ``eval`` only when not at their
         defaults and ``overrides`` only when some were given, so configs read as they did before
         these existed)."""
-        trainer = fields_dict(self.trainer)
-        if trainer["precision"] == TrainerSpec.precision:
-            del trainer["precision"]
-        train = {k: v for k, v in fields_dict(self.train).items()  # checkpoint settings only when set
-                 if k not in TrainSpec._unkeyed or v != getattr(TrainSpec, k)}
-        head = {k: v for k, v in fields_dict(self.head).items() if k != "style" or v != HeadSpec.style}
+        trainer = _unless_default(self.trainer, ("precision",))
+        train = _unless_default(self.train, TrainSpec._unkeyed)
+        head = _unless_default(self.head, ("style",))
         return {"study": self.study, "cell": _plain(self.cell), "cell_key": self.cell_key, "seed": self.seed,
                 "mechanism": self.mechanism, "args": _plain(self.args), "backbone": _plain(self.backbone),
                 "data": _plain(self.data), "train": train, "head": head,

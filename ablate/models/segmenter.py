@@ -99,8 +99,9 @@ class Segmenter(nn.Module):
         self.attention = preset.build(c, **mechanism_args)
         stream("head")
         if self.mmseg:
-            if check_style(preset, mechanism_args):
-                raise ValueError(check_style(preset, mechanism_args))
+            refused = check_style(preset, mechanism_args)
+            if refused:
+                raise ValueError(refused)
             self.head = build_head(preset, in_channels, c, num_classes)
         else:
             self.head = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c, num_classes, kernel_size=1))
