@@ -1,7 +1,7 @@
 """The tests behind every comparison of seeds: cell intervals, paired and Welch differences,
 equivalence (TOST) and the multiple-comparison corrections.
 
-Pure functions of numbers (numpy and scipy). :mod:`ablate.stats_verdicts` turns their p-values
+Pure functions of numbers (numpy and scipy). :mod:`ablate.stats.verdicts` turns their p-values
 into verdicts; :mod:`ablate.stats` re-exports every public name here, and its docstring says how
 the correction enters the verdicts.
 """

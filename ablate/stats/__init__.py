@@ -13,9 +13,9 @@ level alpha. The interval printed beside a verdict is at the Bonferroni level
 excludes 0 implies a Holm-adjusted p below alpha, but Holm can call a difference while the
 printed interval still touches 0. :func:`methods_table` lists the formulas and references.
 
-The parts, each in its own module and all importable from here: :mod:`ablate.stats_tests`
-(intervals, differences, TOST, corrections), :mod:`ablate.stats_verdicts` (verdicts, power,
-seeds that would decide), :mod:`ablate.stats_sequential` (looks and next seeds of sequential
+The parts, each in its own module and all importable from here: :mod:`ablate.stats.ttests`
+(intervals, differences, TOST, corrections), :mod:`ablate.stats.verdicts` (verdicts, power,
+seeds that would decide), :mod:`ablate.stats.sequential` (looks and next seeds of sequential
 seeding); this module holds the budget guard, the bootstrap over images and the methods table.
 """
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as _st
 
-from .stats_sequential import Look, look_alpha, look_counts, next_seeds, sequential_look, verdict_alpha
-from .stats_tests import (CORRECTIONS, Diff, Summary, Tost, adjust, compare, interval_level, paired_diff, summarize,
+from .sequential import Look, look_alpha, look_counts, next_seeds, sequential_look, verdict_alpha
+from .ttests import (CORRECTIONS, Diff, Summary, Tost, adjust, compare, interval_level, paired_diff, summarize,
                           tost, unpaired_diff, welch_diff)
-from .stats_verdicts import (LABELS, Judged, Verdict, decided, judge_family, label, power, printable, seeds_needed,
+from .verdicts import (LABELS, Judged, Verdict, decided, judge_family, label, power, printable, seeds_needed,
                              verdict)
 
 __all__ = [

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
-from .stats_tests import compare
-from .stats_verdicts import decided, judge_family
+from .ttests import compare
+from .verdicts import decided, judge_family
 
 
 def look_counts(start: int, max_seeds: int, step: int = 1) -> list[int]:

@@ -1,5 +1,5 @@
 """Verdicts of a study's comparisons: better / worse / equivalent / inconclusive from the adjusted
-p-values of :mod:`ablate.stats_tests`, the seeds a cell that would decide an inconclusive one
+p-values of :mod:`ablate.stats.ttests`, the seeds a cell that would decide an inconclusive one
 (power of the t test), and when a pair is decided.
 
 The rule is the one :mod:`ablate.stats`' docstring describes; :func:`judge_family` applies it to
@@ -13,7 +13,7 @@ from typing import Sequence
 
 from scipy import stats as _st
 
-from .stats_tests import Diff, adjust, interval_level, tost
+from .ttests import Diff, adjust, interval_level, tost
 
 LABELS = ("better", "worse", "equivalent", "inconclusive")
 
