@@ -63,8 +63,8 @@ def _intro_lines(study, data: dict, tab: dict) -> list[str]:
 def _table_lines(study, data: dict, tab: dict, costs: dict) -> tuple[list[str], list[tuple[bool, str]]]:
     """The main table (one row per cell) and each comparison's verdict sentence, flagged reference or not."""
     comps, limited = tab["comps"], tab["limited"]
-    lines = [(f"| cell | mechanism | mIoU mean ± std | 95% CI | Δ vs baseline [{_pct(tab['info']['level'])} CI] | "
-              "attn params | attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |"), "|" + "---|" * 11]
+    lines = [("| cell | mechanism | mIoU mean ± std | 95% CI | learned | Δ vs baseline [corrected CI] | "
+              "attn params | attn MFLOPs/img | attn fwd+bwd ms | attn peak MiB | seeds | verdict |"), "|" + "---|" * 12]
     verdicts = []
     for r in tab["rows"]:
         c = r["cell"]
@@ -77,14 +77,15 @@ def _table_lines(study, data: dict, tab: dict, costs: dict) -> tuple[list[str], 
         else:
             x = comps[c.key]
             delta, verdict = _delta_text(x), r["verdict_text"]
-            if x["verdict"].label in ("better", "worse"):
+            if x["decision"].label in ("better", "worse"):
                 verdict = f"**{verdict}**"
             verdicts.append((r["reference"], _verdict_line(x, r["reference"], limited, study.margin)))
         ci = "n/a" if r["ci"] is None else f"[{_pts(r['ci'][0])}, {_pts(r['ci'][1])}]"
         mean = "—" if r["n"] == 0 else f"{_pts(r['mean'])} ± {_pts(r['std'])}"
         mean += " (budget-limited)" if r["limited"] else ""
         seeds = f"{r['n']}/{'≤' if study.sequential else ''}{r['planned']}" + (f" ({r['pruned']} pruned)" if r["pruned"] else "")
-        lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {delta} | {params} | {mflops} | {ms} | {mib} | "
+        lines.append(f"| {name} | {c.mechanism} | {mean} | {ci} | {_learned_text(r)} | {delta} | {params} | {mflops} | "
+                     f"{ms} | {mib} | "
                      f"{seeds} | {verdict} |")
     return lines, verdicts
 
@@ -183,22 +184,47 @@ def _pct(level: float) -> str:
     return f"{100 * level:.2f}".rstrip("0").rstrip(".") + "%"
 
 
+def _learned_text(r: dict) -> str:
+    """"k/n [lo, hi]": seeds that learned the cue with the Clopper-Pearson 95% interval of the rate."""
+    k = r.get("learned")
+    return "—" if k is None else f"{k[0]}/{k[1]} [{k[2]:.2f}, {k[3]:.2f}]"
+
+
 def _delta_text(x: dict) -> str:
+    """Δ and its corrected interval in points; an interval past ±100 is clipped there and marked †."""
     d = x["d"]
     if x["interval"] is None:
-        return f"{100 * d.mean:+.1f} [{'—' if math.isnan(d.se) else 'too wide'}]"
+        return f"{100 * d.mean:+.1f} [—]"
     lo, hi = x["interval"]
-    return f"{100 * d.mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    mark = "†" if x["decision"].clipped else ""
+    return f"{100 * d.mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}"
 
 
 def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> str:
     """One comparison as a sentence: Δ, its interval, how it was computed, the verdict, budget flags."""
     c, b, d = x["cell"], x["base"], x["d"]
-    interval = " " + _delta_text(x).split(" ", 1)[1].replace("[too wide]", "[interval too wide to print]")
+    dec = x["decision"]
+    interval = " " + _delta_text(x).split(" ", 1)[1]
     flagged = [t.title() for t in (c, b) if t.key in limited]
     note = f" Budget-limited (still improving over its last epochs): {', '.join(flagged)}." if flagged else ""
+    counts = ""
+    if dec.counts is not None:
+        counts = f"; learned {dec.counts[0]}/{dec.counts[1]} vs {dec.counts[2]}/{dec.counts[3]}"
+    tost = ""
+    if dec.tost_interval is not None:
+        lo, hi = dec.tost_interval
+        tost = f"; TOST {_pct(1 - 2 * (1 - dec.level))} interval [{100 * lo:+.1f}, {100 * hi:+.1f}], p̃ = {_p(dec.p_tost)}"
     return (f"- {c.title()}{' (reference)' if reference else ''} vs {b.title()}: Δ = {100 * d.mean:+.1f} points"
-            f"{interval} ({_method_text(d)}); {_label_text(x, margin_pts)}.{note}")
+            f"{interval}{counts}; {dec.reason}, p = {_p(dec.p)}, {dec.family} family (m = {dec.m}) "
+            f"{_corr_name()} p̃ = {_p(dec.p_adj)}{tost}; **{_label_text(x, margin_pts)}**.{note}")
+
+
+def _p(p: float) -> str:
+    return "n/a" if p is None or math.isnan(p) else f"{p:.2g}"
+
+
+def _corr_name() -> str:
+    return "adjusted"
 
 
 def _health_lines(study) -> list[str]:
@@ -218,23 +244,30 @@ def _study_args(study) -> str:
 
 
 def _judging_sentence(study, comps: dict, info: dict) -> str:
-    """Margin, correction, number of comparisons, interval level and the Δ methods, in one paragraph."""
-    m, level, alpha = info["m"], info["level"], info.get("alpha", ALPHA)
-    methods: dict[str, int] = {}
+    """How the verdicts were reached: the outcome classification, the tests used, the families and
+    their correction, the interval levels, the margin and the budget rule, in one paragraph."""
+    alpha = info.get("alpha", ALPHA)
+    tests: dict[str, int] = {}
     for x in comps.values():
-        methods[_method_text(x["d"])] = methods.get(_method_text(x["d"]), 0) + 1
-    how = "; ".join(f"{k} ({n})" for k, n in methods.items()) or "none yet"
-    corr = ("no multiple-comparison correction" if study.correction == "none" else
-            f"{study.correction.capitalize()} correction over the study's {m} comparison(s) (difference and "
-            "equivalence (TOST) p-values adjusted as two families)")
-    shown = f"{_pct(level)} intervals" + ("" if study.correction == "none" else
-                                          f" (1 - {alpha:.4g}/{m}, Bonferroni" +
-                                          (", conservative for Holm)" if study.correction == "holm" else ")"))
-    return (f"Verdicts: margin ±{study.margin:g} mIoU points; {corr}; family level {alpha:.4g}; Δ column shows "
-            f"{shown}. Δ is taken per seed (paired t) over the seeds both cells share, Welch's t otherwise: {how}. "
-            "\"better\"/\"worse\": the corrected difference test rejects Δ = 0; \"equivalent\": the corrected TOST "
-            "puts Δ inside ±margin; otherwise inconclusive, with the seeds a cell that would give 80% power at the "
-            "margin. \"budget-limited\": the cell's mean validation curve still rises over its last third of epochs "
+        name = _method_text(x["d"], x["decision"].test).split(" over ")[0]
+        tests[name] = tests.get(name, 0) + 1
+    how = "; ".join(f"{k} ({n})" for k, n in tests.items()) or "none yet"
+    fams = "; ".join(f"{name}: m = {m}, Δ intervals at {_pct(level)}" for name, (m, level) in
+                     (info.get("families") or {}).items()) or "none yet"
+    thr = sorted({t.text() for t in (info.get("thresholds") or {}).values()})
+    corr = {"none": "no multiple-comparison correction", "holm": "Holm", "bonferroni": "Bonferroni",
+            "bh": "Benjamini-Hochberg (false discovery rate)"}[study.correction]
+    return (f"Verdicts: each seed is classified learned or not ({'; '.join(thr) or 'no classification'}); a "
+            "comparison whose seeds fall on both sides is two-valued and is tested exactly (permutation of the "
+            "seeds' values, or the study's two_valued_test), otherwise by a t test (paired over shared seeds, "
+            f"Welch otherwise; Yuen's trimmed t with an outlier; moderated t with few seeds). Tests used: {how}. "
+            f"Families (one question each) corrected separately by {corr} at level {alpha:.4g}: {fams} "
+            "(Bonferroni intervals, conservative for Holm; † = clipped to ±100). \"better\"/\"worse\": the "
+            f"corrected test rejects Δ = 0 (\"and within ±{study.margin:g}\" when TOST also puts Δ inside the "
+            f"margin); \"equivalent\": the corrected TOST puts Δ inside ±{study.margin:g} mIoU points (unimodal "
+            "comparisons only); \"neither learned\": no seed of either cell learned; otherwise inconclusive, with "
+            "the seeds a cell at which the chosen test reaches 80% power at the observed effect (simulated). "
+            "\"budget-limited\": the cell's mean validation curve still rises over its last third of epochs "
             f"(slope test at {ALPHA:g}) by more than the margin." + _sequential_sentence(study, alpha))
 
 
@@ -326,7 +359,7 @@ def _grouped_verdict(study, data: dict, cells: list, comps: dict) -> list[str]:
         head = f"- **{gf}={_fmt_value(gv)}** ({_fmt_value(base.label_dict[bf])}: " + \
                (f"{_pts(summarize(bv).mean)}" if bv else "no finished seeds") + ")"
         kinds = ("better", "worse", "worse at this budget (still improving)",
-                 f"equivalent within ±{study.margin:g}", "inconclusive")
+                 f"equivalent within ±{study.margin:g}", "inconclusive", "neither learned")
         by_kind: dict[str, list] = {k: [] for k in kinds}
         missing = []
         for c in group:
@@ -338,8 +371,9 @@ def _grouped_verdict(study, data: dict, cells: list, comps: dict) -> list[str]:
                 continue
             x = comps[c.key]
             text = _label_text(x, study.margin)
-            kind = "inconclusive" if text.startswith("inconclusive") else text
-            more = f" ({text.split('(', 1)[1]}" if kind == "inconclusive" and "(" in text else ""
+            kind = _group_kind(x, text, study.margin)
+            more = f" ({text.split('(', 1)[1]}" if kind in ("inconclusive", "neither learned") and "(" in text else ""
+            more = f" ({text.split(', and ', 1)[1]})" if ", and " in text else more
             by_kind[kind].append((x["d"].mean, f"{name} {100 * x['d'].mean:+.1f}{more}"))
         parts = []
         for label in kinds:
@@ -354,6 +388,16 @@ def _grouped_verdict(study, data: dict, cells: list, comps: dict) -> list[str]:
                    "the table). The table above has every interval and how each Δ was computed.")
         out.insert(1, "")
     return out
+
+
+def _group_kind(x: dict, text: str, margin: float) -> str:
+    """The heading a comparison is listed under in a grouped verdict."""
+    lab = x["decision"].label
+    if lab == "worse" and x["limited"]:
+        return "worse at this budget (still improving)"
+    if lab == "equivalent":
+        return f"equivalent within ±{margin:g}"
+    return lab
 
 
 def _fmt_value(v) -> str:

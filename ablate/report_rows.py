@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 
-from .stats import (adjust, budget_limited, compare, interval_level, printable, summarize, tost, verdict,
-                    verdict_alpha)
+from .stats import budget_limited, summarize, verdict_alpha
+from .stats.decide import Comparison, decide_family
+from .stats.outcomes import clopper_pearson, count_learned, learn_threshold
 
 ALPHA = 0.05  # family level of the verdicts
 
@@ -27,37 +28,52 @@ def search_cells(study, data: dict) -> list:
     return sorted(seen.values(), key=lambda c: -means.get(c.key, 0.0))
 
 
-def judge(study, data: dict, pairs: list) -> tuple[dict, dict]:
-    """Every (cell, baseline) pair with values in both: Δ (paired over shared seeds, else Welch),
-    difference and TOST p-values corrected together over the study (``study.correction``), the
-    interval at :func:`ablate.stats.interval_level`, the verdict, and whether either cell is
-    budget-limited. An interval :func:`ablate.stats.printable` rejects (n < 2, or wider than the
-    0-100 range) is dropped and its verdict is inconclusive. Returns (cell key -> comparison,
-    {"m": comparisons with a test, "level": the printed intervals' level, "alpha": the family level,
-    ALPHA / K for a study with sequential seeds, the level its runner stopped at})."""
+def thresholds(study, data: dict, cells: list) -> dict:
+    """Per cell key, the learned/floor threshold of its task group
+    (:func:`ablate.stats.outcomes.learn_threshold`): the study's ``learned_above:`` or the
+    no-attention cell of the same task, against the best seed of the group."""
+    declared = study.analysis.get("learned_above") if study.analysis else None
+    groups: dict = {}
+    for c in cells:
+        groups.setdefault(getattr(c.data, "task", None), []).append(c)
+    out = {}
+    for group in groups.values():
+        floor = study.floor_cell(group[0], cells)
+        vals = {c.key: data["values"].get(c.key, {}) for c in group}
+        thr = learn_threshold(vals, floor.key if floor is not None else None,
+                              None if declared is None else declared / 100)
+        out.update({c.key: thr for c in group})
+    return out
+
+
+def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[dict, dict]:
+    """Every (cell, baseline) pair with values in both, decided by :func:`ablate.stats.decide.decide_family`:
+    the outcome kind (two-valued / learned / floor / unclassified against the group's threshold),
+    the test it calls for, p-values adjusted within each family (:meth:`Study.family_of`) with
+    ``study.correction``, TOST for unimodal comparisons, the verdict and the seeds that would decide.
+    Returns (cell key -> comparison, {"m": tests over all families, "level": the first family's
+    printed level, "alpha", "families": {family: (m, level)}, "thresholds": cell key -> Threshold})."""
     vals, margin = data["values"], study.margin / 100
     alpha = verdict_alpha(ALPHA, study.sequential)  # ALPHA / K over K possible looks with sequential seeds
-    comps = {c.key: {"cell": c, "base": b, "d": compare(vals[c.key], vals[b.key], shared=True)}
-             for c, b in pairs if vals.get(c.key) and vals.get(b.key)}
-    keys = list(comps)
-    p_diff = adjust([comps[k]["d"].p for k in keys], study.correction)
-    p_tost = adjust([tost(comps[k]["d"], margin, alpha).p for k in keys], study.correction)
-    m = sum(not math.isnan(comps[k]["d"].p) for k in keys)
-    level = interval_level(alpha, m, study.correction)
-    flags = {}
-    for k, pd, pt in zip(keys, p_diff, p_tost):
-        x = comps[k]
-        iv = x["d"].interval(level)
-        x["interval"] = iv if printable(iv, 1.0) else None
-        if x["interval"] is None:
-            pd = pt = math.nan
-        x["p_diff"], x["p_tost"] = pd, pt
-        x["verdict"] = verdict(x["d"], pd, pt, margin, alpha, m)
-        for c in (x["cell"], x["base"]):
-            if c.key not in flags:
-                flags[c.key] = limited(study, data, c.key)
-        x["limited"] = flags[x["cell"].key] or flags[x["base"].key]
-    return comps, {"m": m, "level": level, "alpha": alpha}
+    cells = cells if cells is not None else [c for pair in pairs for c in pair]
+    thr = thresholds(study, data, cells)
+    live = [(c, b) for c, b in pairs if vals.get(c.key) and vals.get(b.key)]
+    comps_in = [Comparison(c.key, b.key, vals[c.key], vals[b.key], study.family_of(c), thr[c.key]) for c, b in live]
+    test = (study.analysis or {}).get("two_valued_test", "perm")
+    decisions = decide_family(comps_in, margin, alpha, study.correction, two_valued_test=test)
+    comps, flags, families = {}, {}, {}
+    for (c, b), dec in zip(live, decisions):
+        x = {"cell": c, "base": b, "d": dec.d, "interval": dec.interval, "p_diff": dec.p_adj, "p_tost": dec.p_tost,
+             "decision": dec}
+        for cell in (c, b):
+            if cell.key not in flags:
+                flags[cell.key] = limited(study, data, cell.key)
+        x["limited"] = flags[c.key] or flags[b.key]
+        comps[c.key] = x
+        families[dec.family] = (dec.m, dec.level)
+    m = sum(fm for fm, _ in families.values())
+    first = next(iter(families.values()), (0, 1 - alpha))
+    return comps, {"m": m, "level": first[1], "alpha": alpha, "families": families, "thresholds": thr}
 
 
 def limited(study, data: dict, key: str) -> bool:
@@ -68,32 +84,46 @@ def limited(study, data: dict, key: str) -> bool:
     return budget_limited(curves, alpha=ALPHA, min_gain=study.margin / 100).limited
 
 
-def method_text(d) -> str:
+TEST_NAMES = {"perm": "exact permutation", "signflip": "exact sign-flip", "boschloo": "Boschloo exact",
+              "paired_t": "paired t", "welch_t": "Welch t", "yuen": "Yuen trimmed t", "moderated_t": "moderated t"}
+
+
+def method_text(d, test: str | None = None) -> str:
+    """How Δ was tested: the chosen test over the seeds it used."""
+    if test is not None and test not in ("paired_t", "welch_t"):
+        over = f"{d.n} shared seeds" if d.method == "paired" else f"{d.n_a} and {d.n_b} seeds"
+        return f"{TEST_NAMES.get(test, test)} over {over}"
     if d.method == "paired":
         return f"paired t over {d.n} shared seeds"
     return f"Welch t over {d.n_a} and {d.n_b} seeds"
 
 
 def label_text(x: dict, margin_pts: float) -> str:
-    """The verdict in words: better / worse (at this budget) / equivalent within ±m / inconclusive."""
-    v = x["verdict"]
-    if v.label == "worse" and x["limited"]:
-        return "worse at this budget (still improving)"
-    if v.label == "equivalent":
+    """The verdict in words: better / worse (at this budget) / equivalent within ±m / neither learned /
+    inconclusive (with the seeds that would decide, or why none would)."""
+    dec = x["decision"]
+    lab = dec.label
+    if lab == "worse" and x["limited"]:
+        lab = "worse at this budget (still improving)"
+    if lab == "equivalent":
         return f"equivalent within ±{margin_pts:g}"
-    if v.label != "inconclusive":
-        return v.label
-    if v.capped:
-        return f"inconclusive (more than {v.max_seeds} seeds a cell would be needed)"
-    if v.more is None:
+    if lab in ("better", "worse", "neither learned") or lab.startswith("worse at"):
+        return lab + (f", and {dec.note}" if dec.note and lab != "neither learned" else
+                      f" ({dec.note})" if dec.note else "")
+    if min(dec.d.n_a, dec.d.n_b) < 2:
         return "inconclusive (needs ≥ 2 seeds in both cells)"
-    return f"inconclusive ({v.more} more seed{'s' if v.more != 1 else ''} would decide)"
+    if dec.seeds is not None:
+        more = dec.seeds - min(dec.d.n_a, dec.d.n_b)
+        return f"inconclusive ({dec.seeds} seeds a cell would decide: {more} more)"
+    return f"inconclusive ({dec.advice})" if dec.advice else "inconclusive"
 
 
 def verdict_kind(x: dict) -> str:
     """One word per verdict for colours and marks: better, worse, budget (worse at this budget),
-    equivalent, inconclusive."""
-    label = x["verdict"].label
+    equivalent, inconclusive (also for "neither learned")."""
+    label = x["decision"].label
+    if label == "neither learned":
+        return "inconclusive"
     return "budget" if label == "worse" and x["limited"] else label
 
 
@@ -109,7 +139,7 @@ def table(study, data: dict) -> dict:
         return study.baseline_for(c, cells)
 
     pairs = [(c, base_of(c)) for c in cells]
-    comps, info = judge(study, data, [(c, b) for c, b in pairs if b is not None and b.key != c.key])
+    comps, info = judge(study, data, [(c, b) for c, b in pairs if b is not None and b.key != c.key], cells)
     lim = {c.key for c in cells if limited(study, data, c.key)}
     ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
     planned = 1 if study.search else len(study.seeds)
@@ -117,6 +147,8 @@ def table(study, data: dict) -> dict:
     for p in data.get("pruned", []):
         n_pruned[p["key"]] = n_pruned.get(p["key"], 0) + 1
     rows = [_row(study, data, c, b, comps, lim, ref_keys, planned, n_pruned) for c, b in pairs]
+    for r in rows:
+        r["learned"] = _learned(data, info["thresholds"].get(r["key"]), r["key"])
     return {"cells": cells, "pairs": pairs, "rows": rows, "comps": comps, "info": info, "limited": lim,
             "ref_keys": ref_keys, "planned": planned, "images": image_intervals(data, cells)}
 
@@ -147,10 +179,21 @@ def _row(study, data, c, base, comps, lim, ref_keys, planned, n_pruned) -> dict:
         row["role"] = "missing"
     else:
         x = comps[c.key]
-        row.update(role="compared", delta=x["d"].mean, delta_ci=x["interval"], delta_method=method_text(x["d"]),
-                   delta_se=x["d"].se, verdict=verdict_kind(x), verdict_text=label_text(x, study.margin),
-                   p_diff=x["p_diff"], p_tost=x["p_tost"])
+        dec = x["decision"]
+        row.update(role="compared", delta=x["d"].mean, delta_ci=x["interval"], delta_clipped=dec.clipped,
+                   delta_method=method_text(x["d"], dec.test), delta_se=x["d"].se, verdict=verdict_kind(x),
+                   verdict_text=label_text(x, study.margin), p_diff=x["p_diff"], p_tost=x["p_tost"], p_raw=dec.p,
+                   test=dec.test, test_reason=dec.reason, family=dec.family, family_m=dec.m, outcome=dec.kind)
     return row
+
+
+def _learned(data: dict, threshold, key: str) -> tuple | None:
+    """(k learned, n seeds, Clopper-Pearson 95% low, high) of a cell; None without a threshold or values."""
+    vals = list(data["values"].get(key, {}).values())
+    kn = count_learned(vals, threshold) if threshold is not None and vals else None
+    if kn is None:
+        return None
+    return (*kn, *clopper_pearson(*kn))
 
 
 def image_intervals(data: dict, cells: list, n_boot: int = 2000) -> dict:

@@ -79,7 +79,7 @@ def run_smoke(path: str, overrides: list[str], run_main, print_plan, workers: in
     print(f"ablate smoke: {path}: {cells} cells x 1 seed, {_rounds(study)} on {raw['data']['train_images']} "
           f"training images, in {folder}", file=out, flush=True)
     t0 = time.perf_counter()
-    code = run_main([str(effective), "--run-dir", str(folder), "--no-report", "--no-wandb",
+    code = run_main([str(effective), "--run-dir", str(folder), "--no-report", "--no-wandb", "--allow-undecidable",
                      "--workers", str(workers), "--threads", str(threads)])
     wall = time.perf_counter() - t0
     rate = f"{wall / cells:.1f}s per cell" if cells else ""

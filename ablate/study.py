@@ -35,7 +35,10 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
               precision: 32-true}
     tracking: {wandb: true, project: ablate}
     margin: 1.0                      # mIoU points: a smaller |difference| counts as equivalent (> 0)
-    correction: holm                 # none | holm | bonferroni, over all comparisons of the study
+    correction: holm                 # none | holm | bonferroni | bh, within each family of comparisons
+    learned_above: 70                # mIoU points: a seed at or above learned the cue (default: from the floor cell)
+    screening: false                 # true: run a plan the pre-flight says cannot decide
+    planning: {sd: 1.0, learn_rates: [0.5, 1.0], two_valued_test: perm, spending: obrien_fleming}
     eval: {mode: whole}              # or {mode: slide, crop: [h, w], stride: [h, w], scales: [...], flip: true}
 
 Limits (each an exit-2 error naming the key): the file is read by :mod:`ablate.study_text`
@@ -157,7 +160,7 @@ from .study_sections import (ACCELERATORS, ALL_BACKBONES, CORRECTIONS, DATASETS,
                              SEQUENTIAL_KEYS, STRATEGIES, TOP_KEYS, check_sequential, data_spec, factors_section,
                              metric_name, model_section, pruner_epochs, pruner_spec, question_text,
                              references_section, search_spec, seeds_spec, study_name, tracking_spec, train_spec,
-                             trainer_spec, verdict_spec)
+                             trainer_spec, verdict_spec, analysis_spec)
 from .study_specs import expect_mapping, unknown_keys
 from .study_text import read_study
 from .trial_config import MAX_THREADS, HeadSpec, TrainerSpec, TrainSpec, TrialConfig, fields_dict
@@ -197,11 +200,12 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
     trainer = trainer_spec(expect_mapping(raw.get("trainer"), where, "trainer"), where)
     pruner = pruner_spec(raw.get("pruner"), where, pruner_epochs(factors, refs, train))
     margin, correction = verdict_spec(raw, where)
+    analysis = analysis_spec(raw, where)
     evaluation = parse_eval(raw.get("eval"), where)
     study = Study(where, name, question, mech, args, backbone, data, train, factors,
                   tuple(tuple(r.items()) for r in refs), tuple(seeds), metric, dict(baseline), search,
                   dict(tracking), pruner, trainer, head, check_files, margin, correction, sequential,
-                  eval=evaluation, resolve=build_cell)
+                  eval=evaluation, resolve=build_cell, analysis=analysis)
     check_sequential(sequential, search, pruner, where)
     if search is not None:
         check_search(study)

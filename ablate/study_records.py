@@ -131,6 +131,8 @@ class Study:
     grid: tuple = ()
     baseline_keys: dict = field(default_factory=dict)
     resolve: Callable | None = field(default=None, compare=False, repr=False)
+    # how verdicts are reached (ablate.study_sections.analysis_spec): learned_above, screening, planning
+    analysis: dict = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         """The grid's cells (itertools.product order, then the references); none for a search."""
@@ -215,6 +217,32 @@ class Study:
     def make_pruner(self):
         """The study's Optuna pruner (a fresh object: SH/Hyperband keep per-process state)."""
         return make_pruner(self.pruner)
+
+    def is_reference(self, cell: Cell) -> bool:
+        """Whether ``cell`` is one of the study's ``references:`` (they close the grid's cell list)."""
+        refs = self.grid[len(self.grid) - len(self.references):] if self.references else ()
+        return any(c.key == cell.key for c in refs)
+
+    def family_of(self, cell: Cell) -> str:
+        """The family of comparisons ``cell``'s comparison belongs to: the comparisons that answer
+        one question are corrected together. A grid with a ``data.task`` factor has one family per
+        task; the references (calibration cells: the floor, a full block) are a family of their own."""
+        task = cell.label_dict.get("data.task") if isinstance(self.factors.get("data.task"), list) else None
+        name = "references" if self.is_reference(cell) else "question"
+        return name if task is None else f"{name}, task={fmt_value(task)}"
+
+    def floor_cell(self, cell: Cell, cells: list | None = None) -> Cell | None:
+        """The no-attention cell (``mechanism: none``) on ``cell``'s task: the floor its seeds are
+        classified against (learned or not); None when the study has none."""
+        cells = self.grid if cells is None else cells
+        task = getattr(cell.data, "task", None)
+        return next((c for c in cells if c.mechanism == "none" and getattr(c.data, "task", None) == task), None)
+
+    def comparison_pairs(self, cells: list | None = None) -> list[tuple[Cell, Cell]]:
+        """(cell, its baseline) for every cell that is compared with another."""
+        cells = self.cells() if cells is None else cells
+        pairs = [(c, self.baseline_for(c, cells)) for c in cells]
+        return [(c, b) for c, b in pairs if b is not None and b.key != c.key]
 
 
 def find_baseline(study: Study, cell: Cell, cells) -> Cell | None:

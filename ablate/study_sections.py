@@ -30,10 +30,14 @@ PRECISIONS = {"32-true": (32, "32", "32-true"), "16-mixed": (16, "16", "16-mixed
               "64-true": (64, "64", "64-true")}
 
 TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references", "seeds", "metric",
-            "baseline", "search", "pruner", "trainer", "tracking", "margin", "correction", "eval")
+            "baseline", "search", "pruner", "trainer", "tracking", "margin", "correction", "eval",
+            "learned_above", "screening", "planning")
 METRICS = ("val_miou", "best_val_miou")
 SAMPLERS = ("tpe", "random", "grid")
-CORRECTIONS = ("none", "holm", "bonferroni")  # as ablate.stats.CORRECTIONS
+CORRECTIONS = ("none", "holm", "bonferroni", "bh")  # as ablate.stats.CORRECTIONS
+TWO_VALUED_TESTS = ("perm", "signflip", "boschloo")  # as ablate.stats.decide.TWO_VALUED_TESTS
+SPENDING = ("obrien_fleming", "pocock")
+PLANNING_KEYS = ("sd", "learn_rates", "two_valued_test", "spending")
 
 # pruner name -> {option: (kind, minimum, maximum, default)}; kind "int", "float" or "int|auto"
 _STARTUP = {"n_startup_trials": ("int", 0, None, 5), "n_warmup_steps": ("int", 0, None, 0),
@@ -230,8 +234,46 @@ def verdict_spec(raw: dict, where: str) -> tuple[float, str]:
     correction = raw.get("correction", "holm")
     if correction not in CORRECTIONS:
         raise StudyError(where, "correction", f"{unknown_name('correction', correction)}; valid: "
-                         f"{', '.join(CORRECTIONS)} (holm is the default).")
+                         f"{', '.join(CORRECTIONS)} (holm is the default; bh controls the false discovery rate, "
+                         "for screening grids).")
     return margin, correction
+
+
+def analysis_spec(raw: dict, where: str) -> dict:
+    """``learned_above:`` (mIoU points: a seed at or above it learned the cue), ``screening:`` (true:
+    a plan that cannot decide runs anyway, its verdicts marked as screening) and ``planning:``
+    (what the pre-flight assumes: ``sd`` in points for the normal model, ``learn_rates`` [p_a, p_b]
+    for the two-valued one, the ``two_valued_test`` and the ``spending`` of sequential seeds)."""
+    out = {"learned_above": None, "screening": False, "sd": 1.0, "learn_rates": (0.5, 1.0),
+           "two_valued_test": "perm", "spending": "obrien_fleming"}
+    if raw.get("learned_above") is not None:
+        v = raw["learned_above"]
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise StudyError(where, "learned_above", f"expected mIoU points (0 to 100, e.g. 70), got {brief(v)}.")
+        out["learned_above"] = typed_value(v, "float", 0, where, "learned_above", maximum=100)
+    screening = raw.get("screening", False)
+    if not isinstance(screening, bool):
+        raise StudyError(where, "screening", f"expected true or false, got {brief(screening)}.")
+    out["screening"] = screening
+    plan = expect_mapping(raw.get("planning"), where, "planning")
+    unknown_keys(plan, PLANNING_KEYS, where, "planning.")
+    if "sd" in plan:
+        if not isinstance(plan["sd"], (int, float)) or isinstance(plan["sd"], bool):
+            raise StudyError(where, "planning.sd", f"expected mIoU points (> 0, e.g. 1.0), got {brief(plan['sd'])}.")
+        out["sd"] = typed_value(plan["sd"], "float", 0, where, "planning.sd", strict=True, maximum=100)
+    if "learn_rates" in plan:
+        lr = plan["learn_rates"]
+        if (not isinstance(lr, list) or len(lr) != 2 or
+                not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in lr)
+                or lr[0] == lr[1]):
+            raise StudyError(where, "planning.learn_rates", f"expected two different learn rates between 0 and 1 "
+                             f"(the baseline's and a cell's, e.g. [0.5, 1.0]), got {brief(lr)}.")
+        out["learn_rates"] = (float(lr[0]), float(lr[1]))
+    for key, valid in (("two_valued_test", TWO_VALUED_TESTS), ("spending", SPENDING)):
+        if key in plan and plan[key] not in valid:
+            raise StudyError(where, f"planning.{key}", f"{unknown_name(key, plan[key])}; valid: {', '.join(valid)}.")
+        out[key] = plan.get(key, out[key])
+    return out
 
 
 def pruner_spec(raw, where: str, epochs: int | None) -> dict:

@@ -142,7 +142,9 @@ def test_json_table_equals_the_markdown_numbers(written):
     assert [r["cell"] for r in table["rows"]] == [c.title() for c in study.cells()]
     assert table["unit"].startswith("mIoU points") and table["margin"] == study.margin
     level = next(h for h in next(iter(md.values())) if h.startswith("Δ"))
-    assert f"{100 * table['delta_interval_level']:.2f}".rstrip("0").rstrip(".") in level
+    assert level == "Δ vs baseline [corrected CI]"  # each family's level is in the judging sentence
+    pct = f"{100 * table['delta_interval_level']:.2f}".rstrip("0").rstrip(".")
+    assert f"Δ intervals at {pct}%" in written["md"].read_text()
     for r in table["rows"]:
         row = md[r["cell"] + (" (reference)" if r["reference"] else "")]
         assert row["mIoU mean ± std"].split(" (")[0] == f"{r['mean']:.1f} ± {r['std']:.1f}"
@@ -152,7 +154,7 @@ def test_json_table_equals_the_markdown_numbers(written):
             assert row[level].startswith(f"{r['delta']:+.1f}")
             assert row["verdict"].strip("*") == r["verdict_text"]
             if r["delta_ci"]:
-                assert row[level].endswith(f"[{r['delta_ci'][0]:+.1f}, {r['delta_ci'][1]:+.1f}]")
+                assert row[level].rstrip("†").endswith(f"[{r['delta_ci'][0]:+.1f}, {r['delta_ci'][1]:+.1f}]")
         assert row["attn MFLOPs/img"] == ("" if r["attn_mflops"] is None else f"{r['attn_mflops']:.2f}")
     # the values are the storage's: gcn=on's mean is the mean of its three final values
     on = next(r for r in table["rows"] if r["cell"] == "gcn=on")

@@ -30,13 +30,13 @@ from scipy import stats as _st
 from .sequential import Look, look_alpha, look_counts, next_seeds, sequential_look, verdict_alpha
 from .ttests import (CORRECTIONS, Diff, Summary, Tost, adjust, compare, interval_level, paired_diff, summarize,
                           tost, unpaired_diff, welch_diff)
-from .verdicts import (LABELS, Judged, Verdict, decided, judge_family, label, power, printable, seeds_needed,
-                             verdict)
+from .verdicts import LABELS, Judged, Verdict, decided, judge_family, label, printable, seeds_needed, verdict
+from .verdicts import power as t_power  # the noncentral-t power; ablate.stats.power is the simulation module
 
 __all__ = [
     "CORRECTIONS", "Diff", "Summary", "Tost", "adjust", "compare", "interval_level", "paired_diff", "summarize", "tost",
     "unpaired_diff", "welch_diff",
-    "LABELS", "Judged", "Verdict", "decided", "judge_family", "label", "power", "printable", "seeds_needed", "verdict",
+    "LABELS", "Judged", "Verdict", "decided", "judge_family", "label", "t_power", "printable", "seeds_needed", "verdict",
     "Look", "look_alpha", "look_counts", "next_seeds", "sequential_look", "verdict_alpha",
     "Budget", "budget_limited", "Boot", "miou_from_counts", "bootstrap_miou", "methods_table",
 ]

@@ -14,7 +14,7 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 from scipy import stats as _st
 
-CORRECTIONS = ("none", "holm", "bonferroni")
+CORRECTIONS = ("none", "holm", "bonferroni", "bh")
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,8 @@ def adjust(pvalues: Sequence[float], method: str = "holm") -> list[float]:
 
     bonferroni: min(1, m·p_i) (Dunn 1961). holm (Holm 1979): with p_(1) ≤ … ≤ p_(m),
     p̃_(i) = max_{j≤i} min(1, (m - j + 1)·p_(j)) (step-down, monotone). none: unchanged.
+    bh (Benjamini & Hochberg 1995; controls the false discovery rate, not the family-wise
+    error): p̃_(i) = min_{j≥i} min(1, m·p_(j)/j) (step-up, monotone).
     nan p-values (comparisons without a test) stay nan and are not counted in m.
     """
     if method not in CORRECTIONS:
@@ -213,6 +215,10 @@ def adjust(pvalues: Sequence[float], method: str = "holm") -> list[float]:
         out[ok] = np.minimum(1.0, m * p[ok])
         return out.tolist()
     order = ok[np.argsort(p[ok], kind="stable")]
+    if method == "bh":
+        scaled = np.minimum(1.0, m * p[order] / np.arange(1, m + 1))
+        out[order] = np.minimum.accumulate(scaled[::-1])[::-1]
+        return out.tolist()
     scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
     out[order] = np.maximum.accumulate(scaled)
     return out.tolist()
