@@ -340,7 +340,7 @@ def test_seeds_needed_matches_published_power_tables(sd, method, expected):
     # effect size d = margin/sd: two-sample n = 64 (d = 0.5) and 17 (d = 1), Cohen 1988 table 2.4.1;
     # one-sample/paired n = 34 (d = 0.5) and 10 (d = 1), as G*Power gives; alpha 0.05 two-sided, 80%
     assert S.seeds_needed(sd, 1.0, 0.05, method, max_seeds=200) == expected
-    assert S.power(expected, sd, 1.0, 0.05, method) >= 0.8 > S.power(expected - 1, sd, 1.0, 0.05, method)
+    assert S.t_power(expected, sd, 1.0, 0.05, method) >= 0.8 > S.t_power(expected - 1, sd, 1.0, 0.05, method)
 
 
 @pytest.mark.parametrize("method,n", [("paired", 6), ("welch", 8)])
@@ -352,7 +352,7 @@ def test_power_matches_simulated_t_tests(method, n):
         p = stats.ttest_1samp(x, 0, axis=1).pvalue
     else:
         p = stats.ttest_ind(rng.normal(margin, sd, (reps, n)), rng.normal(0, sd, (reps, n)), axis=1).pvalue
-    assert np.mean(p < alpha) == pytest.approx(S.power(n, sd, margin, alpha, method), abs=0.015)
+    assert np.mean(p < alpha) == pytest.approx(S.t_power(n, sd, margin, alpha, method), abs=0.015)
 
 
 def test_seeds_needed_grows_with_spread_and_with_the_number_of_tests():
