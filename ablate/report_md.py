@@ -156,25 +156,29 @@ def _measured_when(costs: dict) -> str:
 
 
 def _image_lines(tab: dict) -> list[str]:
-    """Image-level intervals (issue 13 item 7) where the trials stored per-image counts."""
+    """Image-level intervals where the trials stored per-image counts."""
     img = tab["images"]
     if not img["with"]:
         return ["", "Image-level intervals: n/a (trials predate per-image counts)."] if img["without"] else []
     first = next(iter(img["with"].values()))
     lines = ["", "## Image-level intervals", "",
-             f"Percentile bootstrap over the {first['n_images']} validation images ({first['n_boot']} resamples, "
-             "mIoU recomputed from the resampled images' summed intersection and union counts; "
-             "`ablate.stats.bootstrap_miou`), per seed; a cell's interval is the mean over its seeds of the per-seed "
-             "bounds (every seed is resampled with the same images). It covers the choice of validation images, "
-             "not the seeds: compare it with the 95% CI over seeds above.", "",
-             "| cell | mIoU of summed counts (seed mean) | image-level 95% CI | per seed |", "|---|---|---|---|"]
+             f"Percentile bootstrap ({first['n_boot']} resamples) over the {first['n_images']} validation images and "
+             "the seeds together (each resample draws seeds and images with replacement; mIoU from the summed "
+             "intersection and union counts; `ablate.stats.cell_bootstrap`), and each seed's interval over images "
+             "alone. With fewer than 5 seeds the interval is mostly image sampling: the seed-level test above "
+             "decides.", "",
+             "| cell | mIoU of summed counts (seed mean) | 95% CI (seeds × images) | per seed (images only) | "
+             "Δ vs baseline, paired bootstrap |", "|---|---|---|---|---|"]
     for r in tab["rows"]:
         x = img["with"].get(r["key"])
         if x is None:
-            lines.append(f"| {r['title']} | n/a | n/a (trials predate per-image counts) | |")
+            lines.append(f"| {r['title']} | n/a | n/a (trials predate per-image counts) | | |")
             continue
         per = ", ".join(f"{s['seed']}: [{_pts(s['lo'])}, {_pts(s['hi'])}]" for s in x["seeds"])
-        lines.append(f"| {r['title']} | {_pts(x['miou'])} | [{_pts(x['lo'])}, {_pts(x['hi'])}] | {per} |")
+        d = img.get("deltas", {}).get(r["key"])
+        dtext = "" if d is None else (f"{100 * d['delta']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] "
+                                      f"({d['n_seeds']} shared seeds, same images)")
+        lines.append(f"| {r['title']} | {_pts(x['miou'])} | [{_pts(x['lo'])}, {_pts(x['hi'])}] | {per} | {dtext} |")
     if img["without"]:
         lines += ["", f"{img['without']} finished trial(s) have no per-image counts (trials predate per-image counts)."]
     return lines
@@ -206,7 +210,9 @@ def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> 
     dec = x["decision"]
     interval = " " + _delta_text(x).split(" ", 1)[1]
     flagged = [t.title() for t in (c, b) if t.key in limited]
-    note = f" Budget-limited (still improving over its last epochs): {', '.join(flagged)}." if flagged else ""
+    note = f" Budget-limited (seeds still learning at the last epochs): {', '.join(flagged)}." if flagged else ""
+    if any(x.get("learned_by") or ()):
+        note += f" Time to learn: {x['learned_by'][0] or 'n/a'} vs {x['learned_by'][1] or 'n/a'}."
     counts = ""
     if dec.counts is not None:
         counts = f"; learned {dec.counts[0]}/{dec.counts[1]} vs {dec.counts[2]}/{dec.counts[3]}"
@@ -267,8 +273,8 @@ def _judging_sentence(study, comps: dict, info: dict) -> str:
             f"margin); \"equivalent\": the corrected TOST puts Δ inside ±{study.margin:g} mIoU points (unimodal "
             "comparisons only); \"neither learned\": no seed of either cell learned; otherwise inconclusive, with "
             "the seeds a cell at which the chosen test reaches 80% power at the observed effect (simulated). "
-            "\"budget-limited\": the cell's mean validation curve still rises over its last third of epochs "
-            f"(slope test at {ALPHA:g}) by more than the margin." + _sequential_sentence(study, alpha))
+            "\"budget-limited\": some seed first reached the learned threshold in the last third of the epochs "
+            "while another has not yet, so more epochs would likely change k of n." + _sequential_sentence(study, alpha))
 
 
 def _sequential_sentence(study, alpha: float) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 
-from .stats import budget_limited, summarize, verdict_alpha
+from .stats import budget_limited, learn_epochs, learned_by_text, summarize, verdict_alpha
 from .stats.decide import Comparison, decide_family
 from .stats.outcomes import clopper_pearson, count_learned, learn_threshold
 
@@ -64,10 +64,11 @@ def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[di
     comps, flags, families = {}, {}, {}
     for (c, b), dec in zip(live, decisions):
         x = {"cell": c, "base": b, "d": dec.d, "interval": dec.interval, "p_diff": dec.p_adj, "p_tost": dec.p_tost,
-             "decision": dec}
+             "decision": dec, "learned_by": (learned_by(data, c.key, thr.get(c.key)),
+                                             learned_by(data, b.key, thr.get(b.key)))}
         for cell in (c, b):
             if cell.key not in flags:
-                flags[cell.key] = limited(study, data, cell.key)
+                flags[cell.key] = limited(study, data, cell.key, thr.get(cell.key))
         x["limited"] = flags[c.key] or flags[b.key]
         comps[c.key] = x
         families[dec.family] = (dec.m, dec.level)
@@ -76,12 +77,23 @@ def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[di
     return comps, {"m": m, "level": first[1], "alpha": alpha, "families": families, "thresholds": thr}
 
 
-def limited(study, data: dict, key: str) -> bool:
-    """Budget-limited: the seed-mean validation curve's slope over its last third is above zero
-    beyond its noise (:func:`ablate.stats.budget_limited`) and the rise over that window exceeds
-    the study's margin (a steady rise smaller than the margin could not change a verdict)."""
+def limited(study, data: dict, key: str, threshold=None) -> bool:
+    """Budget-limited (:func:`ablate.stats.budget_limited`): some seed first reached the learned
+    threshold in the last third of the epochs while another has not yet, so more epochs would
+    likely change k of n. Without a threshold (no floor cell, no ``learned_above:``) no cell is
+    flagged: learning has no definition there."""
+    if threshold is None or threshold.value is None:
+        return False
     curves = (data.get("curves") or {}).get(key, [])
-    return budget_limited(curves, alpha=ALPHA, min_gain=study.margin / 100).limited
+    return budget_limited(curves, threshold.value).limited
+
+
+def learned_by(data: dict, key: str, threshold) -> str:
+    """"learned by epoch B in k/n seeds (median epoch m)" for a cell, or "" without a threshold."""
+    curves = (data.get("curves") or {}).get(key, [])
+    if threshold is None or threshold.value is None or not curves:
+        return ""
+    return learned_by_text(learn_epochs(curves, threshold.value))
 
 
 TEST_NAMES = {"perm": "exact permutation", "signflip": "exact sign-flip", "boschloo": "Boschloo exact",
@@ -140,7 +152,7 @@ def table(study, data: dict) -> dict:
 
     pairs = [(c, base_of(c)) for c in cells]
     comps, info = judge(study, data, [(c, b) for c, b in pairs if b is not None and b.key != c.key], cells)
-    lim = {c.key for c in cells if limited(study, data, c.key)}
+    lim = {c.key for c in cells if limited(study, data, c.key, info["thresholds"].get(c.key))}
     ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
     planned = 1 if study.search else len(study.seeds)
     n_pruned: dict[str, int] = {}
@@ -150,7 +162,7 @@ def table(study, data: dict) -> dict:
     for r in rows:
         r["learned"] = _learned(data, info["thresholds"].get(r["key"]), r["key"])
     return {"cells": cells, "pairs": pairs, "rows": rows, "comps": comps, "info": info, "limited": lim,
-            "ref_keys": ref_keys, "planned": planned, "images": image_intervals(data, cells)}
+            "ref_keys": ref_keys, "planned": planned, "images": image_intervals(data, cells, pairs)}
 
 
 def _row(study, data, c, base, comps, lim, ref_keys, planned, n_pruned) -> dict:
@@ -196,31 +208,58 @@ def _learned(data: dict, threshold, key: str) -> tuple | None:
     return (*kn, *clopper_pearson(*kn))
 
 
-def image_intervals(data: dict, cells: list, n_boot: int = 2000) -> dict:
-    """Per cell with per-image counts in its finished trials: each seed's percentile bootstrap
-    interval over validation images (:func:`ablate.stats.bootstrap_miou`, the same resamples for
-    every seed since they share the validation set and the bootstrap seed) and the cell's
-    interval as the mean over its seeds of the per-seed bounds. ``{"with": cell keys -> dict,
-    "without": trials without counts}``."""
+def _seed_counts(data: dict, key: str) -> tuple[dict, int]:
+    """{seed: (intersections, unions)} of a cell's finished trials with per-image counts, and the
+    number of its trials without them."""
     from .image_counts import ATTR, decode
-    from .stats import bootstrap_miou
 
     out, without = {}, 0
+    for r in data["records"].get(key, []):
+        attr = r.get(ATTR)
+        if isinstance(attr, dict):
+            out[r.get("seed")] = decode(attr)
+        else:
+            without += 1
+    return out, without
+
+
+def image_intervals(data: dict, cells: list, pairs: list | None = None, n_boot: int = 2000) -> dict:
+    """Image-level intervals where the finished trials stored per-image counts: per cell the
+    percentile bootstrap of its mIoU resampling seeds and validation images together
+    (:func:`ablate.stats.cell_bootstrap`), each seed's own images-only interval
+    (:func:`ablate.stats.bootstrap_miou`), and per compared pair the paired bootstrap of Δ over the
+    seeds both cells have counts for (:func:`ablate.stats.paired_bootstrap_delta`: the same draw of
+    seeds and images for both). ``{"with": cell key -> dict, "deltas": cell key -> dict,
+    "without": trials without counts}``."""
+    from .stats import bootstrap_miou, cell_bootstrap, paired_bootstrap_delta
+
+    out, deltas, without, counts = {}, {}, 0, {}
     for c in cells:
-        seeds = []
-        for r in data["records"].get(c.key, []):
-            attr = r.get(ATTR)
-            if not isinstance(attr, dict):
-                without += 1
-                continue
-            b = bootstrap_miou(*decode(attr), n_boot=n_boot, seed=0)
-            seeds.append({"seed": r.get("seed"), "miou": b.miou, "lo": b.lo, "hi": b.hi, "n_images": b.n_images})
-        if seeds:
-            out[c.key] = {"seeds": seeds, "lo": sum(s["lo"] for s in seeds) / len(seeds),
-                          "hi": sum(s["hi"] for s in seeds) / len(seeds),
-                          "miou": sum(s["miou"] for s in seeds) / len(seeds), "n_images": seeds[0]["n_images"],
-                          "n_boot": n_boot}
-    return {"with": out, "without": without}
+        by_seed, none = _seed_counts(data, c.key)
+        without += none
+        if not by_seed:
+            continue
+        counts[c.key] = by_seed
+        seeds = sorted(by_seed)
+        per = [bootstrap_miou(*by_seed[s], n_boot=n_boot, seed=0) for s in seeds]
+        cb = cell_bootstrap([by_seed[s] for s in seeds], n_boot=n_boot, seed=0)
+        out[c.key] = {"seeds": [{"seed": s, "miou": b.miou, "lo": b.lo, "hi": b.hi, "n_images": b.n_images}
+                                for s, b in zip(seeds, per)],
+                      "miou": cb.point, "lo": cb.lo, "hi": cb.hi, "n_images": cb.n_images, "n_seeds": cb.n_seeds,
+                      "n_boot": n_boot}
+    for c, b in pairs or []:
+        if b is None or c.key == b.key or c.key not in counts or b.key not in counts:
+            continue
+        shared = sorted(set(counts[c.key]) & set(counts[b.key]))
+        if not shared:
+            continue
+        try:
+            pb = paired_bootstrap_delta([counts[c.key][s] for s in shared], [counts[b.key][s] for s in shared],
+                                        n_boot=n_boot, seed=0)
+        except ValueError:  # different validation images: nothing to pair
+            continue
+        deltas[c.key] = {"delta": pb.point, "lo": pb.lo, "hi": pb.hi, "n_seeds": pb.n_seeds, "n_images": pb.n_images}
+    return {"with": out, "deltas": deltas, "without": without}
 
 
 COST_REPEATS, COST_WARMUP = 5, 1

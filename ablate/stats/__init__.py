@@ -1,22 +1,23 @@
-"""Small-sample statistics for seeds: intervals, tests, corrections, verdicts, budget and images.
+"""Small-sample statistics for seeds: what each seed's outcome is, the test that fits it, families
+and their corrections, verdicts, seeds advice, the pre-flight, sequential seeds, the budget rule
+and image-level intervals.
 
 Everything here is a pure function of numbers (numpy and scipy only); the report decides what
 to compare and how to print it. Values and margins share one unit (the report stores mIoU as a
 fraction, so a margin of 1 point is 0.01 here).
 
-How the multiple-comparison correction enters the verdicts: the two-sided p-values of the
-difference tests (``Diff.p``) of all comparisons of a study are adjusted together with
-:func:`adjust` (Holm by default), and the TOST p-values (``Tost.p``) are adjusted together,
-separately from them. :func:`verdict` reads only those adjusted p-values against the family
-level alpha. The interval printed beside a verdict is at the Bonferroni level
-:func:`interval_level` (1 - alpha/m), which is conservative for Holm: a Bonferroni interval that
-excludes 0 implies a Holm-adjusted p below alpha, but Holm can call a difference while the
-printed interval still touches 0. :func:`methods_table` lists the formulas and references.
-
-The parts, each in its own module and all importable from here: :mod:`ablate.stats.ttests`
-(intervals, differences, TOST, corrections), :mod:`ablate.stats.verdicts` (verdicts, power,
-seeds that would decide), :mod:`ablate.stats.sequential` (looks and next seeds of sequential
-seeding); this module holds the budget guard, the bootstrap over images and the methods table.
+The path of a comparison: :mod:`~ablate.stats.outcomes` classifies each seed learned or not
+against the task's floor; :mod:`~ablate.stats.decide` picks the test (exact tests from
+:mod:`~ablate.stats.exact` for two-valued outcomes; t, Yuen or moderated t from
+:mod:`~ablate.stats.ttests` and :mod:`~ablate.stats.robust` for unimodal ones), adjusts within
+each family (:func:`adjust`: Holm, Bonferroni, Benjamini-Hochberg) and writes the verdict, with
+the seeds that would decide from :mod:`~ablate.stats.power` (simulation).
+:mod:`~ablate.stats.feasibility` says before a run whether its seeds can decide;
+:mod:`~ablate.stats.sequential` and :mod:`~ablate.stats.spending` add seeds with alpha spending;
+:mod:`~ablate.stats.budget` and :mod:`~ablate.stats.images` give the time-to-learn budget rule
+and the paired bootstrap over images. :mod:`~ablate.stats.verdicts` keeps the earlier t-only
+verdict functions (``judge_family``), still used by the sequential looks' default test.
+:func:`methods_table` lists the formulas and references.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as _st
 
+from .budget import Budget, budget_limited, km_learned, learn_epochs, learned_by_text
+from .images import ImageBoot, cell_bootstrap, paired_bootstrap_delta
 from .sequential import Look, look_alpha, look_counts, next_seeds, sequential_look, verdict_alpha
 from .ttests import (CORRECTIONS, Diff, Summary, Tost, adjust, compare, interval_level, paired_diff, summarize,
                           tost, unpaired_diff, welch_diff)
@@ -38,58 +41,9 @@ __all__ = [
     "unpaired_diff", "welch_diff",
     "LABELS", "Judged", "Verdict", "decided", "judge_family", "label", "t_power", "printable", "seeds_needed", "verdict",
     "Look", "look_alpha", "look_counts", "next_seeds", "sequential_look", "verdict_alpha",
-    "Budget", "budget_limited", "Boot", "miou_from_counts", "bootstrap_miou", "methods_table",
+    "Budget", "budget_limited", "km_learned", "learn_epochs", "learned_by_text", "ImageBoot", "cell_bootstrap",
+    "paired_bootstrap_delta", "Boot", "miou_from_counts", "bootstrap_miou", "methods_table",
 ]
-
-
-# --- budget guard ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Budget:
-    limited: bool
-    slope: float  # metric units per epoch over the window
-    se: float  # standard error of the slope
-    p: float  # one-sided p-value of H0: slope ≤ 0
-    gain: float  # slope × (window length - 1): the rise over the window
-    window: int  # epochs in the window
-
-
-def budget_limited(curves: Sequence[Sequence[float]], alpha: float = 0.05, fraction: float = 1 / 3,
-                   min_points: int = 3, min_gain: float = 0.0) -> Budget:
-    """Is a cell still improving at the end of training? (the validation curve, one list per seed)
-
-    Rule: average the seeds' curves epoch by epoch (cut to the shortest; nan epochs ignored),
-    take the last ``fraction`` of the epochs (at least ``min_points``) and fit y = a + b·x by least
-    squares. Flag when b > 0 beyond its noise: the slope's one-sided t test,
-    t = b / se(b), se(b)² = Σr²/((k-2)·Σ(x-x̄)²), df = k - 2, gives p < alpha, and the rise over
-    the window b·(k-1) exceeds ``min_gain`` (0 by default; e.g. a fraction of the margin to ignore
-    tiny but steady gains). Epochs are treated as independent, which they are not quite.
-    """
-    rows = [np.asarray(c, dtype=float) for c in curves if len(c)]
-    if not rows:
-        return Budget(False, math.nan, math.nan, math.nan, math.nan, 0)
-    e = min(len(r) for r in rows)
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(np.stack([r[:e] for r in rows]), axis=0)
-    k = min(e, max(min_points, math.ceil(e * fraction)))
-    x = np.arange(e - k, e, dtype=float)
-    y = mean[e - k:]
-    x, y = x[np.isfinite(y)], y[np.isfinite(y)]
-    k = len(y)
-    if k < 3:
-        return Budget(False, math.nan, math.nan, math.nan, math.nan, k)
-    y = y - y[0]  # a flat window becomes exact zeros, so its slope and residuals are exactly 0
-    xc = x - x.mean()
-    sxx = float(xc @ xc)
-    slope = float(xc @ y) / sxx
-    resid = y - (y.mean() + slope * xc)
-    se = math.sqrt(float(resid @ resid) / (k - 2) / sxx)
-    if se == 0:
-        p = 0.0 if slope > 0 else 1.0
-    else:
-        p = float(_st.t.sf(slope / se, k - 2))
-    gain = slope * (k - 1)
-    return Budget(p < alpha and gain > min_gain, slope, se, p, gain, k)
 
 
 # --- image-level uncertainty -------------------------------------------------------------------
@@ -140,39 +94,59 @@ def bootstrap_miou(intersections, unions, n_boot: int = 2000, seed: int = 0, lev
 
 _METHODS = [
     ("Cell mean interval", "x̄ ± t_{1-α/2, n-1}·s/√n", "Student 1908", "`summarize`"),
-    ("Paired Δ (same seeds in both cells)", "d_i = a_i - b_i; Δ = d̄ ± t_{1-α/2, n-1}·s_d/√n; "
+    ("Learned or not", "a seed learned when its mIoU ≥ the study's `learned_above`, or ≥ f + max(10, (top - f)/2) "
+     "points with f the no-attention cell's mean on the task and top its best seed", "—",
+     "`outcomes.learn_threshold`"),
+    ("k of n learned", "exact binomial interval of the learn rate", "Clopper & Pearson 1934",
+     "`outcomes.clopper_pearson`"),
+    ("Two-valued comparison (some seeds learned, some not)", "exact two-sample permutation of the 2n values "
+     "(C(2n, n) relabelings), p = #{|T*| ≥ |T|}/C(2n, n); or the exact sign-flip of the paired Δ (2^n), or "
+     "Boschloo's exact test of k_a/n vs k_b/n; interval: the shifts the test does not reject",
+     "Fisher 1935; Pitman 1937; Boschloo 1970; Lehmann 1975", "`exact.perm_test`, `exact.signflip_test`, "
+     "`exact.boschloo`, `decide.shift_interval`"),
+    ("Paired Δ (same seeds in both cells), unimodal", "d_i = a_i - b_i; Δ = d̄ ± t_{1-α/2, n-1}·s_d/√n; "
      "p = 2·P(T_{n-1} > abs(Δ)/(s_d/√n))", "Student 1908", "`paired_diff`"),
-    ("Welch Δ (different seeds)", "se² = s_a²/n_a + s_b²/n_b; df = se⁴/Σ_g (s_g²/n_g)²/(n_g-1); "
+    ("Welch Δ (different seeds), unimodal", "se² = s_a²/n_a + s_b²/n_b; df = se⁴/Σ_g (s_g²/n_g)²/(n_g-1); "
      "Δ ± t_{1-α/2, df}·se", "Welch 1947; Satterthwaite 1946", "`unpaired_diff`"),
-    ("Equivalence within ±ε (TOST)", "p = max(P(T_df > (Δ+ε)/se), P(T_df < (Δ-ε)/se)); equivalent "
-     "⇔ p < α ⇔ the (1-2α) interval lies inside ±ε", "Schuirmann 1987", "`tost`"),
-    ("Holm correction", "p̃_(i) = max_{j≤i} min(1, (m-j+1)·p_(j)) for p_(1) ≤ … ≤ p_(m); "
-     "difference and TOST p-values adjusted as two families", "Holm 1979", "`adjust`"),
-    ("Bonferroni correction / printed interval", "p̃_i = min(1, m·p_i); intervals at 1 - α/m",
-     "Dunn 1961", "`adjust`, `interval_level`"),
-    ("Verdict", "equivalent if TOST p̃ < α; else better/worse if p̃ < α (sign of Δ); else inconclusive",
-     "Lakens 2017 (equivalence + difference)", "`verdict`"),
-    ("Seeds that would decide", "smallest n with P(T'_{df,λ} > t_c) + P(T'_{df,λ} < -t_c) ≥ 0.8, "
-     "t_c = t_{1-α/(2m), df}; paired df = n-1, λ = ε√n/s_d; Welch df = 2n-2, λ = ε/(s_p√(2/n))",
-     "Cohen 1988 (noncentral t)", "`power`, `seeds_needed`"),
-    ("Budget-limited", "OLS slope b of the seed-mean curve over the last third of epochs; flagged "
-     "when P(T_{k-2} > b/se(b)) < 0.05 and the fitted rise over that third exceeds ε (the report's "
-     "min_gain)", "least-squares slope t test", "`budget_limited`"),
-    ("Sequential seeds (seeds: {start, max, step})", "every cell runs *start* seeds; after each look a pair "
-     "stops when its verdict is decided or its interval half-width < ε, else it and its baseline get *step* more "
-     "seeds, up to *max*; every verdict of such a study (the runner's and the report's) is taken at α/K, K = the "
-     "possible looks (start, start+step, ..., max), which keeps the chance of any wrong call ≤ α",
-     "Bonferroni over looks; Jennison & Turnbull 2000", "`sequential_look`, `look_alpha`, `verdict_alpha`, "
-     "`next_seeds`"),
-    ("Image-level mIoU interval", "resample images with replacement, mIoU of the summed counts "
-     "(classes with zero union left out), percentile interval", "Efron & Tibshirani 1993",
-     "`bootstrap_miou`"),
+    ("Outliers: trimmed test", "Yuen's t on 20%-trimmed means with winsorized variances (a value > 3.5 robust "
+     "sd from its cell's median, n ≥ 5)", "Yuen 1974", "`robust.yuen`"),
+    ("Few seeds: moderated t", "s̃² = (d₀s₀² + d·s²)/(d₀ + d), t = d̄/(s̃/√n), df = d₀ + d; d₀, s₀² fitted to "
+     "the family's variances by moments of log s²", "Smyth 2004", "`robust.moderated_t`"),
+    ("Equivalence within ±ε (TOST, unimodal only)", "p = max(P(T_df > (Δ+ε)/se), P(T_df < (Δ-ε)/se)); "
+     "equivalent ⇔ p < α ⇔ the (1-2α) interval lies inside ±ε", "Schuirmann 1987; Lakens 2017", "`tost`"),
+    ("Families", "the comparisons that answer one question (one task of a task grid; the references apart) "
+     "are corrected together", "—", "`Study.family_of`"),
+    ("Holm correction", "p̃_(i) = max_{j≤i} min(1, (m-j+1)·p_(j)) for p_(1) ≤ … ≤ p_(m)", "Holm 1979",
+     "`adjust`"),
+    ("Benjamini-Hochberg (correction: bh)", "p̃_(i) = min_{j≥i} min(1, m·p_(j)/j); controls the false "
+     "discovery rate", "Benjamini & Hochberg 1995", "`adjust`"),
+    ("Printed Δ interval", "at 1 - α/m (Bonferroni, conservative for Holm); clipped to ±100 and marked †",
+     "Dunn 1961", "`interval_level`"),
+    ("Verdict", "better/worse if p̃ < α (sign of Δ), \"and within ±ε\" when TOST p̃ < α too; else equivalent "
+     "if TOST p̃ < α; neither learned when no seed of either cell learned; else inconclusive",
+     "Lakens 2017 (equivalence + difference)", "`decide.decide_family`"),
+    ("Seeds that would decide", "smallest n at which the chosen test reaches 80% power at α/m under the "
+     "observed learn rates (two-valued) or the observed Δ and spread (unimodal), by simulation",
+     "Bouthillier et al. 2021 (variance of ML benchmarks)", "`power.seeds_for_power`"),
+    ("Feasibility pre-flight", "per family the smallest p the exact test can reach with the planned seeds "
+     "against α/m (Holm) or α (BH); undecidable plans refused", "—", "`feasibility.check_family`"),
+    ("Budget-limited", "per seed the first epoch ≥ the learned threshold (censored at the budget); "
+     "Kaplan-Meier fraction learned with Greenwood's log(-log) interval; limited ⇔ a first crossing in the "
+     "last third of the epochs (≥ 2) while a seed has not learned", "Kaplan & Meier 1958; Greenwood 1926",
+     "`budget_limited`, `km_learned`"),
+    ("Sequential seeds (seeds: {start, max, step})", "looks at start, start+step, ..., max; alpha spent by "
+     "the Lan-DeMets O'Brien-Fleming-type function (Pocock-type as an option), Holm across a family's pairs "
+     "at each look as a graphical procedure", "Lan & DeMets 1983; Jennison & Turnbull 2000; Maurer & Bretz "
+     "2013", "`sequential`, `spending`"),
+    ("Image-level intervals", "paired two-way percentile bootstrap: the same draw of seeds and images for both "
+     "cells, mIoU of the summed counts", "Efron & Tibshirani 1993", "`cell_bootstrap`, "
+     "`paired_bootstrap_delta`"),
 ]
 
 
 def methods_table() -> str:
     """The statistics used, as a Markdown table (statistic, formula, reference, function)."""
-    lines = ["Notation: n seeds a cell, m comparisons in the study, ε the margin, α = 0.05 the family "
+    lines = ["Notation: n seeds a cell, m comparisons in a family, ε the margin, α = 0.05 the family "
              "level.", "",
              "| statistic | formula | reference | `ablate.stats` |", "|---|---|---|---|"]
     lines += [f"| {name} | {formula} | {ref} | {fn} |" for name, formula, ref, fn in _METHODS]

@@ -404,57 +404,7 @@ def test_verdict_never_asks_for_fewer_seeds_than_one_more():
     assert v.label == "inconclusive" and v.seeds == 4
 
 
-# --- budget guard ------------------------------------------------------------------------------
-
-EPOCHS = 30
-
-
-def test_flat_plateau_is_not_budget_limited():
-    b = S.budget_limited([[0.1 * min(e, 10) / 10 + 0.5 for e in range(EPOCHS)]] * 3)
-    assert not b.limited and b.slope == 0.0 and b.p == 1.0 and b.window == 10
-
-
-def test_rising_line_is_budget_limited():
-    b = S.budget_limited([[0.3 + 0.01 * e for e in range(EPOCHS)]])
-    assert b.limited and b.slope == pytest.approx(0.01) and b.gain == pytest.approx(0.09)
-
-
-def test_noisy_rising_line_is_flagged_and_matches_linregress():
-    rng = np.random.default_rng(41)
-    curves = [0.3 + 0.004 * np.arange(EPOCHS) + rng.normal(0, 0.005, EPOCHS) for _ in range(3)]
-    b = S.budget_limited(curves)
-    window = np.mean(curves, axis=0)[-10:]
-    ref = stats.linregress(np.arange(20, 30), window, alternative="greater")
-    assert b.slope == pytest.approx(ref.slope, rel=1e-9)
-    assert b.se == pytest.approx(ref.stderr, rel=1e-9)
-    assert b.p == pytest.approx(ref.pvalue, rel=1e-7)
-    assert b.limited
-
-
-def test_noisy_plateau_is_flagged_about_alpha_of_the_time():
-    rng = np.random.default_rng(42)
-    rise = 0.6 * (1 - np.exp(-np.arange(EPOCHS) / 2.0))  # converged long before the last third
-    flagged = [S.budget_limited([rise + rng.normal(0, 0.01, EPOCHS) for _ in range(3)]).limited
-               for _ in range(400)]
-    assert np.mean(flagged) < 0.09  # one-sided 5% test on a flat window
-
-
-def test_budget_min_gain_ignores_a_tiny_steady_rise():
-    curve = 0.6 * (1 - np.exp(-np.arange(EPOCHS) / 8.0))  # still rising slightly, no noise
-    b = S.budget_limited([curve])
-    assert b.limited and 0 < b.gain < 0.05
-    assert not S.budget_limited([curve], min_gain=0.05).limited
-
-
-def test_budget_uses_the_mean_over_seeds_cut_to_the_shortest():
-    up = [0.5 + 0.01 * e for e in range(EPOCHS)]
-    down = [0.8 - 0.01 * e for e in range(EPOCHS)]
-    assert not S.budget_limited([up, down]).limited  # the mean curve is flat
-    b = S.budget_limited([up, up[:12]])
-    assert b.limited and b.window == 4
-    short = S.budget_limited([[0.1, 0.2]])
-    assert not short.limited and math.isnan(short.p)
-    assert not S.budget_limited([]).limited
+# (the budget rule's tests are in tests/stats/test_budget.py)
 
 
 # --- sequential seeds --------------------------------------------------------------------------
