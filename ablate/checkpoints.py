@@ -19,6 +19,7 @@ put back on every rank (the ranks draw alike from the same seed).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import shutil
@@ -50,21 +51,40 @@ def checkpoint_files(folder: str | Path) -> list[Path]:
     return sorted((p for p in named if steps[p].isdigit()), key=lambda p: int(steps[p]), reverse=True)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish(tmp: Path, final: Path) -> None:
     """Make a written temp file the checkpoint ``final``: fsync it, rename, fsync the folder.
-    A kill at any point leaves either no ``final`` or a complete one."""
-    with open(tmp, "rb+") as f:
+    A kill at any point leaves either no ``final`` or a complete one. A temp file that is not
+    there (Lightning's writer swallows a PermissionError) or a failing fsync or rename is a
+    :class:`~ablate.errors.RetryableError` naming the real cause, the temp file removed."""
+    from .atomic import fsync_dir
+
+    try:
+        if not tmp.exists():
+            _probe_write(tmp)  # Lightning's writer gave up silently: say why
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _save_error(final, e) from None
+    fsync_dir(final.parent)
+
+
+def _probe_write(tmp: Path) -> None:
+    """Write ``tmp`` ourselves to raise the OSError that Lightning's writer swallowed."""
+    with open(tmp, "wb") as f:
+        f.write(b"probe")
+        f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    tmp.unlink()
+    raise OSError(errno.EIO, "the checkpoint file was not written (Lightning's writer failed without saying why)",
+                  str(tmp))
+
+
+def _save_error(final: Path, e: OSError):
+    from .errors import disk_error
+
+    return disk_error(final, e, "write the trial's checkpoint")
 
 
 def prune(folder: str | Path, keep: int) -> list[Path]:
@@ -172,8 +192,15 @@ class TrialCheckpoints(Callback):
         final = self.folder / name
         tmp = self.folder / f".{name}.tmp-{os.getpid()}"
         if trainer.is_global_zero:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)  # every rank; rank 0 writes
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _save_error(final, e) from None
+        try:
+            trainer.save_checkpoint(tmp)  # every rank; rank 0 writes
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _save_error(final, e) from None
         if trainer.is_global_zero:
             publish(tmp, final)
             prune(self.folder, self.keep)

@@ -1,4 +1,7 @@
-"""User-facing errors: one paragraph, exit code 2, never a traceback.
+"""User-facing errors: one paragraph, never a traceback. A mistake in a study file or on the
+command line is a :class:`StudyError` (exit 2, nothing was run); a fault of the machine or its
+services (a full disk, a read-only folder, a storage server that stays away) is a
+:class:`RetryableError` (exit 3: the same command again goes on where it stopped).
 
 Every message that quotes what the user wrote quotes it through :func:`brief`, so a huge value
 (a long string, a list of millions of items, an alias-expanded tree) is summarised, never
@@ -7,6 +10,7 @@ echoed; :class:`StudyError` cuts whatever still comes out too long.
 from __future__ import annotations
 
 import datetime
+import errno
 import sys
 import textwrap
 
@@ -114,3 +118,55 @@ class StudyError(Exception):
 def exit_with(err: StudyError) -> "NoReturn":  # noqa: F821
     print(textwrap.fill(err.paragraph(), width=100, break_on_hyphens=False, break_long_words=False), file=sys.stderr)
     raise SystemExit(2)
+
+
+EXIT_RETRY = 3  # the exit status of a RetryableError (see ``python -m ablate.run --help``)
+# errors of a disk or folder that no retry within seconds can fix: said at once, with the path
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+_DISK_WORDS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+               errno.EFBIG: "the file size limit was reached (ulimit -f, or the file system's own)",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "the operation is not permitted"}
+
+
+class RetryableError(Exception):
+    """A fault of the environment, not of the study: ``what`` is the file, folder or storage
+    concerned, ``message`` what happened and what to do. One paragraph, exit 3."""
+
+    def __init__(self, what: str, message: str):
+        self.what, self.message = _cut(str(what), MAX_KEY_CHARS * 2), _cut(message, MAX_MESSAGE_CHARS)
+        super().__init__(self.paragraph())
+
+    def paragraph(self) -> str:
+        return (f"error: {self.what}: {self.message} Finished trials are kept: run the same command again once it "
+                "is fixed.")
+
+
+def disk_reason(e: OSError) -> str:
+    """What an OSError of a disk or folder means, in words ('the disk is full (No space ...)')."""
+    words = _DISK_WORDS.get(e.errno)
+    detail = e.strerror or type(e).__name__
+    return f"{words} ({detail})" if words else detail
+
+
+def disk_error(path, e: OSError, doing: str = "write") -> RetryableError:
+    """A RetryableError for a file or folder that could not be written (or read, made...)."""
+    return RetryableError(str(path), f"could not {doing} it: {disk_reason(e)}. Free some space or fix the "
+                          "folder's permissions; the previous file, if any, is left as it was.")
+
+
+def disk_fault(e: BaseException) -> OSError | None:
+    """The OSError of a full disk or a forbidden or read-only folder in ``e`` or its causes
+    (an exception raised while handling one included), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def exit_retry(err: RetryableError) -> "NoReturn":  # noqa: F821
+    print(textwrap.fill(err.paragraph(), width=100, break_on_hyphens=False, break_long_words=False), file=sys.stderr)
+    raise SystemExit(EXIT_RETRY)

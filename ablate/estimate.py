@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import StudyError, exit_with
+from .errors import StudyError, brief, exit_with
 from .models.registry import lookup
 
 # the standard training split sizes, for a real-data study whose data is not on this machine
@@ -240,6 +240,149 @@ def render(study, rows: list[Row], notes: list[str], device: torch.device, itera
                  f"another" + (f", {total * world / 3600:,.1f} device-hours ({world} devices per trial)"
                                if world > 1 else "") + ".")
     return "\n".join(lines)
+
+
+# -- bounds the runner checks before anything is written (``ablate run``, its --dry-run too) --------------
+
+STEP_FLOOR_S = 1e-3  # no training step is taken to be faster than this (a tiny model on a fast GPU)
+MAX_PLAN_S = 365 * 86400.0  # a plan that needs more compute than this even at that floor is refused
+YEAR_S = 365.25 * 86400
+
+
+def check_plan(study) -> None:
+    """Refuse, before anything is written, a plan that cannot finish or cannot fit here: one
+    whose training steps, each at :data:`STEP_FLOOR_S`, come to more than :data:`MAX_PLAN_S`
+    (:func:`plan_steps`), or a cell whose model needs more memory than this machine's device
+    has (:func:`training_bytes`). StudyError naming the key to change and the estimate."""
+    steps, trials, key = plan_steps(study)
+    seconds = steps * STEP_FLOOR_S
+    if seconds > MAX_PLAN_S:
+        raise StudyError(str(study.path), key, f"the plan is {trials:,} trial(s) of {steps:,} training steps in all; "
+                         f"even at {STEP_FLOOR_S * 1e3:g} ms a step (faster than any trial runs) that is "
+                         f"{long_duration(seconds)} of compute, beyond the {long_duration(MAX_PLAN_S)} a plan may "
+                         f"take. Lower {key} (ablate estimate times the real steps).")
+    _check_memory(study)
+
+
+def plan_steps(study) -> tuple[int, int, str]:
+    """(training steps of the plan, its trials, the key that sets their length), counted low:
+    ``train.iterations``, else epochs x full batches of ``data.train_images`` (one batch when the
+    split's size is not in the study); a sequential study's start seeds; nothing read from disk."""
+    cells = _cells(study)
+    pairs = [(cells[0], s) for s in study.seeds[:1]] * study.search["n_trials"] if study.search else study.trials()
+    steps, key = 0, "train.epochs"
+    for cell, _ in pairs:
+        train = cell.train
+        if getattr(train, "iterations", 0):
+            steps, key = steps + int(train.iterations), "train.iterations"
+            continue
+        n = getattr(cell.data, "train_images", 0) or 1
+        steps += int(train.epochs) * max(1, n // max(1, int(train.batch_size)))
+    return steps, len(pairs), key
+
+
+def long_duration(seconds: float) -> str:
+    """'127 years', '3.5 days', '5.0 h' (three significant figures at most)."""
+    if seconds >= 2 * YEAR_S:
+        return f"{seconds / YEAR_S:,.3g} years" if seconds < 1000 * YEAR_S else f"{seconds / YEAR_S:,.0f} years"
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.3g} days"
+    return _hours(seconds)
+
+
+def memory_limit(study) -> tuple[int, str]:
+    """The memory one trial's device has: the first CUDA device's when the study trains on one,
+    else this machine's RAM; and its name in words."""
+    if study.trainer.accelerator != "cpu" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(0).total_memory), "the GPU"
+    import os
+
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "this machine's RAM"
+
+
+def training_bytes(config: dict, world: int) -> dict | None:
+    """The least memory a trial of ``config`` needs to train, by part, from its model built on
+    PyTorch's meta device (shapes only, nothing allocated, no weights read) and one forward of
+    one image there: 4 bytes x the parameters x 4 (weights, gradients, AdamW's two moments; 3
+    with SGD) for the backbone, the block and the rest, and each layer's output for the
+    per-device batch (kept for the backward). None when the model cannot be built there."""
+    from .models.segmenter import Segmenter
+
+    cfg = _timing_config(config)
+    train, data = cfg["train"], cfg["data"]
+    side = tuple(data.get("crop_size") or (data.get("size", 64),) * 2)
+    batch = max(1, min(int(train["batch_size"]), int(data.get("train_images") or train["batch_size"])) // world)
+    try:
+        with torch.device("meta"):
+            model = Segmenter(2, cfg["backbone"], cfg["mechanism"], cfg["args"], cfg.get("head") or {},
+                              seed=int(cfg["seed"]))
+    except Exception:  # noqa: BLE001 - a model the meta device cannot build: the doctor and the trial judge it
+        return None
+    copies = 3 if train.get("optimizer", "adamw") == "sgd" else 4
+    count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+    backbone, block = count(model.backbone), count(getattr(model, "attention", None))
+    parts = {"backbone": 4 * copies * backbone, "block": 4 * copies * block,
+             "head": 4 * copies * (count(model) - backbone - block), "activations": 0}
+    outputs = [0]
+    hooks = [m.register_forward_hook(lambda m, i, o: outputs.__setitem__(0, outputs[0] + o.numel())
+                                     if isinstance(o, torch.Tensor) else None)
+             for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 3, *side, device="meta"))
+        parts["activations"] = 4 * outputs[0] * batch
+    except Exception:  # noqa: BLE001 - an op without a meta kernel: the parameters alone
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return {**parts, "batch": batch, "params": count(model)}
+
+
+def _check_memory(study) -> None:
+    limit, where = memory_limit(study)
+    seen = set()
+    for cell in _cells(study):
+        config = study.trial_config(cell, study.seeds[0])
+        what = repr([config[k] for k in ("backbone", "mechanism", "args", "head", "data", "train")])
+        if what in seen:
+            continue
+        seen.add(what)
+        need = training_bytes(config, study.trainer.world_size)
+        if need is None:
+            continue
+        parts = {k: need[k] for k in ("backbone", "block", "head", "activations")}
+        total = sum(parts.values())
+        if total <= limit:
+            continue
+        key, value = _largest_part_key(config, max(parts, key=parts.get), need["batch"])
+        raise StudyError(str(study.path), key, f"a trial of cell {cell.title()} needs at least {_gib(total)} of "
+                         f"memory to train ({need['params']:,} parameters: {_gib(total - parts['activations'])} "
+                         f"with their gradients and optimiser state; {_gib(parts['activations'])} of activations "
+                         f"for a batch of {need['batch']}), more than the {_gib(limit)} of {where}; {key} = "
+                         f"{brief(value)} makes the largest part: lower it.")
+
+
+def _largest_part_key(config: dict, part: str, batch: int) -> tuple[str, object]:
+    """The study key behind the largest part of a trial's memory, and its value."""
+    if part == "backbone":
+        backbone = config["backbone"]
+        for k in ("width", "depth"):
+            if isinstance(backbone.get(k), int):
+                return f"model.backbone.{k}", backbone[k]
+        return "model.backbone.name", backbone.get("name")
+    if part == "block":
+        return "model.args" if config["args"] else "model.mechanism", config["args"] or config["mechanism"]
+    if part == "head":
+        return "model.head", config.get("head")
+    if batch > 1:
+        return "train.batch_size", config["train"]["batch_size"]
+    data = config["data"]
+    return ("data.crop_size", data["crop_size"]) if "crop_size" in data else ("data.size", data.get("size"))
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import StudyError, exit_with
+from .errors import RetryableError, StudyError, exit_retry, exit_with
 from .report_md import fingerprint_lines, render  # noqa: F401 - the Markdown, and names tests use
 from .report_rows import (ALPHA, COST_REPEATS, COST_WARMUP, block_shape, describe_setup,  # noqa: F401
                           judge, search_cells, table)
@@ -176,8 +176,13 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     (:mod:`ablate.report_formats`); with ``wandb`` (default: at the end of a run whose study and
     command line did not turn W&B off) an offline W&B summary run under ``run_dir``
     (:mod:`ablate.wandb_summary`); ``reuse_costs``: the latency and memory of the previous
-    ``<study>.json`` there (:mod:`ablate.report_costs`) instead of measuring. Returns the Markdown's path."""
+    ``<study>.json`` there (:mod:`ablate.report_costs`) instead of measuring. Returns the Markdown's path.
+
+    Every file is written atomically (:mod:`ablate.atomic`): a write that fails (disk full, quota,
+    ``ulimit -f``, a folder made read-only) leaves that file as it was, the hand-written notes
+    below the Markdown's last line included, and raises :class:`ablate.errors.RetryableError`."""
     from . import storage as st
+    from .atomic import make_folder, write_text
     from .report_costs import reuse
     from .report_formats import write_formats
 
@@ -195,12 +200,12 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
         run_info = run_totals(run_info, data["finished"])
         data["run"] = run_info
     out = Path(reports_dir) / f"{study.name}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     tab = table(study, data)
     figs = _figures(study, tab, data)
     md = render(study, data, st.redact(url), tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs])
     md += _notes(out)
-    out.write_text(md)
+    write_text(out, md)  # whole or not at all: a failed write keeps the previous report and its notes
     write_formats(study, data, tab, md, [(stem, cap, text) for stem, cap, text, _ in figs], out.parent)
     if wandb if wandb is not None else _wandb_wanted(study, run_info):
         from .wandb_summary import log_study
@@ -308,6 +313,8 @@ def main(argv=None) -> int:
                             reuse_costs=args.reuse_costs)
     except StudyError as e:
         exit_with(e)
+    except RetryableError as e:  # a full disk, a read-only reports folder: the previous files are intact
+        exit_retry(e)
     others = ", ".join(f"{path.stem}.{ext}" for ext in ("html", "tex", "csv", "json"))
     print(f"report written to {path} (and {others}, figures in {path.parent / path.stem}/)")
     return 0

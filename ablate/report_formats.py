@@ -186,19 +186,21 @@ def _footnote(study, tab: dict, level: str) -> str:
 
 def write_formats(study, data: dict, tab: dict, md: str, figs: list, reports_dir: Path) -> dict[str, Path]:
     """Write the figures' SVG files, the HTML, TeX, CSV and JSON beside ``reports_dir/<study>.md``;
-    ``figs``: (stem, caption, SVG text). Returns format -> path."""
+    ``figs``: (stem, caption, SVG text). Returns format -> path. Each file is written atomically
+    (:mod:`ablate.atomic`): a failed write leaves it as it was and raises RetryableError."""
     from . import report_html
+
+    from .atomic import make_folder, write_text
 
     out = {}
     fig_dir = reports_dir / study.name
     if figs:
-        fig_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(fig_dir)
     for stem, _, text in figs:
-        (fig_dir / f"{stem}.svg").write_text(text)
+        write_text(fig_dir / f"{stem}.svg", text)
     svgs = {f"{study.name}/{stem}.svg": (cap, text) for stem, cap, text in figs}
     for fmt, text in (("html", report_html.render(study, tab, md, svgs)), ("tex", table_tex(study, tab)),
                       ("csv", trials_csv(study, tab, data)),
                       ("json", json.dumps(table_json(study, tab, data), indent=1, ensure_ascii=False) + "\n")):
-        out[fmt] = reports_dir / f"{study.name}.{fmt}"
-        out[fmt].write_text(text)
+        out[fmt] = write_text(reports_dir / f"{study.name}.{fmt}", text)
     return out

@@ -26,14 +26,16 @@ import time
 import uuid
 from pathlib import Path
 
-from .errors import StudyError, exit_with
+from .errors import EXIT_RETRY, RetryableError, StudyError, exit_retry, exit_with
 from .run_claims import LOOKS_ATTR, comparison_pairs, sequential_summary, trial_attrs  # noqa: F401 - tests use them
-from .run_worker import TrialReporter, Worker, study_counts, threads_for, worker_loop  # noqa: F401
+from .run_worker import (PARENT_ENV, TrialReporter, Worker, interrupt_signal, interrupt_status,  # noqa: F401
+                         interrupt_words, stopping_on_signals, study_counts, threads_for, watch_parent, worker_loop)
 from .run_claims import trial_attrs as _trial_attrs  # noqa: F401 - the old private names
 from .run_worker import Worker as _Worker, threads_for as _threads  # noqa: F401
 
 
-EXIT_FAILED, EXIT_RETRY = 1, 3
+EXIT_FAILED = 1
+STOP_WAIT_S = 60.0  # how long an interrupted runner waits for its --workers to stop before it kills them
 EXIT_STATUS = """exit status:
   0    no trial of the study has failed (trials left to run by --max-trials, or running in another
        runner, are not failures)
@@ -41,9 +43,13 @@ EXIT_STATUS = """exit status:
        model's forward or backward): final, listed in the report
   2    a mistake in the study file or on the command line, or a storage, run folder or reports
        folder that cannot be used: one paragraph on stderr, nothing was run
-  3    some trials failed for a reason of the harness or its environment (tracking, storage, files):
-       run the same command again to retry them (the report lists them)
-  130  interrupted (Ctrl-C): run the same command again to resume"""
+  3    some trials failed for a reason of the harness or its environment (tracking, storage, files),
+       or the run stopped on one (a full disk, a read-only folder, a storage that stayed away for
+       $ABLATE_STORAGE_RETRY_S seconds; one paragraph naming it): run the same command again
+  130  interrupted by SIGINT (Ctrl-C): every worker stops, its trial is kept to resume; run the
+       same command again to resume
+  143  interrupted by SIGTERM (kill PID, a scheduler's stop): the same as 130; a worker whose
+       runner is killed with SIGKILL stops by itself within seconds"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers); "
                    "a study's train.threads wins (it is part of the cell key)")
     p.add_argument("--dry-run", action="store_true", help="print the trial plan (cells x seeds) and exit")
+    p.add_argument("--allow-undecidable", action="store_true",
+                   help="run a plan whose seeds cannot decide some family of comparisons (a screen)")
     p.add_argument("--print-config", metavar="N", help="print the resolved config of plan trial N (1-based) or 'all'")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--no-wandb", action="store_true", help="do not log to W&B")
@@ -161,20 +169,40 @@ def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None)
         if args.max_trials:
             cmd += ["--max-trials", str(args.max_trials)]
         # the URL goes by environment, not argv: command lines are public (ps) and W&B records them
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", st.STORAGE_ENV: url}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", st.STORAGE_ENV: url, PARENT_ENV: str(os.getpid())}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i]
-        procs.append(subprocess.Popen(cmd, env=env))
+        try:
+            procs.append(subprocess.Popen(cmd, env=env))
+        except BaseException:
+            _stop_workers(procs, signal.SIGTERM)
+            raise
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
+        _stop_workers(procs, interrupt_signal())
         raise
     return codes
+
+
+def _stop_workers(procs: list, signum: int) -> None:
+    """Stop every worker still running: ``signum`` (each stops at its next Python instruction,
+    records its trial as interrupted and exits), then SIGKILL for any still there after
+    :data:`STOP_WAIT_S` seconds (its trial is then reaped as lost; both resume)."""
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(OSError):
+                p.send_signal(signum)
+    deadline = time.monotonic() + STOP_WAIT_S
+    for p in procs:
+        while True:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except subprocess.TimeoutExpired:
+                p.kill()
+            except KeyboardInterrupt:  # a second Ctrl-C while waiting: no more waiting
+                deadline = 0.0
 
 
 def _check_args(args) -> None:
@@ -219,15 +247,11 @@ def _check_folder(path: Path, key: str, what: str) -> None:
                          f"give a writable folder with {key} or run from one.")
 
 
-def _prepare(study, args) -> tuple[Path, str]:
-    """The run folder and storage URL, checked before any trial runs: the storage is a known
-    kind and opens (server reachable, login accepted, journal readable), the run and report
-    folders are writable folders. A failure is a StudyError, and leaves no folder it made."""
-    import optuna
-
+def _locate(study, args) -> tuple[Path, str]:
+    """The run folder and storage URL, checked before anything is made: the storage is a known
+    kind, the run and report folders are writable folders (or can be made). StudyError if not."""
     from . import storage as st
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.storage:
         st.check_storage(args.storage, "--storage")
     elif os.environ.get(st.STORAGE_ENV) and not args.worker:
@@ -236,7 +260,24 @@ def _prepare(study, args) -> tuple[Path, str]:
     if not args.no_report and not args.worker:
         _check_folder(Path(args.reports_dir), "--reports-dir", "reports folder")
     _check_folder(run_dir, "--run-dir", "run folder")
-    url = st.storage_url(run_dir, args.storage)
+    return run_dir, st.storage_url(run_dir, args.storage)
+
+
+def _prepare(study, args) -> tuple[Path, str]:
+    """The run folder and storage URL, checked before any trial runs (:func:`_locate`), then the
+    folder made and the storage opened (server reachable, login accepted, journal readable). A
+    failure is a StudyError, and leaves no folder it made."""
+    return _open(study, *_locate(study, args))
+
+
+def _open(study, run_dir: Path, url: str) -> tuple[Path, str]:
+    """Make the run folder and open (or create) the study in storage; a failure is a StudyError
+    and removes the folders it made."""
+    import optuna
+
+    from . import storage as st
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     made = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,8 +315,17 @@ def _load(args):
 
 
 def main(argv=None) -> int:
+    """The command (see the module's docstring and ``--help``); returns the exit status.
+    SIGINT and SIGTERM stop it, and its workers, as Ctrl-C does (exit 130 or 143)."""
+    with stopping_on_signals():
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     t_start, started_at = time.perf_counter(), time.time()
     args = parse_args(argv)
+    if args.worker and os.environ.get(PARENT_ENV, "").isdigit():
+        watch_parent(int(os.environ[PARENT_ENV]))  # the runner killed with -9: stop within seconds
     study = _load(args)
     if isinstance(study, int):  # a smoke run's exit status
         return study
@@ -288,24 +338,33 @@ def main(argv=None) -> int:
 
             print(effective_yaml(args.study, args.overrides))
         print_plan(study)
-        return 0
+        return _stats_preflight(study, args, power=True)
     if args.print_config:
         return _print_config(study, args)
 
+    if not args.worker and _stats_preflight(study, args, power=False):
+        return 2
     from . import storage as st
 
     # W&B records sys.argv and the report prints the command: neither may hold a password
     sys.argv[:] = [st.redact(a) for a in sys.argv]
     if not args.worker:
         os.environ[st.RUN_ENV] = uuid.uuid4().hex[:12]  # this invocation; its --workers inherit it
-    try:
-        run_dir, url = _prepare(study, args)
+    try:  # everything checked before anything is written: a refusal leaves no run folder behind
+        if not args.worker:
+            _check_plan(study)
+        run_dir, url = _locate(study, args)
         gpus = _worker_gpus(study, args.workers) if args.workers > 1 and not args.worker else None
+        server = "://" in url  # a server is checked before the first line; a journal is made after the checks
+        if server or args.worker:
+            _open(study, run_dir, url)
+        if not args.worker:
+            _announce(study, args, url)
+        if not (server or args.worker):
+            _open(study, run_dir, url)
     except StudyError as e:
         exit_with(e)
     os.environ.setdefault("WANDB_DIR", str(run_dir))
-    if not args.worker:
-        _announce(study, args, url)
     try:
         if args.workers > 1 and not args.worker:
             if gpus:
@@ -313,15 +372,39 @@ def main(argv=None) -> int:
             codes, totals = _spawn_workers(args, url, run_dir, gpus), None
         else:
             codes, totals = [0], worker_loop(study, url, run_dir, args)
+        if args.worker:
+            return 0
+        return _finish(study, url, args, argv, codes, totals, time.perf_counter() - t_start, started_at)
     except KeyboardInterrupt:
-        print("\nablate: interrupted; run the same command again to resume (finished trials are kept).",
-              file=sys.stderr)
-        return 130
+        print(f"\nablate: {interrupt_words()}; run the same command again to resume (finished trials are kept, "
+              "the trials in flight resume from their checkpoints).", file=sys.stderr, flush=True)
+        return interrupt_status()
     except StudyError as e:
         exit_with(e)
-    if args.worker:
-        return 0
-    return _finish(study, url, args, argv, codes, totals, time.perf_counter() - t_start, started_at)
+    except RetryableError as e:  # a full disk, a read-only folder, a storage that stayed away
+        exit_retry(e)
+
+
+def _check_plan(study) -> None:
+    """Refuse a plan that cannot run here before anything is written (StudyError naming the
+    key): more compute than :data:`ablate.estimate.MAX_PLAN_S` even at the fastest step, or a
+    model too large for this machine's memory (:func:`ablate.estimate.check_plan`)."""
+    from .estimate import check_plan
+
+    check_plan(study)
+
+
+def _stats_preflight(study, args, power: bool) -> int:
+    """Print whether the planned seeds can decide each family (``ablate/run_preflight.py``); an
+    undecidable plan exits 2 here unless allowed (nothing is written before)."""
+    from .run_preflight import checks, print_checks, refusal
+
+    found = checks(study, power=power)
+    print_checks(found)
+    err = refusal(study, found, getattr(args, "allow_undecidable", False))
+    if err is not None:
+        exit_with(err)
+    return 0
 
 
 def _announce(study, args, url: str) -> None:
@@ -334,11 +417,10 @@ def _announce(study, args, url: str) -> None:
     print(f"ablate: study {study.name} -> storage {st.redact(url)}; {count}; "
           f"{args.workers} worker(s) x {threads_for(args, study)} thread(s)", flush=True)
     if not args.no_doctor and not _preflight(study):
-        exit_with(StudyError(str(study.path), "model.mechanism",
-                             "the health pre-flight found a hard error (printed above: a block that cannot be "
-                             "built or run, or NaN/Inf at initialisation); fix the block or the factor it "
-                             "names (python -m ablate.doctor for details), or pass --no-doctor to run anyway. "
-                             "Nothing was run."))
+        raise StudyError(str(study.path), "model.mechanism", "the health pre-flight found a hard error (listed "
+                         "above: a block that cannot be built or run, or NaN/Inf at initialisation); fix the block or "
+                         "the factor it names (python -m ablate.doctor for details), or pass --no-doctor to run "
+                         "anyway.")
 
 
 def _preflight(study) -> bool:
@@ -389,6 +471,8 @@ def _finish(study, url: str, args, argv, codes: list[int], totals, wall: float, 
     code = EXIT_RETRY if retry else EXIT_FAILED if final else 0
     if any(c == 2 for c in codes):
         return 2
+    if any(c == EXIT_RETRY for c in codes):  # a worker stopped on a full disk or a storage outage (said above)
+        return EXIT_RETRY
     if any(c not in (0, 130) for c in codes):  # a worker died (its output says why)
         return max(code, EXIT_FAILED)
     return code

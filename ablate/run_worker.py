@@ -9,9 +9,13 @@ each epoch (:class:`TrialReporter`), stamps the heartbeat while a trial runs and
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import dataclasses
 import functools
 import os
+import signal
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -21,6 +25,68 @@ from .run_claims import LOOKS_ATTR, choose, statuses
 from .trial_config import TrialConfig
 
 MAX_HARNESS_STREAK = 3  # harness failures in a row after which a worker stops (the next run retries)
+PARENT_ENV = "ABLATE_PARENT_PID"  # a --workers child's runner: the child stops when that process is gone
+PARENT_POLL_S = 1.0  # how often a worker looks whether its runner still lives (besides PR_SET_PDEATHSIG)
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal this process gets when its parent dies
+_stop: dict = {"signal": None}  # the first SIGINT/SIGTERM this invocation received
+
+
+@contextlib.contextmanager
+def stopping_on_signals():
+    """SIGINT and SIGTERM stop this process as Ctrl-C does (a KeyboardInterrupt in the main
+    thread: the trial in flight is recorded as interrupted, its checkpoints kept), once: a repeat
+    while it stops is ignored, so the recording is not cut short. The signal is remembered
+    (:func:`interrupt_words`, :func:`interrupt_status`); the previous handlers come back after."""
+    _stop["signal"] = None
+
+    def handler(signum, frame):
+        if _stop["signal"] is not None:
+            return
+        _stop["signal"] = signum
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in before:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def interrupt_signal() -> int:
+    """The signal that stopped this invocation (SIGINT when it was a plain KeyboardInterrupt)."""
+    return _stop["signal"] or signal.SIGINT
+
+
+def interrupt_words() -> str:
+    """'interrupted (SIGTERM)' or 'interrupted (SIGINT)'."""
+    return f"interrupted ({signal.Signals(interrupt_signal()).name})"
+
+
+def interrupt_status() -> int:
+    """The exit status of an interrupted invocation: 128 + the signal (130 SIGINT, 143 SIGTERM)."""
+    return 128 + int(interrupt_signal())
+
+
+def watch_parent(parent: int) -> None:
+    """In a worker of ``--workers``: stop (as on SIGTERM, at once) when the runner ``parent``
+    dies, even by ``kill -9``: the kernel's parent-death signal (Linux ``prctl``), and a thread
+    that compares ``os.getppid()`` with ``parent`` every :data:`PARENT_POLL_S` seconds (other
+    systems, and a parent that died before the ``prctl``)."""
+    with contextlib.suppress(Exception):  # not Linux, or no libc: the polling alone
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+    def poll() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=poll, name="ablate-parent-watch", daemon=True).start()
 
 
 def threads_for(args, study=None) -> int:
@@ -212,10 +278,16 @@ def run_claimed(w: Worker, claim) -> str:
             result["wall_s"] = time.perf_counter() - t0  # closing the W&B run is the harness's time too
             outcome = st.record_result(w.store, tid, result)
     except KeyboardInterrupt:
-        st.record_failure(w.store, tid, "interrupted", "interrupted (Ctrl-C); run again to resume")
+        st.record_failure(w.store, tid, "interrupted", f"{interrupt_words()}; run again to resume")
         finish_wandb(logger, 130)
         raise
     except Exception as e:  # noqa: BLE001 - any failure is recorded, the study goes on
+        stop = _environment_fault(e)
+        if stop is not None:  # a full disk or a forbidden folder: every next trial would fail alike
+            st.record_failure(w.store, tid, "harness", stop.message)
+            w.progress.say(f"{head}: stopped (the next run resumes it): {' '.join(stop.what.split())}")
+            finish_wandb(logger, 1)
+            raise stop from None
         kind = failure_kind(e)
         reason = str(e) if isinstance(e, (TrialFailed, HarnessFailed)) else f"{type(e).__name__}: {e}"
         if kind == "harness" and not isinstance(e, HarnessFailed) and not w.traced:
@@ -233,6 +305,20 @@ def run_claimed(w: Worker, claim) -> str:
     else:
         w.progress.say(f"{head}: val mIoU {points(result['value'])}  ({wall:.0f}s)")
     return outcome
+
+
+def _environment_fault(e: BaseException):
+    """The RetryableError that should stop the worker for ``e`` (None: a trial's failure like any
+    other): one of ours (a checkpoint or file that could not be written, a storage that stayed
+    away), or an OSError of a full disk or forbidden folder that names its path."""
+    from .errors import RetryableError, disk_error, disk_fault
+
+    if isinstance(e, RetryableError):
+        return e
+    fault = disk_fault(e)
+    if fault is not None and fault.filename:
+        return disk_error(fault.filename, fault)
+    return None
 
 
 def _resumed(w: Worker, tid: int, head: str, info: dict, history: list[float]) -> None:

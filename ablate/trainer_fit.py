@@ -25,6 +25,7 @@ from .checkpoints import TrialCheckpoints
 from .costs import forward_flops, param_count
 from .data.lightning import Batches, RealBatches, tensors
 from .data.real import build_real_datasets, is_real, spec_from_dict
+from .errors import RetryableError
 from .fingerprint import fingerprint
 from .image_counts import ATTR as IMAGE_COUNTS, encode as encode_counts
 from .models.resnet import PretrainedWeightsError
@@ -107,8 +108,9 @@ class EpochHook(Callback):
         if trainer.world_size > 1:  # every rank must stop together, or the others wait forever
             bad = trainer.strategy.reduce_boolean_decision(bool(bad), all=False)
         if bad:
-            raise TrialFailed(f"non-finite training loss ({float(loss)}) at epoch {trainer.current_epoch}, "
-                              f"batch {batch_idx}")
+            # both 1-based, as the progress lines count epochs ("epoch 1/2")
+            raise TrialFailed(f"non-finite training loss ({float(loss)}) at epoch {trainer.current_epoch + 1}, "
+                              f"batch {batch_idx + 1}")
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or not pl_module.history:
@@ -204,14 +206,20 @@ def fit_mapping_failures(trainer, module, datamodule, ckpt_path: str | None = No
     """``trainer.fit`` (from ``ckpt_path`` when given), its failures sorted: Ctrl-C back as
     KeyboardInterrupt, out of memory and the model's own exceptions as :class:`TrialFailed`, the
     harness's re-raised."""
+    sigint = signal.getsignal(signal.SIGINT)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
-    except SystemExit:
-        # Lightning turns Ctrl-C into sys.exit(1) and ignores further SIGINTs; give the runner
-        # the KeyboardInterrupt back so it records the trial as interrupted and exits 130.
+    except SystemExit as e:
+        # Lightning turns Ctrl-C (and the runner's SIGTERM, raised as one) into sys.exit(1) and
+        # ignores further SIGINTs; give the runner the KeyboardInterrupt back (and its SIGINT
+        # handler) so it records the trial as interrupted and exits 130 or 143.
         if trainer.state.status == TrainerStatus.INTERRUPTED:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, sigint if callable(sigint) else signal.default_int_handler)
             raise KeyboardInterrupt from None
+        # anything else is the model's code (a plugin calling sys.exit): the trial's own failure,
+        # never the end of the worker
+        raise TrialFailed(f"the model's code called sys.exit({e.code!r}) in training") from None
+    except RetryableError:  # a checkpoint that could not be written: the disk, not the trial
         raise
     except torch.OutOfMemoryError as e:  # pragma: no cover - needs a GPU
         raise TrialFailed(f"out of memory: {e}") from None
