@@ -17,6 +17,7 @@ A plan whose families cannot decide is refused by the runner unless the study is
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 MAX_PLAN_SEEDS = 60
@@ -66,16 +67,22 @@ def seeds_to_decide(test: str, level: float, cap: int = MAX_PLAN_SEEDS) -> int |
 def check_family(family: str, m: int, n: int, alpha: float, correction: str, margin: float, sd: float,
                  learn_rates: tuple[float, float], test: str = "perm", power: bool = True) -> FamilyCheck:
     """One family's feasibility (``margin`` and ``sd`` in fractions)."""
-    from . import power as pw
     from .exact import min_p
 
     level = first_step_level(alpha, m, correction)
     mp = min_p(test, n, n) if n >= 2 else 1.0
     need = seeds_to_decide(test, level)
-    two = norm = None
-    if power:
-        two = pw.seeds_for_power(test, pw.TwoValued(*learn_rates), level, target=0.8, max_seeds=MAX_PLAN_SEEDS,
-                                 reps=1000)
-        norm = pw.seeds_for_power("paired_t", pw.Normal(margin, sd), level, target=0.8, max_seeds=MAX_PLAN_SEEDS,
-                                  reps=1000)
+    two, norm = _power_seeds(test, tuple(learn_rates), level, margin, sd) if power else (None, None)
     return FamilyCheck(family, m, n, level, test, mp, mp < level, need, two, norm)
+
+
+@functools.lru_cache(maxsize=256)
+def _power_seeds(test: str, learn_rates: tuple, level: float, margin: float, sd: float) -> tuple:
+    """(seeds for 80% power under the two-valued model, under the normal model), simulated; cached
+    (the families of a task grid share them)."""
+    from . import power as pw
+
+    two = pw.seeds_for_power(test, pw.TwoValued(*learn_rates), level, target=0.8, max_seeds=MAX_PLAN_SEEDS, reps=1000)
+    norm = pw.seeds_for_power("paired_t", pw.Normal(margin, sd), level, target=0.8, max_seeds=MAX_PLAN_SEEDS,
+                              reps=1000)
+    return two, norm
