@@ -90,12 +90,18 @@ def seeds_rows(reps: int) -> list[str]:
     return lines
 
 
+SOURCES = ["ablate/stats/exact.py", "ablate/stats/robust.py", "ablate/stats/power.py", "ablate/stats/ttests.py",
+           "benchmarks/stats_power.py"]  # the code that computes these numbers
+
+
 def _commit() -> str:
+    """HEAD, and which of SOURCES differed from it when the numbers were made."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ablate/stats", "benchmarks/stats_power.py"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes to ablate/stats)" if dirty else "")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *SOURCES],
+                               capture_output=True, text=True, check=True).stdout.split("\n")
+        dirty = [line[3:] for line in dirty if line.strip()]
+        return out.stdout.strip() + (f" (uncommitted changes in {', '.join(dirty)})" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
