@@ -3,9 +3,13 @@
 Three kinds, each named in a study by an importable ``module:attribute`` (``my_package.blocks:
 GatedContext``), and mechanisms also by name once a package declares them:
 
-* **Mechanism** (``model.mechanism`` or a ``mechanism`` factor value): a block class (or a
-  function building one) called as ``Block(channels, **factors)`` whose module maps ``(B, C, H,
-  W)`` to ``(B, C, H, W)``; or a :class:`~ablate.attention.vocab.Preset` of one. Its factors are
+* **Mechanism** (``model.mechanism`` or a ``mechanism`` factor value): a block class (an
+  ``nn.Module`` subclass, or a function building one: registered with :func:`builder`, or
+  defined in the plugin's module with ``channels`` as its first argument) called as
+  ``Block(channels, **factors)`` whose module maps ``(B, C, H, W)`` to ``(B, C, H, W)``; or a
+  :class:`~ablate.attention.vocab.Preset` of one. What ``module:attr`` names is checked before
+  anything calls it (:func:`check_kind`): ``sys:exit``, ``os:_exit`` or ``subprocess:Popen``
+  are refused, and a ``SystemExit`` raised by plugin code is a :class:`PluginError` too. Its factors are
   its ``FACTORS`` (the built-ins' ``Factor`` records) or, without them, its constructor's annotated
   keyword arguments with defaults (``bool``, ``int``, ``float``, ``Literal[...]``;
   :func:`ablate.attention.vocab.derive_factors`). An installed package declares presets under the
@@ -56,11 +60,12 @@ from torch import nn
 from .attention.vocab import Preset, SchemaError
 from .errors import brief
 from .plugins_backbones import BackboneSpec, backbone_geometry, backbone_spec, build_backbone
-from .plugins_load import PATH_ENV, PluginError, is_spec, load_object, make_importable, options_of, said
+from .plugins_load import (PATH_ENV, PluginError, builder, check_kind, is_spec, load_object, make_importable,
+                           options_of, said)
 from .plugins_tasks import TaskSpec, check_image, load_task, task_data, task_spec, task_spec_from_dict
 
 __all__ = [
-    "GROUP", "PATH_ENV", "PLUGIN_FAMILY", "CHECK_CHANNELS", "CHECK_SIDE", "PluginError", "is_spec", "make_importable",
+    "GROUP", "PATH_ENV", "PLUGIN_FAMILY", "builder", "check_kind", "CHECK_CHANNELS", "CHECK_SIDE", "PluginError", "is_spec", "make_importable",
     "load_object", "options_of", "as_preset", "check_block", "mechanism", "installed_presets", "TaskSpec", "load_task",
     "task_spec", "check_image", "task_spec_from_dict", "task_data", "BackboneSpec", "backbone_spec", "build_backbone",
     "backbone_geometry",
@@ -71,6 +76,9 @@ PLUGIN_FAMILY = "plugin"  # the family of a plugin preset that names none of abl
 CHECK_CHANNELS = 32  # the contract check's channels (the small backbone's default width)
 CHECK_SIDE = 8  # ... and its feature map side
 _NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+KIND_RULE = ("a mechanism plugin is a torch.nn.Module subclass built as Block(channels, **factors), a Preset, or a "
+             "function registered with @ablate.plugins.builder (or defined in your module with `channels` as its "
+             "first argument)")
 
 
 # -- mechanisms --------------------------------------------------------------------------------------
@@ -89,6 +97,7 @@ def as_preset(obj: Any, name: str, plugin: str, package: str = "") -> Preset:
         if not callable(obj):
             what = brief(obj) if isinstance(obj, (str, int, float)) else f"a {type(obj).__name__}"
             raise PluginError(plugin, f"it is {what}, not a block class, a function that builds a block, or a Preset.")
+        check_kind(obj, plugin, "channels", KIND_RULE)  # before anything calls it
         return Preset(name, obj, summary=_summary(obj), family=PLUGIN_FAMILY, package=package)
     except SchemaError as e:
         raise PluginError(plugin, f"its factors cannot be read from {getattr(obj, '__name__', 'it')}: {e}.") from None
@@ -105,14 +114,14 @@ def check_block(preset: Preset, plugin: str, channels: int = CHECK_CHANNELS, sid
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         try:
             block = preset.build(channels)
-        except Exception as e:  # noqa: BLE001 - the plugin's own constructor
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - the plugin's own constructor
             raise PluginError(plugin, f"building it as Block({channels}) with its default factors raised "
                               f"{said(e)}.") from None
         if not isinstance(block, nn.Module):
             raise PluginError(plugin, f"building it gave a {type(block).__name__}, not a torch.nn.Module.")
         try:
             y = block(x)
-        except Exception as e:  # noqa: BLE001
+        except (Exception, SystemExit) as e:  # noqa: BLE001
             raise PluginError(plugin, f"its forward on a tensor of shape {shape} raised {said(e)}; the contract "
                               "is (B, C, H, W) in, the same shape out.") from None
     got = tuple(y.shape) if isinstance(y, torch.Tensor) else f"a {type(y).__name__}"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import StudyError, brief
-from .plugins_load import PluginError, is_spec, load_object, option_values, options_of, said
+from .plugins_load import PluginError, check_kind, is_spec, load_object, option_values, options_of, said
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +39,8 @@ def backbone_spec(raw: Mapping, where: str, prefix: str = "model.backbone.",
     plugin = f"backbone plugin {brief(name)}"
     try:
         cls = load_object(name, "backbone", Path(where).parent)
+        check_kind(cls, plugin, None, "a backbone plugin is a torch.nn.Module subclass, or a function registered "
+                   "with @ablate.plugins.builder (or defined in your module) that builds one")
         options = options_of(cls, plugin, ())
         if {"name", "options"} & set(options):
             raise PluginError(plugin, "its keyword arguments may not be called name or options (ablate's own "
@@ -76,7 +78,7 @@ def _geometry(name: str, options: tuple) -> tuple[int, int]:
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         try:
             net = build_backbone({"name": name, **dict(options)})
-        except Exception as e:  # noqa: BLE001 - the plugin's constructor
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - the plugin's constructor
             raise PluginError(plugin, f"building it with {dict(options)} raised {said(e)}.") from None
         channels, stride = getattr(net, "out_channels", None), getattr(net, "stride", None)
         if not isinstance(net, nn.Module) or not all(isinstance(v, int) and v >= 1 for v in (channels, stride)):
@@ -85,7 +87,7 @@ def _geometry(name: str, options: tuple) -> tuple[int, int]:
                               f"stride={brief(stride)}.")
         try:
             y = net(torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0)))
-        except Exception as e:  # noqa: BLE001
+        except (Exception, SystemExit) as e:  # noqa: BLE001
             raise PluginError(plugin, f"its forward on a (2, 3, {side}, {side}) image batch raised "
                               f"{said(e)}.") from None
     sides = {side // stride, -(-side // stride)}

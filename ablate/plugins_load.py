@@ -1,6 +1,8 @@
 """Plugins by ``module:attr``: making the study's folder importable, importing the named object,
-reading a task's or backbone's options from its annotated keyword arguments, and the one error
-every broken plugin raises (:class:`PluginError`).
+checking what the name refers to before anything calls it (:func:`check_kind`: an ``nn.Module``
+subclass or a registered function, so ``sys:exit`` or ``os:_exit`` never runs), reading a task's or
+backbone's options from its annotated keyword arguments, and the one error every broken plugin
+raises (:class:`PluginError`).
 
 The study's folder and then the current directory are appended to ``sys.path`` (appended, so an
 installed package of the same name wins) and recorded in ``$ABLATE_PLUGIN_PATH`` for worker and
@@ -82,6 +84,8 @@ def load_object(spec: str, what: str, base: str | Path | None = None) -> Any:
         raise PluginError(plugin, f"importing module {module_name!r} failed: {said(e)}.") from None
     except Exception as e:  # noqa: BLE001 - whatever the module's own code raises
         raise PluginError(plugin, f"importing module {module_name!r} failed: {said(e)}.") from None
+    except SystemExit as e:  # the module's own code called sys.exit: not the end of ablate
+        raise PluginError(plugin, f"importing module {module_name!r} called sys.exit({e.code!r}).") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -91,6 +95,64 @@ def load_object(spec: str, what: str, base: str | Path | None = None) -> Any:
                               f"{', '.join(names[:20]) or 'none'}.")
         obj = getattr(obj, part)
     return obj
+
+
+# -- what a module:attr may name: resolved without calling anything -----------------------------------
+
+BUILDER_ATTR = "__ablate_builder__"  # set by :func:`builder` on a function registered as a plugin
+
+
+def builder(fn):
+    """Register a function that builds a block or a backbone as a plugin (a decorator): such a
+    function may be named by ``module:attr`` although it is no ``nn.Module`` class."""
+    if not inspect.isfunction(fn):
+        raise TypeError(f"ablate.plugins.builder registers a function defined with def, got {type(fn).__name__}")
+    setattr(fn, BUILDER_ATTR, True)
+    return fn
+
+
+def describe(obj: Any) -> str:
+    """What an object is, in words, without calling it: 'the built-in function sys.exit', 'the
+    class subprocess.Popen', 'the function shutil.rmtree', '3', 'a dict'."""
+    name = f"{getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+    if inspect.isclass(obj):
+        return f"the class {name}"
+    if inspect.isbuiltin(obj) or type(obj).__name__ in ("builtin_function_or_method", "method-wrapper"):
+        return f"the built-in function {name}"
+    if inspect.isfunction(obj) or inspect.ismethod(obj):
+        return f"the function {name}"
+    if isinstance(obj, (str, int, float)) and not isinstance(obj, bool):
+        return brief(obj)
+    return f"a {type(obj).__name__}"
+
+
+def _from_stdlib(obj: Any) -> bool:
+    top = (getattr(obj, "__module__", None) or "").split(".")[0]
+    return top in getattr(sys, "stdlib_module_names", ()) or top in ("builtins", "")
+
+
+def check_kind(obj: Any, plugin: str, first: str, what: str) -> None:
+    """Refuse, before anything calls it, what a ``module:attr`` names unless it is a subclass
+    of ``torch.nn.Module``, a function registered with :func:`builder`, or a function defined
+    outside the standard library whose first parameter is ``first`` (the contract's
+    ``Block(channels, ...)`` / ``Backbone(...)``): ``sys:exit``, ``os:_exit``, ``os:system``,
+    ``subprocess:Popen`` or ``shutil:rmtree`` never run. ``what``: the plugin's kind in words."""
+    from torch import nn
+
+    if inspect.isclass(obj):
+        if issubclass(obj, nn.Module):
+            return
+        raise PluginError(plugin, f"it is {describe(obj)}, not a torch.nn.Module subclass; {what}.")
+    if inspect.isfunction(obj) and getattr(obj, BUILDER_ATTR, False) is True:
+        return
+    if inspect.isfunction(obj) and not _from_stdlib(obj):
+        params = list(inspect.signature(obj).parameters)
+        if first is None or (params and params[0] == first):
+            return
+        raise PluginError(plugin, f"it is {describe(obj)}, whose first argument is "
+                          f"{repr(params[0]) if params else 'missing'}, not {first!r}; {what}.")
+    raise PluginError(plugin, f"it is {describe(obj)}, not a block class or a function registered as a plugin; "
+                      f"{what}.")
 
 
 # -- options of tasks and backbones (their keyword arguments, as a mechanism's factors) ---------------

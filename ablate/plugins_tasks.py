@@ -82,7 +82,7 @@ def task_spec(raw: Mapping, where: str, prefix: str = "data.", base: TaskSpec | 
         check_image(make(*_rng(spec, 0), **values), spec.size, classes, f"task plugin {brief(name)}")
     except PluginError as e:
         raise e.at(where, prefix + "name") from None
-    except Exception as e:  # noqa: BLE001 - the generator's own code
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the generator's own code
         raise StudyError(where, prefix + "name", f"task plugin {brief(name)}: drawing an image raised "
                          f"{said(e)}.") from None
     return spec

@@ -4,6 +4,7 @@ the path and exit 3, the previous file intact (the hand-written notes under a re
 from __future__ import annotations
 
 import errno
+import json
 import os
 import resource
 import subprocess
@@ -108,3 +109,80 @@ def test_a_checkpoint_folder_that_cannot_be_written_stops_the_run_with_the_real_
     ostudy = __import__("optuna").load_study(study_name=study.name, storage=trials)
     kinds = [t.system_attrs.get(st.ATTR + "fail_kind") for t in ostudy.get_trials(deepcopy=False)]
     assert kinds == ["harness"], "one trial tried, recorded as the harness's, the worker stopped"
+
+
+# --------------------------------------------------------------------------------------------
+# plugin references are resolved without calling anything; SystemExit in plugin code is exit 2
+# --------------------------------------------------------------------------------------------
+
+PLUGIN_STUDY = """
+name: plug
+model:
+  backbone: {{name: small_cnn, width: 8, depth: 2}}
+  mechanism: {mechanism}
+data: {{name: synthetic, task: global_cue, train_images: 32, val_images: 16}}
+train: {{epochs: 1, batch_size: 16, threads: 1}}
+seeds: 1
+tracking: {{wandb: false}}
+"""
+
+EXITING = '''
+import sys
+from torch import nn
+
+
+class ExitsInForward(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+
+    def forward(self, x):
+        sys.exit(7)
+'''
+
+
+CASES = {"sys:exit": "the built-in function sys.exit", "os:_exit": "the built-in function posix._exit",
+         "subprocess:Popen": "the class subprocess.Popen", "shutil:rmtree": "the function shutil.rmtree",
+         "exiting_h25:ExitsInForward": "raised SystemExit: 7"}
+LOADER = """
+import json, sys
+from ablate.errors import StudyError
+from ablate.study import load_study
+out = {}
+for name in sys.argv[1:]:
+    try:
+        load_study(name + ".yaml")
+        out[name] = "loaded"
+    except StudyError as e:
+        out[name] = e.paragraph()
+print(json.dumps(out))
+"""
+
+
+def test_a_plugin_reference_cannot_end_the_process(tmp_path):
+    """A mechanism naming a function of the standard library (before: exit 32, no output, from
+    ``sys:exit``) or a block whose forward calls sys.exit: a StudyError naming the plugin and
+    what was found, nothing called; in one process, which must live through every case."""
+    (tmp_path / "exiting_h25.py").write_text(EXITING)
+    for i, mechanism in enumerate(CASES):
+        (tmp_path / f"case{i}.yaml").write_text(PLUGIN_STUDY.format(mechanism=mechanism))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-c", LOADER, *(f"case{i}" for i in range(len(CASES)))], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    said = json.loads(res.stdout.strip().splitlines()[-1])
+    for i, (mechanism, found) in enumerate(CASES.items()):
+        flat = _flat(said[f"case{i}"])
+        assert f"key 'model.mechanism': mechanism plugin '{mechanism}'" in flat and found in flat, flat
+        assert flat.count("Nothing was run.") == 1
+
+
+@pytest.mark.parametrize("args", [["ablate.run", "s.yaml", "model.mechanism=os:_exit", "--dry-run"],
+                                  ["ablate.doctor", "bad.yaml"]])
+def test_the_commands_refuse_a_plugin_that_would_exit(tmp_path, args):
+    (tmp_path / "s.yaml").write_text(PLUGIN_STUDY.format(mechanism="none"))
+    (tmp_path / "bad.yaml").write_text(PLUGIN_STUDY.format(mechanism="sys:exit"))
+    res = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    flat = _flat(res.stderr)
+    assert "mechanism plugin '" in flat and "the built-in function" in flat and flat.endswith("Nothing was run.")
