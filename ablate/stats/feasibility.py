@@ -35,12 +35,13 @@ class FamilyCheck:
     seeds_to_decide: int | None  # fewest seeds with min_p < level
     seeds_power_two_valued: int | None
     seeds_power_normal: int | None
+    powered: bool = True  # whether the power was simulated (the start of a run skips it: --dry-run has it)
 
     def line(self) -> str:
         ok = "can decide" if self.decidable else "CANNOT decide two-valued outcomes"
         need = "" if self.decidable else f"; exact tests need ≥ {self.seeds_to_decide} seeds a cell"
         pw = (f"80% power needs {_n(self.seeds_power_two_valued)} seeds (two-valued) / "
-              f"{_n(self.seeds_power_normal)} (normal)")
+              f"{_n(self.seeds_power_normal)} (normal)") if self.powered else "power: see --dry-run"
         return (f"{self.family}: m = {self.m}, {self.n} seeds, {self.test} smallest p = {self.min_p:.2g} vs level "
                 f"{self.level:.2g}: {ok}{need}; {pw}")
 
@@ -73,7 +74,7 @@ def check_family(family: str, m: int, n: int, alpha: float, correction: str, mar
     mp = min_p(test, n, n) if n >= 2 else 1.0
     need = seeds_to_decide(test, level)
     two, norm = _power_seeds(test, tuple(learn_rates), level, margin, sd) if power else (None, None)
-    return FamilyCheck(family, m, n, level, test, mp, mp < level, need, two, norm)
+    return FamilyCheck(family, m, n, level, test, mp, mp < level, need, two, norm, power)
 
 
 @functools.lru_cache(maxsize=256)
