@@ -179,7 +179,7 @@ def t_pvalues(d: np.ndarray, counts: Sequence[int]) -> np.ndarray:
 _CAL_REPS = 500_000
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=6)
 def _null_paths(counts: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Seeded normal null paths: the t p-values and the known-variance z p-values at the looks (float32)."""
     rng = np.random.default_rng(_CAL_SEED)
