@@ -64,14 +64,14 @@ def look_levels(alpha: float, start: int, max_seeds: int, step: int = 1, kind: s
 
 def verdict_alpha(alpha: float, sequential: Mapping | None = None) -> float:
     """``alpha`` for a fixed set of seeds; for sequential seeds (``{"start", "max", "step"}``, and
-    optionally ``"spending"``: obf | pocock) the nominal level of the last look for one
-    comparison. A sequential study's verdicts are those of :func:`replay`, whose levels depend
+    optionally ``"spending"``: obf | pocock) the t-calibrated level of the last look for one
+    comparison (:func:`ablate.stats.spending.t_levels`). A sequential study's verdicts are those of :func:`replay`, whose levels depend
     on the look and on the family's rejections; this single number is only what the last look
     tests a lone comparison at."""
     if not sequential:
         return alpha
-    return look_levels(alpha, sequential["start"], sequential["max"], sequential.get("step", 1),
-                       sequential.get("spending", "obf"))[-1]
+    counts = look_counts(sequential["start"], sequential["max"], sequential.get("step", 1))
+    return t_levels(counts, alpha, sequential.get("spending", "obf"))[-1]
 
 
 def spend_looks(n_looks: int, m: int, level: Callable[[int], np.ndarray], p_at: Callable, stop_at: Callable | None = None,
