@@ -55,8 +55,12 @@ def _intro_lines(study, data: dict, tab: dict) -> list[str]:
     if study.search:
         lines += [f"Search: {study.search['n_trials']} trials, {study.search['sampler']} sampler, one seed each; "
                   "rows are the sampled points, best first, and deltas are taken against the best.", ""]
+    if (study.analysis or {}).get("screening"):
+        lines += ["**Screening study.** Its seeds were planned knowing they cannot decide two-valued outcomes in "
+                  "every family (the pre-flight said so); read its verdicts as a screen for what to run with more "
+                  "seeds.", ""]
     return lines + [f"Metric: `{study.metric}` (mIoU in points, 0-100) {describe_setup(study)}. "
-                    "Cell intervals are 95% t intervals over seeds.", "",
+                    "Cell intervals are 95% t intervals over seeds (clipped to 0-100 and marked †).", "",
                     _judging_sentence(study, tab["comps"], tab["info"]), ""]
 
 
@@ -80,7 +84,7 @@ def _table_lines(study, data: dict, tab: dict, costs: dict) -> tuple[list[str], 
             if x["decision"].label in ("better", "worse"):
                 verdict = f"**{verdict}**"
             verdicts.append((r["reference"], _verdict_line(x, r["reference"], limited, study.margin)))
-        ci = "n/a" if r["ci"] is None else f"[{_pts(r['ci'][0])}, {_pts(r['ci'][1])}]"
+        ci = "n/a" if r["ci"] is None else f"[{_pts(r['ci'][0])}, {_pts(r['ci'][1])}]" + ("†" if r.get("ci_clipped") else "")
         mean = "—" if r["n"] == 0 else f"{_pts(r['mean'])} ± {_pts(r['std'])}"
         mean += " (budget-limited)" if r["limited"] else ""
         seeds = f"{r['n']}/{'≤' if study.sequential else ''}{r['planned']}" + (f" ({r['pruned']} pruned)" if r["pruned"] else "")

@@ -173,7 +173,8 @@ def _row(study, data, c, base, comps, lim, ref_keys, planned, n_pruned) -> dict:
     recs = data["records"].get(c.key, [])
     row = {"cell": c, "title": c.title(), "key": c.key, "mechanism": c.mechanism, "factors": c.label_dict,
            "reference": c.key in ref_keys, "n": s.n, "planned": planned, "pruned": n_pruned.get(c.key, 0),
-           "mean": s.mean, "std": s.std, "ci": None if math.isnan(s.half_width) else s.ci,
+           "mean": s.mean, "std": s.std, "ci": None if math.isnan(s.half_width) else _clip01(s.ci),
+           "ci_clipped": not math.isnan(s.half_width) and _clip01(s.ci) != s.ci,
            "limited": c.key in lim, "base": base.key if base is not None else None,
            "attn_params": recs[0].get("attention_params") if recs else None,
            "attn_flops": recs[0].get("attention_flops") if recs else None, "attn_ms": None, "attn_peak_mib": None}
@@ -197,6 +198,11 @@ def _row(study, data, c, base, comps, lim, ref_keys, planned, n_pruned) -> dict:
                    verdict_text=label_text(x, study.margin), p_diff=x["p_diff"], p_tost=x["p_tost"], p_raw=dec.p,
                    test=dec.test, test_reason=dec.reason, family=dec.family, family_m=dec.m, outcome=dec.kind)
     return row
+
+
+def _clip01(ci: tuple) -> tuple:
+    """A cell's interval kept inside the metric's range [0, 1] (the report marks a clipped one)."""
+    return max(0.0, ci[0]), min(1.0, ci[1])
 
 
 def _learned(data: dict, threshold, key: str) -> tuple | None:
