@@ -30,7 +30,13 @@ from scipy import stats as _st
 
 from .budget import Budget, budget_limited, km_learned, learn_epochs, learned_by_text
 from .images import ImageBoot, cell_bootstrap, paired_bootstrap_delta
-from .sequential import Look, look_alpha, look_counts, next_seeds, sequential_look, verdict_alpha
+from .exact import boschloo, min_p, perm_test, signflip_test
+from .robust import ModT, Prior, fit_prior, moderated_t, yuen
+from .sequential import decide as sequential_decide  # ablate.stats.decide is the verdict module
+from .sequential import (Decision, Look, Replay, look_alpha, look_counts, look_fractions, look_levels,
+                         next_seeds, replay, sequential_look, spend_looks, verdict_alpha)
+from .spending import KINDS as SPENDING_KINDS
+from .spending import boundaries, nominal_levels, obrien_fleming, pocock, spent, t_levels
 from .ttests import (CORRECTIONS, Diff, Summary, Tost, adjust, compare, interval_level, paired_diff, summarize,
                           tost, unpaired_diff, welch_diff)
 from .verdicts import LABELS, Judged, Verdict, decided, judge_family, label, printable, seeds_needed, verdict
@@ -40,7 +46,10 @@ __all__ = [
     "CORRECTIONS", "Diff", "Summary", "Tost", "adjust", "compare", "interval_level", "paired_diff", "summarize", "tost",
     "unpaired_diff", "welch_diff",
     "LABELS", "Judged", "Verdict", "decided", "judge_family", "label", "t_power", "printable", "seeds_needed", "verdict",
-    "Look", "look_alpha", "look_counts", "next_seeds", "sequential_look", "verdict_alpha",
+    "Decision", "Look", "Replay", "sequential_decide", "look_alpha", "look_counts", "look_fractions", "look_levels", "next_seeds",
+    "replay", "sequential_look", "spend_looks", "verdict_alpha",
+    "SPENDING_KINDS", "boundaries", "nominal_levels", "obrien_fleming", "pocock", "spent", "t_levels",
+    "boschloo", "min_p", "perm_test", "signflip_test", "ModT", "Prior", "fit_prior", "moderated_t", "yuen",
     "Budget", "budget_limited", "km_learned", "learn_epochs", "learned_by_text", "ImageBoot", "cell_bootstrap",
     "paired_bootstrap_delta", "Boot", "miou_from_counts", "bootstrap_miou", "methods_table",
 ]
@@ -94,13 +103,13 @@ def bootstrap_miou(intersections, unions, n_boot: int = 2000, seed: int = 0, lev
 
 _METHODS = [
     ("Cell mean interval", "x̄ ± t_{1-α/2, n-1}·s/√n", "Student 1908", "`summarize`"),
-    ("Learned or not", "a seed learned when its mIoU ≥ the study's `learned_above`, or ≥ f + max(10, (top - f)/2) "
+    ("Learned or not", "a seed learned when its mIoU ≥ the study's learned_above, or ≥ f + max(10, (top - f)/2) "
      "points with f the no-attention cell's mean on the task and top its best seed", "—",
      "`outcomes.learn_threshold`"),
     ("k of n learned", "exact binomial interval of the learn rate", "Clopper & Pearson 1934",
      "`outcomes.clopper_pearson`"),
     ("Two-valued comparison (some seeds learned, some not)", "exact two-sample permutation of the 2n values "
-     "(C(2n, n) relabelings), p = #{|T*| ≥ |T|}/C(2n, n); or the exact sign-flip of the paired Δ (2^n), or "
+     "(C(2n, n) relabelings), p = #{T* as extreme as T}/C(2n, n); or the exact sign-flip of the paired Δ (2^n), or "
      "Boschloo's exact test of k_a/n vs k_b/n; interval: the shifts the test does not reject",
      "Fisher 1935; Pitman 1937; Boschloo 1970; Lehmann 1975", "`exact.perm_test`, `exact.signflip_test`, "
      "`exact.boschloo`, `decide.shift_interval`"),
@@ -134,10 +143,12 @@ _METHODS = [
      "Kaplan-Meier fraction learned with Greenwood's log(-log) interval; limited ⇔ a first crossing in the "
      "last third of the epochs (≥ 2) while a seed has not learned", "Kaplan & Meier 1958; Greenwood 1926",
      "`budget_limited`, `km_learned`"),
-    ("Sequential seeds (seeds: {start, max, step})", "looks at start, start+step, ..., max; alpha spent by "
-     "the Lan-DeMets O'Brien-Fleming-type function (Pocock-type as an option), Holm across a family's pairs "
-     "at each look as a graphical procedure", "Lan & DeMets 1983; Jennison & Turnbull 2000; Maurer & Bretz "
-     "2013", "`sequential`, `spending`"),
+    ("Sequential seeds (seeds: {start, max, step})", "looks at start, start+step, ..., max (information "
+     "fraction n/max); alpha spent by the Lan-DeMets O'Brien-Fleming-type function (Pocock-type as an option), "
+     "boundaries by the Armitage-McPherson-Rowe recursion; Holm across a family's pairs at each look as a "
+     "graphical procedure (a rejected pair passes its level on); the t test's levels calibrated by simulation",
+     "Lan & DeMets 1983; O'Brien & Fleming 1979; Pocock 1977; Jennison & Turnbull 2000; Maurer & Bretz 2013",
+     "`sequential.replay`, `spending.boundaries`"),
     ("Image-level intervals", "paired two-way percentile bootstrap: the same draw of seeds and images for both "
      "cells, mIoU of the summed counts", "Efron & Tibshirani 1993", "`cell_bootstrap`, "
      "`paired_bootstrap_delta`"),

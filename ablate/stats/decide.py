@@ -13,8 +13,10 @@ design, and says why:
 - unimodal outcomes (every seed learned, none did, or no floor to classify against): the paired
   t test over shared seeds (Welch's t otherwise); Yuen's 20%-trimmed test when a cell has an
   outlier (a value more than 3.5 robust standard deviations from its median) and at least 5
-  seeds; Smyth's moderated t (variance pooled across the family's unimodal comparisons) when
-  seeds are few (≤ 4) and the family has at least 3 such comparisons.
+  seeds. Smyth's moderated t (:func:`ablate.stats.robust.moderated_t`) is not chosen: with its
+  prior estimated from a handful of comparisons it rejected 1.0-1.3x alpha at 0.05 and up to 6.5x
+  at 0.05/112 in our simulations (tests/stats/test_robust.py), and a procedure that exceeds alpha
+  is not used for a verdict.
 
 :func:`decide_family` adjusts the chosen tests' p-values within each family (``correction``),
 adds TOST equivalence for unimodal comparisons and writes the verdict: better / worse /
@@ -33,8 +35,6 @@ from .ttests import Diff, adjust, compare, interval_level, tost
 
 TWO_VALUED_TESTS = ("perm", "signflip", "boschloo")
 OUTLIER_Z = 3.5  # robust z (median / 1.4826·MAD) beyond which a value is an outlier
-MODERATE_BELOW = 5  # moderated t when a comparison has fewer seeds than this ...
-MODERATE_MIN_FAMILY = 3  # ... and its family has at least this many unimodal comparisons
 MAX_ADVICE_SEEDS = 50
 
 
@@ -95,8 +95,7 @@ def has_outlier(vals: Sequence[float]) -> bool:
     return bool(mad > 0 and np.any(np.abs(x - med) > OUTLIER_Z * mad))
 
 
-def choose_test(kind: str, paired: bool, n: int, outliers: bool, unimodal_in_family: int,
-                two_valued_test: str = "perm") -> tuple[str, str]:
+def choose_test(kind: str, paired: bool, n: int, outliers: bool, two_valued_test: str = "perm") -> tuple[str, str]:
     """(test, reason) for one comparison; see the module docstring."""
     if kind == "two_valued":
         why = {"perm": "exact permutation of the 2n values (C(2n, n) relabelings)",
@@ -109,8 +108,6 @@ def choose_test(kind: str, paired: bool, n: int, outliers: bool, unimodal_in_fam
              "unclassified": "no floor to classify against"}[kind]
     if outliers and n >= 5:
         return "yuen", f"{shape}, an outlier: Yuen's 20%-trimmed t"
-    if paired and n < MODERATE_BELOW and unimodal_in_family >= MODERATE_MIN_FAMILY:
-        return "moderated_t", f"{shape}, {n} seeds: moderated paired t (variance pooled over the family)"
     return ("paired_t", f"{shape}: paired t") if paired else ("welch_t", f"{shape}: Welch t")
 
 
@@ -138,35 +135,21 @@ def _first_pass(comps: Sequence[Comparison], two_valued_test: str) -> list[dict]
         counts = None if ka is None else (ka[0], ka[1], kb[0], kb[1])
         rows.append({"c": c, "a": a, "b": b, "paired": paired, "kind": kind, "counts": counts,
                      "d": compare(c.a, c.b, shared=True), "outliers": has_outlier(a) or has_outlier(b)})
-    uni = {}
-    for r in rows:
-        if r["kind"] != "two_valued" and r["paired"]:
-            uni[r["c"].family] = uni.get(r["c"].family, 0) + 1
     for r in rows:
         n = min(len(r["a"]), len(r["b"]))
-        r["test"], r["reason"] = choose_test(r["kind"], r["paired"], n, r["outliers"], uni.get(r["c"].family, 0),
-                                             two_valued_test)
+        r["test"], r["reason"] = choose_test(r["kind"], r["paired"], n, r["outliers"], two_valued_test)
     return rows
 
 
 def _pvalues(rows: list[dict]) -> None:
-    """Fill each row's raw p (moderated t computed per family over its unimodal paired rows)."""
-    from . import robust
-
-    fams: dict[str, list] = {}
+    """Fill each row's raw p-value from its chosen test (nan with fewer than 2 values a cell)."""
     for r in rows:
-        if r["test"] == "moderated_t":
-            fams.setdefault(r["c"].family, []).append(r)
-        elif min(len(r["a"]), len(r["b"])) < 2:
+        if min(len(r["a"]), len(r["b"])) < 2:
             r["p"] = math.nan
         elif r["test"] in ("paired_t", "welch_t"):
             r["p"] = r["d"].p
         else:
             r["p"] = _pvalue(r["test"], r["a"], r["b"], r["paired"], r["counts"])
-    for group in fams.values():
-        diffs = [np.asarray(r["a"]) - np.asarray(r["b"]) for r in group]
-        for r, res in zip(group, robust.moderated_t(diffs)):
-            r["p"] = float(res.p)
 
 
 def decide_family(comps: Sequence[Comparison], margin: float, alpha: float = 0.05, correction: str = "holm",
@@ -276,7 +259,8 @@ def _advise(dec: Decision, r: dict, alpha: float, m: int) -> None:
         if not (math.isfinite(sd) and sd > 0) or r["d"].mean == 0:
             dec.advice = "no spread or no difference observed"
             return
-        model = pw.Normal(float(r["d"].mean), float(sd))
+        # Normal.sd is one cell's spread; a paired Diff's sd is the differences' (√2 times it at rho 0)
+        model = pw.Normal(float(r["d"].mean), float(sd / math.sqrt(2) if r["paired"] else sd))
         test = "paired_t" if r["paired"] else "welch_t"
     n = pw.seeds_for_power(test, model, alpha / m, target=0.8, max_seeds=MAX_ADVICE_SEEDS, reps=1000)
     if n is None:

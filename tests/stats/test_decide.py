@@ -129,10 +129,10 @@ def test_the_whole_procedure_holds_alpha_under_two_valued_nulls(n, m, rate, rho)
 def test_forcing_the_paired_t_back_on_two_valued_outcomes_breaks_the_error_rate(monkeypatch):
     real = D.choose_test
 
-    def t_always(kind, paired, n, outliers, uni, test="perm"):
+    def t_always(kind, paired, n, outliers, test="perm"):
         if kind == "two_valued":
             return "paired_t", "forced"
-        return real(kind, paired, n, outliers, uni, test)
+        return real(kind, paired, n, outliers, test)
 
     monkeypatch.setattr(D, "choose_test", t_always)
     reps = 1500

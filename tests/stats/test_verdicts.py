@@ -117,8 +117,8 @@ def test_better_equivalent_and_inconclusive_with_the_seeds_that_would_decide(tmp
     weak = comps[cells[0.004].key]["decision"]
     # the advice: the seeds at which the paired t reaches 80% power at the observed Δ and spread (simulated)
     d = np.asarray(DIFFS[0.004])
-    want = max(seeds_for_power("paired_t", Normal(float(d.mean()), float(weak.d.sd)), 0.05 / 3, target=0.8,
-                               max_seeds=50, reps=1000), len(SEEDS) + 1)
+    model = Normal(float(d.mean()), float(weak.d.sd) / np.sqrt(2))  # Normal.sd: one cell's spread
+    want = max(seeds_for_power("paired_t", model, 0.05 / 3, target=0.8, max_seeds=50, reps=1000), len(SEEDS) + 1)
     assert weak.seeds == want
     rows = _table(render(study, _data(values), "test"))
     assert rows[cells[0.002].title()]["verdict"] == "**better**"
