@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -43,6 +44,9 @@ def stopping_on_signals():
         if _stop["signal"] is not None:
             return
         _stop["signal"] = signum
+        retry = sys.modules.get("ablate.storage_retry")  # a storage call in flight ends first
+        if retry is not None and retry.hold_signal():
+            return
         raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():

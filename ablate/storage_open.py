@@ -107,28 +107,35 @@ def _connect_args(url: str) -> dict:
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """The Optuna storage of ``url``. A server that cannot be reached or refuses the login, a
-    missing driver, or a journal broken in the middle is a StudyError (one paragraph)."""
+    """The Optuna storage of ``url``, every later call retried through outages
+    (:class:`ablate.storage_retry.RetryingStorage`). A server that cannot be reached or refuses the
+    login now, a missing driver, or a journal broken in the middle is a StudyError (one paragraph)."""
+    from .storage_retry import RetryingStorage
+
     if "://" not in url:
         try:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             check_journal(url)
-            return optuna.storages.journal.JournalStorage(JournalBackend(url, lock_obj=JournalFlock(url)))
+            return RetryingStorage(optuna.storages.journal.JournalStorage(JournalBackend(url, lock_obj=JournalFlock(url))),
+                                   url)
         except OSError as e:
             raise storage_error(url, e) from None
     import sqlalchemy
+    from optuna.storages._cached_storage import _CachedStorage
 
     try:
         if url.startswith("postgres"):
             # Optuna creates its tables and types on first use, check-then-create; workers starting
             # together on an empty database would race in PostgreSQL's catalog (the losers die of a
             # duplicate key), so they open the storage one at a time
-            with _pg_lock(url, _SCHEMA_KEY):
-                return optuna.storages.RDBStorage(engine_url(url), engine_kwargs={"pool_pre_ping": True,
-                                                                                  **_connect_args(url)})
-        return optuna.storages.RDBStorage(url)
+            with _pg_lock(url, _SCHEMA_KEY, retry=False):
+                rdb = optuna.storages.RDBStorage(engine_url(url), engine_kwargs={"pool_pre_ping": True,
+                                                                                 **_connect_args(url)})
+        else:
+            rdb = optuna.storages.RDBStorage(url)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, OSError) as e:
         raise storage_error(url, e) from None
+    return RetryingStorage(_CachedStorage(rdb), redact(url))  # Optuna's own cache, as load_study would add
 
 
 def storage_error(url: str, e: BaseException):
@@ -182,18 +189,32 @@ def _lock_engine(url: str):
 
 
 @contextlib.contextmanager
-def _pg_lock(url: str, key: int) -> Iterator[None]:
+def _pg_lock(url: str, key: int, retry: bool = True) -> Iterator[None]:
     """A transaction-level PostgreSQL advisory lock: the transaction's end (or a dropped
-    connection) releases it, so no failure path can leave it held."""
+    connection) releases it, so no failure path can leave it held. Taking it is retried through
+    an outage (:mod:`ablate.storage_retry`) unless ``retry`` is False (opening: exit 2 at once)."""
     import sqlalchemy
 
-    with _lock_engine(url).connect() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+    from .storage_retry import call
+
+    def take():
+        conn = _lock_engine(url).connect()
         try:
-            yield
-        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        except BaseException:
             with contextlib.suppress(sqlalchemy.exc.DBAPIError):
-                conn.rollback()  # releases the lock (a lost connection released it already)
+                conn.close()
+            raise
+        return conn
+
+    conn = call(take, redact(url)) if retry else take()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sqlalchemy.exc.DBAPIError):
+            conn.rollback()  # releases the lock (a lost connection released it already)
+        with contextlib.suppress(sqlalchemy.exc.DBAPIError):
+            conn.close()
 
 
 @contextlib.contextmanager
