@@ -20,6 +20,7 @@ Every failure is a :class:`~ablate.errors.StudyError` naming the file and, where
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import yaml
@@ -203,6 +204,35 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+# YAML 1.2's floats: PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so
+# `lr: 1e-3` and `epochs: 1e12` would be text. The study reads them as YAML 1.2 (and every user)
+# does: [-+]? digits with an optional dot or a leading-dot fraction, an optional exponent; .inf /
+# .nan keep their 1.1 spellings (refused later anyway). A copy of the resolver table: PyYAML's
+# add_implicit_resolver would append to lists SafeLoader shares.
+_FLOAT_12 = re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "-+0123456789.":
+    _Loader.yaml_implicit_resolvers.setdefault(_first, []).append(("tag:yaml.org,2002:float", _FLOAT_12))
+_WHOLE_E = re.compile(r"^[-+]?[0-9][0-9_]*[eE]\+?([0-9]+)$")  # 1e12, 5E+3: a whole number in exponent form
+
+
+def _construct_float(loader: _Loader, node):
+    """A YAML 1.2 float; written as digits and a non-negative exponent without a dot (``1e12``)
+    it is the whole number it names, so an integer setting (``epochs: 1e12``) takes it."""
+    whole = _WHOLE_E.match(node.value)
+    if whole and int(whole.group(1)) <= MAX_INT_DIGITS:
+        mantissa, exponent = node.value.replace("_", "").lower().split("e")
+        return int(mantissa) * 10 ** int(exponent)
+    return loader.construct_yaml_float(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 def _check_keys(loader: _Loader, root, where: str) -> None:

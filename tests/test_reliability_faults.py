@@ -186,3 +186,66 @@ def test_the_commands_refuse_a_plugin_that_would_exit(tmp_path, args):
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     flat = _flat(res.stderr)
     assert "mechanism plugin '" in flat and "the built-in function" in flat and flat.endswith("Nothing was run.")
+
+
+# --------------------------------------------------------------------------------------------
+# plans refused before anything is written; YAML 1.2 numbers; the NaN message's numbering
+# --------------------------------------------------------------------------------------------
+
+def test_a_huge_width_is_refused_naming_its_key_before_anything_is_written(tmp_path):
+    """``model.backbone.width: 10000000``: before, the pre-flight named model.mechanism, said
+    "printed above" with nothing printed and "Nothing was run." twice, and left the journal (on
+    this machine it was killed for memory). The process is capped at 8 GiB of address space, so a
+    regression fails here instead of taking the machine's memory."""
+    path = tiny_study(tmp_path, model={"backbone": {"name": "small_cnn", "width": 10_000_000}}, seeds=[0])
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    res = subprocess.run([sys.executable, "-m", "ablate.run", str(path), "--no-wandb"], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300,
+                         preexec_fn=cap)
+    flat = _flat(res.stderr)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "key 'model.backbone.width'" in flat and "model.backbone.width = 10000000" in flat
+    assert "GiB of memory to train" in flat and flat.count("Nothing was run.") == 1 and "Traceback" not in flat
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"], "no run folder, no journal"
+
+
+def test_yaml_12_numbers_are_numbers_and_an_endless_plan_is_refused(tmp_path, in_process, capsys):  # noqa: F811
+    """``lr: 1e-3`` and ``epochs: 1e12`` were text under YAML 1.1 ("expected a number, got
+    '1e-3'"); now numbers, and 10^12 epochs is refused by the plan's estimate, which names it."""
+    from ablate.estimate import STEP_FLOOR_S, YEAR_S
+
+    path = tiny_study(tmp_path, seeds=[0], train={"epochs": "EPOCHS", "lr": "LR"})
+    text = path.read_text().replace("EPOCHS", "1e12").replace("LR", "1e-3")
+    path.write_text(text)
+    assert "epochs: 1e12" in text and "lr: 1e-3" in text
+    assert in_process(path, "--no-wandb") == 2
+    flat = _flat(capsys.readouterr().err)
+    steps = 2 * 10 ** 12 * (64 // 16)  # 2 cells x 1 seed, 4 batches an epoch
+    years = steps * STEP_FLOOR_S / YEAR_S
+    assert f"key 'train.epochs': the plan is 2 trial(s) of {steps:,} training steps" in flat
+    assert f"{years:,.0f} years of compute" in flat and flat.count("Nothing was run.") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    study = load_study(tiny_study(tmp_path, name="ok"))
+    from ablate.overrides import load_with_overrides
+
+    lowered = load_with_overrides(study.path, ["train.lr=1e-3", "train.epochs=1e0"])
+    assert lowered.train.lr == 0.001 and lowered.train.epochs == 1
+
+
+def test_the_nan_message_counts_epochs_and_batches_from_1(tmp_path, monkeypatch):
+    from ablate.models.segmenter import SegmentationModule
+    from ablate.trainer import TrialFailed, run_trial
+
+    study = load_study(tiny_study(tmp_path, seeds=[0], train={"epochs": 2}))
+    real = SegmentationModule.training_step
+
+    def nan_in_epoch_2(self, batch, batch_idx):
+        loss = real(self, batch, batch_idx)
+        return loss * float("nan") if self.current_epoch == 1 else loss
+
+    monkeypatch.setattr(SegmentationModule, "training_step", nan_in_epoch_2)
+    with pytest.raises(TrialFailed, match=r"non-finite training loss \(nan\) at epoch 2, batch 1$"):
+        run_trial(study.trial_config(*study.trials()[0]))
