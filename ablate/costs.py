@@ -169,21 +169,66 @@ def cell_costs(blocks: Iterable[tuple[str, str, Mapping, Sequence[int]]], device
     from .attention import get_preset
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out, seen = {}, {}
+    out, seen, skipped = {}, {}, {}
     for key, mechanism, args, shape in blocks:
         shape = tuple(shape)
         what = (mechanism, args, shape)
         if what not in seen:
-            torch.manual_seed(0)
-            block = get_preset(mechanism).build(shape[1], **dict(args))
-            with quiet_native_stderr():  # torch's profiler prints two lines per memory measurement
-                cost = measure(block, shape, repeats=repeats, warmup=warmup, device=device)
-            grad_bytes = shape[0] * shape[1] * shape[2] * shape[3] * 4
-            seen[what] = (cost, max(0, cost.peak_mem_bytes - grad_bytes))
-        out[key] = seen[what]
+            seen[what] = _bounded_cost(get_preset(mechanism), dict(args), shape, device, repeats, warmup)
+        if isinstance(seen[what], str):
+            skipped[key] = seen[what]
+        else:
+            out[key] = seen[what]
     out["_device"] = describe_device(device)
     out["_threads"] = torch.get_num_threads()
+    if skipped:
+        out["_not_measured"] = skipped  # cell key -> why (the report says so)
     return out
+
+
+MEASURE_FRACTION = 0.25  # a measurement may take at most this share of the memory free now
+
+
+def free_bytes(device: str) -> int:
+    """Memory free now on ``device``: CUDA's free bytes, else the kernel's MemAvailable."""
+    if str(device).startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def _bounded_cost(preset, args: dict, shape: tuple, device: str, repeats: int, warmup: int):
+    """(Cost, peak bytes over the input's gradient) of one block, measured at ``shape``, or at a
+    batch of one at the same resolution when the study's batch would not fit (its input, gradient
+    and output alone, x4 for what the block keeps, would take more than :data:`MEASURE_FRACTION`
+    of the free memory; the Cost's shape says so); a block that cannot be built or run in memory
+    there gives the reason as text instead ("not measured: ...")."""
+    per_image = 4 * shape[1] * shape[2] * shape[3]
+    if 4 * 3 * per_image * shape[0] > MEASURE_FRACTION * free_bytes(device):
+        shape = (1, *shape[1:])
+        if 4 * 3 * per_image > MEASURE_FRACTION * free_bytes(device):
+            return f"one image's block input {tuple(shape)} would not fit in the memory free on {device}"
+    try:
+        torch.manual_seed(0)
+        block = preset.build(shape[1], **args)
+        with quiet_native_stderr():  # torch's profiler prints two lines per memory measurement
+            cost = measure(block, shape, repeats=repeats, warmup=warmup, device=device)
+    except (MemoryError, torch.OutOfMemoryError) as e:
+        return f"out of memory at {shape} ({type(e).__name__})"
+    except RuntimeError as e:
+        first = (str(e).splitlines() or [""])[0]
+        if "out of memory" in first.lower() or "can't allocate memory" in first.lower():
+            return f"out of memory at {shape} ({first[:120]})"
+        raise
+    return cost, max(0, cost.peak_mem_bytes - per_image * shape[0])
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     tab = table(study, data)
     figs = _figures(study, tab, data)
     md = render(study, data, st.redact(url), tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs])
-    md += _notes(out)
+    md = _with_cost_notes(md, data, {c.key: c.title() for c in cells}) + _notes(out)
     write_text(out, md)  # whole or not at all: a failed write keeps the previous report and its notes
     write_formats(study, data, tab, md, [(stem, cap, text) for stem, cap, text, _ in figs], out.parent)
     if wandb if wandb is not None else _wandb_wanted(study, run_info):
@@ -212,6 +212,24 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
 
         log_study(study, tab, data, figs, run_dir or _run_dir_of(study, url))
     return out
+
+
+def _with_cost_notes(md: str, data: dict, titles: dict) -> str:
+    """The Markdown with a paragraph, above its last generated line, on each cell whose block
+    was measured with a batch of one (the study's batch would not fit) or not measured at all
+    (:func:`ablate.costs.cell_costs`: "not measured: <reason>")."""
+    costs, shapes = data.get("costs") or {}, data.get("cost_shapes") or {}
+    lines = [f"- {titles.get(k, k)}: not measured: {why}." for k, why in (costs.get("_not_measured") or {}).items()]
+    for k, v in costs.items():
+        shape = getattr(v[0], "shape", None) if isinstance(v, tuple) else None
+        if shape and k in shapes and tuple(shape) != tuple(shapes[k]):
+            lines.append(f"- {titles.get(k, k)}: measured with a batch of {shape[0]} at the study's resolution "
+                         f"{tuple(shape)}; the study's batch {tuple(shapes[k])} would not fit in memory here.")
+    if not lines:
+        return md
+    head, sep, tail = md.rpartition("\nReport written ")
+    note = "\n".join(["", "Attention-block costs, where the training input could not be measured:", ""] + lines) + "\n"
+    return head + note + sep + tail if sep else md + note
 
 
 def _notes(path: Path) -> str:

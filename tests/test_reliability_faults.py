@@ -249,3 +249,31 @@ def test_the_nan_message_counts_epochs_and_batches_from_1(tmp_path, monkeypatch)
     monkeypatch.setattr(SegmentationModule, "training_step", nan_in_epoch_2)
     with pytest.raises(TrialFailed, match=r"non-finite training loss \(nan\) at epoch 2, batch 1$"):
         run_trial(study.trial_config(*study.trials()[0]))
+
+
+# --------------------------------------------------------------------------------------------
+# cost measurement is bounded: a batch of one when the study's would not fit, else "not measured"
+# --------------------------------------------------------------------------------------------
+
+def test_a_batch_that_would_not_fit_is_measured_with_one_image_or_said_not_measured(tmp_path, monkeypatch):
+    """``train.batch_size: 100000000``: before, the report's cost measurement tried to allocate
+    1.6 TB and the report crashed. Now the block is measured with a batch of one at the study's
+    resolution, and where even that would not fit the report says "not measured: <reason>"."""
+    from ablate import costs
+    from ablate.report import write_report
+    from ablate.report_rows import block_shape
+
+    study = load_study(tiny_study(tmp_path, seeds=[0], train={"batch_size": 100_000_000}))
+    url = str(tmp_path / "runs/tiny/optuna.journal")
+    store = st.open_storage(url)
+    ostudy = st.load_or_create(store, study.name)
+    for cell, seed in study.trials():
+        _owned_trial(store, ostudy, study, cell, seed, time.time() - 30, 10.0, 1, "r", 8.0)
+    shape = block_shape(study.cells()[0])
+    assert shape[0] == 100_000_000
+    text = write_report(study, url, str(tmp_path / "rep")).read_text()
+    one = (1, *shape[1:])
+    assert f"measured with a batch of 1 at the study's resolution {one}" in text
+    monkeypatch.setattr(costs, "free_bytes", lambda device: 1000)  # not even one image fits
+    text = write_report(study, url, str(tmp_path / "rep")).read_text()
+    assert text.count(f"not measured: one image's block input {one} would not fit") == len(study.cells())
