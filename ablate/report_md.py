@@ -270,7 +270,7 @@ def _judging_sentence(study, comps: dict, info: dict) -> str:
     return (f"Verdicts: each seed is classified learned or not ({'; '.join(thr) or 'no classification'}); a "
             "comparison whose seeds fall on both sides is two-valued and is tested exactly (permutation of the "
             "seeds' values, or the study's two_valued_test), otherwise by a t test (paired over shared seeds, "
-            f"Welch otherwise; Yuen's trimmed t with an outlier; moderated t with few seeds). Tests used: {how}. "
+            f"Welch otherwise; Yuen's trimmed t when a cell has an outlier). Tests used: {how}. "
             f"Families (one question each) corrected separately by {corr} at level {alpha:.4g}: {fams} "
             "(Bonferroni intervals, conservative for Holm; † = clipped to ±100). \"better\"/\"worse\": the "
             f"corrected test rejects Δ = 0 (\"and within ±{study.margin:g}\" when TOST also puts Δ inside the "
@@ -278,20 +278,22 @@ def _judging_sentence(study, comps: dict, info: dict) -> str:
             "comparisons only); \"neither learned\": no seed of either cell learned; otherwise inconclusive, with "
             "the seeds a cell at which the chosen test reaches 80% power at the observed effect (simulated). "
             "\"budget-limited\": some seed first reached the learned threshold in the last third of the epochs "
-            "while another has not yet, so more epochs would likely change k of n." + _sequential_sentence(study, alpha))
+            "while another has not yet, so more epochs would likely change k of n." + _sequential_sentence(study, info))
 
 
-def _sequential_sentence(study, alpha: float) -> str:
-    """For a study with sequential seeds: how seeds were added and the level that keeps the error."""
-    s = study.sequential
-    if not s:
+def _sequential_sentence(study, info: dict) -> str:
+    """For a study with sequential seeds: how seeds were added, the spending and what it saved."""
+    s, seq = study.sequential, info.get("sequential")
+    if not s or not seq:
         return ""
-    from .stats import look_counts
-
-    k = len(look_counts(s["start"], s["max"], s["step"]))
-    return (f" Seeds were added sequentially ({s['start']} a cell to start, up to {s['max']}, {s['step']} at a "
-            f"look, only to comparisons still undecided): every verdict is at {ALPHA:g}/{k} = {alpha:.4g} "
-            f"(Bonferroni over the {k} possible looks), the level at which the runner stopped adding seeds.")
+    name = {"obf": "O'Brien-Fleming-type", "pocock": "Pocock-type"}.get(seq["kind"], seq["kind"])
+    looks = ", ".join(map(str, seq["looks"])) or "none yet"
+    return (f" Seeds were added sequentially ({s['start']} a cell to start, up to {s['max']}, {s['step']} at a look, "
+            f"only to comparisons still undecided). Each look compares the exact sign-flip test (permutation when "
+            f"seeds are not shared) with the Lan-DeMets {name} spending boundary at the family's Holm share of "
+            f"{ALPHA:g}; the verdicts above are those looks' decisions, replayed from the stored values. Looks taken "
+            f"at {looks} seeds; alpha spent {seq['spent']:.3g}; {seq['trials']} of at most {seq['max_trials']} "
+            f"trials ({seq['saved']} saved). Intervals are fixed-sample intervals, not adjusted for the looks.")
 
 
 def _short(text: str, limit: int = 300) -> str:

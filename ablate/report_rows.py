@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 
-from .stats import budget_limited, learn_epochs, learned_by_text, summarize, verdict_alpha
+from .stats import budget_limited, learn_epochs, learned_by_text, summarize
 from .stats.decide import Comparison, decide_family
 from .stats.outcomes import clopper_pearson, count_learned, learn_threshold
 
@@ -54,13 +54,15 @@ def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[di
     Returns (cell key -> comparison, {"m": tests over all families, "level": the first family's
     printed level, "alpha", "families": {family: (m, level)}, "thresholds": cell key -> Threshold})."""
     vals, margin = data["values"], study.margin / 100
-    alpha = verdict_alpha(ALPHA, study.sequential)  # ALPHA / K over K possible looks with sequential seeds
+    alpha = ALPHA
     cells = cells if cells is not None else [c for pair in pairs for c in pair]
     thr = thresholds(study, data, cells)
     live = [(c, b) for c, b in pairs if vals.get(c.key) and vals.get(b.key)]
     comps_in = [Comparison(c.key, b.key, vals[c.key], vals[b.key], study.family_of(c), thr[c.key]) for c, b in live]
     test = (study.analysis or {}).get("two_valued_test", "perm")
-    decisions = decide_family(comps_in, margin, alpha, study.correction, two_valued_test=test)
+    decisions = decide_family(comps_in, margin, alpha, study.correction, two_valued_test=test,
+                              advice=not study.sequential)
+    seq_info = _sequential(study, data, live, decisions) if study.sequential else None
     comps, flags, families = {}, {}, {}
     for (c, b), dec in zip(live, decisions):
         x = {"cell": c, "base": b, "d": dec.d, "interval": dec.interval, "p_diff": dec.p_adj, "p_tost": dec.p_tost,
@@ -74,7 +76,45 @@ def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[di
         families[dec.family] = (dec.m, dec.level)
     m = sum(fm for fm, _ in families.values())
     first = next(iter(families.values()), (0, 1 - alpha))
-    return comps, {"m": m, "level": first[1], "alpha": alpha, "families": families, "thresholds": thr}
+    return comps, {"m": m, "level": first[1], "alpha": alpha, "families": families, "thresholds": thr,
+                   "sequential": seq_info}
+
+
+SEQ_LABELS = {"better": "better", "worse": "worse", "equivalent": "equivalent", "undecided": "inconclusive"}
+
+
+def _sequential(study, data: dict, live: list, decisions: list) -> dict:
+    """Sequential seeds: the runner's decisions replayed from the stored values
+    (:func:`ablate.stats.sequential.replay` with the exact p-value the runner used,
+    :func:`ablate.stats.decide.exact_pvalue`, and the study's spending), written over the
+    fixed-sample verdicts; returns the looks taken, the alpha spent and the trials saved."""
+    from .stats.decide import exact_pvalue, spending_kind
+    from .stats.sequential import replay
+
+    seq, vals = study.sequential, data["values"]
+    done = {c.key: set(vals.get(c.key, {})) for pair in live for c in pair}
+    for key, seed, _ in data.get("failed", []):
+        done.setdefault(key, set()).add(seed)
+    pairs = [(c.key, b.key) for c, b in live]
+    kind = spending_kind((study.analysis or {}).get("spending", "obrien_fleming"))
+    rp = replay(vals, pairs, list(study.seeds), seq["start"], seq["max"], seq["step"], ALPHA, kind, exact_pvalue,
+                study.margin / 100, study.correction, done, precision=False,
+                families={(c.key, b.key): study.family_of(c) for c, b in live})
+    for pair, dec in zip(pairs, decisions):
+        d = rp.decisions.get(pair)
+        if d is None:
+            continue
+        label = SEQ_LABELS.get(d.label, "inconclusive")
+        dec.label = "neither learned" if dec.kind == "floor" and label != "better" and label != "worse" else label
+        dec.p, dec.p_adj, dec.seeds = d.p, math.nan, None
+        dec.test = "signflip" if dec.d.method == "paired" else "perm"
+        dec.reason = f"sequential seeds: exact {'sign-flip' if dec.test == 'signflip' else 'permutation'} test"
+        where = f"look at {d.n} seeds" if d.n else "no look yet"
+        dec.note = (f"{where}, nominal level {d.nominal:.2g}" if math.isfinite(d.nominal) else where)
+        dec.advice = {"max": "the seed cap was reached", "precise": "stopped: its interval is narrower than the "
+                      "margin", "no test": "too few finished seeds", "": "still taking seeds"}.get(d.stop, d.stop)
+    return {"looks": rp.looks, "spent": rp.spent, "trials": rp.trials, "max_trials": rp.max_trials,
+            "saved": rp.saved, "kind": kind}
 
 
 def limited(study, data: dict, key: str, threshold=None) -> bool:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .errors import EXIT_RETRY, RetryableError, StudyError, exit_retry, exit_with
 from .run_claims import LOOKS_ATTR, comparison_pairs, sequential_summary, trial_attrs  # noqa: F401 - tests use them
+from .run_preflight import print_checks
 from .run_worker import (PARENT_ENV, TrialReporter, Worker, interrupt_signal, interrupt_status,  # noqa: F401
                          interrupt_words, stopping_on_signals, study_counts, threads_for, watch_parent, worker_loop)
 from .run_claims import trial_attrs as _trial_attrs  # noqa: F401 - the old private names
@@ -112,16 +113,17 @@ def print_plan(study, out=None) -> None:
         print(f"  cell {i + 1}: {c.title():40s} mechanism={c.mechanism:18s} key={c.key}{mark}", file=out)
     if seq:
         from .report import ALPHA
-        from .stats import look_counts, verdict_alpha
+        from .stats import look_counts
 
         k = len(look_counts(seq["start"], seq["max"], seq["step"]))
         print(f"  seeds: {', '.join(map(str, study.seeds[:seq['start']]))} in every cell; then, after each look, "
               f"{seq['step']} more (in order: {', '.join(map(str, study.seeds[seq['start']:]))}) for each "
               f"comparison still undecided and its baseline, up to {seq['max']}", file=out)
+        spending = (study.analysis or {}).get("spending", "obrien_fleming").replace("_", "-")
         print(f"  looks: at most {k} (seeds {', '.join(map(str, look_counts(seq['start'], seq['max'], seq['step'])))}"
-              f"); verdicts at alpha {ALPHA:g}/{k} = {verdict_alpha(ALPHA, seq):.4g}, margin ±{study.margin:g} "
-              f"points, {study.correction} correction over {len(comparison_pairs(study, cells))} comparison(s)",
-              file=out)
+              f"); each compares an exact test with the Lan-DeMets {spending} boundary at the family's "
+              f"{study.correction} share of alpha {ALPHA:g}; margin ±{study.margin:g} points; "
+              f"{len(comparison_pairs(study, cells))} comparison(s)", file=out)
     else:
         print(f"  seeds: {', '.join(map(str, study.seeds))}", file=out)
     if study.pruner["name"] != "none":
@@ -338,12 +340,12 @@ def _main(argv=None) -> int:
 
             print(effective_yaml(args.study, args.overrides))
         print_plan(study)
-        return _stats_preflight(study, args, power=True)
+        print_checks(_stats_preflight(study, args, power=True))
+        return 0
     if args.print_config:
         return _print_config(study, args)
 
-    if not args.worker and _stats_preflight(study, args, power=False):
-        return 2
+    found = [] if args.worker else _stats_preflight(study, args, power=False)  # refuses before anything is written
     from . import storage as st
 
     # W&B records sys.argv and the report prints the command: neither may hold a password
@@ -360,6 +362,7 @@ def _main(argv=None) -> int:
             _open(study, run_dir, url)
         if not args.worker:
             _announce(study, args, url)
+            print_checks(found)
         if not (server or args.worker):
             _open(study, run_dir, url)
     except StudyError as e:
@@ -394,17 +397,17 @@ def _check_plan(study) -> None:
     check_plan(study)
 
 
-def _stats_preflight(study, args, power: bool) -> int:
-    """Print whether the planned seeds can decide each family (``ablate/run_preflight.py``); an
-    undecidable plan exits 2 here unless allowed (nothing is written before)."""
-    from .run_preflight import checks, print_checks, refusal
+def _stats_preflight(study, args, power: bool) -> list:
+    """Whether the planned seeds can decide each family (``ablate/run_preflight.py``); an
+    undecidable plan exits 2 here unless allowed (nothing is written before). The caller prints
+    the returned checks (``print_checks``): after the plan, or after a run's first line."""
+    from .run_preflight import checks, refusal
 
     found = checks(study, power=power)
-    print_checks(found)
     err = refusal(study, found, getattr(args, "allow_undecidable", False))
     if err is not None:
         exit_with(err)
-    return 0
+    return found
 
 
 def _announce(study, args, url: str) -> None:

@@ -76,7 +76,7 @@ def sequential_todo(w, trials) -> list:
     if not look.new:
         return []
     added = {c.key: look.new[c.key] for c in w.cells if c.key in look.new}
-    record = {"look": len(looks) + 1, "alpha": look.alpha, "added": added,
+    record = {"look": len(looks) + 1, "alpha": look.alpha, "n": look.n, "spent": look.spent, "added": added,
               "undecided": [list(pair) for pair, ok in look.decided.items() if not ok]}
     w.ostudy.set_user_attr(LOOKS_ATTR, looks + [record])
     w.progress.say(f"look {record['look']}: {len(record['undecided'])} comparison(s) undecided at alpha "
@@ -102,6 +102,7 @@ def take_look(w, trials, status: dict):
 
     from .report import ALPHA
     from .stats import sequential_look
+    from .stats.decide import exact_pvalue, spending_kind
 
     values: dict = {c.key: {} for c in w.cells}
     for t in trials:
@@ -109,9 +110,13 @@ def take_look(w, trials, status: dict):
         if t.state == optuna.trial.TrialState.COMPLETE and key in values:
             values[key][t.user_attrs.get("seed")] = t.value
     done = {c.key: [s for s in w.study.seeds if status.get((c.key, s)) == "done"] for c in w.cells}
-    seq = w.study.sequential
-    return sequential_look(values, done, comparison_pairs(w.study, w.cells), w.study.margin / 100, ALPHA,
-                           w.study.correction, seq["start"], seq["max"], seq["step"], w.study.seeds)
+    seq, by_key = w.study.sequential, {c.key: c for c in w.cells}
+    pairs = comparison_pairs(w.study, w.cells)
+    kind = spending_kind((w.study.analysis or {}).get("spending", "obrien_fleming"))
+    # the exact test, the spending and the families the report replays (ablate/report_rows.py::_sequential)
+    return sequential_look(values, done, pairs, w.study.margin / 100, ALPHA, w.study.correction, seq["start"],
+                           seq["max"], seq["step"], w.study.seeds, pvalue=exact_pvalue, kind=kind,
+                           families={p: w.study.family_of(by_key[p[0]]) for p in pairs}, precision=False)
 
 
 def sequential_summary(study, url: str) -> str:

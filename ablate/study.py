@@ -152,6 +152,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from .errors import StudyError
 from .evaluation import parse_eval
 from .study_cells import SEARCH_COMBOS, SEARCH_VALUES, build_cell, check_search, resolve_grid
 from .study_records import BackboneSpec, Cell, Study, canon, cell_key, fmt_value, make_pruner, search_kind
@@ -207,6 +208,9 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
                   dict(tracking), pruner, trainer, head, check_files, margin, correction, sequential,
                   eval=evaluation, resolve=build_cell, analysis=analysis)
     check_sequential(sequential, search, pruner, where)
+    if sequential and correction == "bh":
+        raise StudyError(where, "correction", "bh is not available with sequential seeds (alpha spending needs a "
+                         "family-wise correction); valid there: holm, bonferroni, none.")
     if search is not None:
         check_search(study)
         return study

@@ -22,6 +22,7 @@ from ablate import run as R
 from ablate import stats as S
 from ablate import storage as st
 from ablate.errors import StudyError
+from ablate.stats.decide import exact_pvalue
 from ablate.study import load_study
 
 from conftest import run_cli, tiny_study
@@ -87,7 +88,8 @@ def test_dry_run_prints_the_start_plan_and_the_max(tmp_path):
     text = out.getvalue()
     assert "3 cells x 3 seeds to start = 9 trials, up to 10 seeds a cell = 30 trials" in text
     assert "seeds: 0, 1, 2 in every cell" in text and "3, 4, 5, 6, 7, 8, 9" in text
-    assert f"at most 8 (seeds 3, 4, 5, 6, 7, 8, 9, 10); verdicts at alpha 0.05/8 = {0.05 / 8:.4g}" in text
+    assert ("at most 8 (seeds 3, 4, 5, 6, 7, 8, 9, 10); each compares an exact test with the Lan-DeMets "
+            "obrien-fleming boundary at the family's holm share of alpha 0.05") in text
     assert "2 comparison(s)" in text
 
 
@@ -99,8 +101,12 @@ def test_look_counts_and_the_per_look_alpha():
     assert S.look_alpha(0.05, 3, 10) == pytest.approx(0.05 / 8)
     assert S.look_alpha(0.05, 3, 10, step=2) == pytest.approx(0.05 / 5)
     assert S.verdict_alpha(0.05, None) == 0.05
-    assert S.verdict_alpha(0.05, {"start": 3, "max": 10, "step": 1}) == pytest.approx(0.05 / 8)
-    assert S.verdict_alpha(0.05, {"start": 4, "max": 4, "step": 1}) == 0.05  # one look: no penalty
+    # spending: the looks' nominal levels rise to the last one, which keeps most of alpha (O'Brien-Fleming),
+    # far more than alpha / K over K looks (Bonferroni)
+    levels = S.look_levels(0.05, 3, 10)
+    assert len(levels) == 8 and all(a < b for a, b in zip(levels, levels[1:]))
+    assert levels[0] < 1e-3 and 0.05 / 8 < levels[-1] < 0.05
+    assert 0.05 / 8 < S.verdict_alpha(0.05, {"start": 3, "max": 10, "step": 1}) < 0.05
     with pytest.raises(ValueError):
         S.look_counts(4, 3)
 
@@ -119,42 +125,38 @@ def test_a_look_grows_only_the_undecided_pairs_and_their_baseline():
     done = {c: list(range(3)) for c in values}
     pairs = [("clear", "base"), ("null", "base"), ("noisy", "base"), ("lonely", "other_base")]
     look = S.sequential_look(values, done, pairs, 0.01, ALPHA, "holm", start=3, max_seeds=10)
-    assert look.alpha == pytest.approx(ALPHA / 8)
-    assert look.judged[("clear", "base")].verdict.label == "better"
-    assert look.judged[("null", "base")].verdict.label == "equivalent"
-    assert look.judged[("noisy", "base")].verdict.label == "inconclusive"
-    assert look.judged[("noisy", "base")].verdict.seeds is None  # a look needs labels only (no power search)
-    assert ("lonely", "other_base") not in look.judged
+    d = look.decisions
+    assert d[("clear", "base")].label == "better" and d[("clear", "base")].look == 0
+    assert d[("null", "base")].label == "equivalent"
+    assert d[("noisy", "base")].label == "undecided" and d[("noisy", "base")].stop == ""
+    assert d[("lonely", "other_base")].stop == "no test"
     assert look.decided == {("clear", "base"): True, ("null", "base"): True, ("noisy", "base"): False,
                             ("lonely", "other_base"): True}
     assert look.new == {"base": [3], "noisy": [3]}
-    # the verdicts are the report's rule at alpha/K, with Bonferroni standing in for Holm
-    diffs = [S.compare(values[a], values[b], shared=True) for a, b in pairs[:3]]
-    same = S.judge_family(diffs, 0.01, ALPHA / 8, "bonferroni")
-    assert [j.verdict.label for j in same] == [look.judged[p].verdict.label for p in pairs[:3]]
-    assert same[2].level == pytest.approx(1 - ALPHA / 8 / 3)
+    # the first look's level is the spending boundary's: tiny under O'Brien-Fleming
+    assert look.index == 0 and look.n == 3 and look.alpha < 1e-3
     # step 2 adds two seeds a look and counts fewer looks
     look2 = S.sequential_look(values, done, pairs, 0.01, ALPHA, "holm", start=3, max_seeds=10, step=2)
-    assert look2.new == {"base": [3, 4], "noisy": [3, 4]} and look2.alpha == pytest.approx(ALPHA / 5)
+    assert look2.new == {"base": [3, 4], "noisy": [3, 4]}
 
 
 def test_a_precise_interval_stops_a_pair_even_when_inconclusive():
-    # Δ = 0.8 points, spread 0.12: not different from 0 at alpha/K with 3 seeds, not equivalent
+    # Δ = 0.8 points, spread 0.0118: not different from 0 at the first look's boundary, not equivalent
     # within ±1 (the TOST interval crosses +1 point), but the interval's half-width is below the
     # margin: more seeds would only narrow an interval already narrower than the margin
-    d = 0.008 + np.array([-0.00121, 0.0, 0.00121])
+    d = 0.008 + np.array([-0.000118, 0.0, 0.000118])
     values = _vals({"base": np.zeros(3) + 0.5, "x": 0.5 + d})
     look = S.sequential_look(values, {"base": [0, 1, 2], "x": [0, 1, 2]}, [("x", "base")], 0.01, ALPHA, "none",
                              start=3, max_seeds=10)
-    j = look.judged[("x", "base")]
-    assert j.verdict.label == "inconclusive" and j.half_width < 0.01
+    dec = look.decisions[("x", "base")]
+    assert dec.label == "undecided" and dec.stop == "precise"
     assert look.decided[("x", "base")] and look.new == {}
 
 
 def test_a_look_before_the_start_seeds_only_fills_them():
     look = S.sequential_look({"base": {0: 0.5}, "x": {}}, {"base": [0], "x": []}, [("x", "base")], 0.01, ALPHA,
                              "holm", start=3, max_seeds=10)
-    assert look.new == {"base": [1, 2], "x": [0, 1, 2]} and not look.judged
+    assert look.new == {"base": [1, 2], "x": [0, 1, 2]} and look.index == -1
 
 
 def test_bonferroni_decisions_stay_decided_under_holm():
@@ -187,7 +189,7 @@ def test_the_sequential_rule_keeps_wrong_calls_below_alpha():
                 if not look.new:
                     break
                 n = len(look.new["x"]) + n
-            wrong += look.judged[("x", "base")].verdict.label in ("better", "worse")
+            wrong += look.decisions[("x", "base")].label in ("better", "worse")
             reps += 1
     assert wrong / reps <= ALPHA
 
@@ -261,8 +263,11 @@ def _simulate(study) -> dict:
     done = {c.key: list(range(seq["start"])) for c in cells}
     while True:
         values = {k: {s: fake_value(mech[k], s) for s in seeds} for k, seeds in done.items()}
-        look = S.sequential_look(values, done, R.comparison_pairs(study, cells), study.margin / 100, ALPHA,
-                                 study.correction, seq["start"], seq["max"], seq["step"], study.seeds)
+        pairs = R.comparison_pairs(study, cells)
+        by_key = {c.key: c for c in cells}
+        look = S.sequential_look(values, done, pairs, study.margin / 100, ALPHA, study.correction, seq["start"],
+                                 seq["max"], seq["step"], study.seeds, pvalue=exact_pvalue, kind="obf",
+                                 families={p: study.family_of(by_key[p[0]]) for p in pairs}, precision=False)
         if not look.new:
             return {mech[k]: sorted(v) for k, v in done.items()}
         for k, seeds in look.new.items():
@@ -281,25 +286,31 @@ def test_runner_adds_seeds_only_where_undecided_and_matches_the_rule(fake, capsy
     assert set(got.values()) == {1}, "a cell x seed ran twice"
     seeds = {m: sorted(s for mm, s in got if mm == m) for m in ORDER}
     assert seeds == _simulate(study)
-    # the clear (glore) and the null (nonlocal) effects stop at the start; the noisy one runs to max
-    assert seeds["glore"] == seeds["nonlocal"] == [0, 1, 2]
-    assert seeds["senet"] == seeds["none"] == list(range(8))
-    # the looks are recorded in storage, one seed at a time, for the undecided pair only
+    # the null (nonlocal, equal in every seed) stops at the start; the clear one (glore) needs the seeds at
+    # which the exact sign-flip test can pass the spending boundary (8); the noisy one (senet) runs to max
+    assert seeds["nonlocal"] == [0, 1, 2]
+    assert seeds["glore"] == seeds["senet"] == seeds["none"] == list(range(8))
+    # the looks are recorded in storage, one seed at a time, for the undecided pairs only
     looks = optuna.load_study(study_name="seq", storage=st.open_storage(str(fake / "runs/seq/optuna.journal"))) \
         .user_attrs[R.LOOKS_ATTR]
     keys = {c.mechanism: c.key for c in study.cells()}
-    assert [lk["added"] for lk in looks] == [{keys["none"]: [s], keys["senet"]: [s]} for s in range(3, 8)]
-    assert all(lk["alpha"] == pytest.approx(ALPHA / 6) for lk in looks)
+    assert [lk["added"] for lk in looks] == [{keys["none"]: [s], keys["glore"]: [s], keys["senet"]: [s]}
+                                             for s in range(3, 8)]
+    assert [lk["n"] for lk in looks] == [3, 4, 5, 6, 7]
+    assert all(a["spent"] < b["spent"] < ALPHA for a, b in zip(looks, looks[1:]))  # alpha spent grows
     out = capsys.readouterr().out
-    assert "look 1: 1 comparison(s) undecided" in out
-    assert "sequential seeds: 5 look(s) added seeds; 22 of at most 32 trials finished" in out
-    # the report's verdicts at alpha/K on what ran: clear better, null equivalent
-    values = {c.mechanism: {} for c in study.cells()}
+    assert "look 1: 2 comparison(s) undecided" in out
+    assert "sequential seeds: 5 look(s) added seeds; 27 of at most 32 trials finished" in out
+    # the report replays the looks on what ran: clear better, null equivalent, noisy undecided
+    values = {c.key: {} for c in study.cells()}
     for t in _trials(fake / "runs/seq"):
-        values[t.params["mechanism"]][t.user_attrs["seed"]] = t.value
-    judged = S.judge_family([S.compare(values[m], values["none"], shared=True) for m in ORDER[1:]],
-                            study.margin / 100, S.verdict_alpha(ALPHA, study.sequential), study.correction)
-    assert [j.verdict.label for j in judged] == ["better", "equivalent", "inconclusive"]
+        values[t.user_attrs["cell_key"]][t.user_attrs["seed"]] = t.value
+    pairs = R.comparison_pairs(study, study.cells())
+    rp = S.replay(values, pairs, study.seeds, 3, 8, 1, ALPHA, "obf", exact_pvalue, study.margin / 100, "holm",
+                  precision=False)
+    labels = {next(c.mechanism for c in study.cells() if c.key == a): d.label for (a, _), d in rp.decisions.items()}
+    assert labels == {"glore": "better", "nonlocal": "equivalent", "senet": "undecided"}
+    assert rp.trials == 27 and rp.saved == 5
     # a rerun of a finished study runs nothing
     n = len(_trials(fake / "runs/seq"))
     assert _run(path) == 0 and len(_trials(fake / "runs/seq")) == n

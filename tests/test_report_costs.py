@@ -119,7 +119,7 @@ def test_a_baseline_naming_one_factor_is_taken_per_group_of_the_other(tmp_path):
                                       "args": {"K": 4}}, baseline={})
     raw = yaml.safe_load(path.read_text())
     raw["factors"] = {"mechanism": ["glore", "none"], "data.task": ["global_cue", "local"]}
-    raw["seeds"] = [0, 1, 2]
+    raw["seeds"] = [0, 1, 2, 3, 4]  # 5 seeds: the exact test of a two-valued comparison can reach p < 0.05
     raw["baseline"] = {"mechanism": "none"}
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     study = load_study(path)
@@ -141,17 +141,20 @@ def test_a_baseline_naming_one_factor_is_taken_per_group_of_the_other(tmp_path):
             ostudy.add_trial(optuna.trial.create_trial(value=value, user_attrs=attrs))
     text = write_report(study, url, str(tmp_path / "rep")).read_text()
     main_table = text.split("## Matrix")[0]
-    delta = {ln.split("|")[1].strip(): ln.split("|")[5].strip() for ln in main_table.splitlines()
-             if ln.startswith("| mechanism=")}
+    rows = [ln for ln in main_table.splitlines() if ln.startswith("| ")]
+    col = [h.strip() for h in rows[0].split("|")].index("Δ vs baseline [corrected CI]")
+    delta = {ln.split("|")[1].strip(): ln.split("|")[col].strip() for ln in rows if ln.startswith("| mechanism=")}
     assert delta["mechanism=glore, data.task=global_cue"].startswith("+40.0 [")
     assert delta["mechanism=glore, data.task=local"].startswith("-10.0 [")
     assert delta["mechanism=none, data.task=local"] == "baseline"
     assert delta["mechanism=none, data.task=global_cue"] == "baseline"
     verdict = text.split("## Verdict")[1].split("## ")[0]
-    # the same seeds in every cell: paired differences, judged with the study's other comparisons
-    assert "- **data.task=global_cue** (none: 41.0): better: glore +40.0." in verdict
-    assert "- **data.task=local** (none: 91.0): worse: glore -10.0." in verdict
-    assert "paired t over 3 shared seeds (2)" in text and "Holm correction over the study's 2 comparison(s)" in text
+    # global_cue: none at the floor, glore 40 points up: two-valued, the exact permutation test (2/252);
+    # local: nobody 10 points above none: unclassified, the paired t over the shared seeds; one family a task
+    assert "- **data.task=global_cue** (none: 42.0): better: glore +40.0." in verdict
+    assert "- **data.task=local** (none: 92.0): worse: glore -10.0." in verdict
+    assert "Tests used: exact permutation (1); paired t (1)" in text
+    assert "question, task=global_cue: m = 1" in text and "question, task=local: m = 1" in text
     assert "synthetic tasks of the `data.task` factor (global_cue, local)" in text
 
 

@@ -64,7 +64,7 @@ class Decision:
     p_adj: float  # adjusted within the family
     level: float  # the printed interval's level (1 - alpha/m)
     interval: tuple[float, float] | None  # at ``level``, clipped to [-1, 1]: the exact test inverted
-    # (:func:`shift_interval`) for perm / signflip, else Δ's t interval
+    # (:func:`shift_interval`) for perm / signflip, Yuen's own for yuen, else Δ's t interval
     clipped: bool
     p_tost: float = math.nan  # adjusted TOST p (unimodal comparisons only)
     tost_interval: tuple[float, float] | None = None  # at 1 - 2·alpha/m
@@ -212,9 +212,13 @@ def _decision(r: dict, fam: str, m: int, p_adj: float, t_adj: float, level: floa
               correction: str) -> Decision:
     d: Diff = r["d"]
     lo, hi = d.interval(level)
-    if r["test"] in ("perm", "signflip") and r["paired"] in (True, False) and min(len(r["a"]), len(r["b"])) >= 2:
+    if r["test"] in ("perm", "signflip") and min(len(r["a"]), len(r["b"])) >= 2:
         if r["test"] == "perm" or r["paired"]:
             lo, hi = shift_interval(r["test"], r["a"], r["b"], level)
+    elif r["test"] == "yuen":  # the trimmed test's own interval, so it agrees with its verdict
+        from .robust import yuen
+
+        lo, hi = yuen(r["a"], r["b"], paired=r["paired"]).interval(level)
     clipped = math.isfinite(lo) and math.isfinite(hi) and (lo < -1 or hi > 1)
     iv = (max(-1.0, lo), min(1.0, hi)) if math.isfinite(lo) and math.isfinite(hi) else None
     tlev = 1 - 2 * alpha / (1 if correction == "none" else max(1, m))
@@ -268,3 +272,24 @@ def _advise(dec: Decision, r: dict, alpha: float, m: int) -> None:
     else:
         dec.seeds = max(n, min(len(a), len(b)) + 1)
         dec.advice = f"80% power for {test} at α/{m} at the observed effect (simulated)"
+
+
+def exact_pvalue(a: Mapping[int, float], b: Mapping[int, float]) -> float:
+    """The p-value sequential seeding compares with its spending boundaries: the exact sign-flip
+    test of the paired differences over the shared seeds (at least 2), else the exact two-sample
+    permutation test (nan with fewer than 2 values a cell). Both are exact whatever the outcomes'
+    shape (two-valued or not) under the null that the cells are exchangeable within each seed."""
+    from . import exact
+
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:
+        return exact.signflip_test(np.array([a[s] - b[s] for s in common], dtype=float))
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    return exact.perm_test(list(a.values()), list(b.values()))
+
+
+def spending_kind(name: str) -> str:
+    """The study file's ``planning.spending`` name as :mod:`ablate.stats.sequential` takes it."""
+    return {"obrien_fleming": "obf", "pocock": "pocock"}.get(name, name)
+

@@ -7,7 +7,8 @@ module holds the classification only:
 
 - :func:`learn_threshold` — the mIoU at or above which a seed counts as learned: a declared
   ``learned_above:`` value, or half-way from the floor cell's mean to the best seed of the group
-  (at least :data:`MIN_GAP` above the floor);
+  (none when no seed is :data:`MIN_GAP` above the floor: then nothing learned and nothing is
+  classified);
 - :func:`learned` / :func:`outcome_kind` — per seed and per comparison;
 - :func:`clopper_pearson` — the exact binomial interval of "k of n learned" (Clopper & Pearson
   1934, through ``scipy.stats.binomtest``).
@@ -44,7 +45,9 @@ def learn_threshold(values: Mapping[str, Mapping[int, float]], floor_key: str | 
 
     ``declared`` (a fraction, the study's ``learned_above:``) wins. Otherwise the floor cell
     (``floor_key``: the no-attention reference of the same task) sets it: with f its mean over
-    seeds and top the best single seed of the group, threshold = f + max(MIN_GAP, (top - f)/2).
+    seeds and top the best single seed of the group, threshold = f + (top - f)/2 when
+    top ≥ f + MIN_GAP; below that no seed learned anything the floor lacks, and there is no
+    classification (a task every cell solves alike, or one nobody learns at this budget).
     Without a floor cell with values there is no classification (every comparison is treated
     as unimodal).
     """
@@ -55,7 +58,10 @@ def learn_threshold(values: Mapping[str, Mapping[int, float]], floor_key: str | 
         return Threshold(None, "no classification (no floor cell and no learned_above)")
     f = sum(floor.values()) / len(floor)
     top = max((v for cell in values.values() for v in cell.values() if math.isfinite(v)), default=f)
-    gap = max(MIN_GAP, (top - f) / 2)
+    if top < f + MIN_GAP:  # nobody learned: the task is not a learn-or-not task at this budget
+        return Threshold(None, f"no classification (no seed {100 * MIN_GAP:.0f} points above the floor "
+                               f"mean {100 * f:.1f})", f)
+    gap = (top - f) / 2
     return Threshold(f + gap, f"floor mean {100 * f:.1f} + {100 * gap:.1f}", f)
 
 

@@ -19,11 +19,11 @@ def _thr() -> Threshold:
     return learn_threshold({"none": {0: 0.41, 1: 0.42, 2: 0.43}, "x": {0: 0.90}}, "none")
 
 
-def test_threshold_is_half_way_from_the_floor_to_the_best_seed_at_least_ten_points_up():
+def test_threshold_is_half_way_from_the_floor_to_the_best_seed_when_one_is_ten_points_up():
     thr = _thr()
     assert thr.value == pytest.approx(0.42 + (0.90 - 0.42) / 2)
-    low = learn_threshold({"none": {0: 0.42}, "x": {0: 0.45}}, "none")
-    assert low.value == pytest.approx(0.52)  # nothing learned: the threshold stays 10 points above the floor
+    low = learn_threshold({"none": {0: 0.42}, "x": {0: 0.51}}, "none")
+    assert low.value is None  # no seed 10 points above the floor: nothing to classify
     assert learn_threshold({"x": {0: 0.9}}, None).value is None
     assert learn_threshold({"x": {0: 0.9}}, None, declared=0.7).value == 0.7
 
