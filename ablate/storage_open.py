@@ -18,6 +18,7 @@ from typing import Iterator
 import optuna
 
 from .storage_journal import JournalBackend, JournalFlock, check_journal
+from .storage_retry import redact  # noqa: F401 - re-exported: the storage API's redaction
 
 
 STORAGE_ENV = "ABLATE_STORAGE"  # storage URL when --storage is not given (keeps it off command lines)
@@ -31,20 +32,6 @@ def storage_url(run_dir: Path, storage: str | None) -> str:
     """The storage URL: ``storage`` if given, else ``$ABLATE_STORAGE``, else the embedded journal
     file in ``run_dir``."""
     return storage or os.environ.get(STORAGE_ENV) or str(run_dir / "optuna.journal")
-
-
-# user:password@ in any form: after scheme:// or a mistyped scheme:/ or none at all (u:pw@host);
-# the password may hold '@' and ':' (it ends at the last '@' before whitespace); and the
-# ?password= / &password= query parameter or libpq's password= keyword
-_USER = r"[^\s'\"=<>()\[\]/:@]*"
-_URL_PASSWORD = re.compile(rf"(?:(?P<url>[A-Za-z][A-Za-z0-9+.-]*:/+{_USER}):|(?P<bare>{_USER}):(?!//))\S*@")
-_QUERY_PASSWORD = re.compile(r"(?P<head>(?:^|[?&\s])password=)[^&\s]*", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """``text`` (a URL, or a command line holding URLs) with every password replaced by ``***``."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m['url'] or m['bare']}:***@", text)
-    return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
 
 
 # the SQLAlchemy dialects Optuna's RDBStorage is known to work with, optionally +driver

@@ -20,6 +20,7 @@ interrupted runner never leaves a record half written.
 from __future__ import annotations
 
 import errno
+import re
 import sys
 import threading
 import time
@@ -28,6 +29,20 @@ from typing import Any, Callable
 from optuna.storages import BaseStorage
 
 from .errors import RetryableError, disk_error, disk_fault
+
+# user:password@ in any form: after scheme:// or a mistyped scheme:/ or none at all (u:pw@host);
+# the password may hold '@' and ':' (it ends at the last '@' before whitespace); and the
+# ?password= / &password= query parameter or libpq's password= keyword
+_USER = r"[^\s'\"=<>()\[\]/:@]*"
+_URL_PASSWORD = re.compile(rf"(?:(?P<url>[A-Za-z][A-Za-z0-9+.-]*:/+{_USER}):|(?P<bare>{_USER}):(?!//))\S*@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>(?:^|[?&\s])password=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL, or a command line holding URLs) with every password replaced by ``***``."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['url'] or m['bare']}:***@", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
+
 
 RETRY_ENV = "ABLATE_STORAGE_RETRY_S"
 RETRY_S = 60.0
@@ -120,8 +135,6 @@ def _first_line(e: BaseException) -> str:
     """The failure in one line: of the driver's or the system's error behind ``e`` when there is
     one (Optuna's wrapper only says the commit failed), its password redacted."""
     import sqlalchemy.exc as sa
-
-    from .storage_open import redact
 
     seen, cause = set(), e
     while cause is not None and id(cause) not in seen:
