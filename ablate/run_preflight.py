@@ -35,8 +35,10 @@ def checks(study, power: bool = True) -> list[FamilyCheck]:
     the cap, judged at the family level; the spending makes the last look's level a little lower)."""
     n = study.sequential["max"] if study.sequential else len(study.seeds)
     plan = study.analysis or {}
+    # sequential seeds test with the exact sign-flip at every look (ablate.stats.decide.exact_pvalue)
+    test = "signflip" if study.sequential else plan.get("two_valued_test", "perm")
     return [check_family(fam, m, n, ALPHA, study.correction, study.margin / 100, plan.get("sd", 1.0) / 100,
-                         tuple(plan.get("learn_rates", (0.5, 1.0))), plan.get("two_valued_test", "perm"), power)
+                         tuple(plan.get("learn_rates", (0.5, 1.0))), test, power)
             for fam, m in family_sizes(study).items()]
 
 
