@@ -38,6 +38,33 @@ def _clean(x):
     return x
 
 
+def class_names(data, n: int) -> list[str]:
+    """The names of ``n`` classes of a cell's ``data`` spec, in label order: a synthetic task's own
+    (:data:`ablate.data.synthetic.CLASS_NAMES`), a real dataset's from mmseg's dataset
+    ``METAINFO['classes']`` (when mmseg imports), else ``class 0 .. class n-1`` (task plugins, or a
+    count that does not match the names)."""
+    names: tuple = ()
+    task = getattr(data, "task", None)
+    if type(data).__name__ == "SceneConfig":
+        from .data.synthetic import CLASS_NAMES
+
+        names = CLASS_NAMES.get(task, ())
+    elif getattr(data, "name", None) in ("voc", "cityscapes", "ade20k") and task is None:
+        names = _mmseg_classes(data.name)
+    return list(names) if len(names) == n else [f"class {i}" for i in range(n)]
+
+
+def _mmseg_classes(name: str) -> tuple:
+    try:
+        from .data.real_loaders import import_mmseg
+
+        datasets = import_mmseg()[0]
+    except Exception:  # noqa: BLE001 - mmseg missing or broken: the report still labels by index
+        return ()
+    cls = {"voc": "PascalVOCDataset", "cityscapes": "CityscapesDataset", "ade20k": "ADE20KDataset"}[name]
+    return tuple(getattr(datasets, cls).METAINFO["classes"])
+
+
 def table_json(study, tab: dict, data: dict | None = None) -> dict:
     """The table as plain data, every mIoU in points, and the measured costs
     (:func:`ablate.report_costs.costs_json`) for ``--reuse-costs``."""
@@ -58,6 +85,7 @@ def table_json(study, tab: dict, data: dict | None = None) -> dict:
             "attn_params": r["attn_params"], "attn_mflops": None if r["attn_flops"] is None else r["attn_flops"] / 1e6,
             "attn_fwd_bwd_ms": r["attn_ms"], "attn_peak_mib": r["attn_peak_mib"],
             "class_iou": [_pts(v) for v in r.get("class_iou", [])],
+            "class_names": class_names(r["cell"].data, len(r["class_iou"])) if "class_iou" in r else [],
             "image_ci95": None if img is None else [_pts(img["lo"]), _pts(img["hi"])]})
     info = tab["info"]
     return _clean({"study": study.name, "metric": study.metric, "unit": UNIT,

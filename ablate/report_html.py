@@ -3,15 +3,14 @@ sortable table with coloured verdicts, and one small inline script (column sorti
 network and no outside library: it opens from a laptop on a plane.
 
 The text sections (question, verdicts, per-class IoU, failures, pruned trials, provenance) are the
-Markdown report's, converted here by a small converter for the few constructs the report uses
-(headings, paragraphs, lists, tables, bold, code, images), so the two never disagree. The main
-table is built from :func:`ablate.report_rows.table` with one ``data-sort`` value per cell.
+Markdown report's, rendered by markdown-it-py (CommonMark with tables; raw HTML off), so the two
+never disagree and nested lists stay lists. The main table is built from
+:func:`ablate.report_rows.table` with one ``data-sort`` value per cell.
 """
 from __future__ import annotations
 
 import html
 import math
-import re
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#24292f;max-width:1200px;
@@ -54,48 +53,49 @@ document.querySelectorAll("table.sortable").forEach(function (t) {
 """
 
 
-def _inline(text: str) -> str:
-    """Escape, then the report's inline Markdown: **bold** and `code`."""
-    text = html.escape(text, quote=False)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+def _parser():
+    """CommonMark with tables, raw HTML off (the report's text is data, never markup); every table
+    the Markdown holds gets the sortable class."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.add_render_rule("table_open", lambda self, tokens, idx, options, env: '<table class="sortable">\n')
+    return md
 
 
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+def _only_images(tokens: list, i: int) -> list | None:
+    """The image tokens of the paragraph opening at ``tokens[i]`` when it holds nothing but images."""
+    if tokens[i].type != "paragraph_open" or i + 1 >= len(tokens) or tokens[i + 1].type != "inline":
+        return None
+    kids = [k for k in tokens[i + 1].children or [] if not (k.type in ("softbreak", "hardbreak")
+                                                              or (k.type == "text" and not k.content.strip()))]
+    return kids if kids and all(k.type == "image" for k in kids) else None
 
 
-def _md_table(lines: list[str]) -> str:
-    head, body = _cells(lines[0]), [_cells(ln) for ln in lines[2:]]
-    out = ['<table class="sortable"><thead><tr>' + "".join(f"<th>{_inline(h)}</th>" for h in head) + "</tr></thead>"]
-    out.append("<tbody>" + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body)
-               + "</tbody></table>")
-    return "".join(out)
+def render_markdown(md: str, first_table: str | None = None, figure=None) -> str:
+    """``md`` rendered by markdown-it-py (CommonMark + tables): nested lists, a list right after a
+    paragraph line and inline code all as CommonMark reads them. ``first_table``: HTML put in place
+    of the first table; ``figure``: a function (alt text, link) -> HTML put in place of each image
+    of a paragraph that holds only images."""
+    from markdown_it.token import Token
 
-
-def markdown_blocks(md: str) -> list[tuple[str, str]]:
-    """(kind, html) for each block of the Markdown report: heading, table, list, image, paragraph."""
-    blocks, cur = [], []
-    for line in md.splitlines() + [""]:
-        if line.strip():
-            cur.append(line)
+    parser = _parser()
+    tokens, out, i, replaced = parser.parse(md), [], 0, first_table is None
+    while i < len(tokens):
+        t, images = tokens[i], _only_images(tokens, i) if figure else None
+        if t.type == "table_open" and not replaced:
+            i = next(j for j in range(i, len(tokens)) if tokens[j].type == "table_close") + 1
+            out.append(Token("html_block", "", 0, content=first_table + "\n"))
+            replaced = True
             continue
-        if not cur:
+        if images is not None:
+            html_figs = "".join(figure(k.content, k.attrs.get("src", "")) for k in images)
+            out.append(Token("html_block", "", 0, content=html_figs + "\n"))
+            i += 3  # paragraph_open, inline, paragraph_close
             continue
-        first = cur[0]
-        if first.startswith("#"):
-            level = len(first) - len(first.lstrip("#"))
-            blocks.append(("heading", f"<h{level}>{_inline(first.lstrip('#').strip())}</h{level}>"))
-        elif first.startswith("|"):
-            blocks.append(("table", _md_table(cur)))
-        elif all(ln.startswith("- ") for ln in cur):
-            blocks.append(("list", "<ul>" + "".join(f"<li>{_inline(ln[2:])}</li>" for ln in cur) + "</ul>"))
-        elif all(ln.startswith("![") for ln in cur):
-            blocks.append(("images", "\n".join(cur)))
-        else:
-            blocks.append(("paragraph", "<p>" + "<br>".join(_inline(ln) for ln in cur) + "</p>"))
-        cur = []
-    return blocks
+        out.append(t)
+        i += 1
+    return parser.renderer.render(out, parser.options, {})
 
 
 def _num(x, scale: float = 1.0, digits: int = 1) -> str:
@@ -150,22 +150,18 @@ def _strip_svg(text: str) -> str:
 
 
 def render(study, tab: dict, md: str, svgs: dict[str, tuple[str, str]]) -> str:
-    """The HTML page: the Markdown report's blocks, its first table replaced by :func:`main_table`
-    and its image links by the inline SVGs (``svgs``: file name -> (caption, SVG text))."""
-    body, replaced = [], False
-    for kind, text in markdown_blocks(md):
-        if kind == "table" and not replaced:
-            body.append(main_table(tab))
-            replaced = True
-        elif kind == "images":
-            for m in re.finditer(r"!\[([^\]]*)\]\(([^)]+)\)", text):
-                cap, svg = svgs.get(m.group(2), (m.group(1), None))
-                if svg is not None:
-                    body.append(f'<figure class="figure" id="fig-{html.escape(m.group(2).rsplit("/", 1)[-1])}">'
-                                f"{_strip_svg(svg)}<figcaption>{html.escape(cap)}</figcaption></figure>")
-        else:
-            body.append(text)
+    """The HTML page: the Markdown report rendered by :func:`render_markdown`, its first table
+    replaced by :func:`main_table` and its image links by the inline SVGs (``svgs``: file name ->
+    (caption, SVG text)); an image with no SVG is left out."""
+    def figure(alt: str, link: str) -> str:
+        cap, svg = svgs.get(link, (alt, None))
+        if svg is None:
+            return ""
+        return (f'<figure class="figure" id="fig-{html.escape(link.rsplit("/", 1)[-1])}">{_strip_svg(svg)}'
+                f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+
+    body = render_markdown(md, main_table(tab), figure)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(study.name)}"
-            f" — ablate report</title><style>{STYLE}</style></head><body>\n" + "\n".join(body)
+            f" — ablate report</title><style>{STYLE}</style></head><body>\n" + body
             + f"\n<script>{SCRIPT}</script>\n</body></html>\n")

@@ -39,7 +39,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     lines += ["", "## Provenance", ""] + provenance_lines(data) + fingerprint_lines(study, data, cells)
     lines.append(f"Report written {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from storage `{storage_label}` "
                  f"by `python -m ablate.report {_study_args(study)}`. Cell keys: "
-                 + ", ".join(f"{c.title()} = `{c.key}`" for c in cells) + ".")
+                 + ", ".join(f"{c.setting()}{f' ({c.name})' if c.name else ''} = `{c.key}`" for c in cells) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -106,15 +106,27 @@ def _verdict_section(study, data: dict, tab: dict, verdicts: list[tuple[bool, st
 
 
 def _class_iou_lines(tab: dict) -> list[str]:
-    """Per-class IoU and the trials' wall and compute time, a row per cell with finished seeds."""
-    lines = ["", "## Per-class IoU and cost (means over finished seeds)", "",
-             "| cell | per-class IoU | trial wall s | compute s | harness overhead |", "|---|---|---|---|---|"]
+    """Per-class IoU (one column per class, headed by its name) and the trials' wall and compute
+    time, a row per cell with finished seeds; one table per set of classes (a grid over tasks)."""
+    from .report_formats import class_names
+
+    groups: dict[tuple, list] = {}
     for r in tab["rows"]:
-        if "class_iou" not in r:
-            continue
-        wall, comp = r["wall_s"], r["compute_s"]
-        lines.append(f"| {r['title']} | {' / '.join(_pts(p) for p in r['class_iou'])} | {wall:.1f} | {comp:.1f} | "
-                     f"{100 * (1 - comp / wall):.1f}% |")
+        if "class_iou" in r:
+            groups.setdefault(tuple(class_names(r["cell"].data, len(r["class_iou"]))), []).append(r)
+    lines = ["", "## Per-class IoU and cost (means over finished seeds)"]
+    for names, rows in groups.items():
+        lines.append("")
+        if len(groups) > 1:
+            tasks = sorted({str(getattr(r["cell"].data, "task", None) or getattr(r["cell"].data, "name", ""))
+                            for r in rows})
+            lines += [f"Classes of {', '.join(tasks)} (IoU in points):", ""]
+        lines += ["| cell | " + " | ".join(n.replace("|", "/") for n in names)
+                  + " | trial wall s | compute s | harness overhead |", "|---|" + "--:|" * (len(names) + 3)]
+        for r in rows:
+            wall, comp = r["wall_s"], r["compute_s"]
+            lines.append(f"| {r['title']} | {' | '.join(_pts(p) for p in r['class_iou'])} | {wall:.1f} | {comp:.1f} | "
+                         f"{100 * (1 - comp / wall):.1f}% |")
     return lines
 
 

@@ -22,7 +22,8 @@ Schema (every key but ``model.mechanism`` and ``factors`` has a default)::
     factors:                         # grid: factor -> list of values
       gcn: [on, off]                 # a mechanism factor, 'mechanism', or train.X / data.X / backbone.X
     references:                      # extra cells outside the grid (optional)
-      - {mechanism: none}
+      - {mechanism: none, label: plain}   # label: a short row name for the report (display only)
+    labels: {gcn=on: GCN}            # optional: a grid cell's setting -> a short row name (display only)
     seeds: [0, 1, 2]                 # or a count: 3 -> [0, 1, 2]; at most 1,000 seeds, each < 2**31;
                                      # or {start: 3, max: 10}: sequential seeds (below)
     metric: val_miou                 # val_miou (last epoch) or best_val_miou
@@ -159,9 +160,9 @@ from .study_records import BackboneSpec, Cell, Study, canon, cell_key, fmt_value
 from .study_sections import (ACCELERATORS, ALL_BACKBONES, CORRECTIONS, DATASETS, MAX_CELLS, MAX_NAME_CHARS,
                              MAX_SEED, MAX_SEEDS, METRICS, OPTIMIZERS, PRECISIONS, PRUNERS, SAMPLERS, SCHEDULES,
                              SEQUENTIAL_KEYS, STRATEGIES, TOP_KEYS, check_sequential, data_spec, factors_section,
-                             metric_name, model_section, pruner_epochs, pruner_spec, question_text,
-                             references_section, search_spec, seeds_spec, study_name, tracking_spec, train_spec,
-                             trainer_spec, verdict_spec, analysis_spec)
+                             label_cells, metric_name, model_section, no_labels, pruner_epochs, pruner_spec,
+                             question_text, references_section, search_spec, seeds_spec, study_name, tracking_spec,
+                             train_spec, trainer_spec, verdict_spec, analysis_spec)
 from .study_specs import expect_mapping, unknown_keys
 from .study_text import read_study
 from .trial_config import MAX_THREADS, HeadSpec, TrainerSpec, TrainSpec, TrialConfig, fields_dict
@@ -212,7 +213,8 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
         raise StudyError(where, "correction", "bh is not available with sequential seeds (alpha spending needs a "
                          "family-wise correction); valid there: holm, bonferroni, none.")
     if search is not None:
+        no_labels(raw, where)
         check_search(study)
         return study
     grid, baseline_keys = resolve_grid(study)
-    return replace(study, grid=grid, baseline_keys=baseline_keys)
+    return replace(study, grid=label_cells(grid, raw, where), baseline_keys=baseline_keys)

@@ -88,13 +88,20 @@ class Cell:
     data: SceneConfig | RealDataSpec
     train: TrainSpec
     key: str = ""
+    # the study file's short ``label:`` for this cell: display only (never in the key or in equality)
+    name: str = field(default="", compare=False)
 
     @property
     def label_dict(self) -> dict:
         return dict(self.label)
 
-    def title(self) -> str:
+    def setting(self) -> str:
+        """The cell's factors as ``k=v, ...`` (what the key list of a report's provenance shows)."""
         return ", ".join(f"{k}={fmt_value(v)}" for k, v in self.label) or "(base)"
+
+    def title(self) -> str:
+        """The cell's name in tables and logs: its ``label:`` when the study gives one, else :meth:`setting`."""
+        return self.name or self.setting()
 
 
 # -- the study -----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ PRECISIONS = {"32-true": (32, "32", "32-true"), "16-mixed": (16, "16", "16-mixed
 
 TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references", "seeds", "metric",
             "baseline", "search", "pruner", "trainer", "tracking", "margin", "correction", "eval",
-            "learned_above", "screening", "planning")
+            "learned_above", "screening", "planning", "labels")
 METRICS = ("val_miou", "best_val_miou")
 SAMPLERS = ("tpe", "random", "grid")
 CORRECTIONS = ("none", "holm", "bonferroni", "bh")  # as ablate.stats.CORRECTIONS
@@ -348,11 +348,60 @@ def factors_section(raw: dict, where: str) -> dict:
 
 
 def references_section(raw: dict, where: str) -> list[dict]:
-    """``references:``: extra cells, each a mapping of factors."""
+    """``references:``: extra cells, each a mapping of factors; a reference's display ``label:``
+    is taken out here (see :func:`label_cells`), so it never reaches the cell or its key."""
     refs = raw.get("references") or []
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise StudyError(where, "references", "expected a list of mappings, each one cell, e.g. - {mechanism: none}.")
-    return refs
+    return [{k: v for k, v in r.items() if k != "label"} for r in refs]
+
+
+LABEL_CHARS = 40  # the longest label: a short table-row name, not a description
+
+
+def _label(value, where: str, key: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > LABEL_CHARS or "\n" in value or "|" in value:
+        raise StudyError(where, key, f"a label is a short name for a row of the report: a string of 1 to "
+                         f"{LABEL_CHARS} characters without '|' or a line break; got {brief(value)}.")
+    return value.strip()
+
+
+def label_cells(cells: tuple, raw: dict, where: str) -> tuple:
+    """A grid's cells with the study file's display labels: ``label:`` inside a ``references:``
+    entry names that reference; ``labels:`` maps a grid cell's setting as a report shows it
+    (``gcn=on``, ``T=1, T_eval=1``) to its label. Labels are display only: the cell's key and
+    equality do not see them. Each label must name one cell, and no two rows may read the same."""
+    refs = raw.get("references") or []
+    grid_labels = raw.get("labels")
+    if grid_labels is None:
+        grid_labels = {}
+    if not isinstance(grid_labels, dict):
+        raise StudyError(where, "labels", "expected a mapping from a grid cell's setting as the report shows it "
+                         f"(e.g. 'gcn=on') to a short label; got {brief(grid_labels)}.")
+    n_grid = len(cells) - len(refs)
+    settings = {c.setting(): i for i, c in enumerate(cells[:n_grid])}
+    names: dict[int, str] = {}
+    for k, v in grid_labels.items():
+        if k not in settings:
+            listed = "; ".join(list(settings)[:20])
+            raise StudyError(where, f"labels.{k}", f"{brief(k)} is no cell of the grid; its cells are: {listed}.")
+        names[settings[k]] = _label(v, where, f"labels.{k}")
+    for i, r in enumerate(refs):
+        if "label" in r:
+            names[n_grid + i] = _label(r["label"], where, f"references[{i}].label")
+    out = tuple(replace(c, name=names[i]) if i in names else c for i, c in enumerate(cells))
+    titles = [c.title() for c in out]
+    dup = next((t for t in titles if titles.count(t) > 1), None)
+    if dup is not None and names:
+        raise StudyError(where, "labels", f"two rows would read {brief(dup)}; give each cell a different label.")
+    return out
+
+
+def no_labels(raw: dict, where: str) -> None:
+    """A search's rows are its sampled points, which a study file cannot name in advance."""
+    if raw.get("labels") or any(isinstance(r, dict) and "label" in r for r in raw.get("references") or []):
+        raise StudyError(where, "labels", "labels name a grid's cells; a search's rows are its sampled points: "
+                         "remove labels: and the references' label:.")
 
 
 def metric_name(raw: dict, where: str) -> str:

@@ -250,6 +250,21 @@ def num_classes(task: str) -> int:
     return TASKS[task][1]
 
 
+# name -> each class's name, index = label value (what the generators above write)
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "global_cue": ("background", "horizontal, red cue", "horizontal, green cue", "vertical, red cue",
+                   "vertical, green cue"),
+    "pairing": ("background", "colour alone", "colour repeated"),
+    "left_right": ("background", "left of cue", "right of cue"),
+    "local": ("background", "horizontal", "vertical"),
+}
+
+
+def class_names(task: str) -> tuple[str, ...]:
+    """The names of ``task``'s classes, in label order (a report's per-class column heads)."""
+    return CLASS_NAMES[task]
+
+
 class SyntheticSegmentation(Dataset):
     """A generated split held in memory."""
 
