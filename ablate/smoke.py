@@ -77,7 +77,8 @@ def run_smoke(path: str, overrides: list[str], run_main, print_plan, workers: in
     effective.write_text(effective_yaml(path, overrides, smoke=True), encoding="utf-8")
     cells = len(study.cells()) or study.search["n_trials"]
     print(f"ablate smoke: {path}: {cells} cells x 1 seed, {_rounds(study)} on {raw['data']['train_images']} "
-          f"training images, in {folder}", file=out, flush=True)
+          f"training images, in {folder}; a trial's val mIoU (points, 0-100) is an almost untrained "
+          "model's, often near 0: it says the cell runs, not how well", file=out, flush=True)
     t0 = time.perf_counter()
     code = run_main([str(effective), "--run-dir", str(folder), "--no-report", "--no-wandb", "--allow-undecidable",
                      "--workers", str(workers), "--threads", str(threads)])

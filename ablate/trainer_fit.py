@@ -37,7 +37,9 @@ from .trial_config import TrialConfig, fields_dict
 
 def quiet_libraries() -> None:
     """Keep the terminal to ablate's own progress lines: Lightning's banners and tips, and
-    known-harmless deprecation warnings from dependencies, are not for the user."""
+    known-harmless deprecation warnings from dependencies, are not for the user; nor is Lightning's
+    hint to launch with ``srun`` where srun is installed, unless the process runs in a SLURM job
+    (``SLURM_JOB_ID`` set), where launching without it can hang."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -45,6 +47,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # a mid-pass resume is exact: the data modules' ResumableOrder skips the batches already trained
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+    if not os.environ.get("SLURM_JOB_ID"):  # outside a SLURM job, an installed srun is no hint for the user
+        warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
 
 
 class TrialFailed(Exception):
