@@ -17,9 +17,17 @@ backward with a given upstream gradient. It works on a deep copy, so the caller'
   0, so blocks built mostly from those (gating, pooling) are undercounted; bias additions
   are not counted either.
 * **latency**: wall time of forward + backward (gradients set to ``None`` first), median
-  and inter-quartile range over ``repeats`` runs after ``warmup`` runs; CUDA events on
-  CUDA, ``time.perf_counter`` on the CPU. The intra-op thread count is what
-  ``torch.get_num_threads()`` says and is reported with the result.
+  and inter-quartile range. On the CPU by ``torch.utils.benchmark.Timer.blocked_autorange``
+  (:func:`ablate.costs_measure.autorange_ms`: blocks of several steps, timed for at least
+  0.2 s; median and IQR over the blocks); on CUDA over ``repeats`` runs after ``warmup``
+  runs, with CUDA events. The intra-op thread count is what ``torch.get_num_threads()``
+  says and is reported with the result. A latency whose IQR is more than
+  :data:`~ablate.costs_measure.NOISY` (20%) of its median is ``noisy`` (measured under
+  load, most likely): a report prints it with its spread, never as a precise number.
+  :func:`cell_costs` keeps each measurement in a content-addressed cache
+  (:func:`ablate.costs_measure.cost_key`: preset, arguments, input shape, device, torch
+  version, threads), so the same block at the same input reads the same number in every
+  study's report.
 * **peak memory**: the peak of live tensor memory during one forward + backward, over
   what was live before it started (parameters, the input and the upstream gradient are
   already allocated and not counted; the output, the activations autograd saves, the
@@ -43,9 +51,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime as dt
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
@@ -53,8 +62,9 @@ from torch import nn
 
 from ablate_kernels.timing import describe_device  # one description of the device for costs, reports and the kernel bench
 
-from .costs_measure import (clear_grads, count_flops, cpu_peak_bytes, cuda_peak_bytes, forward_flops, median_iqr,
-                            param_count, quiet_native_stderr, step, time_ms)
+from .costs_measure import (NOISY, autorange_ms, cache_get, cache_put, clear_grads, cost_key, count_flops,
+                            cpu_peak_bytes, cuda_peak_bytes, forward_flops, is_noisy, median_iqr, param_count,
+                            quiet_native_stderr, step, time_ms)
 from .errors import StudyError, exit_with
 
 __all__ = ["Cost", "measure", "measure_preset", "cell_costs", "Sample", "measure_budgeted", "forward_flops",
@@ -79,6 +89,11 @@ class Cost:
     @property
     def peak_mem_mib(self) -> float:
         return self.peak_mem_bytes / 2**20
+
+    @property
+    def noisy(self) -> bool:
+        """IQR / median above :data:`~ablate.costs_measure.NOISY`: the median is not to be read precisely."""
+        return is_noisy(self.latency_ms, self.latency_iqr_ms, NOISY)
 
 
 def measure(
@@ -117,8 +132,10 @@ def measure(
         step(block, x, grad)
     if cuda:
         torch.cuda.synchronize(device)
-    times = [time_ms(block, x, grad, cuda) for _ in range(repeats)]
-    latency, iqr = median_iqr(times)
+    if cuda:
+        latency, iqr = median_iqr([time_ms(block, x, grad, cuda) for _ in range(repeats)])
+    else:
+        latency, iqr, repeats = autorange_ms(block, x, grad)
     peak = cuda_peak_bytes(block, x, grad) if cuda else cpu_peak_bytes(block, x, grad)
     flops_fwd = count_flops(block, x, grad, backward=False)
     flops_fwd_bwd = count_flops(block, x, grad, backward=True)
@@ -174,7 +191,7 @@ def cell_costs(blocks: Iterable[tuple[str, str, Mapping, Sequence[int]]], device
         shape = tuple(shape)
         what = (mechanism, args, shape)
         if what not in seen:
-            seen[what] = _bounded_cost(get_preset(mechanism), dict(args), shape, device, repeats, warmup)
+            seen[what] = _bounded_cost(get_preset(mechanism), dict(args), shape, device, repeats, warmup, mechanism)
         if isinstance(seen[what], str):
             skipped[key] = seen[what]
         else:
@@ -205,22 +222,28 @@ def free_bytes(device: str) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def _bounded_cost(preset, args: dict, shape: tuple, device: str, repeats: int, warmup: int):
+def _bounded_cost(preset, args: dict, shape: tuple, device: str, repeats: int, warmup: int, mechanism: str = ""):
     """(Cost, peak bytes over the input's gradient) of one block, measured at ``shape``, or at a
     batch of one at the same resolution when the study's batch would not fit (its input, gradient
     and output alone, x4 for what the block keeps, would take more than :data:`MEASURE_FRACTION`
     of the free memory; the Cost's shape says so); a block that cannot be built or run in memory
-    there gives the reason as text instead ("not measured: ...")."""
+    there gives the reason as text instead ("not measured: ..."). A block measured before at the
+    same shape, device, torch and threads (any study) is read from the cache, not measured again."""
     per_image = 4 * shape[1] * shape[2] * shape[3]
     if 4 * 3 * per_image * shape[0] > MEASURE_FRACTION * free_bytes(device):
         shape = (1, *shape[1:])
         if 4 * 3 * per_image > MEASURE_FRACTION * free_bytes(device):
             return f"one image's block input {tuple(shape)} would not fit in the memory free on {device}"
+    key = cost_key(mechanism or preset.name, args, shape, describe_device(device), torch.get_num_threads())
+    cached = _cached_cost(key)
+    if cached is not None:
+        return cached, max(0, cached.peak_mem_bytes - per_image * shape[0])
     try:
         torch.manual_seed(0)
         block = preset.build(shape[1], **args)
         with quiet_native_stderr():  # torch's profiler prints two lines per memory measurement
             cost = measure(block, shape, repeats=repeats, warmup=warmup, device=device)
+        cache_put(key, {**asdict(cost), "measured": dt.datetime.now().strftime("%Y-%m-%d %H:%M")})
     except (MemoryError, torch.OutOfMemoryError) as e:
         return f"out of memory at {shape} ({type(e).__name__})"
     except RuntimeError as e:
@@ -229,6 +252,15 @@ def _bounded_cost(preset, args: dict, shape: tuple, device: str, repeats: int, w
             return f"out of memory at {shape} ({first[:120]})"
         raise
     return cost, max(0, cost.peak_mem_bytes - per_image * shape[0])
+
+
+def _cached_cost(key: str) -> Cost | None:
+    """The :class:`Cost` the cache holds under ``key``, or None (absent, or from another version of the record)."""
+    rec = cache_get(key)
+    try:
+        return None if rec is None else Cost(**{f.name: rec[f.name] for f in fields(Cost)} | {"shape": tuple(rec["shape"])})
+    except (KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)

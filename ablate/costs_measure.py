@@ -2,7 +2,10 @@
 step of a block (forward, then backward from a given upstream gradient), its wall time, its peak
 live memory on the CPU (profiler memory events) or CUDA (the allocator's peak), its FLOPs
 (``FlopCounterMode`` with the CPU flash-attention formula torch lacks), its parameter count, and
-a quiet stderr for torch's profiler.
+a quiet stderr for torch's profiler; the CPU latency by ``torch.utils.benchmark``
+(:func:`autorange_ms`, median and IQR) and a content-addressed cache of measured blocks
+(:func:`cost_key`, :func:`cache_get`, :func:`cache_put`) so one block at one input gets one number
+in every report.
 
 What each number counts, and what it leaves out, is :mod:`ablate.costs`' docstring's. Everything
 here is re-exported by :mod:`ablate.costs`; :mod:`ablate.scaling` uses the same helpers through
@@ -12,10 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -140,3 +146,67 @@ def quiet_native_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+# -- latency by torch.utils.benchmark, and a cache of measured blocks ----------------------------------
+
+NOISY = 0.2  # a latency whose IQR exceeds this share of its median is reported as noisy, with its spread
+MIN_RUN_S = 0.2  # blocked_autorange measures for at least this long (after its own warm-up)
+METHOD = "fwd+bwd train float32, torch.utils.benchmark blocked_autorange"  # part of the cache key
+
+
+def autorange_ms(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, min_run_time: float = MIN_RUN_S
+                 ) -> tuple[float, float, int]:
+    """(median ms, IQR ms, number of timed blocks) of one training step (gradients cleared, forward,
+    backward) on the CPU, by :meth:`torch.utils.benchmark.Timer.blocked_autorange`: it picks a
+    number of steps per block that makes a block long against the timer's resolution, then times
+    blocks until ``min_run_time`` seconds are spent; median and IQR are over the blocks' per-step
+    means, with torch's intra-op threads as they are."""
+    from torch.utils import benchmark
+
+    def run() -> None:
+        clear_grads(block, x)
+        step(block, x, grad)
+
+    timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return float(m.median) * 1e3, float(m.iqr) * 1e3, len(m.times)
+
+
+def is_noisy(median_ms: float, iqr_ms: float, threshold: float = NOISY) -> bool:
+    """True when the spread is large next to the value: IQR / median > ``threshold``."""
+    return not median_ms > 0 or iqr_ms / median_ms > threshold
+
+
+def cache_dir() -> Path:
+    """Where measured block costs are kept: ``$ABLATE_CACHE/costs``, else ``~/.cache/ablate/costs``."""
+    root = os.environ.get("ABLATE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "ablate") / "costs"
+
+
+def cost_key(mechanism: str, args, shape: Sequence[int], device: str, threads: int) -> str:
+    """The content address of one measurement: a SHA-256 of the block's preset and resolved
+    arguments, the input shape, the device in words, torch's version, the thread count and
+    :data:`METHOD`. The same block at the same input on the same machine has one key in every study."""
+    content = {"mechanism": mechanism, "args": sorted(dict(args).items()), "shape": [int(s) for s in shape],
+               "device": device, "torch": torch.__version__, "threads": int(threads), "method": METHOD}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def cache_get(key: str) -> dict | None:
+    """The cached record of ``key``, or None (none, or unreadable: it is measured again)."""
+    try:
+        return json.loads((cache_dir() / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cache_put(key: str, record: dict) -> None:
+    """Keep ``record`` under ``key`` (atomically; a cache that cannot be written is skipped)."""
+    from .atomic import write_text
+
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        write_text(cache_dir() / f"{key}.json", json.dumps(record, sort_keys=True))
+    except OSError:
+        pass

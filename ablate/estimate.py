@@ -9,10 +9,12 @@ What is not timed: data loading and augmentation, validation, DDP's gradient all
 pretrained weights (they are never loaded: they do not change the time, and nothing is
 downloaded), so the figure is a lower bound of a trial's wall time on that device.
 
-Per cell it prints seconds per iteration, iterations per trial (``train.iterations``, or epochs
+Per cell it prints seconds per iteration (the median of the timed steps) and their
+inter-quartile range, iterations per trial (``train.iterations``, or epochs
 times batches per epoch from the dataset size: the synthetic task's ``train_images``, a real
 dataset's images on disk, or its standard split size when the data is not here, said so),
-seconds per trial and times the seeds; then the total in device-hours (a trial of ``devices x
+the time per trial and times the seeds, each column in one unit (hours once a value in it
+reaches 6 minutes, else seconds, said in its head); then the total in device-hours (a trial of ``devices x
 num_nodes`` devices holds all of them). On a CPU every figure is labelled a CPU figure: a GPU is
 typically tens of times faster. ``--budget S`` stops timing once S seconds have been spent and
 gives the remaining cells the mean seconds per iteration of the timed ones (marked
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .costs_measure import median_iqr
 from .errors import StudyError, brief, exit_with
 from .models.registry import lookup
 
@@ -47,6 +50,7 @@ class Row:
     seeds: int
     world: int = 1
     extrapolated: bool = False
+    iqr_per_iteration: float = math.nan  # the spread of the timed iterations (nan: not measured)
 
     @property
     def seconds_per_trial(self) -> float:
@@ -119,9 +123,11 @@ def _timing_config(config: dict) -> dict:
     return {**config, "backbone": backbone}
 
 
-def time_step(config: dict, shape: Shape, device: torch.device, iterations: int = 2, warmup: int = 1) -> float:
-    """Mean seconds of one training step (forward, loss, backward, optimiser step) of the trial's
-    model on a random batch of ``shape``, after ``warmup`` untimed steps."""
+def time_step(config: dict, shape: Shape, device: torch.device, iterations: int = 2, warmup: int = 1,
+              spread: bool = False):
+    """Median seconds of one training step (forward, loss, backward, optimiser step) of the trial's
+    model on a random batch of ``shape``, each of ``iterations`` steps timed alone after ``warmup``
+    untimed ones; with ``spread``, (median, inter-quartile range) in seconds."""
     from .models.segmenter import Segmenter
 
     cfg = _timing_config(config)
@@ -145,11 +151,14 @@ def time_step(config: dict, shape: Shape, device: torch.device, iterations: int 
     for _ in range(warmup):
         step()
     _sync(device)
-    t0 = time.perf_counter()
+    times = []
     for _ in range(iterations):
+        t0 = time.perf_counter()
         step()
-    _sync(device)
-    return (time.perf_counter() - t0) / iterations
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    median, iqr = median_iqr(times)
+    return (median, iqr) if spread else median
 
 
 def _sync(device: torch.device) -> None:
@@ -195,9 +204,10 @@ def estimate(study, device: torch.device, iterations: int = 2, warmup: int = 1, 
             rows.append(Row(cell.title(), sum(measured) / len(measured), its, seeds, world, extrapolated=True))
             continue
         t0 = time.perf_counter()
-        sec = time_step(config, shape, device, iterations, warmup)
+        timed = time_step(config, shape, device, iterations, warmup, spread=True)
+        sec, iqr = timed if isinstance(timed, tuple) else (timed, math.nan)
         spent += time.perf_counter() - t0
-        rows.append(Row(cell.title(), sec, its, seeds, world))
+        rows.append(Row(cell.title(), sec, its, seeds, world, iqr_per_iteration=iqr))
         if progress:
             progress(rows[-1])
     return rows, notes
@@ -213,6 +223,11 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:,.1f} h" if seconds >= 360 else f"{seconds:,.1f} s"
 
 
+def _column_unit(values: list[float]) -> tuple[str, float]:
+    """One unit for a whole column: hours when its largest value is 6 minutes or more, else seconds."""
+    return ("h", 3600.0) if max(values, default=0.0) >= 360 else ("s", 1.0)
+
+
 def render(study, rows: list[Row], notes: list[str], device: torch.device, iterations: int, warmup: int) -> str:
     """The printed estimate: a header saying what was timed and where, the table, the total."""
     cpu = device.type == "cpu"
@@ -224,15 +239,17 @@ def render(study, rows: list[Row], notes: list[str], device: torch.device, itera
              textwrap.fill(f"Timed: forward, loss, backward and optimiser step of a batch of {shape.batch} at "
                            f"{shape.crop[0]}x{shape.crop[1]} (train.batch_size {cfg['train']['batch_size']} over "
                            f"{study.trainer.world_size} device(s)), random tensors, pretrained weights not loaded; "
-                           f"mean of {iterations} iteration(s) after {warmup} warm-up. Not timed: data loading, "
+                           f"median and IQR of {iterations} iteration(s), each timed alone, after {warmup} warm-up. Not timed: data loading, "
                            "validation, DDP communication.", 100)]
     lines += [f"Note: {n}." for n in notes]
     width = max([len("cell")] + [len(r.title) for r in rows])
-    lines.append(f"{'cell':<{width}}  {'s/iter':>9}  {'iter/trial':>10}  {'per trial':>10}  {'seeds':>5}  "
-                 f"{'all seeds':>10}")
+    (tu, tdiv), (au, adiv) = _column_unit([r.seconds_per_trial for r in rows]), _column_unit([r.seconds for r in rows])
+    lines.append(f"{'cell':<{width}}  {'s/iter':>9}  {'IQR s/iter':>10}  {'iter/trial':>10}  "
+                 f"{'trial ' + tu:>10}  {'seeds':>5}  {'all seeds ' + au:>12}")
     for r in rows:
-        lines.append(f"{r.title:<{width}}  {r.seconds_per_iteration:>9.4f}  {r.iterations:>10,}  "
-                     f"{_hours(r.seconds_per_trial):>10}  {r.seeds:>5}  {_hours(r.seconds):>10}"
+        iqr = "" if math.isnan(r.iqr_per_iteration) else f"{r.iqr_per_iteration:.4f}"
+        lines.append(f"{r.title:<{width}}  {r.seconds_per_iteration:>9.4f}  {iqr:>10}  {r.iterations:>10,}  "
+                     f"{r.seconds_per_trial / tdiv:>10,.1f}  {r.seeds:>5}  {r.seconds / adiv:>12,.1f}"
                      + ("  (extrapolated)" if r.extrapolated else ""))
     total = sum(r.seconds for r in rows)
     world = study.trainer.world_size

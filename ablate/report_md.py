@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+from .report_costs import latency_text
 from .report_provenance import fingerprint_lines, provenance_lines
 from .report_rows import ALPHA, COST_REPEATS, COST_WARMUP, block_shape, describe_setup, table
 from .report_rows import label_text as _label_text
@@ -152,8 +153,10 @@ def _costs_lines(study, data: dict, cells: list, costs: dict) -> list[str]:
     lines = []
     if costs:
         shapes = sorted({block_shape(c, study.trainer.world_size, study.head) for c in cells if c.key in costs})
-        lines += ["", f"Attention-block latency (forward + backward, median of {COST_REPEATS} runs after "
-                  f"{COST_WARMUP} warm-up) and peak memory (over the input's gradient, which the backbone needs "
+        lines += ["", "Attention-block latency (forward + backward; on the CPU the median and inter-quartile range "
+                  "of torch.utils.benchmark's blocked_autorange, on CUDA of "
+                  f"{COST_REPEATS} runs after {COST_WARMUP} warm-up; 'noisy' where the IQR exceeds 20% of the median, "
+                  "as under load; one cached measurement per block and input, shared by every study) and peak memory (over the input's gradient, which the backbone needs "
                   f"anyway) at the training input (B, C, H, W) = {', '.join(map(str, shapes))}, float32, train "
                   f"mode; {_measured_when(costs)}, on {costs['_device']} with "
                   f"{costs['_threads']} torch thread(s) (`ablate.costs.measure`). Params and MFLOPs are the "
@@ -358,7 +361,7 @@ def _cost_columns(key: str, data: dict, costs: dict) -> tuple[str, str, str, str
     ms = mib = ""
     if key in costs:
         cost, extra = costs[key]
-        ms, mib = f"{cost.latency_ms:.2f}", f"{extra / 2**20:.2f}"
+        ms, mib = latency_text(cost), f"{extra / 2**20:.2f}"
     return str(params), "" if flops is None else f"{flops / 1e6:.2f}", ms, mib
 
 

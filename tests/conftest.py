@@ -96,6 +96,13 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _own_cost_cache(tmp_path_factory, monkeypatch):
+    """Each test measures block costs afresh: ablate.costs' cache (``$ABLATE_CACHE``) goes to a
+    folder of the test's own, never the user's ``~/.cache/ablate``; child processes inherit it."""
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path_factory.mktemp("ablate-cache")))
+
+
 @pytest.fixture
 def study_factory(tmp_path):
     def make(**overrides):

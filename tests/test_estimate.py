@@ -46,10 +46,25 @@ def test_the_table_multiplies_iterations_time_and_seeds(tiny, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "[CPU figure]" in out
     none = next(line for line in out.splitlines() if line.startswith("mechanism=none "))
-    assert none.split()[1:] == ["0.2500", "6", "1.5", "s", "3", "4.5", "s"]
+    assert none.split()[1:] == ["0.2500", "6", "1.5", "3", "4.5"]  # no spread from a bare number
     nonlocal_ = next(line for line in out.splitlines() if line.startswith("mechanism=nonlocal"))
-    assert nonlocal_.split()[1:] == ["0.5000", "6", "3.0", "s", "3", "9.0", "s"]
+    assert nonlocal_.split()[1:] == ["0.5000", "6", "3.0", "3", "9.0"]
     assert "6 trials, 13.5 s" in out  # (0.25 + 0.5) x 6 iterations x 3 seeds
+
+
+def test_each_column_has_one_unit_and_the_spread_is_printed(tiny, monkeypatch, capsys):
+    """One cell's trial under 6 minutes, the other's over: the column is in hours for both (the
+    unit in its head), and each row carries its IQR."""
+    times = iter([(0.25, 0.01), (100.0, 4.0)])
+    monkeypatch.setattr(est, "time_step", lambda *a, **k: next(times))
+    assert est.main([str(tiny), "--cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(ln for ln in lines if ln.startswith("cell "))
+    assert "IQR s/iter" in head and "trial h" in head and "all seeds h" in head
+    none = next(ln for ln in lines if ln.startswith("mechanism=none ")).split()
+    big = next(ln for ln in lines if ln.startswith("mechanism=nonlocal")).split()
+    assert none[1:] == ["0.2500", "0.0100", "6", f"{1.5 / 3600:.1f}", "3", f"{4.5 / 3600:.1f}"]
+    assert big[1:] == ["100.0000", "4.0000", "6", f"{600 / 3600:.1f}", "3", f"{1800 / 3600:.1f}"]
 
 
 def test_overrides_change_what_is_estimated(tiny, monkeypatch, capsys):
