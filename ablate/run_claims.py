@@ -3,8 +3,9 @@
 :func:`choose` is what :func:`ablate.storage.claim_next` asks under the study lock: the first
 (cell, seed) of the plan nobody has taken (a grid), the seeds the looks of a sequential study
 added (taking the next look when every wanted trial is finished), or a new point from the
-search's sampler. It reads the trials storage hands it and returns a
-:class:`~ablate.storage.Claim`; storage creates the trial.
+search's sampler. It reads the study's :class:`~ablate.storage_index.TrialIndex` that storage
+keeps current (no scan of the trials) and returns a :class:`~ablate.storage.Claim`; storage
+creates the trial.
 """
 from __future__ import annotations
 
@@ -15,47 +16,66 @@ from .trial_config import TrialConfig
 LOOKS_ATTR = "sequential_looks"  # study user attribute: the looks of a sequential study, in order
 
 
-def choose(w, trials):
-    """The next claim of worker ``w`` (:class:`ablate.run_worker.Worker`) given the trials in
-    storage, or None. Call with the study lock held (:func:`ablate.storage.claim_next` does)."""
+def choose(w, index):
+    """The next claim of worker ``w`` (:class:`ablate.run_worker.Worker`) given the study's
+    :class:`~ablate.storage_index.TrialIndex`, or None. Call with the study lock held
+    (:func:`ablate.storage.claim_next` does): it reads nothing more from storage (a search's
+    sampler and a sequential look read what they need)."""
     from . import storage as st
 
     if w.study.search:
-        claim = claim_search(w.study, w.ostudy, w.store, trials, w.run)
+        claim = claim_search(w.study, w.ostudy, w.store, index, w.run)
         if claim is not None:
-            claim.index = 1 + sum(st.trial_status(t, w.run) in st.TAKEN for t in trials)
+            claim.index = 1 + index.taken_trials()
         return claim
-    taken = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed"))
-             for t in trials if st.trial_status(t, w.run) in st.TAKEN}
     if w.study.sequential:
-        todo = sequential_todo(w, trials)
+        todo = sequential_todo(w, index)
     else:
-        todo = [(c, s) for c, s in w.study.trials() if (c.key, s) not in taken]
+        todo = [p] if (p := next_in_plan(w, index)) else []
     if not todo:
         return None
     cell, seed = todo[0]
     config = w.study.trial(cell, seed)
-    return st.Claim(cell, seed, config, w.plan_index.get((cell.key, seed)) or 1 + len(taken), dict(cell.label),
+    where = w.plan_index.get((cell.key, seed)) or 1 + index.taken_pairs()
+    return st.Claim(cell, seed, config, where, dict(cell.label),
                     w.choices, trial_attrs(cell, seed, config), checkpoint_dir=w.checkpoint_dir(cell, seed, config))
+
+
+def next_in_plan(w, index):
+    """The first (cell, seed) of the plan nobody has taken, or None. All pairs before the
+    worker's cursor were taken when it last looked; a pair that became free since (a lost or
+    interrupted trial) moves the cursor back to it, so a claim costs O(1) amortised, not O(plan)."""
+    from . import storage as st
+
+    if not w.plan:
+        w.plan = list(w.study.trials())
+    for pair in index.pop_changed():
+        pos = w.plan_index.get(pair)
+        if pos is not None and index.status.get(pair) not in st.TAKEN:
+            w.cursor = min(w.cursor, pos - 1)
+    while w.cursor < len(w.plan):
+        cell, seed = w.plan[w.cursor]
+        if index.status.get((cell.key, seed)) not in st.TAKEN:
+            return cell, seed
+        w.cursor += 1
+    return None
 
 
 def statuses(trials, run: str) -> dict:
     """(cell key, seed) -> the status that counts among its trials: done, then running, then
-    failed here, then free (a lost or retried attempt next to a finished one is history)."""
+    failed here, then free (a lost or retried attempt next to a finished one is history;
+    :func:`ablate.storage_index.merge_status`, which the claims' index keeps up to date)."""
     from . import storage as st
+    from .storage_index import merge_status, pair_of
 
-    rank = {"done": 0, "running": 1, "failed here": 2}
     out: dict = {}
     for t in trials:
-        pair, status = (t.user_attrs.get("cell_key"), t.user_attrs.get("seed")), st.trial_status(t, run)
-        if rank.get(status, 3) < rank.get(out.get(pair), 3):
-            out[pair] = status
-        else:
-            out.setdefault(pair, status)
+        pair = pair_of(t)
+        out[pair] = merge_status(out.get(pair), st.trial_status(t, run))
     return out
 
 
-def sequential_todo(w, trials) -> list:
+def sequential_todo(w, index) -> list:
     """The (cell, seed) a sequential study wants and nobody has taken, in order. Call with the
     study lock held. What is wanted: the first ``start`` seeds of every cell, plus every seed a
     look added (kept in storage, :data:`LOOKS_ATTR`). When all of them are finished, the next
@@ -64,7 +84,7 @@ def sequential_todo(w, trials) -> list:
     a killed runner resumes with the seeds its looks added."""
     from . import storage as st
 
-    status = statuses(trials, w.run)
+    status = index.status
     by_key = {c.key: c for c in w.cells}
     looks = list(w.ostudy.user_attrs.get(LOOKS_ATTR, []))
     wanted = list(w.study.trials()) + [(by_key[k], s) for look in looks for k, seeds in look["added"].items()
@@ -72,7 +92,7 @@ def sequential_todo(w, trials) -> list:
     todo = [(c, s) for c, s in wanted if status.get((c.key, s)) not in st.TAKEN]
     if todo or any(status.get((c.key, s)) != "done" for c, s in wanted):
         return todo  # trials to claim, or trials still running (wait) or to retry in a later run (stop)
-    look = take_look(w, trials, status)
+    look = take_look(w, index.all_trials(), status)
     if not look.new:
         return []
     added = {c.key: look.new[c.key] for c in w.cells if c.key in look.new}
@@ -167,16 +187,19 @@ def suggest(trial, name, dist):
 
 def claim_search(study, ostudy, store, trials, run: str = ""):
     """Sample the next point of a search study (lock held) as a claim storage has created
-    (:func:`ablate.storage.ask_trial`); None once the budget is used. No mid-trial checkpoints:
+    (:func:`ablate.storage.ask_trial`); None once the budget is used. ``trials``: the study's
+    :class:`~ablate.storage_index.TrialIndex`, or a list of its trials. No mid-trial checkpoints:
     a search's lost trial is not run again (the next claim samples a new point), and two
     samples may be the same point."""
     import optuna
 
     from . import storage as st
+    from .storage_index import TrialIndex
 
-    if sum(st.trial_status(t, run) in st.TAKEN for t in trials) >= study.search["n_trials"]:
+    index = trials if isinstance(trials, TrialIndex) else TrialIndex.of(trials, run)
+    if index.taken_trials() >= study.search["n_trials"]:
         return None
-    sampler_study = optuna.load_study(study_name=study.name, storage=store, sampler=make_sampler(study, len(trials)))
+    sampler_study = optuna.load_study(study_name=study.name, storage=store, sampler=make_sampler(study, len(index)))
 
     def setup(trial):
         params = {k: suggest(trial, k, d) for k, d in study.distributions().items()}

@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from .progress import Progress, StudyCounts, eta_seconds, points
-from .run_claims import LOOKS_ATTR, choose, statuses
+from .run_claims import LOOKS_ATTR, choose
 from .trial_config import TrialConfig
 
 MAX_HARNESS_STREAK = 3  # harness failures in a row after which a worker stops (the next run retries)
@@ -145,6 +145,9 @@ class Worker:
     choices: dict
     cells: list = dataclasses.field(default_factory=list)  # the grid's cells (sequential studies read them)
     traced: bool = False  # a harness failure's traceback was printed once already
+    index: object = None  # the study's TrialIndex (ablate.storage_index), kept current by each claim
+    plan: list = dataclasses.field(default_factory=list)  # study.trials(), the grid's claim order
+    cursor: int = 0  # every plan entry before it was taken when the last claim looked
 
     def checkpoint_dir(self, cell, seed: int, config) -> str | None:
         """The folder of this (cell, seed)'s mid-trial checkpoints (None: checkpoints off)."""
@@ -172,8 +175,10 @@ def open_worker(study, url: str, run_dir: Path, args) -> Worker:
     total = study.search["n_trials"] if study.search else len(plan)
     if study.sequential:
         total = f"{len(plan)}-{len(cells) * study.sequential['max']}"  # the start plan, up to every seed
-    return Worker(study, url, run_dir, args, store, ostudy, Progress(tag, total), os.environ.get(st.RUN_ENV, ""),
-                  {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}, choices, cells)
+    run = os.environ.get(st.RUN_ENV, "")
+    return Worker(study, url, run_dir, args, store, ostudy, Progress(tag, total), run,
+                  {(c.key, s): i + 1 for i, (c, s) in enumerate(plan)}, choices, cells,
+                  index=st.TrialIndex.open_on(store, ostudy._study_id, run), plan=plan)
 
 
 def worker_loop(study, url: str, run_dir: Path, args) -> dict:
@@ -186,12 +191,12 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
     while not args.max_trials or totals["attempts"] < args.max_trials:
         if waiting:
             time.sleep(min(5.0, st.heartbeat_s()))
-        claim, trials = st.claim_next(url, w.ostudy, functools.partial(choose, w))
+        claim, w.index = st.claim_next(url, w.ostudy, functools.partial(choose, w), w.index)
         if finished and (totals["attempts"] or w.progress.tty):  # plain lines after a trial; the bar at once
-            w.progress.study(study_counts(w, trials))
+            w.progress.study(study_counts(w, w.index))
         finished = False
         if claim is None:
-            waiting = wait_for_others(trials, w.progress, waiting)
+            waiting = wait_for_others(w.index, w.progress, waiting)
             if waiting:
                 continue
             break
@@ -206,7 +211,8 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
                            "environment (above); fix it and run the same command again to retry them")
             break
     if finished:  # stopped by --max-trials or by failures in a row: no claim read the storage since
-        w.progress.study(study_counts(w, w.ostudy.get_trials(deepcopy=False)))
+        w.index.refresh()
+        w.progress.study(study_counts(w, w.index))
     w.progress.close()
     return totals
 
@@ -215,39 +221,39 @@ def study_counts(w: Worker, trials) -> StudyCounts:
     """The study-level progress from storage (every worker's trials): trials finished, final
     failures and this run's harness failures among them, of the total known now (a sequential
     study's start plan plus the seeds its looks added), and the ETA from those finished trials'
-    times with as many workers as trials running, this one included."""
+    times with as many workers as trials running, this one included. ``trials``: the worker's
+    :class:`~ablate.storage_index.TrialIndex` (counts it keeps: no storage read) or a list of trials."""
     from . import storage as st
 
-    records = st.read_trials(trials, w.run)
+    index = trials if isinstance(trials, st.TrialIndex) else st.TrialIndex.of(trials, w.run)
     ended = ("done", "failed here")
     most, wanted = None, None
     if w.study.search:
-        mine = [r for r in records if r.status in ended]
-        total, done, failed = w.study.search["n_trials"], len(mine), sum(not r.finished for r in mine)
+        done = index.counts["done"] + index.counts["failed here"]
+        total, failed = w.study.search["n_trials"], done - index.n_finished
+        times = [x for v in index.walls.values() for x in v]
     else:
-        wanted = {(c.key, s) for c, s in w.study.trials()}
+        wanted = {(c.key, s) for c, s in (w.plan or w.study.trials())}
         if w.study.sequential:
             looks = w.ostudy.user_attrs.get(LOOKS_ATTR, [])
             wanted |= {(k, s) for look in looks for k, seeds in look["added"].items() for s in seeds}
             most = len(w.cells) * w.study.sequential["max"]
-        status = statuses(trials, w.run)
-        ok = {r.pair for r in records if r.finished}
-        ended_pairs = [p for p in wanted if status.get(p) in ended]
-        total, done, failed = len(wanted), len(ended_pairs), sum(p not in ok for p in ended_pairs)
-    times = [r.wall_s for r in records if r.finished and (wanted is None or r.pair in wanted)]
-    running = sum(r.status == "running" for r in records)
-    eta = eta_seconds([x for x in times if x is not None], total - done, running + 1)
+        ended_pairs = [p for p in wanted if index.status.get(p) in ended]
+        total, done, failed = len(wanted), len(ended_pairs), sum(p not in index.ok for p in ended_pairs)
+        times = [x for p, v in index.walls.items() if p in wanted for x in v]
+    eta = eta_seconds(times, total - done, index.counts["running"] + 1)
     return StudyCounts(done, total, failed, eta, most)
 
 
-def wait_for_others(trials, progress, was_waiting: bool) -> bool:
+def wait_for_others(index, progress, was_waiting: bool) -> bool:
     """Nothing is free. While other workers' trials run, wait: one of them may yet be lost (its
-    machine gone: reaped once its heartbeat is older than the grace period) and must run again."""
+    machine gone: reaped once its heartbeat is older than the grace period) and must run again.
+    ``index``: the study's :class:`~ablate.storage_index.TrialIndex` (its open trials alone are looked at)."""
     import optuna
 
     from . import storage as st
 
-    running = sum(r.state == optuna.trial.TrialState.RUNNING and r.owned for r in st.read_trials(trials))
+    running = sum(r.state == optuna.trial.TrialState.RUNNING and r.owned for r in st.read_trials(index.open_trials()))
     if running and not was_waiting:
         progress.say(f"nothing left to claim; waiting for {running} running trial(s) of other workers")
     return running > 0

@@ -30,7 +30,9 @@ attempt of the same (cell, seed) takes that folder, on whatever host, and resume
 newest checkpoint (``ablate:resumed_from``, :mod:`ablate.checkpoints`).
 
 This module owns the trial records the runner uses:
-:func:`claim_next` (reap the lost, create the chosen (cell, seed) RUNNING and owned),
+:func:`claim_next` (bring the worker's :class:`~ablate.storage_index.TrialIndex` up to date by
+reading only the trials created or still running since its last claim, reap the lost, create the
+chosen (cell, seed) RUNNING and owned),
 :func:`record_result` / :func:`record_failure`, :func:`read_trials` (typed
 :class:`TrialRecord`) and the study's run record (:func:`save_run_record`), and re-exports the
 rest: opening and locking in :mod:`ablate.storage_open`, owners, liveness and statuses in
@@ -52,6 +54,7 @@ from typing import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .storage_index import TrialIndex  # noqa: F401 - the claim's view of the study
 from .storage_journal import JournalBackend, JournalFlock, check_journal, repair_journal  # noqa: F401
 from .storage_trials import (ATTR, GRACE_S, HEARTBEAT_S, RUN_ENV, TAKEN, Heartbeat, alive, create_running_trial,  # noqa: F401
                              grace_s, heartbeat_s, mark_failed, owner_attrs, proc_start, reap_lost, same_machine,
@@ -132,25 +135,29 @@ class Claim:
     checkpoint_dir: str | None = None
 
 
-def claim_next(url: str, ostudy: optuna.Study,
-               choose: Callable[[list[FrozenTrial]], Claim | None]) -> tuple[Claim | None, list[FrozenTrial]]:
-    """Under the study lock: mark the lost trials (:func:`reap_lost`), ask ``choose(trials)`` for
-    the next (cell, seed), and create it RUNNING, owned by this process (``choose`` may have
-    created it already: a sampled trial of a search). Returns the claim (None: nothing to run)
-    and the trials seen."""
+def claim_next(url: str, ostudy: optuna.Study, choose: Callable[[TrialIndex], Claim | None],
+               index: TrialIndex | None = None) -> tuple[Claim | None, TrialIndex]:
+    """Under the study lock: bring ``index`` (a new one when None: it reads the whole study once)
+    up to date with the trials created or changed since its last refresh, mark the lost trials
+    (:func:`reap_lost`, over the open ones only), ask ``choose(index)`` for the next (cell, seed),
+    and create it RUNNING, owned by this process (``choose`` may have created it already: a
+    sampled trial of a search). Returns the claim (None: nothing to run) and the index. A claim
+    reads O(workers) trials, not O(trials) (:mod:`ablate.storage_index`)."""
     store = ostudy._storage
+    if index is None:
+        index = TrialIndex.open_on(store, ostudy._study_id, os.environ.get(RUN_ENV, ""))
     with study_lock(url, ostudy.study_name):
-        trials = ostudy.get_trials(deepcopy=False)
-        if reap_lost(store, trials):
-            trials = ostudy.get_trials(deepcopy=False)
-        claim = choose(trials)
+        index.refresh()
+        if reap_lost(store, index.open_trials()):
+            index.refresh()
+        claim = choose(index)
         if claim is None or claim.trial_id is not None:
-            return claim, trials
-        earlier = checkpoint_dir_of(trials, claim.cell.key, claim.seed)
+            return claim, index
+        earlier = checkpoint_dir_of(index.attempts(claim.cell.key, claim.seed), claim.cell.key, claim.seed)
         claim.checkpoint_dir = earlier or claim.checkpoint_dir
         system = {CHECKPOINT_ATTR: claim.checkpoint_dir} if claim.checkpoint_dir else {}
         claim.trial_id = create_running_trial(ostudy, claim.params, claim.choices, claim.attrs, system)
-    return claim, trials
+    return claim, index
 
 
 def ask_trial(sampler_study: optuna.Study, setup: Callable[[optuna.Trial], Claim]) -> Claim:
