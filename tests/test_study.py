@@ -189,8 +189,10 @@ def test_dry_run_prints_plan_and_creates_nothing(cli):
     assert proc.returncode == 0, proc.stderr
     study = load_study(path)
     cells, trials = study.cells(), study.trials()
-    assert f"{len(cells)} cells x {len(study.seeds)} seeds = {len(trials)} trials" in proc.stdout
-    assert len(trials) == len(cells) * len(study.seeds)
+    seq = study.sequential  # gcn_effect adds seeds where they decide: its plan is the start, up to the max
+    assert f"{len(cells)} cells x {seq['start']} seeds to start = {len(trials)} trials, up to {seq['max']} seeds " \
+        f"a cell = {len(cells) * seq['max']} trials" in proc.stdout
+    assert len(trials) == len(cells) * seq["start"]
     # every cell is listed, with the key this process computes: keys are stable across processes
     printed = re.findall(r"key=([0-9a-f]{12})", proc.stdout)
     assert printed == [c.key for c in cells]
