@@ -8,7 +8,7 @@ module holds the classification only:
 - :func:`learn_threshold` — the mIoU at or above which a seed counts as learned: a declared
   ``learned_above:`` value, or half-way from the floor cell's mean to the best seed of the group
   (none when no seed is :data:`MIN_GAP` above the floor: then nothing learned and nothing is
-  classified);
+  classified); without a floor cell, the middle of a gap of at least MIN_GAP between the seeds;
 - :func:`learned` / :func:`outcome_kind` — per seed and per comparison;
 - :func:`clopper_pearson` — the exact binomial interval of "k of n learned" (Clopper & Pearson
   1934, through ``scipy.stats.binomtest``).
@@ -48,14 +48,13 @@ def learn_threshold(values: Mapping[str, Mapping[int, float]], floor_key: str | 
     seeds and top the best single seed of the group, threshold = f + (top - f)/2 when
     top ≥ f + MIN_GAP; below that no seed learned anything the floor lacks, and there is no
     classification (a task every cell solves alike, or one nobody learns at this budget).
-    Without a floor cell with values there is no classification (every comparison is treated
-    as unimodal).
+    Without a floor cell with values, :func:`gap_threshold` looks for two clusters.
     """
     if declared is not None:
         return Threshold(float(declared), "declared learned_above")
     floor = values.get(floor_key) if floor_key is not None else None
     if not floor:
-        return Threshold(None, "no classification (no floor cell and no learned_above)")
+        return gap_threshold(values)
     f = sum(floor.values()) / len(floor)
     top = max((v for cell in values.values() for v in cell.values() if math.isfinite(v)), default=f)
     if top < f + MIN_GAP:  # nobody learned: the task is not a learn-or-not task at this budget
@@ -63,6 +62,23 @@ def learn_threshold(values: Mapping[str, Mapping[int, float]], floor_key: str | 
                                f"mean {100 * f:.1f})", f)
     gap = (top - f) / 2
     return Threshold(f + gap, f"floor mean {100 * f:.1f} + {100 * gap:.1f}", f)
+
+
+def gap_threshold(values: Mapping[str, Mapping[int, float]]) -> Threshold:
+    """Without a floor cell: the middle of the widest gap between the group's sorted seed values,
+    when that gap is at least :data:`MIN_GAP` (the seeds fall in two clusters: some learned, some
+    not); otherwise no classification. The rule reads the pooled values only, so swapping seeds
+    between two cells of the group never changes it (a permutation test chosen by it keeps its
+    level)."""
+    vals = sorted(v for cell in values.values() for v in cell.values() if math.isfinite(v))
+    if len(vals) < 2:
+        return Threshold(None, "no classification (no floor cell and no learned_above)")
+    gaps = [(b - a, (a + b) / 2) for a, b in zip(vals, vals[1:])]
+    width, mid = max(gaps)
+    if width < MIN_GAP:
+        return Threshold(None, f"no classification (no floor cell, no learned_above, and no gap of "
+                               f"{100 * MIN_GAP:.0f} points between the seeds)")
+    return Threshold(mid, f"middle of a {100 * width:.1f}-point gap between the seeds (no floor cell)")
 
 
 def learned(vals: Iterable[float], threshold: Threshold) -> list[bool] | None:

@@ -25,6 +25,10 @@ def test_threshold_is_half_way_from_the_floor_to_the_best_seed_when_one_is_ten_p
     low = learn_threshold({"none": {0: 0.42}, "x": {0: 0.51}}, "none")
     assert low.value is None  # no seed 10 points above the floor: nothing to classify
     assert learn_threshold({"x": {0: 0.9}}, None).value is None
+    # no floor cell: the middle of the widest gap between the seeds, when it is 10 points or more
+    gap = learn_threshold({"x": {0: 0.42, 1: 0.43}, "y": {0: 0.88, 1: 0.90}}, None)
+    assert gap.value == pytest.approx((0.43 + 0.88) / 2)
+    assert learn_threshold({"x": {0: 0.42, 1: 0.47}, "y": {0: 0.50, 1: 0.55}}, None).value is None
     assert learn_threshold({"x": {0: 0.9}}, None, declared=0.7).value == 0.7
 
 
