@@ -14,6 +14,8 @@ Commands (ablate COMMAND --help for each):
   estimate STUDY.yaml              time a few training iterations of each cell here and multiply out
                                    the study's compute (a CPU figure on a CPU)
   bench                            the fused kernels against their reference implementations
+  bench storage                    claim latency and report time at 1k-10k synthetic trials (journal,
+                                   PostgreSQL when initdb is found)
 
 python -m ablate.run, python -m ablate.report, python -m ablate.doctor, python -m ablate.costs and
 python -m ablate_kernels.bench keep working; the commands here call the same functions. Output cut
@@ -141,6 +143,10 @@ def _dispatch(argv: list[str]) -> int:
         print(f"error: unknown command {cmd[:60]!r}; valid: {', '.join(COMMANDS)} (ablate --help says what "
               "each does).", file=sys.stderr)
         return 2
+    if cmd == "bench" and rest[:1] == ["storage"]:  # the storage benchmark; plain bench is the kernels'
+        from .storage_bench import main as storage_bench
+
+        return int(storage_bench(rest[1:]) or 0)
     func = _command(cmd)
     if func is None:
         module, attr = COMMANDS[cmd]

@@ -1,6 +1,8 @@
 """The report's figures, drawn with matplotlib's object interface (no pyplot, no global backend):
 a forest plot of the comparisons, learning curves per cell, accuracy against cost with the
-Pareto front, and a heat map for a two-factor grid.
+Pareto front, and a heat map for a two-factor grid. A figure's cost does not grow with its
+panels' axes: the learning curves of every cell are boxes in one Axes, and the constrained layout
+of the others runs once, before the SVG and the PNG are written.
 
 Every figure is built from :func:`ablate.report_rows.table` and the collected data, in mIoU
 points. :func:`svg` writes a figure as SVG text that is the same bytes for the same numbers
@@ -83,32 +85,67 @@ def forest(tab: dict, margin_pts: float):
 
 def curves(tab: dict, data: dict):
     """Val mIoU per epoch for each cell with finished trials: one thin line per seed, the mean in
-    bold (complete trials only); None when no curve is stored."""
+    bold (complete trials only), a small panel per cell on shared scales; None when no curve is
+    stored. The panels are boxes drawn in one Axes (line collections, one per colour), not an
+    Axes each: drawing costs O(lines), with no per-axes ticks or layout passes, so a study of
+    hundreds of cells draws in about a second."""
     cells = [(r, data.get("curves", {}).get(r["key"], [])) for r in tab["rows"]]
-    cells = [(r, cs) for r, cs in cells if any(cs)]
+    cells = [(r, [c for c in cs if c]) for r, cs in cells if any(cs)]
     if not cells:
         return None
-    ncol = min(4, len(cells))
-    nrow = math.ceil(len(cells) / ncol)
-    fig = _fig(2.2 * ncol + 0.4, 1.7 * nrow + 0.5)
-    axes = fig.subplots(nrow, ncol, sharex=True, sharey=True, squeeze=False)
-    for ax in axes.flat[len(cells):]:
-        ax.set_visible(False)
-    for ax, (r, cs) in zip(axes.flat, cells):
-        colour = COLOURS.get(r.get("verdict", "baseline"), COLOURS["baseline"])
-        for c in cs:
-            ax.plot(range(1, len(c) + 1), [100 * v for v in c], color=colour, lw=0.7, alpha=0.45)
-        n = min(len(c) for c in cs)
-        mean = [100 * sum(c[e] for c in cs) / len(cs) for e in range(n)]
-        ax.plot(range(1, n + 1), mean, color=colour, lw=2.0)
-        ax.set_title(_short(r["title"] + (" (budget-limited)" if r["limited"] else ""), 34), fontsize=FONT)
-        ax.tick_params(labelsize=FONT - 1)
-        ax.grid(alpha=0.3, lw=0.5)
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    axes.flat[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # shared by every panel
-    fig.supxlabel("epoch", fontsize=FONT)
-    fig.supylabel("val mIoU (points)", fontsize=FONT)
+    ncol = min(4, len(cells))
+    nrow = math.ceil(len(cells) / ncol)
+    width, height = 2.2 * ncol + 0.4, 1.7 * nrow + 0.5
+    fig = Figure(figsize=(width, height), dpi=100)
+    ax = fig.add_axes((0.55 / width, 0.4 / height, 1 - 0.65 / width, 1 - 0.5 / height))
+    ax.set_axis_off()
+    values = [100 * v for _, cs in cells for c in cs for v in c]
+    lo, hi = min(values), max(values)
+    lo, hi = (lo - 1, hi + 1) if hi - lo < 1e-9 else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    ticks = [t for t in MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= t <= hi]
+    epochs = max(len(c) for _, cs in cells for c in cs)
+    epoch_ticks = [int(t) for t in MaxNLocator(nbins=4, integer=True).tick_values(1, epochs) if 1 <= t <= epochs]
+    px, py = 1.18, 1.32  # panel pitch in the box's units (a box is 1 x 1): room for titles and tick labels
+
+    def place(i: int, e: float, v: float) -> tuple[float, float]:
+        col, row = i % ncol, i // ncol
+        x = 0.5 if epochs == 1 else (e - 1) / (epochs - 1)
+        return col * px + x, -row * py + (v - lo) / (hi - lo)
+
+    seeds: dict[str, list] = {}
+    means, mean_colours, frames, grid = [], [], [], []
+    for i, (r, cs) in enumerate(cells):
+        colour = COLOURS.get(r.get("verdict", "baseline"), COLOURS["baseline"])
+        seeds.setdefault(colour, []).extend([place(i, e + 1, 100 * v) for e, v in enumerate(c)] for c in cs)
+        n = min(len(c) for c in cs)
+        means.append([place(i, e + 1, 100 * sum(c[e] for c in cs) / len(cs)) for e in range(n)])
+        mean_colours.append(colour)
+        (x0, y0), (x1, y1) = place(i, 1, lo), place(i, epochs, hi)
+        x0, x1 = (x0 - 0.5, x0 + 0.5) if epochs == 1 else (x0, x1)
+        frames.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)])
+        grid += [[(x0, place(i, 1, t)[1]), (x1, place(i, 1, t)[1])] for t in ticks]
+        grid += [[(place(i, e, lo)[0], y0), (place(i, e, lo)[0], y1)] for e in epoch_ticks]
+        ax.text((x0 + x1) / 2, y1 + 0.04, _short(r["title"] + (" (budget-limited)" if r["limited"] else ""), 34),
+                ha="center", va="bottom", fontsize=FONT)
+        if i % ncol == 0:
+            for t in ticks:
+                ax.text(x0 - 0.03, place(i, 1, t)[1], f"{t:g}", ha="right", va="center", fontsize=FONT - 1)
+        if i + ncol >= len(cells):
+            for e in epoch_ticks:
+                ax.text(place(i, e, lo)[0], y0 - 0.04, str(e), ha="center", va="top", fontsize=FONT - 1)
+    ax.add_collection(LineCollection(grid, colors="#d0d7de", linewidths=0.5))
+    ax.add_collection(LineCollection(frames, colors="#57606a", linewidths=0.6))
+    for colour, lines in seeds.items():
+        ax.add_collection(LineCollection(lines, colors=colour, linewidths=0.7, alpha=0.45))
+    ax.add_collection(LineCollection(means, colors=mean_colours, linewidths=2.0))
+    ax.set_xlim(-0.3, (ncol - 1) * px + 1.05)
+    ax.set_ylim(-(nrow - 1) * py - 0.2, 1.2)
+    fig.text(0.5, 0.1 / height, "epoch", ha="center", va="bottom", fontsize=FONT)
+    fig.text(0.1 / width, 0.5, "val mIoU (points)", rotation=90, ha="left", va="center", fontsize=FONT)
     return fig
 
 
@@ -198,4 +235,8 @@ def figures(study, tab: dict, data: dict) -> list[tuple[str, str, object]]:
            ("curves", "Val mIoU per epoch: one thin line per seed, the mean in bold", curves(tab, data)),
            ("cost", "Accuracy against cost, Pareto front filled", cost(tab)),
            ("heatmap", "Mean val mIoU over the two-factor grid with 95% intervals", heatmap(study, tab))]
+    for _, _, fig in out:
+        if fig is not None and fig.get_layout_engine() is not None:
+            fig.draw_without_rendering()  # constrained layout once, then frozen: the SVG and the PNG reuse it
+            fig.set_layout_engine("none")
     return [(stem, cap, fig) for stem, cap, fig in out if fig is not None]
