@@ -109,8 +109,9 @@ def _sequential(study, data: dict, live: list, decisions: list) -> dict:
         dec.p, dec.p_adj, dec.seeds = d.p, math.nan, None
         dec.test = "signflip" if dec.d.method == "paired" else "perm"
         dec.reason = f"sequential seeds: exact {'sign-flip' if dec.test == 'signflip' else 'permutation'} test"
-        where = f"look at {d.n} seeds" if d.n else "no look yet"
-        dec.note = (f"{where}, nominal level {d.nominal:.2g}" if math.isfinite(d.nominal) else where)
+        where = f"the look at {d.n} seeds" if d.n else "no look yet"
+        dec.note = ""
+        dec.extra["look"] = (f"{where}, nominal level {d.nominal:.2g}" if math.isfinite(d.nominal) else where)
         dec.advice = {"max": "the seed cap was reached", "precise": "stopped: its interval is narrower than the "
                       "margin", "no test": "too few finished seeds", "": "still taking seeds"}.get(d.stop, d.stop)
     return {"looks": rp.looks, "spent": rp.spent, "trials": rp.trials, "max_trials": rp.max_trials,
@@ -158,10 +159,13 @@ def label_text(x: dict, margin_pts: float) -> str:
     if lab == "worse" and x["limited"]:
         lab = "worse at this budget (still improving)"
     if lab == "equivalent":
-        return f"equivalent within ±{margin_pts:g}"
+        return f"equivalent within ±{margin_pts:g}" + (f" (decided at {dec.extra['look']})" if dec.extra.get("look")
+                                                        else "")
     if lab in ("better", "worse", "neither learned") or lab.startswith("worse at"):
-        return lab + (f", and {dec.note}" if dec.note and lab != "neither learned" else
+        text = lab + (f", and {dec.note}" if dec.note and lab != "neither learned" else
                       f" ({dec.note})" if dec.note else "")
+        return text + (f" (decided at {dec.extra['look']})" if dec.extra.get("look") and dec.label != "neither learned"
+                       else "")
     if min(dec.d.n_a, dec.d.n_b) < 2:
         return "inconclusive (needs ≥ 2 seeds in both cells)"
     if dec.seeds is not None:
