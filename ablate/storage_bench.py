@@ -60,15 +60,8 @@ def record(study, cell, seed: int, i: int, rng, choices: dict):
     from ablate.storage_trials import owner_attrs
 
     config = study.trial(cell, seed)
-    plateau, tau = 0.55 + 0.3 * rng.random(), 2 + 4 * rng.random()
-    curve = [min(1.0, max(0.0, plateau * (1 - math.exp(-(e + 1) / tau)) + rng.gauss(0, 0.01))) for e in range(EPOCHS)]
-    wall = 20 + 10 * rng.random()
-    attrs = {**trial_attrs(cell, seed, config), "value": curve[-1], "final_val_miou": curve[-1],
-             "best_val_miou": max(curve), "curve": curve, "class_iou": [rng.random() for _ in range(5)],
-             "val_pixels": 387072, "pruned_epoch": None, "attention_params": 4808, "attention_flops": 2883584,
-             "total_params": 24461, "compute_s": wall - 2, "train_s": wall - 1, "threads": 1,
-             "fingerprint": {"git": {"commit": "0" * 40, "dirty": False}, "versions": {"python": "3.11"}},
-             "world_size": 1, "pid": 1000 + i, "wall_s": wall}
+    attrs = {**trial_attrs(cell, seed, config), **result(rng, i)}
+    curve, wall = attrs["curve"], attrs["wall_s"]
     end = dt.datetime(2026, 1, 1) + dt.timedelta(seconds=30 * i)
     params = dict(cell.label)
     dists = {k: CategoricalDistribution(choices[k]) for k in params}  # as the runner declares them
@@ -76,6 +69,18 @@ def record(study, cell, seed: int, i: int, rng, choices: dict):
     return FrozenTrial(number=-1, state=TrialState.COMPLETE, value=curve[-1], datetime_start=end - dt.timedelta(
         seconds=wall), datetime_complete=end, params=params, distributions=dists, user_attrs=attrs,
         system_attrs=system, intermediate_values=dict(enumerate(curve)), trial_id=-1)
+
+
+def result(rng, i: int = 0) -> dict:
+    """What the trainer records for a finished trial: a rising, saturating curve and its costs."""
+    plateau, tau = 0.55 + 0.3 * rng.random(), 2 + 4 * rng.random()
+    curve = [min(1.0, max(0.0, plateau * (1 - math.exp(-(e + 1) / tau)) + rng.gauss(0, 0.01))) for e in range(EPOCHS)]
+    wall = 20 + 10 * rng.random()
+    return {"value": curve[-1], "final_val_miou": curve[-1], "best_val_miou": max(curve), "curve": curve,
+            "class_iou": [rng.random() for _ in range(5)], "val_pixels": 387072, "pruned_epoch": None,
+            "attention_params": 4808, "attention_flops": 2883584, "total_params": 24461, "compute_s": wall - 2,
+            "train_s": wall - 1, "threads": 1, "world_size": 1, "pid": 1000 + i, "wall_s": wall,
+            "fingerprint": {"git": {"commit": "0" * 40, "dirty": False}, "versions": {"python": "3.11"}}}
 
 
 class _MemoryBackend:
@@ -165,6 +170,7 @@ def worker(url: str, study_path: str, claims: int, ready: str, go: str, out: str
     """One simulated worker: open, first claim, wait for the start, then ``claims`` claims, each
     followed at once by its recorded result; writes {"first": s, "claims": [s, ...]} to ``out``."""
     import functools
+    import random
 
     import optuna
 
@@ -178,6 +184,7 @@ def worker(url: str, study_path: str, claims: int, ready: str, go: str, out: str
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     args = argparse.Namespace(worker=False, worker_index=0, threads=1, workers=1, max_trials=0)
     w = open_worker(load_study(study_path), url, Path(tempfile.gettempdir()), args)
+    rng = random.Random(os.getpid())
     new = hasattr(st, "TrialIndex")  # the code under test may be from before the index
 
     def claim():
@@ -188,7 +195,7 @@ def worker(url: str, study_path: str, claims: int, ready: str, go: str, out: str
             c, _ = st.claim_next(url, w.ostudy, functools.partial(choose, w))
         took = time.perf_counter() - t0
         if c is not None:
-            st.record_result(w.store, c.trial_id, {"value": 0.5, "curve": [0.5], "wall_s": 0.0})
+            st.record_result(w.store, c.trial_id, result(rng))
         return took
 
     first = claim()
