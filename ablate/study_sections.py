@@ -340,6 +340,10 @@ def question_text(raw: dict, where: str) -> str:
 def factors_section(raw: dict, where: str) -> dict:
     """``factors:``: factor -> values (grid) or range (search); their values are checked with the cells."""
     factors = expect_mapping(raw.get("factors"), where, "factors")
+    if "factors" in raw and not factors and not raw.get("references") and not raw.get("search"):
+        raise StudyError(where, "factors", "is empty, which makes a study of one cell with nothing to compare it "
+                         "with; name at least one factor with its values (e.g. gcn: [on, off]), or add "
+                         "references: (cells to compare with the base, e.g. - {mechanism: none}).")
     for k in factors:
         if not isinstance(k, str):
             raise StudyError(where, f"factors.{k}", f"a factor is named by a string (a mechanism factor, mechanism, "

@@ -65,3 +65,15 @@ def test_the_readme_study_passes_its_pre_flight():
     out = _run(REPO / "studies" / "gcn_effect.yaml", "--dry-run")
     assert out.returncode == 0, out.stderr
     assert "question: m = 1," in out.stdout and "can decide" in out.stdout
+
+
+def test_an_empty_factors_mapping_without_references_is_refused(tmp_path):
+    raw = yaml.safe_load((REPO / "studies" / "gcn_effect.yaml").read_text())
+    raw["factors"], raw["name"] = {}, "empty"
+    raw.pop("references"), raw.pop("baseline")
+    path = tmp_path / "empty.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = _run(path, "--dry-run", cwd=tmp_path)
+    text = " ".join(out.stderr.split())
+    assert out.returncode == 2 and "key 'factors': is empty" in text and "Nothing was run." in text, out.stderr
+    assert "Traceback" not in out.stderr
