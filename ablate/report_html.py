@@ -104,8 +104,7 @@ def _num(x, scale: float = 1.0, digits: int = 1) -> str:
 
 def main_table(tab: dict) -> str:
     """The table of cells with coloured verdicts; every column sorts by a number where it has one."""
-    level = f"{100 * tab['info']['level']:.4g}%"
-    heads = ["cell", "mechanism", "mIoU mean", "± std", "95% CI", f"Δ vs baseline [{level} CI]", "attn params",
+    heads = ["cell", "mechanism", "mIoU mean", "± std", "95% CI", "learned", "Δ vs baseline [corrected CI]", "attn params",
              "attn MFLOPs/img", "attn fwd+bwd ms", "attn peak MiB", "seeds", "verdict"]
     out = ['<table class="sortable" id="main-table"><thead><tr>' + "".join(f"<th>{h}</th>" for h in heads)
            + "</tr></thead><tbody>"]
@@ -113,21 +112,27 @@ def main_table(tab: dict) -> str:
         kind = {"baseline": "baseline", "missing": "inconclusive"}.get(r["role"], r.get("verdict", "inconclusive"))
         verdict = {"baseline": "baseline", "missing": "inconclusive (needs ≥ 2 seeds in both cells)"}.get(
             r["role"], r.get("verdict_text", ""))
-        ci = "" if r["ci"] is None else f"[{_num(r['ci'][0], 100)}, {_num(r['ci'][1], 100)}]"
+        ci = "" if r["ci"] is None else f"[{_num(r['ci'][0], 100)}, {_num(r['ci'][1], 100)}]" + \
+            ("†" if r.get("ci_clipped") else "")
+        k = r.get("learned")  # (k, n, Clopper-Pearson low, high) or None
+        learned = ("—", "") if k is None else (f"{k[0]}/{k[1]} [{k[2]:.2f}, {k[3]:.2f}]", f"{k[0] / max(1, k[1]):.6f}")
         if r["role"] == "compared":
             iv = r["delta_ci"]
-            delta = f"{100 * r['delta']:+.1f} " + ("[not printable]" if iv is None else
-                                                    f"[{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]")
+            delta = f"{100 * r['delta']:+.1f} " + ("[—]" if iv is None else
+                                                    f"[{100 * iv[0]:+.1f}, {100 * iv[1]:+.1f}]") + \
+                ("†" if r.get("delta_clipped") else "")
             dsort = f"{100 * r['delta']:.6f}"
         else:
             delta, dsort = ("baseline" if r["role"] == "baseline" else "n/a"), "0" if r["role"] == "baseline" else ""
         name = html.escape(r["title"]) + (" <em>(reference)</em>" if r["reference"] else "") + \
-            (' <span title="mean curve still rising over its last third">(budget-limited)</span>'
+            (' <span title="a seed first reached the learned threshold in the last third of the epochs while another '
+             'has not yet">(budget-limited)</span>'
              if r["limited"] else "")
         cells = [(name, r["title"], ""), (html.escape(r["mechanism"]), r["mechanism"], ""),
                  (_num(r["mean"], 100), _num(r["mean"], 100, 6), "num"), (_num(r["std"], 100), _num(r["std"], 100, 6),
                                                                           "num"),
-                 (ci, _num(r["ci"][0], 100, 6) if r["ci"] else "", "num"), (delta, dsort, "num"),
+                 (ci, _num(r["ci"][0], 100, 6) if r["ci"] else "", "num"), (learned[0], learned[1], "num"),
+                 (delta, dsort, "num"),
                  (_num(r["attn_params"], 1, 0), _num(r["attn_params"], 1, 0), "num"),
                  (_num(r["attn_flops"], 1e-6, 2), _num(r["attn_flops"], 1e-6, 6), "num"),
                  (_num(r["attn_ms"], 1, 2), _num(r["attn_ms"], 1, 6), "num"),

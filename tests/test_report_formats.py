@@ -173,8 +173,11 @@ def test_figures_have_content_for_each_cell_and_are_deterministic(written, tmp_p
     for other in titles[1:]:
         assert f">{other} vs gcn=on<" in forest
     assert "attention MFLOPs / image" in cost and "attention fwd+bwd ms" in cost
-    # one line per seed plus the mean, per cell with complete trials (2 + 1, 3 + 1, 2 + 1)
-    assert len(re.findall(r'<g id="line2d_\d+">\s*<path d="M [^"]*L', curves)) >= 3 + 4 + 3
+    # one line per seed plus the mean, per cell with complete trials (2 + 1, 3 + 1, 2 + 1), drawn as line
+    # collections (the last two: the seeds' and the means'), beside each panel's frame and grid lines
+    groups = re.findall(r'<g id="LineCollection_\d+">(.*?)</g>', curves, re.S)
+    drawn = [len(re.findall(r'<path d="M [^"]*L', g)) for g in groups]
+    assert len(groups) >= 4 and drawn[-1] == 3 and sum(drawn[2:-1]) == 2 + 3 + 2, drawn
     again = write_report(study, written["url"], str(tmp_path / "again"), wandb=False)
     for stem in ("curves", "forest"):  # cost: latency is measured anew each time
         assert (again.parent / study.name / f"{stem}.svg").read_text() == (d / study.name / f"{stem}.svg").read_text()
