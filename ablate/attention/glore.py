@@ -15,7 +15,10 @@ At its defaults the block is the official unit:
   across the K nodes (A_g, with bias), the identity shortcut, a ReLU, then a 1D conv across the
   state channels (W_s, no bias) with no ReLU after. ``gcn_relu: after`` is the form this
   harness used before (``relu(W_s (V + A_g V))``), kept as a named alternative. ``gcn: off``
-  skips the step entirely, leaving projection and reprojection (the ``gcn_effect`` study).
+  skips the step entirely, leaving projection and reprojection (the ``gcn_effect`` study);
+  ``gcn_mixing: states`` keeps the step's shape, ReLU and (with K = C_s) parameter count but
+  mixes each node's state channels instead of the nodes: the matched control of the graph
+  mixing (the ``gcn_control`` study; not in the paper).
 * reprojection with the same B (GloRe reuses it), a 1x1 conv back to C channels (no bias), BN
   (eps 1e-4) and the residual. The official network zero-initialises that BN's gamma (the
   ``blocker``), so the unit starts as the identity: factor ``zero_init``, default on.
@@ -41,22 +44,36 @@ from .vocab import FactorConflict, choice, gcn, integer, nodes, switch
 from .widths import reduced
 
 GCN_RELU = ("between", "after")
+GCN_MIXING = ("nodes", "states")
 
 
 class GraphReasoning(nn.Module):
     """GloRe's GCN over K nodes with C_s state channels: W_s relu(V + A_g V) (official), or
-    relu(W_s (V + A_g V)) with ``relu='after'``."""
+    relu(W_s (V + A_g V)) with ``relu='after'``.
 
-    def __init__(self, nodes: int, state: int, relu: str = "between"):
+    ``mixing='states'`` is the matched control of the graph step: A_g (a K x K conv with bias
+    across the nodes) is replaced by a C_s x C_s conv with bias across the state channels of each
+    node, so nothing flows between nodes while the shortcut, the ReLU and W_s stay; with
+    K = C_s (gcn_effect: K = 16, C_s = 16) its parameter count equals the GCN's."""
+
+    def __init__(self, nodes: int, state: int, relu: str = "between", mixing: str = "nodes"):
         super().__init__()
         if relu not in GCN_RELU:
             raise ValueError(f"gcn_relu must be one of {', '.join(GCN_RELU)}, got {relu!r}")
-        self.relu = relu
-        self.node_conv = nn.Conv1d(nodes, nodes, kernel_size=1)  # A_g, mixes nodes
+        if mixing not in GCN_MIXING:
+            raise ValueError(f"gcn_mixing must be one of {', '.join(GCN_MIXING)}, got {mixing!r}")
+        self.relu, self.mixing = relu, mixing
+        if mixing == "nodes":
+            self.node_conv = nn.Conv1d(nodes, nodes, kernel_size=1)  # A_g, mixes nodes
+        else:
+            self.mix_conv = nn.Conv1d(state, state, kernel_size=1)  # the control: mixes channels within a node
         self.state_conv = nn.Conv1d(state, state, kernel_size=1, bias=False)  # W_s
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:  # v: B, C_s, K
-        h = self.node_conv(v.transpose(1, 2)).transpose(1, 2) + v
+        if self.mixing == "nodes":
+            h = self.node_conv(v.transpose(1, 2)).transpose(1, 2) + v
+        else:
+            h = self.mix_conv(v) + v
         if self.relu == "between":
             return self.state_conv(torch.relu(h))
         return torch.relu(self.state_conv(h))
@@ -70,6 +87,8 @@ class LowRankBlock(nn.Module):
         integer("state_reduction", 1, "state channels C/state_reduction"),
         gcn("graph convolution between projection and reprojection"),
         choice("gcn_relu", GCN_RELU, "GCN's ReLU: W_s relu(V + A_g V) (official) or relu(W_s (V + A_g V))"),
+        choice("gcn_mixing", GCN_MIXING, "what the GCN's first conv mixes: the nodes (GloRe's A_g) or, as a "
+               "matched control without graph mixing, the state channels of each node", added=True),
         switch("normalize", "divide the node features by the pixel count (official default: off)"),
         switch("zero_init", "zero BN gamma on the output (the official 'blocker')"),
         choice("mapping", MAPPINGS, "pixels to nodes: GloRe's learned projection, EM (T=3), or pooled regions "
@@ -86,9 +105,10 @@ class LowRankBlock(nn.Module):
         normalize: bool = False,
         gcn_relu: str = "between",
         zero_init: bool = True,
+        gcn_mixing: str = "nodes",
     ):
         super().__init__()
-        self.check_args(dict(mapping=mapping, normalize=normalize))
+        self.check_args(dict(mapping=mapping, normalize=normalize, gcn=gcn, gcn_mixing=gcn_mixing))
         state = reduced(channels, state_reduction)
         self.K, self.state, self.mapping_name, self.normalize = K, state, mapping, normalize
         self.widths = {"state": state, "nodes": K}
@@ -97,7 +117,7 @@ class LowRankBlock(nn.Module):
             self.project = nn.Conv2d(channels, K, kernel_size=1)
         else:
             self.mapping = make_projection(mapping, channels, state, K)
-        self.reason = GraphReasoning(K, state, gcn_relu) if gcn else nn.Identity()
+        self.reason = GraphReasoning(K, state, gcn_relu, gcn_mixing) if gcn else nn.Identity()
         self.extend = nn.Conv2d(state, channels, kernel_size=1, bias=False)
         self.norm = nn.BatchNorm2d(channels, eps=1e-4)
         for m in self.modules():  # the official network's Xavier initialiser
@@ -111,6 +131,9 @@ class LowRankBlock(nn.Module):
     @staticmethod
     def check_args(args: dict) -> None:
         """Combinations of factors the block cannot build (raised before anything runs)."""
+        if not args.get("gcn", True) and args.get("gcn_mixing", "nodes") != "nodes":
+            raise FactorConflict("gcn_mixing", "gcn_mixing chooses what the GCN step mixes; with gcn: off there is "
+                                 "no GCN step, so leave gcn_mixing at nodes")
         if args["normalize"] and args["mapping"] != "learned":
             raise FactorConflict("normalize", "normalize divides GloRe's learned projection by the pixel count; "
                                  f"mapping {args['mapping']!r} already averages, so use normalize: off with it")
