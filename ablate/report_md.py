@@ -308,7 +308,9 @@ def _sequential_sentence(study, info: dict) -> str:
             f"seeds are not shared) with the Lan-DeMets {name} spending boundary at the family's Holm share of "
             f"{ALPHA:g}; the verdicts above are those looks' decisions, replayed from the stored values. Looks taken "
             f"at {looks} seeds; alpha spent {seq['spent']:.3g}; {seq['trials']} of at most {seq['max_trials']} "
-            f"trials ({seq['saved']} saved). Intervals are fixed-sample intervals, not adjusted for the looks.")
+            f"trials ({seq['saved']} saved). A comparison's Δ interval inverts its last look's exact test on the "
+            f"seeds that look saw, at one minus that look's nominal level, so it excludes 0 exactly when the look "
+            f"rejected.")
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -80,6 +80,20 @@ def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[di
                    "sequential": seq_info}
 
 
+def _look_interval(dec, d, vals: dict, pair: tuple, order: list) -> None:
+    """The Δ interval that agrees with a sequential verdict: the look's exact test inverted
+    (:func:`ablate.stats.decide.shift_interval`) on the seeds that look saw, at 1 - its nominal
+    level; it excludes 0 exactly when the look rejected."""
+    from .stats.decide import shift_interval
+
+    a, b = vals.get(pair[0], {}), vals.get(pair[1], {})
+    seen = [s for s in order[:d.n] if s in a and s in b] if d.n else []
+    if len(seen) < 2 or not math.isfinite(d.nominal) or not 0 < d.nominal < 1:
+        return
+    lo, hi = shift_interval(dec.test, [a[s] for s in seen], [b[s] for s in seen], 1 - d.nominal)
+    dec.interval, dec.clipped, dec.level = (max(-1.0, lo), min(1.0, hi)), lo < -1 or hi > 1, 1 - d.nominal
+
+
 SEQ_LABELS = {"better": "better", "worse": "worse", "equivalent": "equivalent", "undecided": "inconclusive"}
 
 
@@ -108,6 +122,7 @@ def _sequential(study, data: dict, live: list, decisions: list) -> dict:
         dec.label = "neither learned" if dec.kind == "floor" and label != "better" and label != "worse" else label
         dec.p, dec.p_adj, dec.seeds = d.p, math.nan, None
         dec.test = "signflip" if dec.d.method == "paired" else "perm"
+        _look_interval(dec, d, vals, pair, list(study.seeds))
         dec.reason = f"sequential seeds: exact {'sign-flip' if dec.test == 'signflip' else 'permutation'} test"
         where = f"the look at {d.n} seeds" if d.n else "no look yet"
         dec.note = ""
