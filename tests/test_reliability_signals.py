@@ -42,7 +42,7 @@ def _alive(pid: int) -> bool:
 def _start(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
     """``ablate run`` with two workers on a study whose trials take a while; returns once both
     workers have started a trial, with the workers' process ids."""
-    path = tiny_study(tmp_path, seeds=[0], train={"epochs": 40})
+    path = tiny_study(tmp_path, seeds=[0], train={"epochs": 2000})  # minutes a trial: both are mid-trial at the signal
     proc = subprocess.Popen([sys.executable, "-m", "ablate.run", str(path), "--workers", "2", "--run-dir", "runs/tiny",
                              "--no-wandb", "--no-report", "--no-doctor"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
