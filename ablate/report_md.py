@@ -325,7 +325,8 @@ def _matrix_section(study, data: dict, cells: list, costs: dict) -> list[str]:
     # study.cells() lists the grid first, in itertools.product order, then the references
     grid = {(rv, cv): cells[i * len(cvals) + j] for i, rv in enumerate(rvals) for j, cv in enumerate(cvals)}
     lines = ["", f"## Matrix: {rf} × {cf}", "",
-             f"Mean val mIoU over finished seeds with its 95% t interval; the best mean in each column is "
+             f"Mean val mIoU over finished seeds with its 95% t interval (clipped to 0-100 and marked †); the "
+             f"best mean in each column is "
              f"in bold. Costs are the attention block's at the row's first {cf} (same block shape).", "",
              f"| {rf} | " + " | ".join(map(_fmt_value, cvals)) + " | attn params | attn MFLOPs/img | attn fwd+bwd ms | "
              "attn peak MiB |", "|" + "---|" * (len(cvals) + 5)]
@@ -347,7 +348,9 @@ def _matrix_section(study, data: dict, cells: list, costs: dict) -> list[str]:
             if s is None:
                 row.append("—")
                 continue
-            text = _pts(s.mean) + ("" if math.isnan(s.half_width) else f" [{_pts(s.ci[0])}, {_pts(s.ci[1])}]")
+            lo, hi = (max(0.0, s.ci[0]), min(1.0, s.ci[1])) if not math.isnan(s.half_width) else (0.0, 0.0)
+            mark = "†" if not math.isnan(s.half_width) and (lo, hi) != s.ci else ""
+            text = _pts(s.mean) + ("" if math.isnan(s.half_width) else f" [{_pts(lo)}, {_pts(hi)}]{mark}")
             row.append(f"**{text}**" if best.get(cv) == rv else text)
         first = grid.get((rv, cvals[0]))
         lines.append(f"| {_fmt_value(rv)} | " + " | ".join(row + list(_cost_columns(first.key, data, costs))) + " |")
