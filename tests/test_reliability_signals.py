@@ -94,4 +94,8 @@ def test_workers_stop_when_their_runner_is_killed(tmp_path):
     proc.kill()  # SIGKILL: the runner cannot tell its workers
     proc.wait(timeout=30)
     assert _gone_within(workers, 10), "the workers outlived their runner by 10 s"
-    assert _kinds(tmp_path) == [("FAIL", "interrupted (SIGTERM); run again to resume")] * 2
+    # each trial is recorded as interrupted, or (a worker stopped before it could write) left RUNNING
+    # with a dead owner, which the next run reaps and resumes: never finished, never lost
+    kinds = _kinds(tmp_path)
+    assert len(kinds) == 2 and all(k in (("FAIL", "interrupted (SIGTERM); run again to resume"), ("RUNNING", ""))
+                                   for k in kinds), kinds
