@@ -241,15 +241,12 @@ def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> 
         tost = f"; TOST {_pct(1 - 2 * (1 - dec.level))} interval [{100 * lo:+.1f}, {100 * hi:+.1f}], p̃ = {_p(dec.p_tost)}"
     return (f"- {c.title()}{' (reference)' if reference else ''} vs {b.title()}: Δ = {100 * d.mean:+.1f} points"
             f"{interval}{counts}; {dec.reason}, p = {_p(dec.p)}, {dec.family} family (m = {dec.m}) "
-            f"{_corr_name()} p̃ = {_p(dec.p_adj)}{tost}; **{_label_text(x, margin_pts)}**.{note}")
+            f"adjusted p̃ = {_p(dec.p_adj)}{tost}; **{_label_text(x, margin_pts)}**.{note}")
 
 
 def _p(p: float) -> str:
     return "n/a" if p is None or math.isnan(p) else f"{p:.2g}"
 
-
-def _corr_name() -> str:
-    return "adjusted"
 
 
 def _health_lines(study) -> list[str]:

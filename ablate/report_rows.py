@@ -63,21 +63,19 @@ def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[di
     decisions = decide_family(comps_in, margin, alpha, study.correction, two_valued_test=test,
                               advice=not study.sequential)
     seq_info = _sequential(study, data, live, decisions) if study.sequential else None
-    comps, flags, families = {}, {}, {}
+    flags = {c.key: limited(study, data, c.key, thr.get(c.key)) for c in cells}  # budget-limited, once a cell
+    comps, families = {}, {}
     for (c, b), dec in zip(live, decisions):
         x = {"cell": c, "base": b, "d": dec.d, "interval": dec.interval, "p_diff": dec.p_adj, "p_tost": dec.p_tost,
              "decision": dec, "learned_by": (learned_by(data, c.key, thr.get(c.key)),
                                              learned_by(data, b.key, thr.get(b.key)))}
-        for cell in (c, b):
-            if cell.key not in flags:
-                flags[cell.key] = limited(study, data, cell.key, thr.get(cell.key))
         x["limited"] = flags[c.key] or flags[b.key]
         comps[c.key] = x
         families[dec.family] = (dec.m, dec.level)
     m = sum(fm for fm, _ in families.values())
     first = next(iter(families.values()), (0, 1 - alpha))
     return comps, {"m": m, "level": first[1], "alpha": alpha, "families": families, "thresholds": thr,
-                   "sequential": seq_info}
+                   "sequential": seq_info, "limited": {k for k, v in flags.items() if v}}
 
 
 def _look_interval(dec, d, vals: dict, pair: tuple, order: list) -> None:
@@ -211,7 +209,7 @@ def table(study, data: dict) -> dict:
 
     pairs = [(c, base_of(c)) for c in cells]
     comps, info = judge(study, data, [(c, b) for c, b in pairs if b is not None and b.key != c.key], cells)
-    lim = {c.key for c in cells if limited(study, data, c.key, info["thresholds"].get(c.key))}
+    lim = info["limited"]
     ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
     planned = 1 if study.search else len(study.seeds)
     n_pruned: dict[str, int] = {}

@@ -108,12 +108,7 @@ def sequential_todo(w, index) -> list:
 def comparison_pairs(study, cells: list) -> list[tuple[str, str]]:
     """(cell key, baseline key) of every comparison the report makes (each cell against its
     baseline, :meth:`ablate.study.Study.baseline_for`), in the study's order."""
-    pairs = []
-    for c in cells:
-        b = study.baseline_for(c, cells)
-        if b is not None and b.key != c.key and (c.key, b.key) not in pairs:
-            pairs.append((c.key, b.key))
-    return pairs
+    return [(c.key, b.key) for c, b in study.comparison_pairs(cells)]
 
 
 def take_look(w, trials, status: dict):

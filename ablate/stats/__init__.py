@@ -16,7 +16,8 @@ the seeds that would decide from :mod:`~ablate.stats.power` (simulation).
 :mod:`~ablate.stats.sequential` and :mod:`~ablate.stats.spending` add seeds with alpha spending;
 :mod:`~ablate.stats.budget` and :mod:`~ablate.stats.images` give the time-to-learn budget rule
 and the paired bootstrap over images. :mod:`~ablate.stats.verdicts` keeps the earlier t-only
-verdict functions (``judge_family``), still used by the sequential looks' default test.
+verdict functions (``verdict``, ``judge_family``) and the noncentral-t power (``t_power``,
+``seeds_needed``): no report uses them now; the tests cross-check the simulated power with them.
 :func:`methods_table` lists the formulas and references.
 """
 from __future__ import annotations

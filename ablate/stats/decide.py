@@ -167,7 +167,7 @@ def decide_family(comps: Sequence[Comparison], margin: float, alpha: float = 0.0
                     and math.isfinite(rows[i]["d"].se) else math.nan for i in idx]
         t_adj = adjust(tost_raw, correction)
         m = sum(math.isfinite(rows[i]["p"]) for i in idx)
-        level = interval_level(alpha, m, "none" if correction == "none" else "bonferroni")
+        level = interval_level(alpha, m, correction)
         for j, i in enumerate(idx):
             out[i] = _decision(rows[i], fam, m, p_adj[j], t_adj[j], level, margin, alpha, correction)
     if advice:
@@ -221,8 +221,7 @@ def _decision(r: dict, fam: str, m: int, p_adj: float, t_adj: float, level: floa
         lo, hi = yuen(r["a"], r["b"], paired=r["paired"]).interval(level)
     clipped = math.isfinite(lo) and math.isfinite(hi) and (lo < -1 or hi > 1)
     iv = (max(-1.0, lo), min(1.0, hi)) if math.isfinite(lo) and math.isfinite(hi) else None
-    tlev = 1 - 2 * alpha / (1 if correction == "none" else max(1, m))
-    t_iv = d.interval(tlev) if math.isfinite(t_adj) else None
+    t_iv = d.interval(interval_level(2 * alpha, m, correction)) if math.isfinite(t_adj) else None
     dec = Decision(r["c"].key, r["c"].base, fam, m, d, r["kind"], r["test"], r["reason"], r["p"], p_adj, level, iv,
                    clipped, t_adj, t_iv, r["counts"])
     different = p_adj < alpha
@@ -281,12 +280,12 @@ def exact_pvalue(a: Mapping[int, float], b: Mapping[int, float]) -> float:
     shape (two-valued or not) under the null that the cells are exchangeable within each seed."""
     from . import exact
 
-    common = sorted(set(a) & set(b))
-    if len(common) >= 2:
-        return exact.signflip_test(np.array([a[s] - b[s] for s in common], dtype=float))
-    if len(a) < 2 or len(b) < 2:
+    x, y, paired = paired_values(a, b)
+    if paired:
+        return exact.signflip_test(np.asarray(x, float) - np.asarray(y, float))
+    if len(x) < 2 or len(y) < 2:
         return math.nan
-    return exact.perm_test(list(a.values()), list(b.values()))
+    return exact.perm_test(x, y)
 
 
 def spending_kind(name: str) -> str:
