@@ -134,15 +134,17 @@ class MMSegHead(nn.Module):
         """What the block sees (the segmenter's ``features``)."""
         return self.before(x)
 
-    def forward_all(self, x: torch.Tensor, block: nn.Module) -> tuple[torch.Tensor, list]:
-        """(logits, the logits of further training losses: none)."""
+    def forward_all(self, x: torch.Tensor, block: nn.Module, upsample: nn.Module | None = None
+                    ) -> tuple[torch.Tensor, list]:
+        """(logits, the logits of further training losses: none). ``upsample`` (the segmenter's
+        CARAFE stages, or None) runs on the fused features, before ``classify``."""
         f = self.after(block(self.before(x)))
         if self.fuse is not None:
             f = self.fuse(torch.cat([x, f], dim=1))
-        return self.classify(f), []
+        return self.classify(f if upsample is None else upsample(f)), []
 
-    def forward(self, x: torch.Tensor, block: nn.Module) -> torch.Tensor:
-        return self.forward_all(x, block)[0]
+    def forward(self, x: torch.Tensor, block: nn.Module, upsample: nn.Module | None = None) -> torch.Tensor:
+        return self.forward_all(x, block, upsample)[0]
 
 
 class DualHead(nn.Module):
@@ -164,14 +166,19 @@ class DualHead(nn.Module):
         """What the block's PAM sees (the segmenter's ``features``: the cue probe reads the PAM)."""
         return self.pam_in(x)
 
-    def forward_all(self, x: torch.Tensor, block: DANetBlock) -> tuple[torch.Tensor, list]:
-        """(the summed branches' logits, [the PAM branch's, the CAM branch's])."""
+    def forward_all(self, x: torch.Tensor, block: DANetBlock, upsample: nn.Module | None = None
+                    ) -> tuple[torch.Tensor, list]:
+        """(the summed branches' logits, [the PAM branch's, the CAM branch's]). ``upsample`` (the
+        segmenter's CARAFE stages, or None) runs on the summed branches only, before ``classify``;
+        the training-only branch logits stay at the features' size."""
         pam = self.pam_out(block.pam(self.pam_in(x)))
         cam = self.cam_out(block.cam(self.cam_in(x)))
-        return self.classify(pam + cam), [self.pam_classify(pam), self.cam_classify(cam)]
+        fused = pam + cam
+        return (self.classify(fused if upsample is None else upsample(fused)),
+                [self.pam_classify(pam), self.cam_classify(cam)])
 
-    def forward(self, x: torch.Tensor, block: DANetBlock) -> torch.Tensor:
-        return self.forward_all(x, block)[0]
+    def forward(self, x: torch.Tensor, block: DANetBlock, upsample: nn.Module | None = None) -> torch.Tensor:
+        return self.forward_all(x, block, upsample)[0]
 
 
 __all__ = ["DROPOUT", "LAYOUTS", "DualHead", "HeadLayout", "MMSegHead", "build_head", "check_style", "classifier",

@@ -5,7 +5,9 @@ ResNet, ``ablate/models/resnet.py``), both in the one registry :mod:`ablate.mode
 plugin's (``module:attr``, :mod:`ablate.plugins`).
 ``head`` (``model.head`` of a study) optionally puts a 3x3 conv to ``channels`` before the
 attention block and adds mmseg's auxiliary FCN head on ResNet stage 3; with the defaults the
-model is exactly backbone -> block -> dropout + 1x1 classifier. ``style: mmseg`` instead wraps the
+model is exactly backbone -> block -> dropout + 1x1 classifier, its logits resized bilinearly to
+the input. ``upsample: carafe`` instead runs CARAFE x2 stages on the features before the
+dropout and classifier (:mod:`ablate.models.carafe`). ``style: mmseg`` instead wraps the
 block in the convolutions of mmseg's decode head for the mechanism (:mod:`ablate.models.mmseg_heads`).
 
 Given the trial ``seed``, each part is built from its own seed stream (``ablate/seeds.py``), so
@@ -35,6 +37,7 @@ from ..seeds import reseed
 from ..trial_config import HeadSpec, TrainSpec
 from . import registry
 from .backbone import conv_bn_relu
+from .carafe import UpsampleSpec, build_upsampler
 from .mmseg_heads import build_head, check_style
 
 AUX_CHANNELS = 256  # mmseg's auxiliary FCNHead on a ResNet-D8: 1024 -> 256 -> classes
@@ -69,10 +72,12 @@ class Segmenter(nn.Module):
     ``reduce`` (3x3 conv + BN + ReLU to that width); ``aux_weight`` > 0 adds ``aux_head`` on
     ResNet stage 3, whose logits :meth:`forward_train` also returns. ``style: mmseg``: ``head`` is
     an :class:`~ablate.models.mmseg_heads.MMSegHead` that runs ``attention`` between its convs (its
-    ``channels`` the head's width; no ``reduce``).
+    ``channels`` the head's width; no ``reduce``). ``upsample: carafe`` adds ``upsample``, CARAFE
+    stages that bring the classifier's input to the input's resolution (log2 of the backbone's
+    stride of them; :mod:`ablate.models.carafe`); the auxiliary head's logits stay bilinear.
 
     ``seed`` (the trial seed): reseed the generators with the part's own stream before building
-    each part (``backbone``, ``reduce``, ``attention``, ``head``, ``aux_head``) and with the
+    each part (``backbone``, ``reduce``, ``attention``, ``head``, ``aux_head``, ``upsample``) and with the
     ``train`` stream after the last; None keeps whatever state the generators are in."""
 
     def __init__(self, num_classes: int, backbone: dict, mechanism: str, mechanism_args: dict,
@@ -105,6 +110,13 @@ class Segmenter(nn.Module):
             self.head = build_head(preset, in_channels, c, num_classes)
         else:
             self.head = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c, num_classes, kernel_size=1))
+        self.upsample = None  # bilinear: no module (a model without it has the state dict it always had)
+        up = UpsampleSpec.of(head)
+        if up.upsample != "bilinear":
+            stream("upsample")
+            self.upsample = build_upsampler(up, c, feature_geometry(backbone)[1])
+        elif up.problem():
+            raise ValueError(f"model.head: {up.problem()}")
         self.aux_head, self.aux_weight = None, float(head.aux_weight)
         if head.aux_weight:
             if not hasattr(self.backbone, "forward_stages"):
@@ -124,11 +136,12 @@ class Segmenter(nn.Module):
 
     def _logits(self, f: torch.Tensor, size) -> torch.Tensor:
         if self.mmseg:
-            logits = self.head(f, self.attention)
+            logits = self.head(f, self.attention, self.upsample)
         else:
             if self.reduce is not None:
                 f = self.reduce(f)
-            logits = self.head(self.attention(f))
+            f = self.attention(f)
+            logits = self.head(f if self.upsample is None else self.upsample(f))
         return self._up(logits, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,11 +158,14 @@ class Segmenter(nn.Module):
             extras.append((self.aux_weight, self._up(self.aux_head(c3), size)))
         if not self.mmseg:
             return self._logits(f, size), extras
-        logits, more = self.head.forward_all(f, self.attention)
+        logits, more = self.head.forward_all(f, self.attention, self.upsample)
         return self._up(logits, size), extras + [(1.0, self._up(m, size)) for m in more]
 
     @staticmethod
     def _up(logits: torch.Tensor, size) -> torch.Tensor:
+        """``logits`` resized bilinearly to ``size`` (as they are when CARAFE already brought them there)."""
+        if tuple(logits.shape[-2:]) == tuple(size):
+            return logits
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, ignore_index: int) -> torch.Tensor:
