@@ -256,3 +256,21 @@ def test_carafe_head_equals_carafe_on_the_features_then_the_classifier():
     x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
     f = seg.attention(seg.backbone(x))
     assert torch.equal(seg(x), seg.head(seg.upsample.stages[0](f)))
+
+
+def test_mmcv_ops_standin_provides_carafe():
+    pytest.importorskip("mmcv")
+    from ablate.compat.mmcv_ops import install, is_standin
+
+    install()
+    import mmcv.ops
+
+    if not is_standin(mmcv.ops):
+        pytest.skip("the full mmcv is installed: its own CARAFE (CUDA only)")
+    from mmcv.ops import CARAFE, CARAFENaive, CARAFEPack as Pack, carafe as op, carafe_naive
+    from mmcv.ops.carafe import CARAFEPack as SubPack
+
+    assert Pack is SubPack is CARAFEPack and op is carafe_naive is carafe
+    feats, masks = _inputs(4, k=5)
+    assert torch.equal(CARAFE(5, 1, 2)(feats, masks), carafe(feats, masks, 5, 1, 2))
+    assert torch.equal(CARAFENaive(5, 1, 2)(feats, masks), carafe(feats, masks, 5, 1, 2))

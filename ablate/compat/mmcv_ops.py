@@ -19,14 +19,19 @@ names mmsegmentation 1.2.2 imports from it (``grep -rn "mmcv.ops" mmseg``):
 ``point_sample``,          real: mmcv's own, loaded from mmcv-lite's pure-PyTorch
 ``SimpleRoIAlign``,        ``mmcv/ops/point_sample.py`` (registered as ``mmcv.ops.point_sample``).
 ``rel_roi_point_to_...``
+``carafe``,                real: mmcv's CARAFE op (``carafe``/``carafe_naive``, the same function:
+``carafe_naive``,          the CUDA kernels' definition) and modules (``CARAFE``, ``CARAFENaive``,
+``CARAFE``,                ``CARAFEPack`` with mmcv's parameter names and init), in pure PyTorch
+``CARAFENaive``,           (:mod:`ablate.models.carafe`); also as the submodule ``mmcv.ops.carafe``.
+``CARAFEPack``             Not used by mmseg; there for code that imports it (mmdet's FPN_CARAFE).
 ``sigmoid_focal_loss``     raises ``NotImplementedError`` when called (not at import): used by
                            mmseg's focal loss, which ablate does not use.
 ``DeformConv2d``,          classes that raise ``NotImplementedError`` when constructed;
 ``ModulatedDeformConv2d``  ``isinstance`` checks against them (mmseg's optimiser constructor) work.
 =========================  =====================================================================
 
-Like mmcv's, the stand-in is a package: ``mmcv.ops.psa_mask`` and ``mmcv.ops.cc_attention`` are
-stand-in submodules holding the classes above, and its ``__path__`` is mmcv-lite's ``mmcv/ops``
+Like mmcv's, the stand-in is a package: ``mmcv.ops.psa_mask``, ``mmcv.ops.cc_attention`` and
+``mmcv.ops.carafe`` are stand-in submodules holding the classes above, and its ``__path__`` is mmcv-lite's ``mmcv/ops``
 folder, so a pure-PyTorch submodule (``mmcv.ops.point_sample``, ``conv2d_gradfix``, ...) imports
 from mmcv's own file; one that needs the compiled extension fails with mmcv's ``ImportError``.
 
@@ -37,7 +42,9 @@ Plus ``get_compiler_version`` / ``get_compiling_cuda_version``, which return ``"
 Not registered in mmengine's ``MODELS`` registry (mmseg constructs both ops directly). Verified
 against mmcv 2.1.0's ``mmcv/ops/cc_attention.py`` (pure PyTorch, loaded from the mmcv-lite files)
 and a line-by-line transcription of ``mmcv/ops/csrc/pytorch/cpu/psamask.cpp`` in
-``tests/test_mmseg_parity.py``.
+``tests/test_mmseg_parity.py``; CARAFE against a transcription of
+``mmcv/ops/csrc/common/cuda/carafe_naive_cuda_kernel.cuh`` (forward and backward) and mmcv's own
+``carafe.py`` run on it, in ``tests/test_carafe.py``.
 
 Usage: call ``install()`` before importing ``mmseg``::
 
@@ -59,6 +66,7 @@ from torch import nn
 
 from ablate.attention.criss_cross import criss_cross_reference
 from ablate.attention.psanet import psa_mask
+from ablate.models.carafe import CARAFEPack, carafe
 
 STANDIN_FLAG = "__ablate_standin__"
 
@@ -145,9 +153,28 @@ class PSAMask(nn.Module):
         return f"psa_type={self.psa_type}, mask_size={self.mask_size}"
 
 
+class CARAFE(nn.Module):
+    """mmcv's ``CARAFE(kernel_size, group_size, scale_factor)``: ``forward(features, masks)`` is
+    :func:`~ablate.models.carafe.carafe` (masks already normalised)."""
+
+    def __init__(self, kernel_size: int, group_size: int, scale_factor: int):
+        super().__init__()
+        for name, value in (("kernel_size", kernel_size), ("group_size", group_size), ("scale_factor", scale_factor)):
+            if not isinstance(value, int):
+                raise TypeError(f"CARAFE: {name} must be an int, got {value!r}")
+        self.kernel_size, self.group_size, self.scale_factor = kernel_size, group_size, scale_factor
+
+    def forward(self, features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return carafe(features, masks, self.kernel_size, self.group_size, self.scale_factor)
+
+
+class CARAFENaive(CARAFE):
+    """mmcv's ``CARAFENaive``: the same function as :class:`CARAFE` (mmcv's naive kernel)."""
+
+
 def _unavailable_message(name: str) -> str:
     return (f"mmcv.ops.{name} is a compiled mmcv op; this environment has mmcv-lite, and ablate's "
-            f"stand-in (ablate.compat.mmcv_ops) implements only CrissCrossAttention, PSAMask and point_sample. "
+            f"stand-in (ablate.compat.mmcv_ops) implements only CrissCrossAttention, PSAMask, CARAFE and point_sample. "
             f"Install the full mmcv (mmcv<2.2.0) to use {name}.")
 
 
@@ -175,6 +202,10 @@ def _functional_psa_mask(input: torch.Tensor, psa_type, mask_size) -> torch.Tens
     """mmcv's ``psa_mask(input, psa_type, mask_size)``; ``psa_type`` is 0/1 (mmcv's enum) or the name."""
     mode = ("collect", "distribute")[psa_type] if isinstance(psa_type, int) else psa_type
     return PSAMask(mode, mask_size)(input)
+
+
+_CARAFE_NAMES = {"carafe": carafe, "carafe_naive": carafe, "CARAFE": CARAFE, "CARAFENaive": CARAFENaive,
+                 "CARAFEPack": CARAFEPack}
 
 
 def _ops_dir() -> list[str]:
@@ -217,10 +248,12 @@ def standin_module(reason: str = "") -> types.ModuleType:
     subs = {
         "psa_mask": _submodule("psa_mask", "Stand-in for mmcv.ops.psa_mask.", {"PSAMask": PSAMask, "psa_mask": _functional_psa_mask}),
         "cc_attention": _submodule("cc_attention", "Stand-in for mmcv.ops.cc_attention.", {"CrissCrossAttention": CrissCrossAttention}),
+        "carafe": _submodule("carafe", "Stand-in for mmcv.ops.carafe.", _CARAFE_NAMES),
     }
     names = {
         "CrissCrossAttention": CrissCrossAttention,
         "PSAMask": PSAMask,
+        **_CARAFE_NAMES,
         "point_sample": _unavailable_function("point_sample"),
         "sigmoid_focal_loss": _unavailable_function("sigmoid_focal_loss"),
         "DeformConv2d": _unavailable_module("DeformConv2d"),
@@ -272,4 +305,4 @@ def install() -> bool:
     return True
 
 
-__all__ = ["CrissCrossAttention", "PSAMask", "install", "is_standin", "psa_mask_any_size", "standin_module"]
+__all__ = ["CARAFE", "CARAFENaive", "CrissCrossAttention", "PSAMask", "install", "is_standin", "psa_mask_any_size", "standin_module"]
