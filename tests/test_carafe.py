@@ -274,3 +274,23 @@ def test_mmcv_ops_standin_provides_carafe():
     feats, masks = _inputs(4, k=5)
     assert torch.equal(CARAFE(5, 1, 2)(feats, masks), carafe(feats, masks, 5, 1, 2))
     assert torch.equal(CARAFENaive(5, 1, 2)(feats, masks), carafe(feats, masks, 5, 1, 2))
+
+
+def test_thin_task_has_one_pixel_lines_and_boxes():
+    import numpy as np
+
+    from ablate.data.synthetic import TASKS, SceneConfig, class_names, make_split
+
+    assert TASKS["thin"][1] == 3 and class_names("thin") == ("background", "line", "box")
+    cfg = SceneConfig(task="thin", train_images=64, val_images=8)
+    x, y = make_split(cfg, "train")
+    assert x.shape == (64, 3, 32, 32) and set(y.unique().tolist()) == {0, 1, 2}
+    again = make_split(cfg, "train")
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
+    line = (y == 1).numpy()
+    # a line pixel has at most two line pixels among its 8 neighbours unless lines cross or touch:
+    # most line pixels are thin (no 2x2 block of line pixels)
+    blocks = line[:, :-1, :-1] & line[:, 1:, :-1] & line[:, :-1, 1:] & line[:, 1:, 1:]
+    assert blocks.sum() < 0.02 * line.sum()
+    assert 0.01 < line.mean() < 0.06 and 0.03 < (y == 2).numpy().mean() < 0.15
+    assert not np.array_equal(make_split(cfg, "val")[1][0].numpy(), y[0].numpy())

@@ -22,7 +22,9 @@ same (config, split) gives the same arrays on every machine: the validation spli
 
 Diagnostic variants, each needing a different kind of context, are registered in ``TASKS``:
 ``pairing`` (pixel-to-pixel affinity), ``left_right`` (long range plus position) and
-``local`` (a control where context does not matter); their docstrings give the designs.
+``local`` (a control where context does not matter); their docstrings give the designs. ``thin``
+asks for no context at all but for resolution: one-pixel lines and sharp box edges, which a head
+that upsamples its stride-2 logits bilinearly blurs (for ``model.head.upsample``).
 """
 from __future__ import annotations
 
@@ -220,6 +222,42 @@ def _local(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray, np.n
         return img, label
 
 
+def _thin(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Thin structures: one-pixel-wide lines (class 1) and solid boxes (class 2) on the noisy background.
+
+    Each image has 2-4 straight lines of width 1 (horizontal, vertical or diagonal, 8-20 pixels
+    long), and ``min_objects``..``max_objects`` solid boxes of ``min_side``..``max_side``,
+    each drawn in a colour of its own at a contrast well above the noise. Everything is local (the
+    backbone sees it), but at a feature stride of 2 a line is half a feature pixel wide and half of
+    the box edges fall inside a feature pixel: the class map has detail finer than the features,
+    which only an upsampler that places it (not a fixed bilinear kernel) can recover. Lines are
+    drawn over boxes, so a line crossing a box is scored as line; no cue, nothing ignored.
+    """
+    s = cfg.size
+    img, label = _canvas(rng, cfg)
+    for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
+        oh, ow = (int(v) for v in rng.integers(cfg.min_side, cfg.max_side + 1, size=2))
+        y, x = int(rng.integers(0, s - oh + 1)), int(rng.integers(0, s - ow + 1))
+        img[:, y:y + oh, x:x + ow] = _contrast(rng)[:, None, None] + rng.normal(0, cfg.noise / 2, (3, oh, ow))
+        label[y:y + oh, x:x + ow] = 2
+    for _ in range(int(rng.integers(2, 5))):
+        length = int(rng.integers(8, 21))
+        dy, dx = ((0, 1), (1, 0), (1, 1), (1, -1))[int(rng.integers(4))]
+        y0, x0 = int(rng.integers(0, s)), int(rng.integers(0, s))
+        steps = np.arange(length)
+        ys, xs = y0 + dy * steps, x0 + dx * steps
+        keep = (ys >= 0) & (ys < s) & (xs >= 0) & (xs < s)
+        ys, xs = ys[keep], xs[keep]
+        img[:, ys, xs] = _contrast(rng)[:, None] + rng.normal(0, cfg.noise / 2, (3, len(ys)))
+        label[ys, xs] = 1
+    return img, label
+
+
+def _contrast(rng: np.random.Generator) -> np.ndarray:
+    """A colour (3,) with every channel 0.8-1.4 away from 0 (the background's mean), random signs."""
+    return (rng.choice([-1.0, 1.0], size=3) * rng.uniform(0.8, 1.4, size=3)).astype(np.float32)
+
+
 # name -> (generator of one image, number of classes, the kind of context it needs)
 TASKS: dict[str, tuple[Callable, int, str]] = {
     "global_cue": (_global_cue, 5, "global: one distant marker's colour decides every object's class "
@@ -229,6 +267,8 @@ TASKS: dict[str, tuple[Callable, int, str]] = {
     "left_right": (_left_right, 3, "position: an object's class says whether it lies left or right of the "
                                    "marker (needs long range and position)"),
     "local": (_local, 3, "local control: the class is the object's own texture; context does not matter"),
+    "thin": (_thin, 3, "resolution: one-pixel lines and box edges finer than the features' stride "
+                       "(context does not matter; the head's upsampling does)"),
 }
 
 
@@ -257,6 +297,7 @@ CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "pairing": ("background", "colour alone", "colour repeated"),
     "left_right": ("background", "left of cue", "right of cue"),
     "local": ("background", "horizontal", "vertical"),
+    "thin": ("background", "line", "box"),
 }
 
 
