@@ -294,3 +294,13 @@ def test_thin_task_has_one_pixel_lines_and_boxes():
     assert blocks.sum() < 0.02 * line.sum()
     assert 0.01 < line.mean() < 0.06 and 0.03 < (y == 2).numpy().mean() < 0.15
     assert not np.array_equal(make_split(cfg, "val")[1][0].numpy(), y[0].numpy())
+
+
+def test_resnet_d8_head_runs_three_stages():
+    from ablate.models.segmenter import Segmenter
+
+    backbone = {"name": "resnet_d8", "depth": 50, "pretrained": "none", "norm": "bn"}
+    seg = Segmenter(3, backbone, "none", {}, _head(upsample="carafe", channels=16, compressed=8), seed=0).eval()
+    assert len(seg.upsample.stages) == 3  # stride 8 = 2^3
+    with torch.no_grad():
+        assert seg(torch.randn(1, 3, 40, 40)).shape == (1, 3, 40, 40)
