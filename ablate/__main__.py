@@ -28,7 +28,7 @@ import os
 import sys
 import textwrap
 
-from .errors import StudyError
+from .config.errors import StudyError
 
 DEFAULT_CHANNELS = 32
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
@@ -40,7 +40,7 @@ COMMANDS = {
     "list": ("ablate.__main__", "list_main"),
     "doctor": ("ablate.doctor", "main"),
     "costs": ("ablate.costs", "main"),
-    "estimate": ("ablate.estimate", "main"),
+    "estimate": ("ablate.run.estimate", "main"),
     "bench": ("ablate_kernels.bench", "main"),
 }
 LIST_HELP = """usage: ablate list [--channels C]
@@ -144,7 +144,7 @@ def _dispatch(argv: list[str]) -> int:
               "each does).", file=sys.stderr)
         return 2
     if cmd == "bench" and rest[:1] == ["storage"]:  # the storage benchmark; plain bench is the kernels'
-        from .storage_bench import main as storage_bench
+        from .run.bench_storage import main as storage_bench
 
         return int(storage_bench(rest[1:]) or 0)
     func = _command(cmd)

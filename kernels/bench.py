@@ -47,6 +47,7 @@ import torch
 
 from . import dispatch
 from .reference import criss_cross_reference, em_iterations, l2_normalise, local_window_reference
+from .bench_table import Row  # noqa: F401 - one row of the table, defined with it
 from .bench_table import HEADER, INTERPRETER_NOTICE, NO_GPU_NOTICE, format_table, report_text  # noqa: F401
 from .timing import copy_bandwidth, describe_device, free, is_oom, peak_bytes, time_ms
 
@@ -56,27 +57,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
           "float64": torch.float64}
 #: default divisor of H and W on the CPU: (2,512,97,97) -> (2,512,24,24), (1,512,128,256) -> (1,512,32,64)
 CPU_SCALE = 4
-@dataclass
-class Row:
-    op: str
-    size: tuple[int, int, int, int]
-    impl: str
-    ms: float | None = None  # median; None when the row failed
-    peak_mib: float | None = None
-    is_reference: bool = False
-    is_kernel: bool = False
-    floor_ms: float | None = None
-    status: str = "ok"  # "ok", "OOM" or an error message
-    time_ratio: float | None = None  # ms / reference ms of the same op and size
-    mem_ratio: float | None = None
-
-    @property
-    def over_floor(self) -> float | None:
-        if self.ms is None or not self.floor_ms:
-            return None
-        return self.ms / self.floor_ms
-
-
 @dataclass
 class Case:
     """One implementation at one size: ``call()`` runs it once; ``reset()`` runs before each call."""

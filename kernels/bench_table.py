@@ -2,10 +2,29 @@
 and the text around it (device, method, command, what the columns mean)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
-if TYPE_CHECKING:
-    from .bench import Row
+@dataclass
+class Row:
+    op: str
+    size: tuple[int, int, int, int]
+    impl: str
+    ms: float | None = None  # median; None when the row failed
+    peak_mib: float | None = None
+    is_reference: bool = False
+    is_kernel: bool = False
+    floor_ms: float | None = None
+    status: str = "ok"  # "ok", "OOM" or an error message
+    time_ratio: float | None = None  # ms / reference ms of the same op and size
+    mem_ratio: float | None = None
+
+    @property
+    def over_floor(self) -> float | None:
+        if self.ms is None or not self.floor_ms:
+            return None
+        return self.ms / self.floor_ms
+
 
 NO_GPU_NOTICE = ("NOTE: no CUDA device here, so the Triton kernels were NOT timed (they are GPU "
                  "kernels); the rows below are the PyTorch references and dense SDPA on the CPU only.")

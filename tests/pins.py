@@ -28,7 +28,7 @@ CHANNELS = 16
 
 def study_cells() -> dict:
     """{study file name: [[title, mechanism, key], ...]} for every study in studies/."""
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     out = {}
     for path in sorted((REPO / "studies").glob("*.yaml")):

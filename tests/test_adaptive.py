@@ -18,12 +18,12 @@ import optuna
 import pytest
 import yaml
 
-from ablate import run as R
+from ablate.run import command as R
 from ablate import stats as S
-from ablate import storage as st
-from ablate.errors import StudyError
+from ablate.storage import records as st
+from ablate.config.errors import StudyError
 from ablate.stats.decide import exact_pvalue
-from ablate.study import load_study
+from ablate.study.load import load_study
 
 from conftest import run_cli, tiny_study
 from test_postgres import pg_server, pg_url  # noqa: F401 (fixtures: a PostgreSQL server, a fresh database)
@@ -208,7 +208,7 @@ def fake_value(mechanism: str, seed: int) -> float:
 
 
 def fake_run_trial(config, reporter=None, logger=None, threads=1, wandb=None):
-    from ablate.trial_config import TrialConfig
+    from ablate.config.trial import TrialConfig
 
     config = TrialConfig.of(config).as_dict()  # the runner hands the trainer a TrialConfig
     value = fake_value(config["mechanism"], config["seed"])
@@ -226,7 +226,7 @@ def fake_run_trial(config, reporter=None, logger=None, threads=1, wandb=None):
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
-    import ablate.trainer
+    import ablate.trainer.trial
 
     monkeypatch.setattr(ablate.trainer, "run_trial", fake_run_trial)
     monkeypatch.setenv(st.RUN_ENV, "test")

@@ -123,7 +123,7 @@ def test_the_import_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
     assert "ablate_kernels.criss_cross" in graph["ablate.attention.criss_cross"]  # lazy, in forward
     assert "ablate_kernels.reference" in graph["ablate.attention.ema"]
-    assert "ablate.attention.vocab" in graph["ablate.attention"]
+    assert "ablate.config.vocab" in graph["ablate.attention"]
     assert "ablate_kernels.dispatch" in graph["ablate_kernels.em"]  # `from . import dispatch`
 
 
@@ -241,7 +241,7 @@ def test_the_table_refuses_a_value_for_an_undeclared_factor_or_a_factor_the_bloc
     from torch import nn
 
     from ablate.attention import NonLocalBlock, Preset
-    from ablate.attention.vocab import switch
+    from ablate.config.vocab import switch
 
     with pytest.raises(TypeError, match="declares no factor 'thta'"):
         Preset("typo", NonLocalBlock, {"thta": False})
@@ -279,3 +279,92 @@ def test_no_module_imports_a_private_name_of_another():
             if isinstance(node, ast.ImportFrom) and _imported(name, path, node, modules):
                 private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
                 assert not private, f"{name} imports private {private} from {node.module}"
+
+
+# -- layers: one way down, from the table in ARCHITECTURE.md -----------------------------------------
+
+def layer_table() -> dict[str, int]:
+    """ARCHITECTURE.md's layer table: package (``config``, ``run``, ...) -> its layer number."""
+    import re
+
+    text = (REPO / "ARCHITECTURE.md").read_text()
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    layers = {}
+    for line in section.splitlines():
+        m = re.match(r"\|\s*(\d+)\s*\|\s*`([\w.]+)`\s*\|", line)
+        if m:
+            layers[m.group(2)] = int(m.group(1))
+    return layers
+
+
+def _all_imports(tree: ast.AST):
+    """Every import statement, ``if TYPE_CHECKING`` ones included: a type-only edge is an edge too."""
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def full_import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: set().union(*(_imported(name, path, n, modules) for n in _all_imports(ast.parse(path.read_text()))))
+            - {name} for name, path in modules.items()}
+
+
+def package_of(module: str) -> str:
+    """``ablate.run.worker`` -> ``run``; top-level ``ablate`` modules -> ``ablate``; kernels -> ``kernels``."""
+    parts = module.split(".")
+    if parts[0] == "ablate_kernels":
+        return "kernels"
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in layer_table()) else "ablate"
+
+
+def layer_violations(graph: dict[str, set[str]], layers: dict[str, int]) -> list[str]:
+    """Each edge from a package to one of the same or a higher layer (a different package)."""
+    bad = []
+    for src, targets in sorted(graph.items()):
+        for dst in sorted(targets):
+            a, b = package_of(src), package_of(dst)
+            if a != b and layers[b] >= layers[a]:
+                bad.append(f"{src} ({a}, layer {layers[a]}) imports {dst} ({b}, layer {layers[b]})")
+    return bad
+
+
+def test_every_package_has_a_layer_and_a_short_init():
+    layers = layer_table()
+    on_disk = {p.name for p in (REPO / "ablate").iterdir() if (p / "__init__.py").is_file()} | {"kernels", "ablate"}
+    assert set(layers) == on_disk, f"ARCHITECTURE.md's layer table {sorted(layers)} != packages {sorted(on_disk)}"
+    for name in on_disk - {"kernels", "ablate"}:
+        init = REPO / "ablate" / name / "__init__.py"
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc) > 80, f"ablate/{name}/__init__.py needs a docstring saying what the package does"
+
+
+def test_imports_go_one_way_down_the_layers_type_only_ones_included():
+    """The layer order of ARCHITECTURE.md holds for every import, lazy and TYPE_CHECKING ones included."""
+    bad = layer_violations(full_import_graph(), layer_table())
+    assert not bad, "imports up or across the layers (change the code, or the table with a reviewed reason):\n" + \
+        "\n".join(bad)
+
+
+def test_the_layer_check_catches_an_upward_import():
+    layers = {"config": 1, "run": 2, "ablate": 3, "kernels": 0}
+    assert layer_violations({"ablate.config.errors": {"ablate.run.worker"}}, layers)
+    assert not layer_violations({"ablate.run.worker": {"ablate.config.errors", "ablate.run.claims"}}, layers)
+
+
+def test_no_cycle_even_through_type_only_imports():
+    cycle = _find_cycle(full_import_graph())
+    assert cycle is None, "import cycle (type-only edges included): " + " -> ".join(cycle)
+
+
+def test_only_the_entry_points_stay_at_the_top_level():
+    top = sorted(p.name for p in (REPO / "ablate").glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "_graveyard.py"], top
+
+
+def test_an_old_import_path_warns_and_forwards_to_the_new_module():
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "try:\n    from ablate.run_worker import Worker\nexcept DeprecationWarning as e:\n    print('warned:', e)\n"
+            "warnings.simplefilter('ignore')\nfrom ablate.run_worker import Worker\nimport ablate.run.worker as w\n"
+            "print(Worker is w.Worker)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "warned: ablate.run_worker moved to ablate.run.worker" in proc.stdout and proc.stdout.strip().endswith("True")

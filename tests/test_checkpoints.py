@@ -1,4 +1,4 @@
-"""Mid-trial checkpoints (ablate/checkpoints.py): a trial killed with SIGKILL and resumed gives the
+"""Mid-trial checkpoints (ablate/trainer/checkpoints.py): a trial killed with SIGKILL and resumed gives the
 same curve and mIoU, bit for bit, as one never killed; atomic files, pruning, fallback, deletion."""
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from ablate import checkpoints as C
-from ablate import storage as st
-from ablate.study import load_study
-from ablate.trainer import run_trial
+from ablate.trainer import checkpoints as C
+from ablate.storage import records as st
+from ablate.study.load import load_study
+from ablate.trainer.trial import run_trial
 from conftest import REPO, tiny_study
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}

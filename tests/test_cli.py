@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablate.errors import StudyError
-from ablate.overrides import apply_overrides, effective_yaml, load_with_overrides, override_digest
-from ablate.smoke import smoke_overrides, smoke_transform
-from ablate.study import MAX_NAME_CHARS, load_study
-from ablate.study_text import read_study
+from ablate.config.errors import StudyError
+from ablate.study.overrides import apply_overrides, effective_yaml, load_with_overrides, override_digest
+from ablate.run.smoke import smoke_overrides, smoke_transform
+from ablate.study.load import MAX_NAME_CHARS, load_study
+from ablate.config.text import read_study
 
 from conftest import REPO, base_study, tiny_study
 
@@ -37,9 +37,9 @@ def write(tmp_path: Path, study: dict, name: str = "case.yaml") -> Path:
 # ---------------------------------------------------------------- subcommands
 
 def test_each_command_dispatches_to_its_module_function():
-    import ablate.costs
-    import ablate.report
-    import ablate.run
+    import ablate.costs.blocks
+    import ablate.report.build
+    import ablate.run.command
     import ablate_kernels.bench
     from ablate.__main__ import COMMANDS, _command, list_main
 
@@ -48,9 +48,9 @@ def test_each_command_dispatches_to_its_module_function():
     assert _command("bench") is ablate_kernels.bench.main and _command("list") is list_main
     doctor = pytest.importorskip("ablate.doctor")
     assert _command("doctor") is getattr(doctor, "main", None)
-    import ablate.estimate
+    import ablate.run.estimate
 
-    assert _command("estimate") is ablate.estimate.main
+    assert _command("estimate") is ablate.run.estimate.main
 
 
 def test_a_command_whose_module_is_missing_exits_2_with_a_message(monkeypatch, capsys):
@@ -328,7 +328,7 @@ def _fake_entry_points(monkeypatch, load):
     """One installed entry point, scaled_demo of package demo-attention, whose load() is ``load(block)``."""
     import torch
 
-    from ablate import plugins
+    from ablate.plugins import mechanisms as plugins
 
     class Scaled(torch.nn.Module):
         """a per-channel learnable scale (test plugin)"""
@@ -382,7 +382,7 @@ def test_list_with_a_broken_installed_plugin_exits_2_naming_it(monkeypatch, caps
 def test_an_overridden_run_has_its_own_folder_and_records_the_overrides(tmp_path):
     import optuna
 
-    from ablate import storage as st
+    from ablate.storage import records as st
 
     path = tiny_study(tmp_path)
     overrides = ["train.epochs=1", "seeds=[3]", "data.train_images=32"]

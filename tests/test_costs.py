@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from ablate.attention import MECHANISMS
-from ablate import costs
-from ablate.costs import Cost, cell_costs, main, measure, measure_budgeted, measure_preset
+from ablate.costs import blocks as costs
+from ablate.costs.blocks import Cost, cell_costs, main, measure, measure_budgeted, measure_preset
 
 FLOAT = 4  # bytes
 

@@ -9,10 +9,10 @@ import time
 import torch
 from torch import nn
 
-from ablate import costs
-from ablate.costs import Cost, cell_costs
-from ablate.costs_measure import NOISY, autorange_ms, cache_dir, cost_key, is_noisy
-from ablate.report_costs import Reused, latency_text
+from ablate.costs import blocks as costs
+from ablate.costs.blocks import Cost, cell_costs
+from ablate.costs.measure import NOISY, autorange_ms, cache_dir, cost_key, is_noisy
+from ablate.report.costs import Reused, latency_text
 
 
 class _Sleeper(nn.Module):

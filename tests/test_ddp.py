@@ -13,12 +13,13 @@ import torch
 import yaml
 from torch.utils.data import BatchSampler, RandomSampler
 
-from ablate import storage as st
+from ablate.storage import records as st
 from ablate.data.synthetic import IGNORE_INDEX, SceneConfig, make_split
-from ablate.errors import StudyError
-from ablate.run import gpu_assignment
-from ablate.study import STRATEGIES, TrainerSpec, load_study
-from ablate.trainer import _Batches, _RankSlices, is_isolated, run_trial
+from ablate.config.errors import StudyError
+from ablate.run.command import gpu_assignment
+from ablate.study.load import STRATEGIES, TrainerSpec, load_study
+from ablate.data.lightning import Batches as _Batches, RankSlices as _RankSlices
+from ablate.trainer.trial import is_isolated, run_trial
 
 from conftest import run_cli, tiny_study
 

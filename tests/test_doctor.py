@@ -1,4 +1,4 @@
-"""The health pre-flight (ablate/doctor.py): each warning fires on a block built to trigger it,
+"""The health pre-flight (ablate/doctor/check.py): each warning fires on a block built to trigger it,
 real presets get their by-design notes, and the command line behaves."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from ablate import doctor
+from ablate.doctor import check as doctor
 from ablate.attention import MECHANISMS, get_preset
-from ablate.attention.vocab import Preset
+from ablate.config.vocab import Preset
 from conftest import REPO, base_study
 
 C, SIDE = 16, 8  # small blocks: the doctor's checks do not depend on the size
@@ -306,7 +306,7 @@ def write_study(tmp_path, **changes):
 
 
 def test_check_study_builds_each_distinct_block_once(tmp_path, monkeypatch):
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     study = load_study(write_study(tmp_path, factors={"data.task": ["global_cue", "pairing"],
                                                       "gcn": [True, False]}))
@@ -320,7 +320,7 @@ def test_check_study_builds_each_distinct_block_once(tmp_path, monkeypatch):
 
 
 def test_a_search_study_checks_its_base_block(tmp_path):
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     study = load_study(write_study(tmp_path, factors={"K": {"low": 2, "high": 8}}, search={"n_trials": 4},
                                    baseline={}, model={**base_study()["model"], "args": {"K": 2}}))
@@ -345,7 +345,7 @@ def test_summary_lines_name_each_kind_of_warning_with_its_cells_and_count_the_no
 
 
 def test_preflight_fails_only_on_a_hard_error(tmp_path, monkeypatch):
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     monkeypatch.setitem(MECHANISMS, "poisoned", Preset("poisoned", Poisoned, {}, summary="test block: NaN output",
                                                            family="gating"))
@@ -362,7 +362,7 @@ def test_preflight_fails_only_on_a_hard_error(tmp_path, monkeypatch):
 
 
 def test_cli_prints_one_line_per_cell_and_exits_0():
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     path = REPO / "studies" / "gcn_effect.yaml"
     run = subprocess.run([sys.executable, "-m", "ablate.doctor", str(path)], capture_output=True, text=True,
@@ -390,8 +390,8 @@ def test_runner_stops_before_any_trial_when_the_preflight_finds_a_hard_error(tmp
     skips the check (the study then runs)."""
     from conftest import tiny_study
 
-    from ablate import run
-    from ablate.storage import open_storage
+    from ablate.run import command as run
+    from ablate.storage.records import open_storage
 
     monkeypatch.setattr(doctor, "preflight", lambda study, out=None: False)
     path = tiny_study(tmp_path, train={"epochs": 1})

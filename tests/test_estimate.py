@@ -1,4 +1,4 @@
-"""ablate estimate (ablate/estimate.py): measured seconds per iteration, the arithmetic of the
+"""ablate estimate (ablate/run/estimate.py): measured seconds per iteration, the arithmetic of the
 table, real-data studies without their data, and exit code 2 on bad input."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import textwrap
 import pytest
 import torch
 
-from ablate import estimate as est
-from ablate.study import load_study
+from ablate.run import estimate as est
+from ablate.study.load import load_study
 
 TINY = textwrap.dedent("""\
     name: tiny_estimate
@@ -104,7 +104,7 @@ def test_the_split_size_note_only_where_epochs_need_it(monkeypatch):
     study = load_study("studies/voc_zoo.yaml", check_files=False)
     _, notes = est.estimate(study, torch.device("cpu"))
     assert not any("split size" in n for n in notes)  # train.iterations: the split size does not matter
-    from ablate.overrides import load_with_overrides
+    from ablate.study.overrides import load_with_overrides
 
     study = load_with_overrides("studies/voc_zoo.yaml", ["train.iterations=0", "train.val_interval=0",
                                                          "train.epochs=2"], check_files=False)

@@ -1,4 +1,4 @@
-"""Evaluation modes (ablate/evaluation.py): whole, slide, multi-scale + flip, the eval: parser, and
+"""Evaluation modes (ablate/models/inference.py): whole, slide, multi-scale + flip, the eval: parser, and
 parity with mmseg 1.2.2's own slide_inference, postprocess_result and SegTTAModel.merge_preds
 (called as plain functions on a stand-in ``self``: no registry, no config)."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.errors import StudyError
-from ablate.evaluation import (EvalSpec, evaluate, multiscale_flip_inference, parse_eval, scaled_size,
-                               slide_inference, whole_inference, windows)
+from ablate.config.errors import StudyError
+from ablate.config.evaluation import EvalSpec, parse_eval
+from ablate.models.inference import evaluate, multiscale_flip_inference, scaled_size, slide_inference, whole_inference, windows
 
 C = 4
 

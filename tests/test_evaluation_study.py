@@ -14,9 +14,10 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ablate.evaluation import EvalSpec, evaluate, scaled_size
-from ablate.study import load_study
-from ablate.trial_config import TrialConfig
+from ablate.config.evaluation import EvalSpec
+from ablate.models.inference import evaluate, scaled_size
+from ablate.study.load import load_study
+from ablate.config.trial import TrialConfig
 
 from conftest import run_cli, tiny_study
 
@@ -53,7 +54,7 @@ def test_eval_enters_the_key_and_the_config_only_when_not_the_default(tmp_path):
     ({"crops": [8, 8]}, "eval.crops", "valid keys are mode, crop, stride, scales, flip"),
 ])
 def test_bad_eval_exits_2_naming_the_key(tmp_path, capsys, raw, key, needle):
-    from ablate.run import main
+    from ablate.run.command import main
 
     path = tiny_study(tmp_path, eval=raw)
     with pytest.raises(SystemExit) as e:
@@ -187,7 +188,7 @@ def test_a_study_with_eval_runs_end_to_end(tmp_path):
     with open(tmp_path / "reports" / "evalrun.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["eval"] for r in rows] == ["slide 16x16 stride 8x8"]
-    from ablate.trainer import run_trial
+    from ablate.trainer.trial import run_trial
 
     study = load_study(path)
     trial = study.trial(study.cells()[0], 0)

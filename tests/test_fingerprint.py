@@ -8,9 +8,9 @@ import sys
 import optuna
 import torch
 
-from ablate import fingerprint as fpmod
-from ablate import storage as st
-from ablate.fingerprint import confound_line, confounds, exempt_fields, fingerprint, shared
+from ablate.trainer import fingerprint as fpmod
+from ablate.storage import records as st
+from ablate.trainer.fingerprint import confound_line, confounds, exempt_fields, fingerprint, shared
 
 from conftest import REPO, run_cli, tiny_study
 
@@ -116,8 +116,8 @@ def test_every_trial_of_a_run_stores_a_fingerprint_and_the_report_prints_it(tmp_
 
 
 def test_report_provenance_flags_a_cell_that_ran_another_torch(tmp_path):
-    from ablate.report import fingerprint_lines
-    from ablate.study import load_study
+    from ablate.report.build import fingerprint_lines
+    from ablate.study.load import load_study
 
     study = load_study(tiny_study(tmp_path))
     on, off = study.cells()

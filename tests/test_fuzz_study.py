@@ -23,8 +23,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ablate.errors import StudyError
-from ablate.study import load_study
+from ablate.config.errors import StudyError
+from ablate.study.load import load_study
 
 SECONDS = 1.0  # each file must be refused within this
 MESSAGE_CHARS = 2500  # and with a paragraph no longer than this

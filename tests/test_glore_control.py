@@ -7,7 +7,7 @@ import torch
 
 from ablate.attention import MECHANISMS
 from ablate.attention.glore import GraphReasoning
-from ablate.attention.vocab import FactorConflict
+from ablate.config.vocab import FactorConflict
 
 
 def _params(m) -> int:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from ablate import image_counts as ic
+from ablate.models import image_counts as ic
 from ablate.stats import bootstrap_miou, miou_from_counts
 
 

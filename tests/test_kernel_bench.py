@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ablate import scaling
+from ablate.costs import scaling
 from ablate_kernels import bench, dispatch
 
 TINY = "1,16,4,4"

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from ablate.errors import StudyError
+from ablate.config.errors import StudyError
 from ablate.models.mmseg_heads import LAYOUTS, DualHead, MMSegHead, build_head, layout_of
 from ablate.models.segmenter import Segmenter
 
@@ -281,7 +281,7 @@ def _study(tmp_path, mechanisms, style="mmseg"):
 
 
 def test_style_mmseg_in_a_study(tmp_path):
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     names = sorted(n for n in ("none", "nonlocal", "gcnet", "dnl", "ccnet", "emanet", "isa", "danet")
                    if layout_of(get_preset(n)) is not None)
@@ -305,8 +305,8 @@ def test_style_mmseg_in_a_study(tmp_path):
 def test_a_trial_with_the_mmseg_head_trains(tmp_path):
     """One tiny trial: the trainer builds the head from the stored config (style included), the
     cue probe reads the block's input through ``features``, the block's costs are measured."""
-    from ablate.study import load_study
-    from ablate.trainer import run_trial
+    from ablate.study.load import load_study
+    from ablate.trainer.trial import run_trial
 
     study = load_study(_study(tmp_path, ["nonlocal"]))
     trial = study.trial(study.cells()[0], 0)

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from ablate import plugins, plugins_backbones, plugins_tasks
+from ablate.plugins import mechanisms as plugins, backbones as plugins_backbones, tasks as plugins_tasks
 from ablate.attention import MECHANISMS, get_preset, installed_presets, resolve_mechanism
-from ablate.errors import StudyError
+from ablate.config.errors import StudyError
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "my_attention"
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ablate.attention.vocab import integer
+from ablate.config.vocab import integer
 
 
 class Good(nn.Module):
@@ -310,7 +310,7 @@ def test_installed_presets_carry_their_package_and_resolve_by_name(tmp_path):
 def test_an_entry_point_may_name_a_preset_or_a_list_of_presets(plugs, tmp_path):
     _on_path(plugs)
     (tmp_path / "presets_h7.py").write_text(textwrap.dedent(f"""
-        from ablate.attention.vocab import Preset
+        from ablate.config.vocab import Preset
         from {BLOCKS} import Good
         ONE = Preset("doubled", Good, {{"scale": 2.0}}, summary="Good at scale 2")
         MANY = [Preset("tripled", Good, {{"scale": 3.0}}, family="gating"), Preset("halved", Good, {{"scale": 0.5}})]
@@ -428,7 +428,7 @@ def test_a_study_file_takes_a_task_and_a_backbone_plugin_and_varies_their_option
 def test_a_search_samples_plugin_options_by_their_kind(plugs, tmp_path):
     from optuna.distributions import FloatDistribution, IntDistribution
 
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     study = tmp_path / "search.yaml"
     study.write_text(textwrap.dedent(f"""
@@ -497,7 +497,7 @@ def test_a_backbone_plugin_is_validated_and_measured(plugs):
 
 def test_a_trial_trains_with_a_plugin_task_backbone_and_mechanism(plugs):
     """What a study's trial config gives the trainer: each of the three by module:attr."""
-    from ablate.trainer import run_trial
+    from ablate.trainer.trial import run_trial
 
     _on_path(plugs)
     config = {"study": "t", "cell": {}, "cell_key": "k", "seed": 0,

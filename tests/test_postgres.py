@@ -23,8 +23,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ablate import storage as st
-from ablate.study import load_study
+from ablate.storage import opening, states
+from ablate.storage import records as st
+from ablate.study.load import load_study
 
 from conftest import tiny_study
 
@@ -259,7 +260,7 @@ def test_storage_url_from_the_environment(tmp_path, monkeypatch):
 def test_advisory_lock_key_is_the_same_in_every_process():
     """Workers on different machines must derive one key: SHA-1 of the study name, never the
     per-process salted hash(); the value is pinned so that versions of ablate agree too."""
-    code = "from ablate.storage import advisory_key; print(advisory_key('gcn_effect'))"
+    code = "from ablate.storage.opening import advisory_key; print(advisory_key('gcn_effect'))"
     keys = {subprocess.run([sys.executable, "-c", code], env={**ENV, "PYTHONHASHSEED": str(seed)},
                            capture_output=True, text=True, check=True).stdout.strip() for seed in (1, 2, 3)}
     assert keys == {str(st.advisory_key("gcn_effect"))} == {"-4430240542348836816"}
@@ -269,17 +270,17 @@ def test_advisory_lock_key_is_the_same_in_every_process():
 def test_study_lock_excludes_other_processes_with_one_cached_engine(pg_url, tmp_path):
     """The advisory lock serialises processes; each process keeps one engine per URL, and a
     forked child builds its own instead of sharing its parent's connections."""
-    st._engines.clear()
+    opening.lock_engines.clear()
     with st.study_lock(pg_url, "tiny"):
         pass
     with st.study_lock(pg_url, "tiny"):
-        engine = st._engines[pg_url]
-    assert list(st._engines) == [pg_url] and st._engines[pg_url] is engine
+        engine = opening.lock_engines[pg_url]
+    assert list(opening.lock_engines) == [pg_url] and opening.lock_engines[pg_url] is engine
 
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent("""
         import sys, time
-        from ablate import storage as st
+        from ablate.storage import records as st
         print("waiting", flush=True)
         with st.study_lock(sys.argv[1], "tiny"):
             print(f"got {time.time()}", flush=True)
@@ -297,13 +298,13 @@ def test_study_lock_excludes_other_processes_with_one_cached_engine(pg_url, tmp_
         code = 1
         try:
             with st.study_lock(pg_url, "tiny"):
-                code = 0 if st._engines[pg_url] is not engine else 3
+                code = 0 if opening.lock_engines[pg_url] is not engine else 3
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     with st.study_lock(pg_url, "tiny"):  # the parent's pooled connection survived the child
-        assert st._engines[pg_url] is engine
+        assert opening.lock_engines[pg_url] is engine
 
 
 def test_workers_starting_together_on_an_empty_database_all_start(pg_url, tmp_path):
@@ -314,7 +315,7 @@ def test_workers_starting_together_on_an_empty_database_all_start(pg_url, tmp_pa
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent("""
         import os, sys, time
-        from ablate import storage as st
+        from ablate.storage import records as st
         open(f"{sys.argv[2]}.ready.{os.getpid()}", "w").close()
         while not os.path.exists(sys.argv[2]):
             time.sleep(0.01)
@@ -474,7 +475,7 @@ def test_a_lost_trial_on_another_host_is_reaped_once_its_heartbeat_is_stale(pg_u
     whose remote owner keeps beating is left alone, whatever its age."""
     study = tiny_study(tmp_path, factors={"gcn": [True]}, seeds=[0, 1, 2], train={"epochs": 1})
     grace = 4.0
-    from ablate.run import _trial_attrs
+    from ablate.run.claims import trial_attrs as _trial_attrs
 
     spec = load_study(study)
     store = st.open_storage(pg_url)
@@ -485,7 +486,7 @@ def test_a_lost_trial_on_another_host_is_reaped_once_its_heartbeat_is_stale(pg_u
         tid = st.create_running_trial(ostudy, dict(cell.label), {k: [v] for k, v in cell.label},
                                       _trial_attrs(cell, seed, spec.trial_config(cell, seed)))
         remote = {st.ATTR + "host": "node-b.cluster", st.ATTR + "node": "other-boot/pid:[1]",
-                  st.ATTR + "pid": os.getpid(), st.ATTR + "start": st._proc_start(os.getpid()),
+                  st.ATTR + "pid": os.getpid(), st.ATTR + "start": states.proc_start(os.getpid()),
                   st.ATTR + "heartbeat": time.time() - beat_age}
         for k, v in remote.items():  # what a worker on node-b would have written (its pid is alive here)
             store.set_trial_system_attr(tid, k, v)

@@ -9,7 +9,7 @@ from torch import nn
 
 from ablate.data.synthetic import SceneConfig, make_split
 from ablate.models.segmenter import Segmenter
-from ablate.probes import AttentionCapture, cue_fraction, cue_mass, make_cue_probe
+from ablate.trainer.probes import AttentionCapture, cue_fraction, cue_mass, make_cue_probe
 
 SMALL = {"name": "small_cnn", "width": 8, "depth": 3}
 

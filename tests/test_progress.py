@@ -10,11 +10,12 @@ import statistics
 import optuna
 import pytest
 
-from ablate import progress as P
-from ablate import run as R
-from ablate import storage as st
-from ablate.report import _pts
-from ablate.study import load_study
+from ablate.run import progress as P
+from ablate.run import command as R
+from ablate.run.worker import Worker
+from ablate.storage import records as st
+from ablate.report.build import _pts
+from ablate.study.load import load_study
 
 from conftest import run_cli, tiny_study
 from test_adaptive import _study_file, fake  # noqa: F401 (fixture: a fake trainer with known values)
@@ -162,7 +163,7 @@ def test_counts_come_from_every_trial_in_storage(tmp_path):
     trials = ostudy.get_trials(deepcopy=False)
 
     def worker(run: str):
-        return R._Worker(study, "", tmp_path, None, None, ostudy, P.Progress("", 6), run, {}, {}, study.cells())
+        return Worker(study, "", tmp_path, None, None, ostudy, P.Progress("", 6), run, {}, {}, study.cells())
 
     here = R.study_counts(worker("r1"), trials)
     assert (here.done, here.total, here.failed, here.most) == (5, 6, 2, None)

@@ -10,9 +10,9 @@ import optuna
 import pytest
 import yaml
 
-from ablate import storage as st
-from ablate.errors import StudyError
-from ablate.study import PRUNERS, load_study
+from ablate.storage import records as st
+from ablate.config.errors import StudyError
+from ablate.study.load import PRUNERS, load_study
 
 from conftest import run_cli, tiny_study
 

@@ -6,7 +6,7 @@ import warnings
 
 from lightning.fabric.plugins.environments import slurm
 
-from ablate.trainer_fit import quiet_libraries
+from ablate.trainer.fit import quiet_libraries
 
 
 def _hint_warnings(monkeypatch, job_id: str | None) -> list[str]:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ablate.data.real import (IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, build_real_data, resize_logits_to,
                               spec_from_dict, validate_real_data)
-from ablate.errors import StudyError
+from ablate.config.errors import StudyError
 
 H, W = 64, 96  # fake image size (VOC, ADE20K); Cityscapes uses 64 x 128
 
@@ -564,7 +564,7 @@ def cli_runs(tmp_path_factory):
 def _trials(cwd: Path, name: str):
     import optuna
 
-    from ablate import storage as st
+    from ablate.storage import records as st
 
     store = st.open_storage(str(cwd / "runs" / "optuna.journal"))
     return optuna.load_study(study_name=name, storage=store).get_trials(deepcopy=False)
@@ -589,7 +589,7 @@ def test_study_on_real_data_runs_end_to_end(cli_runs, name, classes):
     resolution and writes the report."""
     import optuna
 
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     cwd, path, proc = cli_runs[name]
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -640,7 +640,7 @@ def test_missing_pretrained_file_exits_2_saying_where_to_put_it(cli_runs):
 def test_data_factor_on_a_real_dataset_overrides_its_setting(tmp_path):
     """data.X factors vary the dataset's settings; the layout is checked once, again only if
     the factor moves where the files are."""
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     make_voc(tmp_path / "voc", n_train=2, n_val=1)
     voc = {"name": "voc", "data_root": str(tmp_path / "voc"), "crop_size": [32, 32], "scale": [W, H]}
@@ -701,8 +701,8 @@ def test_cost_shapes_match_the_built_model(backbone, head):
 def test_step_based_trial_reports_rounds_and_prunes_at_one(tmp_path):
     """With train.iterations each validation round is an 'epoch' for the worker: it is reported
     with its round index, a prune answer stops the trial there, and the last round is final."""
-    from ablate.study import load_study
-    from ablate.trainer import run_trial
+    from ablate.study.load import load_study
+    from ablate.trainer.trial import run_trial
 
     make_voc(tmp_path / "voc", n_train=4, n_val=1)
     voc = {"name": "voc", "data_root": str(tmp_path / "voc"), "crop_size": [32, 32], "scale": [W, H]}

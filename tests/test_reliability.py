@@ -22,11 +22,11 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from ablate import storage as st
-from ablate import tracking
-from ablate.errors import StudyError
-from ablate.report import write_report
-from ablate.study import load_study
+from ablate.storage import records as st
+from ablate.trainer import tracking
+from ablate.config.errors import StudyError
+from ablate.report.build import write_report
+from ablate.study.load import load_study
 
 from conftest import REPO, run_cli, tiny_study
 
@@ -52,7 +52,7 @@ def _all_once(path: Path, journal: Path) -> bool:
 @pytest.fixture
 def in_process(tmp_path, monkeypatch):
     """``python -m ablate.run ARGS`` in this process, from ``tmp_path``; returns its exit status."""
-    from ablate.run import main
+    from ablate.run.command import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["ablate.run"])
@@ -123,7 +123,7 @@ def test_a_harness_failing_every_trial_stops_the_worker(tmp_path, in_process, mo
 
 def test_errors_inside_the_fit_are_the_trials_own_and_io_errors_the_harnesss(tmp_path, monkeypatch):
     from ablate.models.segmenter import SegmentationModule
-    from ablate.trainer import HarnessFailed, TrialFailed, failure_kind, run_trial
+    from ablate.trainer.trial import HarnessFailed, TrialFailed, failure_kind, run_trial
 
     study = load_study(tiny_study(tmp_path, train={"epochs": 1}))
     config = study.trial_config(*study.trials()[0])
@@ -222,7 +222,7 @@ def test_a_stale_lock_neither_stalls_nor_breaks_a_rerun(tmp_path):
         return time.perf_counter() - t0
 
     assert timed_write(1) < 10, "the write waited for a lock nobody holds"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ablate.storage import JournalFlock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from ablate.storage.journal import JournalFlock; "
                                "JournalFlock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
                                str(journal)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -292,8 +292,8 @@ def test_a_grid_trial_without_an_owner_is_reaped(tmp_path):
 
 
 def test_a_search_claim_that_fails_leaves_no_running_trial(tmp_path, monkeypatch):
-    from ablate import run_claims as run
-    from ablate.study import Study
+    from ablate.run import claims as run
+    from ablate.study.load import Study
 
     study = load_study(tiny_study(tmp_path, seeds=[0], baseline={}, factors={"K": {"low": 2, "high": 8}},
                                   search={"n_trials": 2, "sampler": "random"}))
@@ -440,7 +440,7 @@ def test_read_only_folders_are_refused_before_any_trial(tmp_path, in_process, ca
 # --------------------------------------------------------------------------------------------
 
 def test_the_studys_train_threads_is_what_the_trial_uses(tmp_path):
-    from ablate.trainer import run_trial
+    from ablate.trainer.trial import run_trial
 
     study = load_study(tiny_study(tmp_path, train={"epochs": 1, "threads": 1}))
     result = run_trial(study.trial_config(*study.trials()[0]), threads=2)  # the runner's default, or --threads 2

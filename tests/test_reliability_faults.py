@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ablate import atomic
-from ablate import storage as st
-from ablate.errors import RetryableError
-from ablate.study import load_study
+from ablate.config import atomic
+from ablate.storage import records as st
+from ablate.config.errors import RetryableError
+from ablate.study.load import load_study
 
 from conftest import REPO, tiny_study
 from test_reliability import _owned_trial, _read_only, in_process  # noqa: F401 - in_process is a fixture
@@ -145,7 +145,7 @@ CASES = {"sys:exit": "the built-in function sys.exit", "os:_exit": "the built-in
          "exiting_h25:ExitsInForward": "raised SystemExit: 7"}
 LOADER = """
 import json, sys
-from ablate.errors import StudyError
+from ablate.config.errors import StudyError
 from ablate.study import load_study
 out = {}
 for name in sys.argv[1:]:
@@ -215,7 +215,7 @@ def test_a_huge_width_is_refused_naming_its_key_before_anything_is_written(tmp_p
 def test_yaml_12_numbers_are_numbers_and_an_endless_plan_is_refused(tmp_path, in_process, capsys):  # noqa: F811
     """``lr: 1e-3`` and ``epochs: 1e12`` were text under YAML 1.1 ("expected a number, got
     '1e-3'"); now numbers, and 10^12 epochs is refused by the plan's estimate, which names it."""
-    from ablate.estimate import STEP_FLOOR_S, YEAR_S
+    from ablate.run.estimate import STEP_FLOOR_S, YEAR_S
 
     path = tiny_study(tmp_path, seeds=[0], train={"epochs": "EPOCHS", "lr": "LR"})
     text = path.read_text().replace("EPOCHS", "1e12").replace("LR", "1e-3")
@@ -229,7 +229,7 @@ def test_yaml_12_numbers_are_numbers_and_an_endless_plan_is_refused(tmp_path, in
     assert f"{years:,.0f} years of compute" in flat and flat.count("Nothing was run.") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
     study = load_study(tiny_study(tmp_path, name="ok"))
-    from ablate.overrides import load_with_overrides
+    from ablate.study.overrides import load_with_overrides
 
     lowered = load_with_overrides(study.path, ["train.lr=1e-3", "train.epochs=1e0"])
     assert lowered.train.lr == 0.001 and lowered.train.epochs == 1
@@ -237,7 +237,7 @@ def test_yaml_12_numbers_are_numbers_and_an_endless_plan_is_refused(tmp_path, in
 
 def test_the_nan_message_counts_epochs_and_batches_from_1(tmp_path, monkeypatch):
     from ablate.models.segmenter import SegmentationModule
-    from ablate.trainer import TrialFailed, run_trial
+    from ablate.trainer.trial import TrialFailed, run_trial
 
     study = load_study(tiny_study(tmp_path, seeds=[0], train={"epochs": 2}))
     real = SegmentationModule.training_step
@@ -259,9 +259,9 @@ def test_a_batch_that_would_not_fit_is_measured_with_one_image_or_said_not_measu
     """``train.batch_size: 100000000``: before, the report's cost measurement tried to allocate
     1.6 TB and the report crashed. Now the block is measured with a batch of one at the study's
     resolution, and where even that would not fit the report says "not measured: <reason>"."""
-    from ablate import costs
-    from ablate.report import write_report
-    from ablate.report_rows import block_shape
+    from ablate.costs import blocks as costs
+    from ablate.report.build import write_report
+    from ablate.report.rows import block_shape
 
     study = load_study(tiny_study(tmp_path, seeds=[0], train={"batch_size": 100_000_000}))
     url = str(tmp_path / "runs/tiny/optuna.journal")

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ablate import storage as st
+from ablate.storage import records as st
 
 from conftest import REPO, tiny_study
 

@@ -15,9 +15,9 @@ import optuna
 import pytest
 import sqlalchemy
 
-from ablate import storage_retry
-from ablate.errors import RetryableError
-from ablate.storage_journal import JournalBackend
+from ablate.storage import retry as storage_retry
+from ablate.config.errors import RetryableError
+from ablate.storage.journal import JournalBackend
 
 from conftest import REPO, tiny_study
 from test_postgres import pg_server  # noqa: F401 - the throwaway PostgreSQL server (a fixture)

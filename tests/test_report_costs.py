@@ -7,9 +7,9 @@ import re
 
 import optuna
 
-from ablate import storage as st
-from ablate.report import block_costs, block_shape, write_report
-from ablate.study import load_study
+from ablate.storage import records as st
+from ablate.report.build import block_costs, block_shape, write_report
+from ablate.study.load import load_study
 
 from conftest import tiny_study
 
@@ -72,7 +72,7 @@ def test_costs_are_measured_once_per_distinct_block(tmp_path, monkeypatch):
     study = load_study(tiny_study(tmp_path, factors={"gcn": [True, False], "train.lr": [0.001, 0.01]},
                                   baseline={}))
     calls = []
-    import ablate.costs as costs
+    import ablate.costs.blocks as costs
 
     real = costs.measure
     monkeypatch.setattr(costs, "measure", lambda *a, **k: calls.append(a[1]) or real(*a, **k))

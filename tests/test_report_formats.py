@@ -22,12 +22,12 @@ import numpy as np
 import optuna
 import pytest
 
-from ablate import storage as st
-from ablate.image_counts import encode
-from ablate.report import main as report_main
-from ablate.report import write_report
+from ablate.storage import records as st
+from ablate.models.image_counts import encode
+from ablate.report.build import main as report_main
+from ablate.report.build import write_report
 from ablate.stats import bootstrap_miou, cell_bootstrap
-from ablate.study import load_study
+from ablate.study.load import load_study
 
 from conftest import run_cli, tiny_study
 
@@ -391,8 +391,8 @@ def test_notes_below_the_report_are_kept_when_it_is_rewritten(tmp_path):
 
 
 def test_a_two_factor_grid_gets_a_heat_map_with_each_entrys_interval(tmp_path):
-    from ablate import figures
-    from ablate.report_rows import table
+    from ablate.report import figures
+    from ablate.report.rows import table
     from ablate.stats import summarize
 
     study = load_study(tiny_study(tmp_path, name="grid", factors={"gcn": [True, False], "K": [4, 8]},

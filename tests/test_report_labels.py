@@ -7,10 +7,10 @@ from html.parser import HTMLParser
 import pytest
 
 from ablate.data.synthetic import CLASS_NAMES, TASKS, make_split, SceneConfig
-from ablate.errors import StudyError
-from ablate.report_formats import class_names
-from ablate.report_html import render_markdown
-from ablate.study import load_study
+from ablate.config.errors import StudyError
+from ablate.report.formats import class_names
+from ablate.report.html import render_markdown
+from ablate.study.load import load_study
 
 from conftest import tiny_study
 
@@ -91,8 +91,8 @@ def test_every_format_names_a_labelled_row_by_its_label(tmp_path):
 
     import optuna
 
-    from ablate import storage as st
-    from ablate.report import write_report
+    from ablate.storage import records as st
+    from ablate.report.build import write_report
 
     study = _load(tmp_path, references=[{"mechanism": "none", "label": "no attention"}],
                   labels={"gcn=on": "GloRe + GCN"})

@@ -1,5 +1,5 @@
-"""The runner's hooks for command-line overrides and smoke mode (ablate/overrides.py and
-ablate/smoke.py are H5's): load_study(raw=...), Study.overrides in trial configs, KEY=VALUE
+"""The runner's hooks for command-line overrides and smoke mode (ablate/study/overrides.py and
+ablate/run/smoke.py are H5's): load_study(raw=...), Study.overrides in trial configs, KEY=VALUE
 arguments anywhere on the command line, --dry-run showing the effective study, --smoke handing
 over to smoke mode, and --workers children loading the same overridden study."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ablate import run as R
-from ablate.errors import StudyError
-from ablate.study import load_study
+from ablate.run import command as R
+from ablate.config.errors import StudyError
+from ablate.study.load import load_study
 
 from conftest import tiny_study
 

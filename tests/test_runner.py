@@ -14,9 +14,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ablate import storage as st
-from ablate.study import load_study
-from ablate.trainer import run_trial
+from ablate.storage import records as st
+from ablate.study.load import load_study
+from ablate.trainer.trial import run_trial
 
 from conftest import run_cli, tiny_study
 

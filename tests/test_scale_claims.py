@@ -12,10 +12,10 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from ablate import storage as st
-from ablate.run_claims import choose, trial_attrs
-from ablate.run_worker import open_worker
-from ablate.study import load_study
+from ablate.storage import records as st
+from ablate.run.claims import choose, trial_attrs
+from ablate.run.worker import open_worker
+from ablate.study.load import load_study
 
 from conftest import tiny_study
 from test_postgres import pg_server, pg_url  # noqa: F401 - the throwaway server's fixtures
@@ -152,8 +152,8 @@ def test_a_pair_freed_behind_the_cursor_is_claimed_again_and_done_pairs_never(tm
 
 def test_the_index_keeps_the_status_that_statuses_computes(tmp_path):
     """The index updated trial by trial (new versions of running trials included) gives each
-    pair the status :func:`ablate.run_claims.statuses` computes from all trials at once."""
-    from ablate.run_claims import statuses
+    pair the status :func:`ablate.run.claims.statuses` computes from all trials at once."""
+    from ablate.run.claims import statuses
 
     store = optuna.storages.InMemoryStorage()
     ostudy = optuna.create_study(storage=store)

@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from ablate.errors import StudyError
+from ablate.config.errors import StudyError
 from ablate.models import registry
 from ablate.models.segmenter import Segmenter, build_backbone, feature_geometry
-from ablate.study_sections import ALL_BACKBONES, parse_backbone
+from ablate.study.sections import ALL_BACKBONES, parse_backbone
 
 SPECS = {"small_cnn": {"name": "small_cnn", "width": 12, "depth": 4},
          "resnet_d8": {"name": "resnet_d8", "depth": 18, "pretrained": "none"}}
@@ -43,7 +43,7 @@ def test_an_unknown_backbone_names_every_registered_one():
 
 
 def test_the_aux_head_needs_a_backbone_with_stages(tmp_path):
-    from ablate.study import load_study
+    from ablate.study.load import load_study
 
     raw = {"model": {"mechanism": "none", "head": {"aux_weight": 0.4}}, "factors": {"mechanism": ["none"]}}
     path = tmp_path / "aux.yaml"

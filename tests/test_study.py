@@ -22,8 +22,8 @@ import yaml
 
 from ablate.attention import MECHANISMS
 from ablate.data.synthetic import TASKS
-from ablate.errors import StudyError, exit_with
-from ablate.study import load_study
+from ablate.config.errors import StudyError, exit_with
+from ablate.study.load import load_study
 
 from conftest import REPO, base_study
 
@@ -168,7 +168,7 @@ def test_malformed_study_exits_2_with_one_paragraph(cli, case):
 
 def test_arg_the_mechanism_lacks_in_process(tmp_path, capsys):
     """Same contract through ``ablate.run.main`` in this process (a key under model.args)."""
-    from ablate.run import main
+    from ablate.run.command import main
 
     path = tmp_path / "study.yaml"
     path.write_text(_nonlocal_with_gcn_arg())
@@ -291,8 +291,8 @@ def test_trials_are_cells_times_seeds(tmp_path):
 def test_cells_and_baselines_are_resolved_once_at_load(tmp_path, monkeypatch):
     """``cells()`` hands out the cells load_study resolved (the same objects every call, nothing
     re-validated), and each cell's baseline was found at load as the search over the cells finds it."""
-    import ablate.study_cells as sc
-    from ablate.study_records import find_baseline
+    import ablate.study.cells as sc
+    from ablate.study.records import find_baseline
 
     path = _write(tmp_path, factors={"gcn": [True, False], "K": [2, 4]},
                   references=[{"mechanism": "none"}], baseline={"gcn": False})

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from ablate.attention import MECHANISMS
-from ablate.errors import MAX_MESSAGE_CHARS, StudyError, brief
-from ablate.study import MAX_CELLS, MAX_SEED, MAX_SEEDS, load_study
-from ablate.study_text import MAX_DEPTH, MAX_NODES, MAX_STUDY_BYTES
+from ablate.config.errors import MAX_MESSAGE_CHARS, StudyError, brief
+from ablate.study.load import MAX_CELLS, MAX_SEED, MAX_SEEDS, load_study
+from ablate.config.text import MAX_DEPTH, MAX_NODES, MAX_STUDY_BYTES
 
 from conftest import REPO, base_study
 
@@ -110,7 +110,7 @@ def cli(tmp_path_factory):
             path.write_bytes(content)
         paths[case] = path
         jobs[case] = (["-m", "ablate.run", str(path), "--dry-run"], cwd)
-    timer = ("import json, sys, time\nfrom ablate.errors import StudyError\nfrom ablate.study import load_study\n"
+    timer = ("import json, sys, time\nfrom ablate.config.errors import StudyError\nfrom ablate.study import load_study\n"
              "out = {}\nfor case, path in json.loads(sys.argv[1]).items():\n"
              "    t0 = time.perf_counter()\n    try:\n        load_study(path)\n        out[case] = 'loaded'\n"
              "    except StudyError:\n        out[case] = time.perf_counter() - t0\n"

@@ -13,11 +13,11 @@ from torch import nn
 
 from ablate.attention import MECHANISMS
 from ablate.data.synthetic import IGNORE_INDEX, SceneConfig, make_split
-from ablate.image_counts import ATTR, decode
+from ablate.models.image_counts import ATTR, decode
 from ablate.models.segmenter import Segmenter
-from ablate.seeds import SEED_STREAMS, derive
+from ablate.config.seeds import SEED_STREAMS, derive
 from ablate.stats import bootstrap_miou, miou_from_counts
-from ablate.trainer import run_trial
+from ablate.trainer.trial import run_trial
 
 SMALL = {"name": "small_cnn", "width": 8, "depth": 3}
 
@@ -137,7 +137,7 @@ def test_real_data_counts_are_per_image_at_the_labels_resolution(tmp_path):
     fake labels get a different ignored area each, so the rows tell the images apart)."""
     from PIL import Image
 
-    from ablate.study import load_study
+    from ablate.study.load import load_study
     from test_real_data import SMALL as VOC_SMALL, W, H, _study, make_voc
 
     voc = make_voc(tmp_path / "voc", n_train=4, n_val=3)

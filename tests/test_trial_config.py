@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ablate.study import load_study
-from ablate.trial_config import HeadSpec, TrainerSpec, TrainSpec, TrialConfig
+from ablate.study.load import load_study
+from ablate.config.trial import HeadSpec, TrainerSpec, TrainSpec, TrialConfig
 
 from conftest import REPO
 
@@ -94,7 +94,7 @@ def test_the_trainer_and_the_segmenter_read_the_records_defaults_from_a_dict_or_
     import inspect
 
     from ablate.models.segmenter import SegmentationModule, as_head, feature_geometry
-    from ablate.trainer import is_isolated
+    from ablate.trainer.trial import is_isolated
 
     study = load_study(REPO / "studies" / "gcn_effect.yaml")
     config = study.trial(*study.trials()[0])

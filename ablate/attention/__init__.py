@@ -12,6 +12,6 @@ from .glore import LowRankBlock
 from .non_local import NonLocalBlock
 from .none import NoAttention
 from .presets import FAMILIES, MECHANISMS, get_preset, installed_presets, resolve_mechanism
-from .vocab import Factor, Preset
+from ..config.vocab import Factor, Preset
 
 __all__ = ["FAMILIES", "MECHANISMS", "Factor", "Preset", "get_preset", "installed_presets", "resolve_mechanism", "NoAttention", "NonLocalBlock", "LowRankBlock"]

@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 from .ema import EMABlock, l1_over, l2_normalise
-from .vocab import choice, nodes, reduction, switch
+from ..config.vocab import choice, nodes, reduction, switch
 
 
 class A2Block(nn.Module):

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import choice, reduction, switch
+from ..config.vocab import choice, reduction, switch
 
 PAPER_SCALES = (1, 2, 3, 6)
 SCALE_CHOICES = tuple(",".join(str(s) for s in c) for r in range(1, 5) for c in combinations(PAPER_SCALES, r))

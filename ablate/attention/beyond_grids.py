@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import gcn, nodes
+from ..config.vocab import gcn, nodes
 
 
 class GCUBlock(nn.Module):

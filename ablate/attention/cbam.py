@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import reduction, switch
+from ..config.vocab import reduction, switch
 from .widths import reduced
 
 

@@ -38,7 +38,7 @@ import math
 import torch
 from torch import nn
 
-from .vocab import choice, integer, reduction, switch
+from ..config.vocab import choice, integer, reduction, switch
 
 
 def cgnl_kernel(t: torch.Tensor, p: torch.Tensor, g: torch.Tensor, groups: int, kernel: str = "dot",

@@ -36,7 +36,7 @@ from torch import nn
 from ablate_kernels.reference import criss_cross_reference  # noqa: F401 (the reference, re-exported)
 
 from .layers import QueryKeyValue
-from .vocab import integer
+from ..config.vocab import integer
 
 
 class CrissCrossAttention(QueryKeyValue):

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .layers import QueryKeyValue
-from .vocab import choice, integer, switch
+from ..config.vocab import choice, integer, switch
 
 
 class PositionAttention(QueryKeyValue):

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import choice, integer
+from ..config.vocab import choice, integer
 
 
 def draw_offsets(samples: int, radius: int, seed: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .vocab import number, reduction, switch
+from ..config.vocab import number, reduction, switch
 from .widths import reduced
 
 

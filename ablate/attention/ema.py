@@ -82,7 +82,7 @@ from torch import nn
 
 from ablate_kernels.reference import EPS, em_iterations, em_step, l1_over, l2_normalise  # noqa: F401
 
-from .vocab import choice, integer, nodes, number, reduction, switch
+from ..config.vocab import choice, integer, nodes, number, reduction, switch
 
 GATHERS = ("em", "softmax")
 NORMS = ("l2", "none")

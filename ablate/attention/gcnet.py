@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .vocab import choice, integer, reduction
+from ..config.vocab import choice, integer, reduction
 from .widths import FLOOR, reduced
 
 

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .projection import MAPPINGS, make_projection
-from .vocab import FactorConflict, choice, gcn, integer, nodes, switch
+from ..config.vocab import FactorConflict, choice, gcn, integer, nodes, switch
 from .widths import reduced
 
 GCN_RELU = ("between", "after")

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import integer
+from ..config.vocab import integer
 
 
 def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import gcn, nodes, reduction, switch
+from ..config.vocab import gcn, nodes, reduction, switch
 from .widths import reduced
 
 

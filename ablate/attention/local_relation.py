@@ -48,7 +48,7 @@ from torch import nn
 
 from ablate_kernels.reference import local_window_reference  # noqa: F401 (the reference, re-exported)
 
-from .vocab import choice, integer, switch
+from ..config.vocab import choice, integer, switch
 
 
 class LocalRelationBlock(nn.Module):

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import patterns as P
-from .vocab import FactorConflict, choice, integer, number, reduction, switch
+from ..config.vocab import FactorConflict, choice, integer, number, reduction, switch
 from .widths import reduced
 
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import choice, switch
+from ..config.vocab import choice, switch
 
 
 def _bn_act(channels: int) -> list[nn.Module]:

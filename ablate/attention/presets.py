@@ -34,7 +34,7 @@ from .psanet import PSANetBlock
 from .senet import SEBlock
 from .sgr import SGRBlock
 from .stn import STNBlock
-from .vocab import Preset
+from ..config.vocab import Preset
 
 FAMILIES = ("none", "pairwise", "lowrank", "gating")
 
@@ -157,7 +157,7 @@ class Registry(dict):
     user hears why rather than "unknown mechanism"."""
 
     def __missing__(self, name):
-        from ..plugins import mechanism
+        from ..plugins.mechanisms import mechanism
 
         return mechanism(name, self)
 
@@ -180,7 +180,7 @@ def resolve_mechanism(name: str, base=None) -> Preset:
     """The preset ``name`` names (built-in, ``module:attr`` with the study's folder ``base``
     importable, or installed); KeyError for an unknown name, ``ablate.plugins.PluginError`` for a
     plugin that cannot be used. The study loader calls this once per name it reads."""
-    from ..plugins import mechanism
+    from ..plugins.mechanisms import mechanism
 
     return mechanism(name, MECHANISMS, base)
 
@@ -188,7 +188,7 @@ def resolve_mechanism(name: str, base=None) -> Preset:
 def installed_presets() -> list[Preset]:
     """The presets installed packages declare (entry points ``ablate.mechanisms``), each with its
     ``package``; ``ablate.plugins.PluginError`` for a broken one."""
-    from ..plugins import installed_presets as installed
+    from ..plugins.mechanisms import installed_presets as installed
 
     return installed(MECHANISMS)
 

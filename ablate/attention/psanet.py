@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import choice, integer, reduction
+from ..config.vocab import choice, integer, reduction
 
 
 def _psa_index(h: int, w: int, device: torch.device) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vocab import reduction
+from ..config.vocab import reduction
 from .widths import reduced
 
 

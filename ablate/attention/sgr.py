@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .vocab import choice, gcn, integer, nodes
+from ..config.vocab import choice, gcn, integer, nodes
 from .widths import reduced
 
 

@@ -4,7 +4,7 @@ real datasets through mmseg, both sharded by rank the same way (see :mod:`ablate
 Under DDP every rank draws the single process's seeded batch order and takes its slice of each
 global batch (:class:`RankSlices`); validation is split into disjoint shards. The training order
 is a :class:`ResumableOrder`: the same batches, plus the state a mid-trial checkpoint needs to
-continue the order exactly where it stopped (:mod:`ablate.checkpoints`).
+continue the order exactly where it stopped (:mod:`ablate.trainer.checkpoints`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler, TensorDataset
 
-from ..plugins import is_spec, task_data, task_spec_from_dict
+from ..plugins.mechanisms import is_spec, task_data, task_spec_from_dict
 from .real import train_loader, val_loader
 from .synthetic import SceneConfig, make_split, num_classes
 
@@ -95,7 +95,7 @@ class ResumableOrder(Sampler):
 
 
 class _Resumable:
-    """The data modules' part in a mid-trial checkpoint (:mod:`ablate.checkpoints`)."""
+    """The data modules' part in a mid-trial checkpoint (:mod:`ablate.trainer.checkpoints`)."""
 
     order: ResumableOrder | None = None
     _resume_state: dict | None = None

@@ -21,7 +21,7 @@ class k becomes k - 1). VOC trains on ``train.txt`` plus, when the SBD augmented
 10582-image "train_aug" set, as mmseg's ``pascal_voc12_aug.py`` does (a concatenation of the two).
 
 Entry points: :func:`validate_real_data` (study-file check: keys, types and the layout on disk,
-raising :class:`~ablate.errors.StudyError`) and :func:`build_real_data` (single-process loaders,
+raising :class:`~ablate.config.errors.StudyError`) and :func:`build_real_data` (single-process loaders,
 class count and names), or, for a trainer with its own samplers (DDP),
 :func:`build_real_datasets` with :func:`train_loader` / :func:`val_loader`. mmsegmentation is
 imported only when datasets are built.

@@ -6,12 +6,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ..errors import StudyError
+from ..config.errors import StudyError
 
-if TYPE_CHECKING:
-    from .real_spec import ADE20KSpec, CityscapesSpec, RealDataSpec, VOCSpec
+
+class RealDataSpec(Protocol):
+    """What a layout reads of a dataset spec (:mod:`.real_spec` defines the specs; they satisfy this)."""
+
+    name: str
+    data_root: str
+    train_split: str
+    val_split: str
+    aug: object
 
 
 _LAYOUTS = {
@@ -75,7 +82,7 @@ def _missing(paths, limit: int = 3) -> tuple[int, list[str]]:
     return len(gone), gone[:limit]
 
 
-def _voc_layout(spec: VOCSpec, where: str, prefix: str) -> Layout:
+def _voc_layout(spec: RealDataSpec, where: str, prefix: str) -> Layout:
     root = _first_existing(Path(spec.data_root).expanduser().resolve(), ["VOCdevkit/VOC2012", "VOC2012", ""],
                            "JPEGImages")
     img_dir, seg_dir, sets = root / "JPEGImages", root / "SegmentationClass", root / "ImageSets" / "Segmentation"
@@ -124,7 +131,7 @@ def _split_images(spec, where: str, prefix: str, split: str, img_dir: Path, seg_
     return images
 
 
-def _cityscapes_layout(spec: CityscapesSpec, where: str, prefix: str) -> Layout:
+def _cityscapes_layout(spec: RealDataSpec, where: str, prefix: str) -> Layout:
     root = Path(spec.data_root).expanduser().resolve()
 
     def part(split: str) -> Part:
@@ -147,7 +154,7 @@ def _cityscapes_layout(spec: CityscapesSpec, where: str, prefix: str) -> Layout:
     return Layout(str(root), (part(spec.train_split),), (part(spec.val_split),))
 
 
-def _ade_layout(spec: ADE20KSpec, where: str, prefix: str) -> Layout:
+def _ade_layout(spec: RealDataSpec, where: str, prefix: str) -> Layout:
     root = _first_existing(Path(spec.data_root).expanduser().resolve(), ["ADEChallengeData2016", ""], "images")
 
     def part(split: str) -> Part:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader
 
-from ..seeds import derive
+from ..config.seeds import derive
 from .real_layout import Part, resolve_layout
 from .real_spec import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, RealDataSpec
 

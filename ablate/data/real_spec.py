@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..errors import StudyError
+from ..config.errors import StudyError
 from .real_layout import expected_layout, resolve_layout
 
 IGNORE_INDEX = 255

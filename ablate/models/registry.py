@@ -9,7 +9,7 @@ describes it (:attr:`Backbone.describe`). A plugin backbone (``module:attr``) is
 :mod:`ablate.plugins` builds it and asks the built module for its geometry.
 
 To add a backbone: its module in ``ablate/models/``, one :class:`Backbone` entry in
-:data:`BACKBONES` (its study spec a frozen dataclass; :func:`ablate.study_specs.parse_spec` checks
+:data:`BACKBONES` (its study spec a frozen dataclass; :func:`ablate.config.specs.parse_spec` checks
 one against its fields).
 """
 from __future__ import annotations
@@ -43,8 +43,8 @@ class Backbone:
 
 
 def _parse_small(raw: dict, where: str, prefix: str, base, check_files: bool):
-    from ..study_records import BackboneSpec  # the study's record (study_records imports no model)
-    from ..study_specs import parse_spec
+    from ..config.specs import BackboneSpec  # the study's record (study_records imports no model)
+    from ..config.specs import parse_spec
 
     return parse_spec(BackboneSpec, raw, where, prefix, base if isinstance(base, BackboneSpec) else None)
 

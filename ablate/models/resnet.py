@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import StudyError
+from ..config.errors import StudyError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ the input. ``upsample: carafe`` instead runs CARAFE x2 stages on the features be
 dropout and classifier (:mod:`ablate.models.carafe`). ``style: mmseg`` instead wraps the
 block in the convolutions of mmseg's decode head for the mechanism (:mod:`ablate.models.mmseg_heads`).
 
-Given the trial ``seed``, each part is built from its own seed stream (``ablate/seeds.py``), so
+Given the trial ``seed``, each part is built from its own seed stream (``ablate/config/seeds.py``), so
 the backbone, ``reduce`` and head of seed s start from the same weights whatever the block.
 """
 from __future__ import annotations
@@ -30,11 +30,12 @@ from torchmetrics.utilities import dim_zero_cat
 from ..attention import get_preset
 from ..data.real import resize_logits_to
 from ..data.synthetic import IGNORE_INDEX
-from ..evaluation import EvalSpec, evaluate
-from ..image_counts import confusion_counts
-from ..plugins import backbone_geometry, build_backbone as build_plugin_backbone, is_spec
-from ..seeds import reseed
-from ..trial_config import HeadSpec, TrainSpec
+from ..config.evaluation import EvalSpec
+from .inference import evaluate
+from .image_counts import confusion_counts
+from ..plugins.mechanisms import backbone_geometry, build_backbone as build_plugin_backbone, is_spec
+from ..config.seeds import reseed
+from ..config.trial import HeadSpec, TrainSpec
 from . import registry
 from .backbone import conv_bn_relu
 from .carafe import UpsampleSpec, build_upsampler
@@ -57,7 +58,7 @@ def feature_geometry(backbone: dict, head: HeadSpec | dict | None = None) -> tup
 
 def as_head(head: HeadSpec | dict | None) -> HeadSpec:
     """``model.head`` as its record: a trial config's dict (or None: no head settings) read with
-    :class:`~ablate.trial_config.HeadSpec`'s defaults, which live there alone."""
+    :class:`~ablate.config.trial.HeadSpec`'s defaults, which live there alone."""
     return head if isinstance(head, HeadSpec) else HeadSpec(**(head or {}))
 
 
@@ -180,7 +181,7 @@ class Segmenter(nn.Module):
 class ImageCounts(Metric):
     """Per-image (intersection, union) pixel counts per class, rows (B, 2, C) concatenated over
     batches and, under DDP, over ranks in rank order. The trainer gives each rank a contiguous
-    shard of the validation set in order (``ablate/trainer.py``), so the rows are in the split's
+    shard of the validation set in order (``ablate/trainer/trial.py``), so the rows are in the split's
     image order. Integer states: the counts are exact (torchmetrics' CatMetric casts to float)."""
 
     full_state_update = False
@@ -225,7 +226,7 @@ class SegmentationModule(L.LightningModule):
     callable ``probe(model) -> float | None`` run once after each validation epoch (in eval mode,
     without gradients); its value goes to the epoch's ``history`` entry as ``cue_mass``.
     ``seed``: the trial seed, for :class:`Segmenter`'s seed streams. ``evaluation``: the study's
-    ``eval:`` (an :class:`~ablate.evaluation.EvalSpec` or its dict; None: whole image), which every
+    ``eval:`` (an :class:`~ablate.config.evaluation.EvalSpec` or its dict; None: whole image), which every
     validation uses: sliding windows and multi-scale + flip as mmseg's test time (with views
     averaged, the loss is the cross-entropy of the averaged prediction).
     """
@@ -284,7 +285,7 @@ class SegmentationModule(L.LightningModule):
         x, y = batch
         if self.eval_spec == EvalSpec():
             logits = resize_logits_to(self(x), y)
-        else:  # windows / views, at the label's size (ablate/evaluation.py)
+        else:  # windows / views, at the label's size (ablate/models/inference.py)
             logits = evaluate(self, x, self.hparams.num_classes, self.eval_spec, out_size=tuple(y.shape[-2:]))
         loss = F.cross_entropy(logits, y, ignore_index=self.hparams.ignore_index)
         pred = logits.argmax(1)

@@ -43,7 +43,10 @@ from .ttests import (CORRECTIONS, Diff, Summary, Tost, adjust, compare, interval
 from .verdicts import LABELS, Judged, Verdict, decided, judge_family, label, printable, seeds_needed, verdict
 from .verdicts import power as t_power  # the noncentral-t power; ablate.stats.power is the simulation module
 
+ALPHA = 0.05  # the family-wise level every verdict is judged at (Holm or BH within a family)
+
 __all__ = [
+    "ALPHA",
     "CORRECTIONS", "Diff", "Summary", "Tost", "adjust", "compare", "interval_level", "paired_diff", "summarize", "tost",
     "unpaired_diff", "welch_diff",
     "LABELS", "Judged", "Verdict", "decided", "judge_family", "label", "t_power", "printable", "seeds_needed", "verdict",

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from scipy import stats as sst
 
-from ablate import storage as st
-from ablate.report import judge, render, write_report
+from ablate.storage import records as st
+from ablate.report.build import judge, render, write_report
 from ablate.stats.power import Normal, seeds_for_power
-from ablate.study import load_study
+from ablate.study.load import load_study
 
 from conftest import tiny_study
 

@@ -1,0 +1,82 @@
+"""The one parser of a study file's sections: a mapping's keys checked against what is valid there,
+each value checked against its record's field (its type, and the bounds in the record's ``_rules``).
+Every section of :mod:`ablate.study.sections` reads its values through these; each mistake is a
+:class:`~ablate.config.errors.StudyError` naming the file and the key."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from .errors import StudyError, brief
+from .trial import fields_dict
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """The small backbone of a study's ``model.backbone`` (the ResNet's spec lives with its model)."""
+
+    name: str = "small_cnn"
+    width: int = 32
+    depth: int = 3
+
+    _rules = {"width": ("int", 1), "depth": ("int", 2)}
+
+
+def expect_mapping(obj, where: str, key: str) -> dict:
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise StudyError(where, key, f"expected a mapping (key: value lines), got {type(obj).__name__} {brief(obj)}.")
+    return obj
+
+
+def unknown_keys(obj: dict, allowed, where: str, prefix: str) -> None:
+    for k in obj:
+        if k not in allowed:
+            raise StudyError(where, f"{prefix}{k}", f"unknown key; valid keys here are: {', '.join(allowed)}.")
+
+
+def typed_value(value, kind: str, minimum, where: str, key: str, strict: bool = False, maximum=None):
+    """``value`` as an int or a finite float, checked against ``minimum`` (and ``maximum``)."""
+    ok = (kind == "int" and isinstance(value, int) and not isinstance(value, bool)) or \
+         (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not ok:
+        raise StudyError(where, key, f"expected {'an integer' if kind == 'int' else 'a number'}, got {brief(value)}.")
+    if kind == "float" and not (math.isfinite(value) if isinstance(value, float) else abs(value) < 2 ** 1023):
+        raise StudyError(where, key, f"{brief(value)} is not a finite number; give a finite one.")
+    value = float(value) if kind == "float" else value
+    if minimum is not None and (value < minimum or (strict and value == minimum)):
+        bound = ">" if strict else ">="
+        raise StudyError(where, key, f"{brief(value)} is out of range: it must be {bound} {minimum:g}.")
+    if maximum is not None and value > maximum:
+        raise StudyError(where, key, f"{brief(value)} is out of range: it must be <= {maximum:g}.")
+    return value
+
+
+def parse_spec(cls, raw: dict, where: str, prefix: str, base=None):
+    """Build a frozen spec dataclass from ``raw``, checking keys and types against its defaults."""
+    base = base or cls()
+    allowed = [f.name for f in fields(cls)]
+    unknown_keys(raw, allowed, where, prefix)
+    rules = getattr(cls, "_rules", {})
+    values = fields_dict(base)
+    for k, v in raw.items():
+        default = values[k]
+        if k in rules:
+            v = typed_value(v, *rules[k][:2], where, prefix + k, *rules[k][2:])
+        elif isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise StudyError(where, prefix + k, f"expected true or false, got {brief(v)}.")
+        elif isinstance(default, int):
+            v = typed_value(v, "int", 0, where, prefix + k)
+        elif isinstance(default, float):
+            v = typed_value(v, "float", 0.0, where, prefix + k)
+        elif isinstance(default, str) and not isinstance(v, str):
+            raise StudyError(where, prefix + k, f"expected a string, got {brief(v)}.")
+        values[k] = v
+    return cls(**values)
+
+
+def unknown_name(what: str, value) -> str:
+    """"unknown metric 'x'" for a string; "expected a metric name, got a list of 3 items" otherwise."""
+    return f"unknown {what} {brief(value)}" if isinstance(value, str) else f"expected a {what} name, got {brief(value)}"

@@ -1,0 +1,5 @@
+import sys
+
+from .blocks import main
+
+sys.exit(main())

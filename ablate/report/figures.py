@@ -1,0 +1,242 @@
+"""The report's figures, drawn with matplotlib's object interface (no pyplot, no global backend):
+a forest plot of the comparisons, learning curves per cell, accuracy against cost with the
+Pareto front, and a heat map for a two-factor grid. A figure's cost does not grow with its
+panels' axes: the learning curves of every cell are boxes in one Axes, and the constrained layout
+of the others runs once, before the SVG and the PNG are written.
+
+Every figure is built from :func:`ablate.report.rows.table` and the collected data, in mIoU
+points. :func:`svg` writes a figure as SVG text that is the same bytes for the same numbers
+(fixed hash salt, no date, text kept as text).
+"""
+from __future__ import annotations
+
+import io
+import math
+
+COLOURS = {"better": "#1a7f37", "worse": "#cf222e", "budget": "#bc4c00", "equivalent": "#0969da",
+           "inconclusive": "#6e7781", "baseline": "#24292f"}
+FONT = 8
+
+
+def _fig(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return fig
+
+
+def svg(fig, salt: str) -> str:
+    """The figure as deterministic SVG text (``salt`` makes clip-path ids unique per figure)."""
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none", "svg.image_inline": True}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "ablate"})
+    return buf.getvalue()
+
+
+def png(fig, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": "ablate"})
+    return buf.getvalue()
+
+
+def _value(v) -> str:
+    return ("on" if v else "off") if isinstance(v, bool) else str(v)
+
+
+def _short(text: str, limit: int = 42) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def forest(tab: dict, margin_pts: float):
+    """Δ of each comparison (points) with its interval at the corrected level, coloured by
+    verdict, over the ±margin band; None when nothing was compared."""
+    rows = [r for r in tab["rows"] if r["role"] == "compared"]
+    if not rows:
+        return None
+    titles = {r["key"]: r["title"] for r in tab["rows"]}
+    fig = _fig(7.5, 0.9 + 0.32 * len(rows))
+    ax = fig.add_subplot()
+    ax.axvspan(-margin_pts, margin_pts, color="#d0d7de", alpha=0.6, lw=0, label=f"±{margin_pts:g} margin")
+    ax.axvline(0, color="#57606a", lw=0.8)
+    for i, r in enumerate(rows):
+        y, colour, d = len(rows) - 1 - i, COLOURS[r["verdict"]], 100 * r["delta"]
+        if r["delta_ci"] is not None:
+            lo, hi = (100 * v for v in r["delta_ci"])
+            ax.plot([lo, hi], [y, y], color=colour, lw=1.6, solid_capstyle="butt")
+            ax.plot(d, y, "o", color=colour, ms=5)
+        else:
+            ax.plot(d, y, "o", mfc="white", mec=colour, ms=5)
+            ax.annotate("interval not printable", (d, y), xytext=(6, 0), textcoords="offset points",
+                        va="center", fontsize=FONT - 1, color=colour)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([_short(f"{r['title']} vs {titles.get(r['base'], '?')}", 60) for r in reversed(rows)],
+                       fontsize=FONT)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(f"Δ mIoU (points) with {100 * tab['info']['level']:.4g}% interval", fontsize=FONT)
+    ax.tick_params(axis="x", labelsize=FONT)
+    handles = [ax.plot([], [], "o", color=COLOURS[k], label=k if k != "budget" else "worse at this budget")[0]
+               for k in dict.fromkeys(r["verdict"] for r in rows)]
+    ax.legend(handles=[*handles, ax.patches[0]], fontsize=FONT - 1, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False)
+    return fig
+
+
+def curves(tab: dict, data: dict):
+    """Val mIoU per epoch for each cell with finished trials: one thin line per seed, the mean in
+    bold (complete trials only), a small panel per cell on shared scales; None when no curve is
+    stored. The panels are boxes drawn in one Axes (line collections, one per colour), not an
+    Axes each: drawing costs O(lines), with no per-axes ticks or layout passes, so a study of
+    hundreds of cells draws in about a second."""
+    cells = [(r, data.get("curves", {}).get(r["key"], [])) for r in tab["rows"]]
+    cells = [(r, [c for c in cs if c]) for r, cs in cells if any(cs)]
+    if not cells:
+        return None
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    ncol = min(4, len(cells))
+    nrow = math.ceil(len(cells) / ncol)
+    width, height = 2.2 * ncol + 0.4, 1.7 * nrow + 0.5
+    fig = Figure(figsize=(width, height), dpi=100)
+    ax = fig.add_axes((0.55 / width, 0.4 / height, 1 - 0.65 / width, 1 - 0.5 / height))
+    ax.set_axis_off()
+    values = [100 * v for _, cs in cells for c in cs for v in c]
+    lo, hi = min(values), max(values)
+    lo, hi = (lo - 1, hi + 1) if hi - lo < 1e-9 else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    ticks = [t for t in MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= t <= hi]
+    epochs = max(len(c) for _, cs in cells for c in cs)
+    epoch_ticks = [int(t) for t in MaxNLocator(nbins=4, integer=True).tick_values(1, epochs) if 1 <= t <= epochs]
+    px, py = 1.18, 1.32  # panel pitch in the box's units (a box is 1 x 1): room for titles and tick labels
+
+    def place(i: int, e: float, v: float) -> tuple[float, float]:
+        col, row = i % ncol, i // ncol
+        x = 0.5 if epochs == 1 else (e - 1) / (epochs - 1)
+        return col * px + x, -row * py + (v - lo) / (hi - lo)
+
+    seeds: dict[str, list] = {}
+    means, mean_colours, frames, grid = [], [], [], []
+    for i, (r, cs) in enumerate(cells):
+        colour = COLOURS.get(r.get("verdict", "baseline"), COLOURS["baseline"])
+        seeds.setdefault(colour, []).extend([place(i, e + 1, 100 * v) for e, v in enumerate(c)] for c in cs)
+        n = min(len(c) for c in cs)
+        means.append([place(i, e + 1, 100 * sum(c[e] for c in cs) / len(cs)) for e in range(n)])
+        mean_colours.append(colour)
+        (x0, y0), (x1, y1) = place(i, 1, lo), place(i, epochs, hi)
+        x0, x1 = (x0 - 0.5, x0 + 0.5) if epochs == 1 else (x0, x1)
+        frames.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)])
+        grid += [[(x0, place(i, 1, t)[1]), (x1, place(i, 1, t)[1])] for t in ticks]
+        grid += [[(place(i, e, lo)[0], y0), (place(i, e, lo)[0], y1)] for e in epoch_ticks]
+        ax.text((x0 + x1) / 2, y1 + 0.04, _short(r["title"] + (" (budget-limited)" if r["limited"] else ""), 34),
+                ha="center", va="bottom", fontsize=FONT)
+        if i % ncol == 0:
+            for t in ticks:
+                ax.text(x0 - 0.03, place(i, 1, t)[1], f"{t:g}", ha="right", va="center", fontsize=FONT - 1)
+        if i + ncol >= len(cells):
+            for e in epoch_ticks:
+                ax.text(place(i, e, lo)[0], y0 - 0.04, str(e), ha="center", va="top", fontsize=FONT - 1)
+    ax.add_collection(LineCollection(grid, colors="#d0d7de", linewidths=0.5))
+    ax.add_collection(LineCollection(frames, colors="#57606a", linewidths=0.6))
+    for colour, lines in seeds.items():
+        ax.add_collection(LineCollection(lines, colors=colour, linewidths=0.7, alpha=0.45))
+    ax.add_collection(LineCollection(means, colors=mean_colours, linewidths=2.0))
+    ax.set_xlim(-0.3, (ncol - 1) * px + 1.05)
+    ax.set_ylim(-(nrow - 1) * py - 0.2, 1.2)
+    fig.text(0.5, 0.1 / height, "epoch", ha="center", va="bottom", fontsize=FONT)
+    fig.text(0.1 / width, 0.5, "val mIoU (points)", rotation=90, ha="left", va="center", fontsize=FONT)
+    return fig
+
+
+def _pareto(points: list[tuple[float, float, int]]) -> list[int]:
+    """Indices of the points no other point beats: cheaper-or-equal cost and higher mean."""
+    front, best = [], -math.inf
+    for x, y, i in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append(i)
+            best = y
+    return front
+
+
+COST_AXES = (("attn_flops", 1e-6, "attention MFLOPs / image"), ("attn_ms", 1.0, "attention fwd+bwd ms"),
+             ("attn_peak_mib", 1.0, "attention peak MiB"))
+
+
+def cost(tab: dict):
+    """Mean mIoU (95% interval over seeds) against each recorded cost, the Pareto front (cheaper
+    and better than every other cell) joined and labelled; None when no cell has a cost."""
+    rows = [r for r in tab["rows"] if r["n"] > 0]
+    panels = [(k, scale, label) for k, scale, label in COST_AXES if any(r[k] is not None for r in rows)]
+    if not panels:
+        return None
+    fig = _fig(3.3 * len(panels) + 0.3, 3.4)
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (k, scale, label) in zip(axes, panels):
+        pts = [(r[k] * scale, 100 * r["mean"], i) for i, r in enumerate(rows) if r[k] is not None]
+        front, labelled = set(_pareto(pts)), []
+        for x, y, i in sorted(pts):
+            r, on = rows[i], i in front
+            colour = COLOURS.get(r.get("verdict", "baseline"), COLOURS["baseline"])
+            err = None if r["ci"] is None else [[y - 100 * r["ci"][0]], [100 * r["ci"][1] - y]]
+            ax.errorbar([x], [y], yerr=err, fmt="o", color=colour, mfc=colour if on else "white", ms=5, lw=0.9,
+                        capsize=2)
+            if on:  # labels alternate above and below so neighbours on the front do not overlap
+                ax.annotate(_short(r["title"], 22), (x, y), xytext=(4, 5 if len(labelled) % 2 == 0 else -11),
+                            textcoords="offset points", fontsize=FONT - 2)
+                labelled.append(i)
+        line = sorted((x, y) for x, y, i in pts if i in front)
+        ax.plot([p[0] for p in line], [p[1] for p in line], color="#57606a", lw=0.8, ls="--", drawstyle="steps-post")
+        xs = [x for x, _, _ in pts]
+        if min(xs) >= 0 and max(xs) > 0 and max(xs) / max(min(x for x in xs if x > 0), 1e-12) > 50:
+            ax.set_xscale("symlog", linthresh=min(x for x in xs if x > 0))
+        ax.set_xlabel(label, fontsize=FONT)
+        ax.tick_params(labelsize=FONT - 1)
+        ax.grid(alpha=0.3, lw=0.5)
+    lo, hi = axes[0].get_ylim()
+    axes[0].set_ylim(max(lo, -2), min(hi, 102))  # an interval past the metric's range is cut at it
+    axes[0].set_ylabel("val mIoU (points), 95% CI over seeds", fontsize=FONT)
+    fig.suptitle("filled: on the Pareto front (no cell is cheaper and better)", fontsize=FONT)
+    return fig
+
+
+def heatmap(study, tab: dict):
+    """A two-factor grid's mean mIoU as a heat map with each entry's 95% interval written in it;
+    None for other studies."""
+    if study.search or len(study.factors) != 2:
+        return None
+    (rf, rvals), (cf, cvals) = list(study.factors.items())
+    rows = tab["rows"]  # the grid first, in product order, then the references
+    fig = _fig(1.3 * len(cvals) + 2.2, 0.55 * len(rvals) + 1.4)
+    ax = fig.add_subplot()
+    grid = [[rows[i * len(cvals) + j]["mean"] * 100 for j in range(len(cvals))] for i in range(len(rvals))]
+    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    for i in range(len(rvals)):
+        for j in range(len(cvals)):
+            r = rows[i * len(cvals) + j]
+            if r["n"] == 0:
+                continue
+            text = f"{100 * r['mean']:.1f}" + ("" if r["ci"] is None else
+                                               f"\n[{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}]")
+            light = im.norm(grid[i][j]) < 0.5
+            ax.text(j, i, text, ha="center", va="center", fontsize=FONT - 1, color="white" if light else "black")
+    ax.set_xticks(range(len(cvals)), [_value(v) for v in cvals], fontsize=FONT)
+    ax.set_yticks(range(len(rvals)), [_value(v) for v in rvals], fontsize=FONT)
+    ax.set_xlabel(cf, fontsize=FONT)
+    ax.set_ylabel(rf, fontsize=FONT)
+    fig.colorbar(im, ax=ax, label="mean val mIoU (points)").ax.tick_params(labelsize=FONT - 1)
+    return fig
+
+
+def figures(study, tab: dict, data: dict) -> list[tuple[str, str, object]]:
+    """(file stem, caption, matplotlib Figure) for every figure this study has."""
+    out = [("forest", "Δ of each comparison with its corrected interval; the grey band is ±margin",
+            forest(tab, study.margin)),
+           ("curves", "Val mIoU per epoch: one thin line per seed, the mean in bold", curves(tab, data)),
+           ("cost", "Accuracy against cost, Pareto front filled", cost(tab)),
+           ("heatmap", "Mean val mIoU over the two-factor grid with 95% intervals", heatmap(study, tab))]
+    for _, _, fig in out:
+        if fig is not None and fig.get_layout_engine() is not None:
+            fig.draw_without_rendering()  # constrained layout once, then frozen: the SVG and the PNG reuse it
+            fig.set_layout_engine("none")
+    return [(stem, cap, fig) for stem, cap, fig in out if fig is not None]

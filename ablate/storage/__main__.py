@@ -1,0 +1,5 @@
+import sys
+
+from .records import main
+
+sys.exit(main())
