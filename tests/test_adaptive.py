@@ -228,7 +228,7 @@ def fake_run_trial(config, reporter=None, logger=None, threads=1, wandb=None):
 def fake(monkeypatch, tmp_path):
     import ablate.trainer.trial
 
-    monkeypatch.setattr(ablate.trainer, "run_trial", fake_run_trial)
+    monkeypatch.setattr(ablate.trainer.trial, "run_trial", fake_run_trial)
     monkeypatch.setenv(st.RUN_ENV, "test")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("ABLATE_HEARTBEAT_S", "0.2")
