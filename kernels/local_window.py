@@ -1,8 +1,8 @@
 """Local-window attention as Triton kernels (Local Relation Net's aggregation, the ``local_window`` pattern).
 
 One algorithm in one module (its forward kernel, the backward kernels that recompute it, the
-autograd function that ties them and the dispatch to the PyTorch reference), so the module runs
-past 400 lines: the kernels share their block layout and must change together.
+autograd function that ties them and the dispatch to the PyTorch reference): the kernels share
+their block layout and must change together.
 
 What it computes
 ----------------
@@ -59,17 +59,7 @@ channels), so any d and C/G work, powers of two or not.
 Accumulation is float32 (float64 for float64 inputs, which the interpreter and GPUs support;
 the gradcheck test uses it); outputs have the input dtype (float16 and bfloat16 work too).
 
-GPU notes
----------
-Block sizes come from :func:`_blocks` (no ``@triton.autotune``: under the interpreter it would
-need a CPU ``do_bench``): tiles of up to 128 pixels, at most 32 wide, channel chunks of up to
-64, 4 warps. Compiled for sm_90a with ptxas (no GPU needed): at d = 1, C/G = 8 (LR-Net's
-groups) the kernels use 54-80 registers a thread (the dk/dv kernel spills 4 bytes); at d = 64,
-C/G = 512 (the ``local_window`` pattern at C = 512) they spill nothing but use 160-254
-registers, which limits occupancy, so the first thing to tune on an H100 is the tile, chunk
-and warp count for wide groups. Work per pixel and group is k*k (2d +
-2C/G) flops forward (more when several value-channel chunks each recompute the scores) and
-about twice that backward; the gathers read each tile's halo from L1/L2, not DRAM.
+GPU notes (block sizes, registers, what to tune first): ``kernels/README.md``.
 
 Public API: :func:`local_window` (the kernel, an autograd function), :func:`local_window_attention`
 (dispatches between kernel and reference), :func:`bytes_moved`.
@@ -94,24 +84,17 @@ except ImportError:  # pragma: no cover - Triton is Linux-only; the reference st
 
 COMPOSABILITIES = ("dot", "squared_diff")
 
-# Test hook: when True every buffer a kernel writes is pre-filled with NaN instead of left
-# uninitialised, so an element a kernel forgets to write shows up as NaN.
+# Test hook: when True every buffer a kernel writes is pre-filled with NaN (an unwritten element shows)
 _POISON_OUTPUTS = False
 
 
 def bytes_moved(B: int, Gd: int, C: int, H: int, W: int, window: int, dtype_bytes: int) -> int:
-    """Minimum bytes a forward + backward must move to or from memory.
-
-    Forward reads q, k (B x Gd x HW each) and v (B x C x HW) and writes out (B x C x HW);
-    backward reads q, k, v and dout and writes dq, dk, dv. Every element once, so
-    ``dtype_bytes * B * H * W * (6 * Gd + 5 * C)``. The window does not change the floor (the
-    halo of a tile is re-read from cache, and the geometry bias is a few hundred numbers);
-    it is an argument so a benchmark can pass its full configuration. Our kernels move more
-    than this: the backward reads q, k, v and dout in both of its kernels and ``out`` once,
-    the forward re-reads q and k for every value-channel chunk after the first, and the
-    per-pixel statistics add ``B x G x HW`` x 4 bytes a pass (lse written, then read by both
-    backward kernels; delta written and read once).
-    """
+    """Minimum bytes a forward + backward must move: q, k (B x Gd x HW each), v and out (B x C x HW)
+    forward; q, k, v, dout read and dq, dk, dv written backward; every element once:
+    ``dtype_bytes * B * H * W * (6 * Gd + 5 * C)``. The window does not change the floor (a tile's
+    halo is re-read from cache); it is an argument so a benchmark can pass its configuration. Our
+    kernels move more (both backward kernels re-read q, k, v and dout; the forward re-reads q, k
+    per extra value-channel chunk; lse and delta add B x G x HW x 4 bytes a pass)."""
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be odd and >= 1, got {window}")
     return dtype_bytes * B * H * W * (6 * Gd + 5 * C)

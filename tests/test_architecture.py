@@ -368,3 +368,17 @@ def test_an_old_import_path_warns_and_forwards_to_the_new_module():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "warned: ablate.run_worker moved to ablate.run.worker" in proc.stdout and proc.stdout.strip().endswith("True")
+
+
+def test_modules_and_functions_stay_small_enough_to_read():
+    """Every module of ablate/ and kernels/ at most 500 lines, every function at most 80."""
+    too_long = []
+    for name, path in _modules().items():
+        text = path.read_text()
+        if text.count("\n") > 500:
+            too_long.append(f"{path.relative_to(REPO)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                too_long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: "
+                                f"{node.end_lineno - node.lineno + 1} lines")
+    assert not too_long, "split these:\n" + "\n".join(too_long)
