@@ -1,4 +1,4 @@
-"""CARAFE (ablate/models/carafe.py): the op against mmcv's CUDA kernels, transcribed line by line
+"""CARAFE (ablate/attention/carafe.py): the op against mmcv's CUDA kernels, transcribed line by line
 (values and gradients, float64), gradcheck, mmcv's own CARAFEPack Python code run on that
 transcription, and the upsampler inside the segmenter."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate.models.carafe import (CARAFEPack, CarafeUpsampler, UpsampleSpec, build_upsampler, carafe,
+from ablate.attention.carafe import (CARAFEPack, CarafeUpsampler, UpsampleSpec, build_upsampler, carafe,
                                   carafe_flops, stages_for)
 
 

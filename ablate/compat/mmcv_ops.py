@@ -22,7 +22,7 @@ names mmsegmentation 1.2.2 imports from it (``grep -rn "mmcv.ops" mmseg``):
 ``carafe``,                real: mmcv's CARAFE op (``carafe``/``carafe_naive``, the same function:
 ``carafe_naive``,          the CUDA kernels' definition) and modules (``CARAFE``, ``CARAFENaive``,
 ``CARAFE``,                ``CARAFEPack`` with mmcv's parameter names and init), in pure PyTorch
-``CARAFENaive``,           (:mod:`ablate.models.carafe`); also as the submodule ``mmcv.ops.carafe``.
+``CARAFENaive``,           (:mod:`ablate.attention.carafe`); also as the submodule ``mmcv.ops.carafe``.
 ``CARAFEPack``             Not used by mmseg; there for code that imports it (mmdet's FPN_CARAFE).
 ``sigmoid_focal_loss``     raises ``NotImplementedError`` when called (not at import): used by
                            mmseg's focal loss, which ablate does not use.
@@ -66,7 +66,7 @@ from torch import nn
 
 from ablate.attention.criss_cross import criss_cross_reference
 from ablate.attention.psanet import psa_mask
-from ablate.models.carafe import CARAFEPack, carafe
+from ablate.attention.carafe import CARAFEPack, carafe
 
 STANDIN_FLAG = "__ablate_standin__"
 
@@ -155,7 +155,7 @@ class PSAMask(nn.Module):
 
 class CARAFE(nn.Module):
     """mmcv's ``CARAFE(kernel_size, group_size, scale_factor)``: ``forward(features, masks)`` is
-    :func:`~ablate.models.carafe.carafe` (masks already normalised)."""
+    :func:`~ablate.attention.carafe.carafe` (masks already normalised)."""
 
     def __init__(self, kernel_size: int, group_size: int, scale_factor: int):
         super().__init__()

@@ -7,7 +7,7 @@ plugin's (``module:attr``, :mod:`ablate.plugins`).
 attention block and adds mmseg's auxiliary FCN head on ResNet stage 3; with the defaults the
 model is exactly backbone -> block -> dropout + 1x1 classifier, its logits resized bilinearly to
 the input. ``upsample: carafe`` instead runs CARAFE x2 stages on the features before the
-dropout and classifier (:mod:`ablate.models.carafe`). ``style: mmseg`` instead wraps the
+dropout and classifier (:mod:`ablate.attention.carafe`). ``style: mmseg`` instead wraps the
 block in the convolutions of mmseg's decode head for the mechanism (:mod:`ablate.models.mmseg_heads`).
 
 Given the trial ``seed``, each part is built from its own seed stream (``ablate/config/seeds.py``), so
@@ -38,7 +38,7 @@ from ..config.seeds import reseed
 from ..config.trial import HeadSpec, TrainSpec
 from . import registry
 from .backbone import conv_bn_relu
-from .carafe import UpsampleSpec, build_upsampler
+from ..attention.carafe import UpsampleSpec, build_upsampler
 from .mmseg_heads import build_head, check_style
 
 AUX_CHANNELS = 256  # mmseg's auxiliary FCNHead on a ResNet-D8: 1024 -> 256 -> classes
@@ -75,7 +75,7 @@ class Segmenter(nn.Module):
     an :class:`~ablate.models.mmseg_heads.MMSegHead` that runs ``attention`` between its convs (its
     ``channels`` the head's width; no ``reduce``). ``upsample: carafe`` adds ``upsample``, CARAFE
     stages that bring the classifier's input to the input's resolution (log2 of the backbone's
-    stride of them; :mod:`ablate.models.carafe`); the auxiliary head's logits stay bilinear.
+    stride of them; :mod:`ablate.attention.carafe`); the auxiliary head's logits stay bilinear.
 
     ``seed`` (the trial seed): reseed the generators with the part's own stream before building
     each part (``backbone``, ``reduce``, ``attention``, ``head``, ``aux_head``, ``upsample``) and with the
