@@ -36,7 +36,7 @@ FIELD_NAMES = {"git.commit": "git commit", "git.dirty": "git dirty flag",
 def git_state() -> dict:
     """Commit and dirty flag of the git checkout holding this package (tracked files only), or
     nulls when the package is not in a checkout of its own or git is missing. Cached per process."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # ablate/trainer/fingerprint.py -> the checkout
     none = {"commit": None, "dirty": None}
     if not (root / ".git").exists():
         return none
