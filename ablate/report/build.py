@@ -171,12 +171,14 @@ def block_costs(cells: list, world_size: int = 1, device: str | None = None, hea
 
 
 def write_report(study, url: str, reports_dir: str = "reports", run_info: dict | None = None,
-                 wandb: bool | None = None, run_dir: str | Path | None = None, reuse_costs: bool = False) -> Path:
+                 wandb: bool | None = None, run_dir: str | Path | None = None, reuse_costs: bool = False,
+                 data: dict | None = None) -> Path:
     """Write ``<study>.md`` and beside it the figures, HTML, TeX, CSV and JSON
     (:mod:`ablate.report.formats`); with ``wandb`` (default: at the end of a run whose study and
     command line did not turn W&B off) an offline W&B summary run under ``run_dir``
     (:mod:`ablate.report.wandb`); ``reuse_costs``: the latency and memory of the previous
-    ``<study>.json`` there (:mod:`ablate.report.costs`) instead of measuring. Returns the Markdown's path.
+    ``<study>.json`` there (:mod:`ablate.report.costs`) instead of measuring; ``data``: what
+    :func:`collect` read, if read already. Returns the Markdown's path.
 
     Every file is written atomically (:mod:`ablate.config.atomic`): a write that fails (disk full, quota,
     ``ulimit -f``, a folder made read-only) leaves that file as it was, the hand-written notes
@@ -186,7 +188,7 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     from .costs import reuse
     from .formats import write_formats
 
-    data = collect(study, url)
+    data = collect(study, url) if data is None else data  # the runner passes what it read at the finish
     cells = search_cells(study, data) if study.search else study.cells()
     done = [c for c in cells if c.key in data["records"]]
     if done and data["running_here"]:

@@ -304,23 +304,24 @@ def _open(study, run_dir: Path, url: str) -> tuple[Path, str]:
 
 
 def _load(args):
-    """The study of the command line, overrides applied (a mistake exits 2), or, with --smoke,
-    the exit status of the smoke run (ablate/run/smoke.py)."""
-    from ..study.load import load_study
+    """The study of the command line, overrides applied, its file read once (a mistake exits 2);
+    with --smoke, the smoke study, ``args`` set for a smoke run (its folder, no report, no W&B)
+    and ``args.smoke_run`` holding it (ablate/run/smoke.py), or 0 after a smoke --dry-run."""
+    from ..study.overrides import load_with_overrides, read_raw
 
     try:
         _check_args(args)
         if args.smoke:
-            from .smoke import run_smoke
+            from .smoke import prepare_smoke
 
-            return run_smoke(args.study, args.overrides, run_main=main, print_plan=print_plan,
-                             workers=args.workers, threads=args.threads,
-                             run_dir=args.run_dir, dry_run=args.dry_run)
-        if args.overrides:
-            from ..study.overrides import load_with_overrides
-
-            return load_with_overrides(args.study, args.overrides)
-        return load_study(args.study)
+            smoke = prepare_smoke(args.study, args.overrides, print_plan, run_dir=args.run_dir, dry_run=args.dry_run)
+            if isinstance(smoke, int):
+                return smoke
+            args.study, args.overrides, args.run_dir, args.smoke_run = str(smoke.effective), [], str(smoke.folder), smoke
+            args.no_report = args.no_wandb = args.allow_undecidable = True
+            return smoke.study
+        args.raw = read_raw(args.study)
+        return load_with_overrides(args.study, args.overrides, raw=args.raw)
     except StudyError as e:
         exit_with(e)
 
@@ -338,8 +339,17 @@ def _main(argv=None) -> int:
     if args.worker and os.environ.get(PARENT_ENV, "").isdigit():
         watch_parent(int(os.environ[PARENT_ENV]))  # the runner killed with -9: stop within seconds
     study = _load(args)
-    if isinstance(study, int):  # a smoke run's exit status
+    if isinstance(study, int):  # a smoke --dry-run's exit status
         return study
+    if getattr(args, "smoke_run", None) is not None:
+        from .smoke import finish_smoke
+
+        return finish_smoke(args.smoke_run, _run(study, args, argv, t_start, started_at))
+    return _run(study, args, argv, t_start, started_at)
+
+
+def _run(study, args, argv, t_start: float, started_at: float) -> int:
+    """The run of a loaded study (a smoke run's too): pre-flights, storage, workers, the report."""
     if args.no_pruning:
         study = dataclasses.replace(study, pruner={"name": "none"})
     if args.dry_run:
@@ -347,7 +357,7 @@ def _main(argv=None) -> int:
         if args.overrides:
             from ..study.overrides import effective_yaml
 
-            print(effective_yaml(args.study, args.overrides))
+            print(effective_yaml(args.study, args.overrides, raw=args.raw))
         print_plan(study)
         print_checks(_stats_preflight(study, args, power=True))
         return 0
@@ -447,14 +457,15 @@ def _preflight(study) -> bool:
         return True
 
 
-def run_record(study, url: str, info: dict) -> dict:
+def run_record(study, url: str, info: dict, data: dict | None = None) -> dict:
     """The run record of this invocation (its wall time, workers, command, and from storage its
     trials' compute and overhead: :func:`ablate.report.run_totals`), written to the study in
-    storage (``last_run``, which later reports read) and returned."""
+    storage (``last_run``, which later reports read) and returned. ``data``: the study's storage
+    as :func:`ablate.report.collect` read it, if read already."""
     from ..storage import records as st
     from ..report.build import collect, run_totals
 
-    info = run_totals(info, collect(study, url)["finished"])
+    info = run_totals(info, (data if data is not None else collect(study, url))["finished"])
     st.save_run_record(url, study.name, info)
     return info
 
@@ -462,18 +473,19 @@ def run_record(study, url: str, info: dict) -> dict:
 def _finish(study, url: str, args, argv, codes: list[int], totals, wall: float, started_at: float) -> int:
     """Write the report and say how the study stands; returns the exit status (see --help)."""
     from ..storage import records as st
-    from ..report.build import failures, write_report
+    from ..report.build import collect, write_report
 
+    data = collect(study, url)  # storage read once for the run record, the report and the failures
     if not args.no_report:
         info = run_record(study, url, {
             "wall_s": wall, "started": started_at, "workers": args.workers, "run": os.environ.get(st.RUN_ENV),
-            "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))})
-        path = write_report(study, url, args.reports_dir, run_info=info)
+            "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))}, data)
+        path = write_report(study, url, args.reports_dir, run_info=info, data=data)
         print(f"ablate: report written to {path}")
     print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials run here)" if totals else ""))
     if study.sequential:
         print(f"ablate: {sequential_summary(study, url)}")
-    final, retry = failures(study, url)
+    final, retry = data["failed"], data["retry"]
     if final:
         print(f"ablate: {len(final)} trial(s) failed for a reason of their own (non-finite loss, out of memory, "
               "an error in the model): final, listed in the report.", file=sys.stderr)

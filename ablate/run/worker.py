@@ -29,15 +29,17 @@ MAX_HARNESS_STREAK = 3  # harness failures in a row after which a worker stops (
 PARENT_ENV = "ABLATE_PARENT_PID"  # a --workers child's runner: the child stops when that process is gone
 PARENT_POLL_S = 1.0  # how often a worker looks whether its runner still lives (besides PR_SET_PDEATHSIG)
 _PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal this process gets when its parent dies
-_stop: dict = {"signal": None}  # the first SIGINT/SIGTERM this invocation received
+_stop: dict = {"signal": None}  # the first stop signal this invocation received
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # each stops a worker as Ctrl-C does
 
 
 @contextlib.contextmanager
 def stopping_on_signals():
-    """SIGINT and SIGTERM stop this process as Ctrl-C does (a KeyboardInterrupt in the main
-    thread: the trial in flight is recorded as interrupted, its checkpoints kept), once: a repeat
-    while it stops is ignored, so the recording is not cut short. The signal is remembered
-    (:func:`interrupt_words`, :func:`interrupt_status`); the previous handlers come back after."""
+    """SIGINT, SIGTERM and SIGUSR1 (SLURM's time-limit / preemption signal, :mod:`ablate.run.slurm`)
+    stop this process as Ctrl-C does (a KeyboardInterrupt in the main thread: the trial in flight
+    is recorded as interrupted, its checkpoints kept), once: a repeat while it stops is ignored, so
+    the recording is not cut short. The signal is remembered (:func:`interrupt_words`,
+    :func:`interrupt_status`); the previous handlers come back after."""
     _stop["signal"] = None
 
     def handler(signum, frame):
@@ -52,7 +54,7 @@ def stopping_on_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     for s in before:
         signal.signal(s, handler)
     try:
@@ -275,10 +277,10 @@ def run_claimed(w: Worker, claim) -> str:
     logger = None
     try:
         with st.Heartbeat(w.store, tid):
+            logger, isolated_wandb = tracker(w, config, f"{title} seed={seed}")
             reporter = TrialReporter(optuna.trial.Trial(w.ostudy, tid), w.study.pruner["name"] != "none", epochs,
                                      w.progress.epoch_printer(claim.index, title, seed, epochs, t0),
-                                     claim.checkpoint_dir, functools.partial(_resumed, w, tid, head))
-            logger, isolated_wandb = tracker(w, config, f"{title} seed={seed}")
+                                     claim.checkpoint_dir, functools.partial(_resumed, w, tid, head, logger))
             result = run_trial(config, reporter, logger=logger, threads=threads_for(w.args, w.study),
                                wandb=isolated_wandb)
             if logger is not None:
@@ -331,11 +333,14 @@ def _environment_fault(e: BaseException):
     return None
 
 
-def _resumed(w: Worker, tid: int, head: str, info: dict, history: list[float]) -> None:
-    """The trial resumed from a checkpoint: storage records where from; a line says so."""
+def _resumed(w: Worker, tid: int, head: str, logger, info: dict, history: list[float]) -> None:
+    """The trial resumed from a checkpoint: storage records where from, its W&B run gets the
+    epochs before it again (:func:`ablate.trainer.tracking.replay`); a line says so."""
     from ..storage import records as st
+    from ..trainer.tracking import replay
 
     st.record_resumed(w.store, tid, info, history)
+    replay(logger, info, history)
     w.progress.say(f"{head}: resumed from its checkpoint after epoch {info['epoch']} (step {info['step']})")
 
 

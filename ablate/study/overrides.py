@@ -37,9 +37,9 @@ import yaml
 from ..config.errors import StudyError, brief
 
 MAX_OVERRIDE_CHARS = 10_000  # one KEY=VALUE on a command line
-# sections whose keys are factor names, which may hold one dot (data.task, train.lr, backbone.width)
+# sections whose keys are factor names, which may hold one dot (data.task, train.lr, backbone.width, head.upsample)
 _FACTOR_SECTIONS = ("factors", "baseline", "references")
-_DOTTED_FACTORS = ("train", "data", "backbone")
+_DOTTED_FACTORS = ("train", "data", "backbone", "head")
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]|(\.)")
 _SYNTAX = ("write KEY=VALUE with a dotted key of the study file and a YAML value, e.g. train.epochs=3, "
            "seeds=[0,1], model.args.K=32 or references[0].mechanism=none")
@@ -175,15 +175,23 @@ def _base_name(raw: dict, path: Path, source: str) -> str:
     return study_name(raw, path, source)
 
 
-def effective_raw(path: str | Path, overrides: list[str], smoke: bool = False) -> dict:
-    """The study mapping after ``overrides`` (and smoke mode's caps), with its new name."""
-    from .load import MAX_NAME_CHARS
+def read_raw(path: str | Path):
+    """The study file's mapping, read once (:func:`ablate.config.text.read_study`); the functions
+    below take it as ``raw`` so that a command reads its study file once."""
     from ..config.text import read_study
 
+    return read_study(Path(path), str(path))
+
+
+def effective_raw(path: str | Path, overrides: list[str], smoke: bool = False, raw=None) -> dict:
+    """The study mapping after ``overrides`` (and smoke mode's caps), with its new name; ``raw``:
+    the file's mapping if already read (:func:`read_raw`)."""
+    from .load import MAX_NAME_CHARS
+
     path, source = Path(path), str(path)
-    raw = read_study(path, source)
+    raw = read_raw(path) if raw is None else raw
     base = _base_name(raw if isinstance(raw, dict) else {}, path, source)
-    out = apply_overrides(raw, overrides, source) if overrides or smoke else raw
+    out = apply_overrides(raw, overrides, source) if overrides or smoke else copy.deepcopy(raw)  # raw is reused
     named = any(parse_override(t, source)[0] == ["name"] for t in overrides)
     if named:
         if out.get("name") == base:
@@ -206,17 +214,20 @@ def smoke_transform(raw: dict, source: str = "study") -> dict:
     return apply_overrides(raw, smoke_overrides(raw, source), source)
 
 
-def load_with_overrides(path: str | Path, overrides: list[str], check_files: bool = True, smoke: bool = False):
+def load_with_overrides(path: str | Path, overrides: list[str], check_files: bool = True, smoke: bool = False,
+                        raw=None):
     """The :class:`~ablate.study.Study` of ``path`` with ``overrides`` applied, validated as the
     file is. A validation error names the overrides that set the key at fault. With ``smoke``,
-    the study without smoke mode's caps is validated first, then the smoke study is returned."""
+    the study without smoke mode's caps is validated first, then the smoke study is returned.
+    ``raw``: the file's mapping if already read (:func:`read_raw`); else it is read here, once."""
     from .load import load_study
 
+    raw = read_raw(path) if raw is None else raw
     if smoke:  # the study that will run on the cluster must be valid too, not only its smoke version
-        load_with_overrides(path, overrides, check_files)
-    raw = effective_raw(path, overrides, smoke)
+        load_with_overrides(path, overrides, check_files, raw=raw)
+    effective = effective_raw(path, overrides, smoke, raw=raw)
     try:
-        study = load_study(path, check_files, raw=raw)
+        study = load_study(path, check_files, raw=effective)
     except StudyError as e:
         raise _blame(e, overrides, smoke) from None
     if overrides:
@@ -241,15 +252,16 @@ def _blame(e: StudyError, overrides: list[str], smoke: bool) -> StudyError:
     return e
 
 
-def effective_yaml(path: str | Path, overrides: list[str], smoke: bool = False) -> str:
-    """The effective study as YAML text, headed by where it comes from (for ``--dry-run``)."""
-    raw = effective_raw(path, overrides, smoke)
+def effective_yaml(path: str | Path, overrides: list[str], smoke: bool = False, raw=None) -> str:
+    """The effective study as YAML text, headed by where it comes from (for ``--dry-run``);
+    ``raw``: the file's mapping if already read (:func:`read_raw`)."""
+    raw = read_raw(path) if raw is None else raw
+    effective = effective_raw(path, overrides, smoke, raw=raw)
     said = " ".join(overrides) + (" --smoke" if smoke else "")
     head = f"# effective study: {path} with {said.strip() or 'no overrides'}\n"
     if smoke:
         from ..config.smoke import smoke_overrides
-        from ..config.text import read_study
 
-        first = apply_overrides(read_study(Path(path), str(path)), overrides, str(path))
+        first = apply_overrides(raw, overrides, str(path))
         head += f"# smoke mode sets: {' '.join(smoke_overrides(first, str(path)))}\n"
-    return head + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None, width=100)
+    return head + yaml.safe_dump(effective, sort_keys=False, default_flow_style=None, width=100)
