@@ -7,7 +7,8 @@ Commands (ablate COMMAND --help for each):
                                    --smoke runs every cell once on a few batches, --dry-run shows the plan
   report STUDY.yaml                write a study's report from its storage
   list [--channels C]              the mechanisms (installed plugins marked with their package): family,
-                                   paper, factors with defaults, inner widths at C input channels
+                                   paper, factors with defaults, inner widths at C input channels; then
+                                   the head's upsamplers (bilinear, carafe) with their settings
   doctor STUDY.yaml                build each cell's block and run one batch forward and backward:
                                    parameters without gradient, tiny widths, degenerate attention maps, NaN
   costs                            params, FLOPs, latency and peak memory of each mechanism's block
@@ -49,7 +50,8 @@ The mechanisms by family: the built-ins, then the presets installed packages dec
 entry-point group ablate.mechanisms, each marked with its package. For each: its paper, the module
 of its code, its factors (default, valid values, meaning) and the named inner widths (bottleneck,
 state, ...) a block built at its defaults gets at C input channels (default 32, the small
-backbone's width; a ratio's width has a floor, see ablate/attention/widths.py)."""
+backbone's width; a ratio's width has a floor, see ablate/attention/widths.py). Then the head's
+upsamplers (model.head.upsample: bilinear or carafe) with CARAFE's settings."""
 
 
 def effective_widths(preset, channels: int) -> dict[str, int]:
@@ -85,6 +87,22 @@ def list_mechanisms(out=None, channels: int = DEFAULT_CHANNELS) -> None:
             if widths:
                 said = ", ".join(f"{k} {v}" for k, v in widths.items())
                 print(f"  {'':20s}   widths at C = {channels}: {said}", file=out)
+    list_upsamplers(out)
+
+
+def list_upsamplers(out=None) -> None:
+    """The head's upsamplers (``model.head.upsample``; ``head.X`` factors), after the mechanisms."""
+    from .attention.carafe import DESCRIPTIONS, PAPER, SETTINGS
+
+    out = out or sys.stdout
+    print("head upsamplers (model.head.upsample; vary them as head.upsample, head.k_up, ... factors):", file=out)
+    for name, summary in DESCRIPTIONS.items():
+        print(f"  {name:20s} {summary}", file=out)
+        if name == "carafe":
+            print(f"  {'':20s} paper: {PAPER}", file=out)
+            print(f"  {'':20s} code: ablate.attention.carafe", file=out)
+            for key, default, valid, meaning in SETTINGS:
+                print(f"  {'':20s}   {f'{key} = {default}':26s} {valid}; {meaning}", file=out)
 
 
 def _channels(rest: list[str]) -> int | None:

@@ -304,3 +304,88 @@ def test_resnet_d8_head_runs_three_stages():
     assert len(seg.upsample.stages) == 3  # stride 8 = 2^3
     with torch.no_grad():
         assert seg(torch.randn(1, 3, 40, 40)).shape == (1, 3, 40, 40)
+
+
+# --- the study file: model.head.upsample and head.X factors --------------------------------------
+def _study(tmp_path, **top):
+    import yaml
+
+    from ablate.study.load import load_study
+
+    raw = {"name": "ups", "model": {"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "none"},
+           "data": {"name": "synthetic", "task": "thin"}, "train": {"epochs": 1}, "seeds": [0, 1, 2, 3], **top}
+    path = tmp_path / "ups.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_study(path)
+
+
+def test_study_head_upsample_factor_keys_and_configs(tmp_path):
+    from ablate.config.trial import TrialConfig
+
+    plain = _study(tmp_path, factors={"train.lr": [0.003]})
+    study = _study(tmp_path, factors={"head.upsample": ["bilinear", "carafe"]},
+                   references=[{"head.k_up": 3, "head.upsample": "carafe"}],  # order of head keys is free
+                   baseline={"head.upsample": "bilinear"})
+    bilinear, carafe_cell, k3 = study.cells()
+    assert bilinear.key == plain.cells()[0].key  # the default upsampler leaves the key as it was
+    assert bilinear.head is None and study.head_of(bilinear) == study.head
+    assert len({bilinear.key, carafe_cell.key, k3.key}) == 3
+    assert study.head_of(k3).k_up == 3 and study.head_of(k3).upsample == "carafe"
+    stored = [study.trial_config(c, 0)["head"] for c in (bilinear, carafe_cell, k3)]
+    assert stored == [{"channels": 0, "aux_weight": 0.0}, {"channels": 0, "aux_weight": 0.0, "upsample": "carafe"},
+                      {"channels": 0, "aux_weight": 0.0, "upsample": "carafe", "k_up": 3}]
+    config = study.trial(k3, 0)
+    assert TrialConfig.from_json(config.to_json()) == config
+    assert study.family_of(carafe_cell) == "question" and study.family_of(k3) == "references"
+
+
+def test_study_model_head_carafe_settings(tmp_path):
+    study = _study(tmp_path, model={"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "none",
+                                    "head": {"upsample": "carafe", "compressed": 16}})
+    assert study.head.upsample == "carafe" and study.head.compressed == 16
+    assert study.trial_config(study.cells()[0], 0)["head"]["compressed"] == 16
+
+
+@pytest.mark.parametrize("head,factors,key,words", [
+    ({"upsample": "nearest"}, None, "model.head.upsample", ["bilinear", "carafe"]),
+    ({"upsample": "carafe", "k_up": 4}, None, "model.head.k_up", ["odd"]),
+    ({"upsample": "carafe", "k_enc": 0}, None, "model.head.k_enc", [">= 1"]),
+    ({"k_up": 3}, None, "model.head.k_up", ["upsample: carafe"]),
+    (None, {"head.compressed": [16, 32]}, "factors.head.compressed", ["upsample: carafe"]),
+    (None, {"head.upsampler": ["carafe"]}, "factors.head.upsampler", ["upsample"]),
+])
+def test_study_refuses_bad_upsampler_settings(tmp_path, head, factors, key, words):
+    from ablate.config.errors import StudyError
+
+    model = {"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "none", **({"head": head} if head else {})}
+    with pytest.raises(StudyError) as e:
+        _study(tmp_path, model=model, **({"factors": factors} if factors else {}))
+    assert e.value.key == key and all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_list_shows_the_upsamplers_with_the_head_defaults(capsys):
+    from ablate.__main__ import main
+    from ablate.attention.carafe import SETTINGS
+    from ablate.config.trial import HeadSpec
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("head upsamplers"):]
+    assert "  bilinear " in block and "  carafe " in block and "Wang et al., ICCV 2019" in block
+    for key, default, _, _ in SETTINGS:
+        assert getattr(HeadSpec, key) == getattr(UpsampleSpec, key) == default
+        assert f"{key} = {default}" in block
+
+
+def test_trial_records_the_upsampler_costs():
+    from ablate.costs.measure import forward_flops, param_count
+    from ablate.models.segmenter import Segmenter
+    from ablate.trainer.fit import upsample_costs
+
+    seg = Segmenter(3, SMALL, "none", {}, _head(upsample="carafe", compressed=16), seed=0)
+    got = upsample_costs(seg, 16, 16)
+    pack = seg.upsample.stages[0]
+    assert got["upsample_params"] == param_count(seg.upsample) == 8 * 16 + 16 + 16 * 100 * 9 + 100
+    assert got["upsample_flops"] == forward_flops(seg.upsample, (1, 8, 16, 16)) == carafe_flops(8, 16, 16, 1, compressed=16)
+    assert pack.content_encoder.out_channels == 100  # sigma^2 k_up^2 = 4 * 25
+    assert upsample_costs(Segmenter(3, SMALL, "none", {}, seed=0), 16, 16) == {}

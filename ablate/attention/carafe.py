@@ -36,6 +36,18 @@ from torch import nn
 
 SCALE = 2  # sigma: each stage doubles the side, as in the paper's segmentation and FPN uses
 UPSAMPLERS = ("bilinear", "carafe")  # model.head.upsample
+PAPER = "CARAFE: Content-Aware ReAssembly of FEatures (Wang et al., ICCV 2019)"
+# what ``ablate list`` says of each upsampler, and of CARAFE's settings: (key, default, valid, meaning)
+DESCRIPTIONS = {
+    "bilinear": "the head's logits resized bilinearly to the input (the default)",
+    "carafe": "content-aware reassembly: per output pixel, a kernel predicted from the features; x2 stages "
+              "on the features, then the classifier",
+}
+SETTINGS = (
+    ("k_up", 5, "an odd integer >= 1", "reassembly window k_up x k_up around the source pixel"),
+    ("k_enc", 3, "an odd integer >= 1", "content encoder's kernel (predicts sigma^2 k_up^2 channels)"),
+    ("compressed", 64, "an integer >= 1", "channels of the 1x1 compressor before the encoder"),
+)
 
 
 def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, group_size: int,
@@ -130,16 +142,16 @@ class UpsampleSpec:
         get = head.get if isinstance(head, dict) else (lambda name, default: getattr(head, name, default))
         return cls(**{name: get(name, getattr(cls, name)) for name in ("upsample", "k_up", "k_enc", "compressed")})
 
-    def problem(self) -> str | None:
-        """Why these settings cannot build (None: they can)."""
+    def problem(self) -> tuple[str, str] | None:
+        """(the setting, why) these settings cannot build; None: they can."""
         if self.upsample not in UPSAMPLERS:
-            return f"unknown upsampler {self.upsample!r}; valid: {', '.join(UPSAMPLERS)}"
+            return "upsample", f"unknown upsampler {self.upsample!r}; valid: {', '.join(UPSAMPLERS)}"
         if self.k_up < 1 or self.k_up % 2 == 0:
-            return f"k_up must be an odd number >= 1 (the reassembly window is centred), got {self.k_up}"
+            return "k_up", f"k_up must be an odd number >= 1 (the reassembly window is centred), got {self.k_up}"
         if self.k_enc < 1 or self.k_enc % 2 == 0:
-            return f"k_enc must be an odd number >= 1 (the encoder keeps the map's size), got {self.k_enc}"
+            return "k_enc", f"k_enc must be an odd number >= 1 (the encoder keeps the map's size), got {self.k_enc}"
         if self.compressed < 1:
-            return f"compressed must be >= 1, got {self.compressed}"
+            return "compressed", f"compressed must be >= 1, got {self.compressed}"
         return None
 
 
@@ -171,7 +183,7 @@ def build_upsampler(spec: UpsampleSpec, channels: int, stride: int) -> CarafeUps
     """The head's feature upsampler for ``spec`` (None: bilinear, on the logits as before)."""
     problem = spec.problem()
     if problem:
-        raise ValueError(f"model.head: {problem}")
+        raise ValueError(f"model.head.{problem[0]}: {problem[1]}")
     if spec.upsample == "bilinear":
         return None
     return CarafeUpsampler(channels, stages_for(stride), spec.k_up, spec.k_enc, spec.compressed)
@@ -192,5 +204,5 @@ def carafe_flops(channels: int, h: int, w: int, stages: int, k_up: int = 5, k_en
     return total
 
 
-__all__ = ["CARAFEPack", "CarafeUpsampler", "SCALE", "UPSAMPLERS", "UpsampleSpec", "build_upsampler", "carafe",
+__all__ = ["CARAFEPack", "CarafeUpsampler", "DESCRIPTIONS", "PAPER", "SCALE", "SETTINGS", "UPSAMPLERS", "UpsampleSpec", "build_upsampler", "carafe",
            "carafe_flops", "carafe_naive", "stages_for"]

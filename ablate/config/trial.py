@@ -84,13 +84,22 @@ class HeadSpec:
     """``model.head``: a 3x3 conv to ``channels`` before the attention block (0: none) and the
     weight of the auxiliary FCN head's loss (0: none; ResNet-D8 only). ``style: mmseg`` wraps the
     block in the convolutions of mmseg's decode head for that mechanism (ablate/models/mmseg_heads.py),
-    ``channels`` being that head's width (0: the backbone's)."""
+    ``channels`` being that head's width (0: the backbone's). ``upsample``: how the head reaches the
+    input's resolution, ``bilinear`` (the logits resized) or ``carafe`` (CARAFE x2 stages on the
+    features before the classifier, ablate/attention/carafe.py, with reassembly kernel ``k_up``,
+    encoder kernel ``k_enc`` and ``compressed`` channels; the paper's defaults)."""
 
     channels: int = 0
     aux_weight: float = 0.0
     style: str = "plain"  # plain | mmseg; at the default it is absent from keys and stored configs
+    upsample: str = "bilinear"  # bilinear | carafe; like the CARAFE settings below, absent at its default
+    k_up: int = 5
+    k_enc: int = 3
+    compressed: int = 64
 
-    _rules = {"channels": ("int", 0), "aux_weight": ("float", 0.0)}
+    _rules = {"channels": ("int", 0), "aux_weight": ("float", 0.0), "k_up": ("int", 1), "k_enc": ("int", 1),
+              "compressed": ("int", 1)}
+    _optional = ("style", "upsample", "k_up", "k_enc", "compressed")  # absent from stored configs at their defaults
 
 
 def _unless_default(spec, optional: tuple) -> dict:
@@ -145,7 +154,7 @@ class TrialConfig:
         these existed)."""
         trainer = _unless_default(self.trainer, ("precision",))
         train = _unless_default(self.train, TrainSpec._unkeyed)
-        head = _unless_default(self.head, ("style",))
+        head = _unless_default(self.head, HeadSpec._optional)
         return {"study": self.study, "cell": _plain(self.cell), "cell_key": self.cell_key, "seed": self.seed,
                 "mechanism": self.mechanism, "args": _plain(self.args), "backbone": _plain(self.backbone),
                 "data": _plain(self.data), "train": train, "head": head,

@@ -151,7 +151,7 @@ def block_input(study, cell) -> tuple[int, int, int]:
 
     from ..models.segmenter import feature_geometry, feature_side
 
-    channels, stride = feature_geometry(asdict(cell.backbone), asdict(study.head))
+    channels, stride = feature_geometry(asdict(cell.backbone), asdict(getattr(cell, "head", None) or study.head))
     h, w = cell.data.crop_size if hasattr(cell.data, "crop_size") else (cell.data.size, cell.data.size)
     return channels, feature_side(h, stride), feature_side(w, stride)
 

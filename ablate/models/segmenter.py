@@ -113,11 +113,9 @@ class Segmenter(nn.Module):
             self.head = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(c, num_classes, kernel_size=1))
         self.upsample = None  # bilinear: no module (a model without it has the state dict it always had)
         up = UpsampleSpec.of(head)
-        if up.upsample != "bilinear":
+        if up.upsample != "bilinear" or up.problem():  # (a bad setting is refused here either way)
             stream("upsample")
             self.upsample = build_upsampler(up, c, feature_geometry(backbone)[1])
-        elif up.problem():
-            raise ValueError(f"model.head: {up.problem()}")
         self.aux_head, self.aux_weight = None, float(head.aux_weight)
         if head.aux_weight:
             if not hasattr(self.backbone, "forward_stages"):

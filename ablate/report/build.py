@@ -101,6 +101,7 @@ def _trial_row(t) -> dict:
             "mechanism": json.loads(config).get("mechanism") if isinstance(config, str) else None,
             **{k: attrs.get(k) for k in ("best_val_miou", "attention_params", "attention_flops", "total_params",
                                          "wall_s", "compute_s")},
+            **{k: attrs[k] for k in ("upsample_params", "upsample_flops") if k in attrs},  # a CARAFE head's only
             "fail_reason": t.system_attrs.get(st.ATTR + "fail_reason")}
 
 

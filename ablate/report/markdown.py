@@ -166,7 +166,23 @@ def _costs_lines(study, data: dict, cells: list, costs: dict) -> list[str]:
         lines += ["", f"Attention-block latency and peak memory were not measured: {data['costs_skipped']} trial(s) "
                   "were training on this machine when this report was written, and their load would skew the "
                   f"timings. `python -m ablate.report {_study_args(study)}` measures them once the study has finished."]
-    return lines
+    return lines + _upsampler_lines(data, cells)
+
+
+def _upsampler_lines(data: dict, cells: list) -> list[str]:
+    """The head upsampler's params and forward FLOPs per cell whose trials recorded them (a CARAFE
+    head, ``model.head.upsample: carafe``); nothing for a study without one."""
+    said = []
+    for c in cells:
+        rec = next(iter(data["records"].get(c.key) or []), {})
+        if rec.get("upsample_params") is not None:
+            said.append(f"{c.title()}: {rec['upsample_params']:,} params, {rec['upsample_flops'] / 1e6:.2f} MFLOPs/img")
+    if not said:
+        return []
+    return ["", "Head upsampler (CARAFE stages before the classifier, `ablate/attention/carafe.py`; not in the "
+            "attention columns, which count the block): " + "; ".join(said) + ". Forward FLOPs at the block's "
+            "training input, from the trials' records; the bilinear resize of the logits has no parameters and "
+            "counts 0 FLOPs."]
 
 
 def _measured_when(costs: dict) -> str:

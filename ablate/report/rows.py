@@ -330,11 +330,13 @@ COST_REPEATS, COST_WARMUP = 5, 1
 def block_shape(cell, world_size: int = 1, head=None) -> tuple[int, int, int, int]:
     """The attention block's input in training: (per-device batch, the block's channels, the
     backbone's output height and width for the training input: the synthetic image or the real
-    dataset's crop) for this cell. Nothing is built (a ResNet would load its weights)."""
+    dataset's crop) for this cell. Nothing is built (a ResNet would load its weights). ``head``:
+    the study's; a cell whose ``head.X`` factors made its own uses that."""
     from dataclasses import asdict
 
     from ..models.segmenter import feature_geometry, feature_side
 
+    head = getattr(cell, "head", None) or head
     channels, stride = feature_geometry(asdict(cell.backbone), asdict(head) if head is not None else None)
     h, w = cell.data.crop_size if hasattr(cell.data, "crop_size") else (cell.data.size, cell.data.size)
     return (max(1, cell.train.batch_size // world_size), channels, feature_side(h, stride), feature_side(w, stride))

@@ -15,10 +15,11 @@ from ..models.mmseg_heads import check_style
 from ..models.registry import BACKBONES, lookup
 from ..plugins.mechanisms import TaskSpec
 from .records import Cell, Study, canon, cell_key, find_baseline, search_kind
-from .sections import MAX_CELLS, check_factor_value, data_spec, mechanism_name, parse_backbone, train_spec
+from .sections import (MAX_CELLS, check_factor_value, data_spec, head_spec, mechanism_name, parse_backbone,
+                       train_spec)
 from ..config.specs import unknown_keys
 
-FACTOR_NAMES = "a mechanism factor, mechanism, train.<key>, data.<key> or backbone.<key>"
+FACTOR_NAMES = "a mechanism factor, mechanism, train.<key>, data.<key>, backbone.<key> or head.<key>"
 
 
 def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
@@ -31,11 +32,14 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
     # base args apply where the cell's mechanism has them (a reference cell may switch mechanism)
     overrides = {k: v for k, v in study.args.items() if mech == study.mechanism or k in preset.defaults}
     train, data, backbone = study.train, study.data, study.backbone
+    head_factors = {k[5:]: v for k, v in assignment.items() if isinstance(k, str) and k.startswith("head.")}
+    # all at once: a CARAFE setting is valid only beside upsample: carafe, whatever the factors' order
+    head = head_spec(head_factors, where, study.head, f"{key_prefix}.head.") if head_factors else study.head
     for k, v in assignment.items():
         if not isinstance(k, str):
             raise StudyError(where, f"{key_prefix}.{k}", f"a factor is named by a string ({FACTOR_NAMES}), "
                              f"not by {brief(k)}.")
-        if k == "mechanism":
+        if k == "mechanism" or k.startswith("head."):
             continue
         if k.startswith("train."):
             train = train_spec({k[6:]: v}, where, train)
@@ -45,13 +49,14 @@ def build_cell(study: Study, assignment: dict, key_prefix: str) -> Cell:
             backbone = parse_backbone({k[9:]: v}, where, backbone, "model.backbone.", study.check_files)
         else:
             check_factor_value(preset, k, v, where, f"{key_prefix}.{k}",
-                               " (also valid: mechanism, train.<key>, data.<key>, backbone.<key>)")
+                               " (also valid: mechanism, train.<key>, data.<key>, backbone.<key>, head.<key>)")
             overrides[k] = v
     mech_args = _resolve_args(study, preset, overrides, assignment, key_prefix)
-    _check_cell(study, train, backbone, preset, mech_args)
+    _check_cell(study, train, backbone, preset, mech_args, head)
     label = tuple((k, canon(preset, k, v)) for k, v in assignment.items())
-    key = cell_key(mech, mech_args, backbone, data, train, study.trainer, study.head, study.eval)
-    return Cell(label, mech, tuple(sorted(mech_args.items())), backbone, data, train, key)
+    key = cell_key(mech, mech_args, backbone, data, train, study.trainer, head, study.eval)
+    return Cell(label, mech, tuple(sorted(mech_args.items())), backbone, data, train, key,
+                None if head == study.head else head)
 
 
 def _data_factor(study: Study, data, k: str, v, key_prefix: str):
@@ -79,11 +84,11 @@ def _resolve_args(study: Study, preset, overrides: dict, assignment: dict, key_p
         raise StudyError(study.path, f"{key_prefix}.{bad or ''}".rstrip("."), str(e).strip('"') + ".") from None
 
 
-def _check_cell(study: Study, train, backbone, preset, args: dict) -> None:
+def _check_cell(study: Study, train, backbone, preset, args: dict, head=None) -> None:
     """What a cell's settings must agree on: the batch splits over the devices, the aux head has a
     stage 3, mmseg has a decode head for the mechanism when the head's style is mmseg."""
-    where, world = study.path, study.trainer.world_size
-    refused = check_style(preset, args) if study.head.style == "mmseg" else None
+    where, world, head = study.path, study.trainer.world_size, head or study.head
+    refused = check_style(preset, args) if head.style == "mmseg" else None
     if refused:
         raise StudyError(where, "model.head.style", refused + ".")
     if train.batch_size % world:
@@ -91,7 +96,7 @@ def _check_cell(study: Study, train, backbone, preset, args: dict) -> None:
                          "devices (trainer.devices x trainer.num_nodes); the batch size is the global batch, "
                          f"so give a multiple of {world}.")
     entry = lookup(backbone.name)
-    if study.head.aux_weight and not (entry and entry.stages):
+    if head.aux_weight and not (entry and entry.stages):
         staged = " or ".join(n for n, b in BACKBONES.items() if b.stages)
         raise StudyError(where, "model.head.aux_weight", f"the auxiliary head reads ResNet stage 3, and backbone "
                          f"{brief(backbone.name)} has none; use model.backbone.name: {staged} or set aux_weight: 0.")
@@ -156,7 +161,7 @@ def check_search(study: Study) -> None:
         raise StudyError(where, "factors", "a search needs at least one factor with a range or choices.")
     picks = {}
     for k, spec in study.factors.items():
-        if k != "mechanism" and not k.startswith(("train.", "data.", "backbone.")) and k not in preset.defaults:
+        if k != "mechanism" and not k.startswith(("train.", "data.", "backbone.", "head.")) and k not in preset.defaults:
             raise StudyError(where, f"factors.{k}", f"mechanism {brief(study.mechanism)} has no factor {brief(k)}; "
                              f"its factors are: {', '.join(preset.defaults) or 'none'}.")
         picks[k] = _search_picks(study, k, spec)

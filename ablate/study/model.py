@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..attention import MECHANISMS, resolve_mechanism
+from ..attention.carafe import UPSAMPLERS, UpsampleSpec
 from ..config.errors import StudyError, brief
 from ..models.registry import BACKBONES, lookup
 from ..plugins.mechanisms import BackboneSpec as PluginBackbone, PluginError, backbone_spec, is_spec
@@ -50,12 +51,28 @@ def parse_backbone(raw: dict, where: str, base=None, prefix="model.backbone.", c
 HEAD_STYLES = ("plain", "mmseg")
 
 
-def head_spec(raw: dict, where: str) -> HeadSpec:
-    spec = parse_spec(HeadSpec, raw, where, "model.head.")
+CARAFE_KEYS = ("k_up", "k_enc", "compressed")  # model.head keys read only by upsample: carafe
+
+
+def head_spec(raw: dict, where: str, base: HeadSpec | None = None, prefix: str = "model.head.") -> HeadSpec:
+    """``model.head`` (or a ``head.X`` factor over ``base``, named ``prefix`` + X in errors)."""
+    spec = parse_spec(HeadSpec, raw, where, prefix, base)
     if spec.style not in HEAD_STYLES:
-        raise StudyError(where, "model.head.style", f"unknown head style {brief(spec.style)}; valid: plain (the "
+        raise StudyError(where, prefix + "style", f"unknown head style {brief(spec.style)}; valid: plain (the "
                          "block, then dropout and a 1x1 classifier) or mmseg (the convolutions of mmseg's decode "
                          "head for the mechanism around the block).")
+    if spec.upsample not in UPSAMPLERS:
+        raise StudyError(where, prefix + "upsample", f"unknown upsampler {brief(spec.upsample)}; valid: bilinear "
+                         "(the logits resized to the input) or carafe (CARAFE stages on the features before the "
+                         "classifier).")
+    problem = UpsampleSpec.of(spec).problem()
+    if problem:
+        raise StudyError(where, prefix + problem[0], problem[1] + ".")
+    if spec.upsample != "carafe":
+        unused = [k for k in CARAFE_KEYS if getattr(spec, k) != getattr(HeadSpec, k)]
+        if unused:
+            raise StudyError(where, prefix + unused[0], f"applies to upsample: carafe only (the head's upsampler "
+                             f"is {spec.upsample}); remove it or set {prefix}upsample: carafe.")
     return spec
 
 

@@ -80,6 +80,7 @@ class Cell:
     data: SceneConfig | RealDataSpec
     train: TrainSpec
     key: str = ""
+    head: HeadSpec | None = None  # the head its ``head.X`` factors make; None: the study's ``model.head``
     # the study file's short ``label:`` for this cell: display only (never in the key or in equality)
     name: str = field(default="", compare=False)
 
@@ -203,10 +204,14 @@ class Study:
         """The cell of one sampled point of a search study."""
         return self.resolve(self, dict(params), "factors")
 
+    def head_of(self, cell: Cell) -> HeadSpec:
+        """``cell``'s head: the study's ``model.head`` with the cell's ``head.X`` factors applied."""
+        return cell.head or self.head
+
     def trial(self, cell: Cell, seed: int) -> TrialConfig:
         """The fully resolved, typed configuration of one trial: what the worker hands the trainer."""
         return TrialConfig(self.name, cell.label_dict, cell.key, seed, cell.mechanism, dict(cell.args),
-                           fields_dict(cell.backbone), cell.data.as_dict(), cell.train, self.head, self.trainer,
+                           fields_dict(cell.backbone), cell.data.as_dict(), cell.train, self.head_of(cell), self.trainer,
                            self.metric, self.overrides, self.eval)
 
     def trial_config(self, cell: Cell, seed: int) -> dict:
@@ -261,8 +266,8 @@ def search_kind(study: Study, k: str) -> str | None:
     if k == "mechanism":
         return "choice"
     section, _, name = k.partition(".")
-    if name and section in ("train", "data", "backbone"):
-        base = {"train": study.train, "data": study.data, "backbone": study.backbone}[section]
+    if name and section in ("train", "data", "backbone", "head"):
+        base = {"train": study.train, "data": study.data, "backbone": study.backbone, "head": study.head}[section]
         options = dict(getattr(base, "options", ()))  # a task or backbone plugin's own options
         if name not in options and (name == "options" or name not in {f.name for f in fields(base)}):
             return None

@@ -353,7 +353,7 @@ def factors_section(raw: dict, where: str) -> dict:
     for k in factors:
         if not isinstance(k, str):
             raise StudyError(where, f"factors.{k}", f"a factor is named by a string (a mechanism factor, mechanism, "
-                             f"train.<key>, data.<key> or backbone.<key>), not by {brief(k)}.")
+                             f"train.<key>, data.<key>, backbone.<key> or head.<key>), not by {brief(k)}.")
     return dict(factors)
 
 

@@ -262,6 +262,7 @@ def result_of(config: TrialConfig, module, hook, crop: tuple, cuda: bool, wall0:
         "attention_params": attention_params(module),
         "attention_flops": forward_flops(model.attention, (1, model.attention_channels, fh, fw)),
         "total_params": param_count(module),
+        **upsample_costs(model, fh, fw),
         "compute_s": module.compute_seconds,
         "train_s": time.perf_counter() - wall0,
         "threads": torch.get_num_threads(),
@@ -272,6 +273,16 @@ def result_of(config: TrialConfig, module, hook, crop: tuple, cuda: bool, wall0:
         **({"cue_mass": [h["cue_mass"] for h in hist]} if probing else {}),  # per epoch; None: no map
     }
 
+
+
+def upsample_costs(model, fh: int, fw: int) -> dict:
+    """A CARAFE head's upsampler (``model.head.upsample: carafe``): its parameters and forward
+    FLOPs per image from the block's training input (as ``attention_flops`` counts the block);
+    {} for the bilinear resize, which has neither."""
+    if getattr(model, "upsample", None) is None:
+        return {}
+    return {"upsample_params": param_count(model.upsample),
+            "upsample_flops": forward_flops(model.upsample, (1, model.attention_channels, fh, fw))}
 
 
 def wandb_summary(result: dict) -> dict:
