@@ -42,7 +42,7 @@ def test_every_committed_studys_trials_round_trip_in_the_stored_shape(path):
         stored = json.loads(config.to_json())
         assert list(stored) == STORED_KEYS + (["overrides"] if study.overrides else [])
         assert stored["cell_key"] == cell.key and stored["seed"] == seed and stored["cell"] == cell.label_dict
-        assert config.train == cell.train and config.head == study.head and config.trainer == study.trainer
+        assert config.train == cell.train and config.head == study.head_of(cell) and config.trainer == study.trainer
         assert json.dumps(study.trial_config(cell, seed)) == config.to_json()
 
 
