@@ -6,6 +6,11 @@ Commands (ablate COMMAND --help for each):
                                    overrides a setting (train.epochs=3 seeds=2 model.args.K=32),
                                    --smoke runs every cell once on a few batches, --dry-run shows the plan
   report STUDY.yaml                write a study's report from its storage
+  submit STUDY.yaml                run it on SLURM: one job array of workers (--workers N, --partition,
+                                   --gpus-per-worker, --time, ...) and a report job after it; --dry-run
+                                   prints the sbatch scripts (ablate run STUDY --submit is the same)
+  status STUDY.yaml                where a study stands: per cell finished, running, failed, waiting;
+                                   ETA; its SLURM jobs (--watch refreshes)
   list [--channels C]              the mechanisms (installed plugins marked with their package): family,
                                    paper, factors with defaults, inner widths at C input channels; then
                                    the head's upsamplers (bilinear, carafe) with their settings
@@ -43,6 +48,8 @@ COMMANDS = {
     "costs": ("ablate.costs", "main"),
     "estimate": ("ablate.run.estimate", "main"),
     "bench": ("ablate_kernels.bench", "main"),
+    "submit": ("ablate.run.submit", "main"),
+    "status": ("ablate.run.status", "main"),
 }
 LIST_HELP = """usage: ablate list [--channels C]
 
@@ -157,6 +164,8 @@ def _dispatch(argv: list[str]) -> int:
             print("ablate (not installed; running from a checkout)")
         return 0
     cmd, rest = argv[0], argv[1:]
+    if cmd == "run" and "--submit" in rest:  # ablate run STUDY --submit ...: ablate submit, its options too
+        cmd, rest = "submit", [a for a in rest if a != "--submit"]
     if cmd not in COMMANDS:
         print(f"error: unknown command {cmd[:60]!r}; valid: {', '.join(COMMANDS)} (ablate --help says what "
               "each does).", file=sys.stderr)

@@ -128,7 +128,7 @@ class Cluster:
         """The environment for SLURM's clients (and the jobs they submit) to reach this cluster."""
         return {**os.environ, "SLURM_CONF": str(self.conf)}
 
-    def _run(self, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    def run(self, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run(list(cmd), env=self.env(), capture_output=True, text=True, timeout=timeout, check=check)
 
     def start(self, timeout: float = 60.0) -> "Cluster":
@@ -145,14 +145,14 @@ class Cluster:
                     raise RuntimeError("munged started but does not answer (munge -n)")
                 time.sleep(0.2)
         # -i: ignore the state of an earlier cluster in this folder; both fork into the background
-        self._run("slurmctld", "-f", str(self.conf), "-i")
-        self._run("slurmd", "-f", str(self.conf))
+        self.run("slurmctld", "-f", str(self.conf), "-i")
+        self.run("slurmd", "-f", str(self.conf))
         run = self.folder / "run"
         self.pids["slurmctld"] = self._pid(run / "slurmctld.pid")
         self.pids["slurmd"] = self._pid(run / "slurmd.pid")
         deadline = time.monotonic() + timeout
         while True:
-            res = self._run("sinfo", "-h", "-N", "-o", "%T", check=False)
+            res = self.run("sinfo", "-h", "-N", "-o", "%T", check=False)
             state = res.stdout.strip()
             if res.returncode == 0 and state and state.rstrip("*~#") in ("idle", "mixed", "allocated"):
                 return self
@@ -160,7 +160,7 @@ class Cluster:
                 raise RuntimeError(f"the test SLURM node did not come up in {timeout:.0f}s (state {state!r}, "
                                    f"{res.stderr.strip()}); logs in {self.folder / 'log'}")
             if state.startswith("down") or state.startswith("drain"):
-                self._run("scontrol", "update", f"NodeName={self.node}", "State=RESUME", check=False)
+                self.run("scontrol", "update", f"NodeName={self.node}", "State=RESUME", check=False)
             time.sleep(0.3)
 
     @staticmethod
@@ -175,7 +175,7 @@ class Cluster:
     def stop(self) -> None:
         """Cancel every job, then stop the daemons this cluster started (munged only if it started it)."""
         with contextlib.suppress(Exception):
-            self._run("scancel", "--full", "--partition", self.partition, check=False, timeout=10)
+            self.run("scancel", "--full", "--partition", self.partition, check=False, timeout=10)
         pids = [self.pids.pop(name, 0) for name in ("slurmd", "slurmctld", "munged")]
         pids = [p for p in pids if p]
         for pid in pids:  # all at once, then wait for each: the daemons stop in parallel
@@ -196,11 +196,11 @@ class Cluster:
 
     # small helpers for the tests
     def squeue(self, *args: str) -> str:
-        return self._run("squeue", "-h", *args).stdout
+        return self.run("squeue", "-h", *args).stdout
 
     def job_states(self, job: str) -> dict[str, str]:
         """{job id: state} of a job (an array's tasks each by its own id), from scontrol."""
-        res = self._run("scontrol", "-o", "show", "job", job, check=False)
+        res = self.run("scontrol", "-o", "show", "job", job, check=False)
         states = {}
         for line in res.stdout.splitlines():
             fields = dict(f.split("=", 1) for f in line.split() if "=" in f)

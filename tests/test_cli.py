@@ -43,7 +43,7 @@ def test_each_command_dispatches_to_its_module_function():
     import ablate_kernels.bench
     from ablate.__main__ import COMMANDS, _command, list_main
 
-    assert set(COMMANDS) == {"run", "report", "list", "doctor", "costs", "estimate", "bench"}
+    assert set(COMMANDS) == {"run", "report", "list", "doctor", "costs", "estimate", "bench", "submit", "status"}
     assert _command("report") is ablate.report.main and _command("costs") is ablate.costs.main
     assert _command("bench") is ablate_kernels.bench.main and _command("list") is list_main
     doctor = pytest.importorskip("ablate.doctor")
