@@ -16,7 +16,7 @@ from torch.utils.data import BatchSampler, RandomSampler
 from ablate.storage import records as st
 from ablate.data.synthetic import IGNORE_INDEX, SceneConfig, make_split
 from ablate.config.errors import StudyError
-from ablate.run.command import gpu_assignment
+from ablate.run.spawn import gpu_assignment
 from ablate.study.load import STRATEGIES, TrainerSpec, load_study
 from ablate.data.lightning import Batches as _Batches, RankSlices as _RankSlices
 from ablate.trainer.trial import is_isolated, run_trial

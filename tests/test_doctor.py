@@ -393,7 +393,7 @@ def test_runner_stops_before_any_trial_when_the_preflight_finds_a_hard_error(tmp
     from ablate.run import command as run
     from ablate.storage.records import open_storage
 
-    monkeypatch.setattr(doctor, "preflight", lambda study, out=None: False)
+    monkeypatch.setattr(doctor, "preflight", lambda study, out=None, found=None: False)
     path = tiny_study(tmp_path, train={"epochs": 1})
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as e:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from ablate.run import command as R
+from ablate.run.spawn import spawn_workers
 from ablate.config.errors import StudyError
 from ablate.study.load import load_study
 
@@ -78,7 +79,7 @@ def test_workers_get_the_overrides(tmp_path, monkeypatch):
 
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
     args = R.parse_args(["s.yaml", "train.epochs=3", "--workers", "2", "seeds=2"])
-    assert R._spawn_workers(args, "x.journal", Path("runs/x")) == [0, 0]
+    assert spawn_workers(args, "x.journal", Path("runs/x")) == [0, 0]
     assert len(seen) == 2
     for cmd in seen:
         i = cmd.index("s.yaml")

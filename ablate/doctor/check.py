@@ -195,13 +195,28 @@ def check_study(study) -> list[Finding]:
     return out
 
 
-def preflight(study, out=sys.stdout) -> bool:
+def preflight(study, out=sys.stdout, found: list | None = None) -> bool:
     """The runner's check before the first trial: prints a count, then each distinct warning or
     error once with the cells it concerns, to ``out``; False only when a block has a hard error
-    (NaN/Inf at initialisation, or a block that cannot be built or run)."""
+    (NaN/Inf at initialisation, or a block that cannot be built or run). ``found``: a list the
+    findings are appended to (the runner hands them to the report, which does not run the doctor)."""
     findings = check_study(study)
+    if found is not None:
+        found.extend(findings)
     print_preflight(findings, study_cells(study), study.path, out)
     return not any(f.severity == "error" for f in findings)
+
+
+def health_lines(study, findings: list | None = None) -> list[str]:
+    """The report's health section: :func:`summary_lines` of ``findings`` (checked now when None);
+    a doctor that cannot run says so instead of stopping the report."""
+    from .text import summary_lines
+
+    try:
+        return summary_lines(check_study(study) if findings is None else findings)
+    except Exception as e:  # noqa: BLE001 - the report must still be written
+        text = str(e) if len(str(e)) <= 200 else str(e)[:199] + "…"
+        return [f"Health pre-flight could not run here ({type(e).__name__}: {text})."]
 
 
 USAGE = """usage: python -m ablate.doctor STUDY.yaml

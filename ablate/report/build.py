@@ -173,13 +173,15 @@ def block_costs(cells: list, world_size: int = 1, device: str | None = None, hea
 
 def write_report(study, url: str, reports_dir: str = "reports", run_info: dict | None = None,
                  wandb: bool | None = None, run_dir: str | Path | None = None, reuse_costs: bool = False,
-                 data: dict | None = None) -> Path:
+                 data: dict | None = None, findings: list | None = None) -> Path:
     """Write ``<study>.md`` and beside it the figures, HTML, TeX, CSV and JSON
     (:mod:`ablate.report.formats`); with ``wandb`` (default: at the end of a run whose study and
     command line did not turn W&B off) an offline W&B summary run under ``run_dir``
     (:mod:`ablate.report.wandb`); ``reuse_costs``: the latency and memory of the previous
     ``<study>.json`` there (:mod:`ablate.report.costs`) instead of measuring; ``data``: what
-    :func:`collect` read, if read already. Returns the Markdown's path.
+    :func:`collect` read, if read already; ``findings``: the doctor's, from the run's pre-flight
+    (None: the doctor checks the blocks now; the Markdown renderer never runs it). Returns the
+    Markdown's path.
 
     Every file is written atomically (:mod:`ablate.config.atomic`): a write that fails (disk full, quota,
     ``ulimit -f``, a folder made read-only) leaves that file as it was, the hand-written notes
@@ -206,7 +208,10 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     make_folder(out.parent)
     tab = table(study, data)
     figs = _figures(study, tab, data)
-    md = render(study, data, st.redact(url), tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs])
+    from ..doctor.check import health_lines
+
+    md = render(study, data, st.redact(url), tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs],
+                health=health_lines(study, findings))
     md = _with_cost_notes(md, data, {c.key: c.title() for c in cells}) + _notes(out)
     write_text(out, md)  # whole or not at all: a failed write keeps the previous report and its notes
     write_formats(study, data, tab, md, [(stem, cap, text) for stem, cap, text, _ in figs], out.parent)

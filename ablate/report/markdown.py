@@ -19,9 +19,11 @@ def _pts(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
 
 
-def render(study, data: dict, storage_label: str, tab: dict | None = None, figures: list | None = None) -> str:
+def render(study, data: dict, storage_label: str, tab: dict | None = None, figures: list | None = None,
+           health: list[str] | None = None) -> str:
     """The Markdown report from the collected data (and its :func:`ablate.report.rows.table`,
-    computed here when not given); ``figures``: (file name relative to the report, caption)."""
+    computed here when not given); ``figures``: (file name relative to the report, caption);
+    ``health``: the doctor's summary lines (:func:`ablate.doctor.check.health_lines`)."""
     tab = tab or table(study, data)
     cells = tab["cells"]
     costs = data.get("costs") or {}
@@ -31,7 +33,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     if not study.search and len(study.factors) == 2:
         lines += _matrix_section(study, data, cells, costs)
     lines += _verdict_section(study, data, tab, verdicts)
-    lines += ["", "## Health pre-flight", ""] + _health_lines(study)
+    lines += ["", "## Health pre-flight", ""] + (health or ["Health pre-flight: not run for this report."])
     if figures:
         lines += ["", "## Figures", ""] + [f"![{cap}]({name})" for name, cap in figures]
     lines += _class_iou_lines(tab) + _image_lines(tab)
@@ -264,17 +266,6 @@ def _verdict_line(x: dict, reference: bool, limited: set, margin_pts: float) -> 
 def _p(p: float) -> str:
     return "n/a" if p is None or math.isnan(p) else f"{p:.2g}"
 
-
-
-def _health_lines(study) -> list[str]:
-    """The doctor's summary of the study's blocks at initialisation (``ablate/doctor/check.py``); a doctor
-    that cannot run says so instead of stopping the report."""
-    try:
-        from ..doctor.check import check_study, summary_lines
-
-        return summary_lines(check_study(study))
-    except Exception as e:  # noqa: BLE001 - the report must still be written
-        return [f"Health pre-flight could not run here ({type(e).__name__}: {_short(str(e), 200)})."]
 
 
 def _study_args(study) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from ..config.errors import EXIT_RETRY, RetryableError, StudyError, exit_retry, exit_with
 from .claims import LOOKS_ATTR, comparison_pairs, sequential_summary, trial_attrs  # noqa: F401 - tests use them
 from .preflight import print_checks
+from .spawn import spawn_workers, worker_gpus
 from .worker import (
     PARENT_ENV,
     TrialReporter,
@@ -45,7 +46,6 @@ from .worker import (
 
 
 EXIT_FAILED = 1
-STOP_WAIT_S = 60.0  # how long an interrupted runner waits for its --workers to stop before it kills them
 EXIT_STATUS = """exit status:
   0    no trial of the study has failed (trials left to run by --max-trials, or running in another
        runner, are not failures)
@@ -139,81 +139,6 @@ def print_plan(study, out=None) -> None:
         opts = ", ".join(f"{k}={v}" for k, v in study.pruner.items() if k != "name")
         print(f"  pruner: {study.pruner['name']} ({opts})", file=out)
 
-
-
-def gpu_assignment(workers: int, visible: list[str], per_worker: int) -> list[str]:
-    """CUDA_VISIBLE_DEVICES for each local worker: worker i gets the i-th group of ``per_worker``
-    GPUs (a trial's ``trainer.devices``), cycling when there are more workers than groups."""
-    groups = [visible[g * per_worker:(g + 1) * per_worker] for g in range(len(visible) // per_worker)]
-    if not groups:
-        raise StudyError("command line", "--workers", f"a trial needs {per_worker} GPUs (trainer.devices) but only "
-                         f"{len(visible)} are visible ({','.join(visible) or 'none'}).")
-    return [",".join(groups[i % len(groups)]) for i in range(workers)]
-
-
-def _worker_gpus(study, workers: int) -> list[str] | None:
-    """Per-worker GPU lists on a machine with several GPUs (None: leave CUDA_VISIBLE_DEVICES alone)."""
-    if study.trainer.accelerator == "cpu":
-        return None
-    import torch
-
-    count = torch.cuda.device_count()
-    if count <= 1:
-        return None
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    visible = [d.strip() for d in env.split(",") if d.strip()] if env else [str(i) for i in range(count)]
-    return gpu_assignment(workers, visible[:count], study.trainer.devices)
-
-
-def _spawn_workers(args, url: str, run_dir: Path, gpus: list[str] | None = None) -> list[int]:
-    from ..storage import records as st
-
-    procs = []
-    threads = threads_for(args)
-    for i in range(args.workers):
-        cmd = [sys.executable, "-m", "ablate.run", args.study, *args.overrides, "--worker", "--worker-index", str(i),
-               "--run-dir", str(run_dir), "--threads", str(threads), "--no-report"]
-        if args.no_wandb:
-            cmd.append("--no-wandb")
-        if args.no_pruning:
-            cmd.append("--no-pruning")
-        if args.max_trials:
-            cmd += ["--max-trials", str(args.max_trials)]
-        # the URL goes by environment, not argv: command lines are public (ps) and W&B records them
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", st.STORAGE_ENV: url, PARENT_ENV: str(os.getpid())}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
-        try:
-            procs.append(subprocess.Popen(cmd, env=env))
-        except BaseException:
-            _stop_workers(procs, signal.SIGTERM)
-            raise
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        _stop_workers(procs, interrupt_signal())
-        raise
-    return codes
-
-
-def _stop_workers(procs: list, signum: int) -> None:
-    """Stop every worker still running: ``signum`` (each stops at its next Python instruction,
-    records its trial as interrupted and exits), then SIGKILL for any still there after
-    :data:`STOP_WAIT_S` seconds (its trial is then reaped as lost; both resume)."""
-    for p in procs:
-        if p.poll() is None:
-            with contextlib.suppress(OSError):
-                p.send_signal(signum)
-    deadline = time.monotonic() + STOP_WAIT_S
-    for p in procs:
-        while True:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-                break
-            except subprocess.TimeoutExpired:
-                p.kill()
-            except KeyboardInterrupt:  # a second Ctrl-C while waiting: no more waiting
-                deadline = 0.0
 
 
 def _check_args(args) -> None:
@@ -375,7 +300,7 @@ def _run(study, args, argv, t_start: float, started_at: float) -> int:
         if not args.worker:
             _check_plan(study)
         run_dir, url = _locate(study, args)
-        gpus = _worker_gpus(study, args.workers) if args.workers > 1 and not args.worker else None
+        gpus = worker_gpus(study, args.workers) if args.workers > 1 and not args.worker else None
         server = "://" in url  # a server is checked before the first line; a journal is made after the checks
         if server or args.worker:
             _open(study, run_dir, url)
@@ -391,7 +316,7 @@ def _run(study, args, argv, t_start: float, started_at: float) -> int:
         if args.workers > 1 and not args.worker:
             if gpus:
                 print(f"ablate: GPUs per worker: {'; '.join(f'w{i}={g}' for i, g in enumerate(gpus))}", flush=True)
-            codes, totals = _spawn_workers(args, url, run_dir, gpus), None
+            codes, totals = spawn_workers(args, url, run_dir, gpus), None
         else:
             codes, totals = [0], worker_loop(study, url, run_dir, args)
         if args.worker:
@@ -438,20 +363,21 @@ def _announce(study, args, url: str) -> None:
              if study.sequential else f"{n} trials")
     print(f"ablate: study {study.name} -> storage {st.redact(url)}; {count}; "
           f"{args.workers} worker(s) x {threads_for(args, study)} thread(s)", flush=True)
-    if not args.no_doctor and not _preflight(study):
+    args.health = [] if not args.no_doctor else None  # the doctor's findings, for the report
+    if not args.no_doctor and not _preflight(study, args.health):
         raise StudyError(str(study.path), "model.mechanism", "the health pre-flight found a hard error (listed "
                          "above: a block that cannot be built or run, or NaN/Inf at initialisation); fix the block or "
                          "the factor it names (python -m ablate.doctor for details), or pass --no-doctor to run "
                          "anyway.")
 
 
-def _preflight(study) -> bool:
-    """The doctor's check of every cell's block before the first trial (``ablate/doctor/check.py``);
-    a doctor that itself fails says so and lets the study run."""
+def _preflight(study, found: list | None = None) -> bool:
+    """The doctor's check of every cell's block before the first trial (``ablate/doctor/check.py``),
+    its findings appended to ``found``; a doctor that itself fails says so and lets the study run."""
     try:
         from ..doctor.check import preflight
 
-        return preflight(study, sys.stdout)
+        return preflight(study, sys.stdout, found)
     except Exception as e:  # noqa: BLE001 - a fault of the check must not stop a valid study
         print(f"ablate: the health pre-flight could not run ({type(e).__name__}: {e}); continuing.", flush=True)
         return True
@@ -480,7 +406,8 @@ def _finish(study, url: str, args, argv, codes: list[int], totals, wall: float, 
         info = run_record(study, url, {
             "wall_s": wall, "started": started_at, "workers": args.workers, "run": os.environ.get(st.RUN_ENV),
             "command": st.redact(" ".join(["python -m ablate.run"] + (argv or sys.argv[1:])))}, data)
-        path = write_report(study, url, args.reports_dir, run_info=info, data=data)
+        health = getattr(args, "health", None)
+        path = write_report(study, url, args.reports_dir, run_info=info, data=data, findings=health)
         print(f"ablate: report written to {path}")
     print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials run here)" if totals else ""))
     if study.sequential:

@@ -34,7 +34,6 @@ The fit itself is ``ablate/trainer/fit.py``, the trial in its own process
 """
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
 from .fit import (
@@ -47,7 +46,7 @@ from .fit import (
     quiet_libraries,
     wandb_summary,
 )
-from .process import run_isolated, trial_process
+from .process import run_isolated
 from ..config.trial import TrialConfig
 
 
@@ -78,6 +77,3 @@ def run_trial(config: TrialConfig | dict, on_epoch: Callable[[int, float], bool 
     if config.trainer.isolated:
         return run_isolated(config, on_epoch, threads, wandb, folder, on_resume)
     return fit(config, on_epoch, logger, threads, folder, on_resume)
-
-if __name__ == "__main__":
-    sys.exit(trial_process(sys.argv[1]))
