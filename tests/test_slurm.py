@@ -170,6 +170,38 @@ def test_wandb_run_id_is_one_per_cell_seed_and_study_and_a_resume_replays_the_cu
     replay(None, {"step": 12, "epoch": 3}, [1.0])  # tracking off: nothing, no error
 
 
+def test_status_reads_where_each_cell_stands_from_storage(tmp_path, capsys):
+    from ablate.storage.states import create_running_trial, mark_failed
+
+    study = load_study(tiny_study(tmp_path, seeds=[0, 1]))
+    url = str(tmp_path / "runs/tiny/optuna.journal")
+    (tmp_path / "runs/tiny").mkdir(parents=True)
+    _, ostudy = st.open_study(url, study.name)
+    cells = study.cells()
+
+    def trial(cell, seed):
+        return create_running_trial(ostudy, {}, {}, {"cell_key": cell.key, "seed": seed})
+
+    done = trial(cells[0], 0)
+    ostudy._storage.set_trial_user_attr(done, "wall_s", 12.0)
+    ostudy._storage.set_trial_state_values(done, COMPLETE, [41.5])
+    running = trial(cells[0], 1)
+    for epoch in range(3):
+        ostudy._storage.set_trial_intermediate_value(running, epoch, 10.0 * epoch)
+    mark_failed(ostudy._storage, trial(cells[1], 0), "error", "non-finite training loss (nan) at epoch 2")
+    ostudy.set_user_attr(slurm_mod.SUBMISSIONS_ATTR, [
+        {"array": "41", "report": "42", "workers": 2, "submitted": time.time(), "host": "login1", "logs": "x"}])
+    ostudy.set_user_attr(slurm_mod.REQUEUES_ATTR + "41_1", [time.time()])
+    text = status_mod.status_text(study, url)
+    assert f"{cells[0].title()} (key {cells[0].key}): 1/2 finished, 1 running, 0 failed, 0 waiting" in text
+    assert "seed 1: running on " in text and "epoch 3, heartbeat" in text
+    assert f"{cells[1].title()} (key {cells[1].key}): 0/2 finished, 0 running, 1 failed, 1 waiting" in text
+    assert "seed 0: failed (final): non-finite training loss" in text
+    # 2 trials left (the running one and the waiting one), 12 s each, 1 worker running
+    assert "total: 1 finished (0 pruned), 1 running, 1 failed, 1 waiting" in text and "ETA 24s with 1 running" in text
+    assert "job array 41 (2 workers) and report job 42" in text and "41_1 1x" in text
+
+
 # --------------------------------------------------------------------------------------------------
 # the real cluster
 # --------------------------------------------------------------------------------------------------

@@ -74,9 +74,9 @@ def pair_state(attempts: list, now: float, grace: float) -> tuple[str, str]:
         kind = sys_attrs.get(st.ATTR + "fail_kind", "")
         reason = " ".join(str(sys_attrs.get(st.ATTR + "fail_reason", "")).split())[:160]
         if kind == "error":
-            return "failed", f"failed: {reason}"
+            return "failed", f"(final): {reason}"
         if kind == "harness":
-            return "failed", f"failed (harness; the next run retries it): {reason}"
+            return "failed", f"(harness; the next run retries it): {reason}"
         resumed = sys_attrs.get(st.CHECKPOINT_ATTR)
         return "waiting", f"{kind or 'stopped'}: {reason}" + (" (resumes from its checkpoint)" if resumed else "")
     return "waiting", t.state.name.lower()
