@@ -64,6 +64,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import maps
 from .ema import EMABlock, l1_over, l2_normalise
 from ..config.vocab import choice, nodes, reduction, switch
 
@@ -112,6 +113,8 @@ class A2Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.features(x).flatten(2)  # B, m, N
         g, d = self.attention(x)
+        maps.record("gather", g, kind="maps", grid=x.shape[-2:])
+        maps.record("distribute", d, kind="maps", grid=x.shape[-2:])
         desc = a @ g.transpose(1, 2)  # B, m, K: the K global descriptors
         if self.descriptor_norm == "l2":
             desc = l2_normalise(desc, dim=1)

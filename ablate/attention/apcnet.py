@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from ..config.vocab import choice, reduction, switch
 
 PAPER_SCALES = (1, 2, 3, 6)
@@ -78,7 +79,9 @@ class AdaptiveContext(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         regions = self.pooled_reduce(F.adaptive_avg_pool2d(x, self.scale)).flatten(2)  # B, c, s*s
         x_red = self.input_reduce(x)
-        context = (regions @ self.affinity(x_red)).reshape_as(x_red)  # B, c, H, W
+        affinity = self.affinity(x_red)
+        maps.record(f"affinity_{self.scale}x{self.scale}", affinity, kind="maps", grid=x.shape[-2:])
+        context = (regions @ affinity).reshape_as(x_red)  # B, c, H, W
         return self.fusion(torch.relu(self.residual(context) + x_red))
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from ..config.vocab import gcn, nodes
 
 
@@ -59,6 +60,7 @@ class GCUBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z, q = self.project(x)
+        maps.record("assignment", q.transpose(1, 2), kind="maps", grid=x.shape[-2:])
         if self.gcn:
             adj = z @ z.transpose(1, 2)  # B, K, K
             z = torch.relu(adj @ self.graph_weight(z))

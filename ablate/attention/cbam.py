@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from ..config.vocab import reduction, switch
 from .widths import reduced
 
@@ -64,4 +65,8 @@ class CBAMBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mc, ms = self.gates(x)
+        if self.use_channel:
+            maps.record("channel", mc.flatten(1), kind="channel")
+        if self.use_spatial:
+            maps.record("spatial", ms.flatten(2), kind="maps", grid=x.shape[-2:])
         return x * mc * ms

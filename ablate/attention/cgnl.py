@@ -38,6 +38,7 @@ import math
 import torch
 from torch import nn
 
+from . import maps
 from ..config.vocab import choice, integer, reduction, switch
 
 
@@ -99,6 +100,11 @@ class CGNLBlock(nn.Module):
         nn.init.zeros_(self.norm.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = cgnl_kernel(self.theta(x), self.phi(x), self.g(x), self.groups, self.kernel, self.order,
-                        scale=self.scale)
+        t, p, g = self.theta(x), self.phi(x), self.g(x)
+        if maps.active():  # each position's term p . g of the compact sum, per channel group
+            with torch.no_grad():
+                b, c, h, w = p.shape
+                terms = (p * g).reshape(b, self.groups, c // self.groups, h * w).sum(2)
+                maps.record("context_terms", terms, kind="maps", grid=(h, w))
+        y = cgnl_kernel(t, p, g, self.groups, self.kernel, self.order, scale=self.scale)
         return x + self.norm(self.z(y))

@@ -35,6 +35,7 @@ from torch import nn
 
 from ablate_kernels.reference import criss_cross_reference  # noqa: F401 (the reference, re-exported)
 
+from . import maps
 from .layers import QueryKeyValue
 from ..config.vocab import integer
 
@@ -45,7 +46,15 @@ class CrissCrossAttention(QueryKeyValue):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from ablate_kernels.criss_cross import criss_cross_attention  # Triton on CUDA, the reference elsewhere
 
-        out = criss_cross_attention(self.query(x), self.key(x), self.value(x))
+        q, k = self.query(x), self.key(x)
+        if maps.active():  # the band softmax as one map: the query's row and column (the kernel never holds it)
+            with torch.no_grad():
+                from .patterns import mask
+
+                h, w = q.shape[-2:]
+                s = torch.einsum("bdn,bdm->bnm", q.flatten(2), k.flatten(2))
+                maps.record("affinity", maps.masked_softmax(s, mask("criss_cross", h, w).to(q.device)), grid=(h, w))
+        out = criss_cross_attention(q, k, self.value(x))
         return x + self.gamma * out
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import maps
 from .layers import QueryKeyValue
 from ..config.vocab import choice, integer, switch
 
@@ -48,6 +49,7 @@ class PositionAttention(QueryKeyValue):
         q = self.query(x).flatten(2).transpose(1, 2)  # B, N, d
         k = self.key(x).flatten(2)  # B, d, N
         attn = torch.softmax(q @ k, dim=-1)  # B, N(query), N(key)
+        maps.record("position", attn, grid=(h, w))
         v = self.value(x).flatten(2)  # B, C, N
         return (v @ attn.transpose(1, 2)).view(b, c, h, w)
 
@@ -70,6 +72,7 @@ class ChannelAttention(nn.Module):
         if self.max_minus:
             energy = energy.amax(dim=-1, keepdim=True) - energy
         attn = torch.softmax(energy, dim=-1)
+        maps.record("channel", attn, kind="channel_matrix")
         return (attn @ f).view(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from ..config.vocab import choice, integer
 
 
@@ -152,6 +153,16 @@ class DGMNBlock(nn.Module):
         positions = base + self.offsets.to(xd.dtype).view(-1, 1, 1, 2) + delta  # B, K, H, W, 2
         return sample_at(xd, positions), _inside(self.offsets, h, w)
 
+    def positions(self, xd: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W, 2): each pixel's K sampling positions, absolute (y, x) pixel coordinates."""
+        b, _, h, w = xd.shape
+        ys, xs = torch.meshgrid(torch.arange(h, device=xd.device), torch.arange(w, device=xd.device),
+                                indexing="ij")
+        pos = torch.stack([ys, xs], dim=-1).to(xd.dtype) + self.offsets.to(xd.dtype).view(-1, 1, 1, 2)
+        if self.sampling == "fixed":
+            return pos.expand(b, -1, -1, -1, -1)
+        return pos + self.offset_conv(xd).view(b, self.samples, 2, h, w).permute(0, 1, 3, 4, 2)
+
     def attention(self, xd: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
         """(B, groups, K, H, W) aggregation weights: a softmax over each pixel's sampled set."""
         b, _, h, w = xd.shape
@@ -163,5 +174,8 @@ class DGMNBlock(nn.Module):
         b, c, h, w = xd.shape
         nbr, inside = self.neighbours(xd)  # B, c, K, H, W
         attn = self.attention(xd, inside)
+        if maps.active():  # the weights at the sampled positions, as one map (mean over the groups)
+            with torch.no_grad():
+                maps.record("samples", maps.splat(attn.mean(1), self.positions(xd)), grid=(h, w))
         msg = (nbr.view(b, self.groups, c // self.groups, self.samples, h, w) * attn.unsqueeze(2)).sum(3)
         return x + self.fuse(torch.cat([xd, msg.reshape(b, c, h, w)], dim=1))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import maps
 from ..config.vocab import number, reduction, switch
 from .widths import reduced
 
@@ -68,7 +69,9 @@ class DisentangledNonLocalBlock(nn.Module):
         s = q @ k
         if self.scale:
             s = s * self.inter ** -0.5
-        return torch.softmax(s / self.temperature, dim=-1)
+        attn = torch.softmax(s / self.temperature, dim=-1)
+        maps.record("pairwise", attn, grid=x.shape[-2:])
+        return attn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -76,6 +79,7 @@ class DisentangledNonLocalBlock(nn.Module):
         y = self.pairwise(x) @ v  # B, N, d
         if self.unary_mask is not None:
             m = torch.softmax(self.unary_mask(x).flatten(1), dim=-1)  # B, N
+            maps.record("unary", m.unsqueeze(1), kind="maps", grid=(h, w))
             y = y + (m.unsqueeze(1) @ v)  # same unary context for every query
         y = y.transpose(1, 2).reshape(b, self.inter, h, w)
         return x + self.out(y)

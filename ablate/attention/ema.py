@@ -82,6 +82,7 @@ from torch import nn
 
 from ablate_kernels.reference import EPS, em_iterations, em_step, l1_over, l2_normalise  # noqa: F401
 
+from . import maps
 from ..config.vocab import choice, integer, nodes, number, reduction, switch
 
 GATHERS = ("em", "softmax")
@@ -200,6 +201,7 @@ class EMABlock(nn.Module):
         mu, z = self.em(feats)
         if not self.shared_maps:
             z = torch.softmax(feats.transpose(1, 2) @ self.distribute.to(feats.dtype), dim=2)
+        maps.record("responsibilities", z.transpose(1, 2), kind="maps", grid=x.shape[-2:])
         return mu @ z.transpose(1, 2), mu, z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

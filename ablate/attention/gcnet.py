@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import maps
 from ..config.vocab import choice, integer, reduction
 from .widths import FLOOR, reduced
 
@@ -68,8 +69,11 @@ class GlobalContextBlock(nn.Module):
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The (B, N) pooling weights: one distribution over positions, shared by every query."""
         if self.pooling == "avg":
-            return x.new_full((x.shape[0], x.shape[2] * x.shape[3]), 1.0 / (x.shape[2] * x.shape[3]))
-        return torch.softmax(self.mask(x).flatten(1), dim=-1)
+            a = x.new_full((x.shape[0], x.shape[2] * x.shape[3]), 1.0 / (x.shape[2] * x.shape[3]))
+        else:
+            a = torch.softmax(self.mask(x).flatten(1), dim=-1)
+        maps.record("context", a.unsqueeze(1), kind="maps", grid=x.shape[-2:])
+        return a
 
     def context(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled (B, C, 1, 1) context."""

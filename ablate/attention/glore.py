@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .projection import MAPPINGS, make_projection
+from . import maps
 from ..config.vocab import FactorConflict, choice, gcn, integer, nodes, switch
 from .widths import reduced
 
@@ -150,6 +151,7 @@ class LowRankBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         v, proj = self.nodes(x)
+        maps.record("projection", proj, kind="maps", grid=(h, w))
         v = self.reason(v)
         y = (v @ proj).reshape(b, self.state, h, w)  # reproject with the same B
         return x + self.norm(self.extend(y))

@@ -33,12 +33,14 @@ one). No dropout (the official default is 0).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from ..config.vocab import integer
 
 
@@ -63,6 +65,7 @@ class GroupSelfAttention(nn.Module):
         k = self.key(x).flatten(2)
         v = self.value(x).flatten(2).transpose(1, 2)
         sim = torch.softmax((q @ k) * self.key_channels ** -0.5, dim=-1)
+        maps.record("group", sim, grid=(h, w))  # ISABlock reads it and records it over the whole grid
         ctx = (sim @ v).transpose(1, 2).reshape(b, c, h, w)
         return self.out(ctx)
 
@@ -97,14 +100,42 @@ class ISABlock(nn.Module):
         t = x.view(n, c, qh, ph, qw, pw)
         # long range: fix the offset (i, j), attend over partitions (a, b)
         t = t.permute(0, 3, 5, 1, 2, 4).reshape(n * ph * pw, c, qh, qw)
-        t = self.long_range(t)
+        with self._recorded("long_range", n, (h, w), (pad_h // 2, pad_w // 2)):
+            t = self.long_range(t)
         # short range: fix the partition (a, b), attend over offsets (i, j)
         t = t.view(n, ph, pw, c, qh, qw).permute(0, 4, 5, 3, 1, 2).reshape(n * qh * qw, c, ph, pw)
-        t = self.short_range(t)
+        with self._recorded("short_range", n, (h, w), (pad_h // 2, pad_w // 2)):
+            t = self.short_range(t)
         t = t.view(n, qh, qw, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, qh * ph, qw * pw)
         if pad_h or pad_w:
             t = t[:, :, pad_h // 2:pad_h // 2 + h, pad_w // 2:pad_w // 2 + w]
         return t
+
+    @contextlib.contextmanager
+    def _recorded(self, stage: str, n: int, size: tuple[int, int], pad: tuple[int, int]):
+        """While recording, the stage's group softmaxes recorded as one map over the image's
+        pixels (padding pixels left out); otherwise nothing."""
+        if not maps.active():
+            yield
+            return
+        with maps.recording() as got:
+            yield
+        with torch.no_grad():
+            maps.record(stage, self._dense(stage, got[0].tensor, n, size, pad), grid=size)
+
+    def _dense(self, stage: str, sim: torch.Tensor, n: int, size: tuple[int, int], pad: tuple[int, int]):
+        """(n, h*w, h*w) from one stage's group softmaxes (groups*n, Q, Q) on the padded grid."""
+        (h, w), p = size, self.down_factor
+        qh, qw = math.ceil(h / p), math.ceil(w / p)
+        a, bb, i, j = torch.meshgrid(torch.arange(qh), torch.arange(qw), torch.arange(p), torch.arange(p),
+                                     indexing="ij")
+        pixel = (a * p + i) * (qw * p) + (bb * p + j)  # [a, b, i, j] -> padded pixel id
+        ids = pixel.permute(2, 3, 0, 1).reshape(p * p, qh * qw) if stage == "long_range" else \
+            pixel.reshape(qh * qw, p * p)
+        dense = maps.scatter_groups(sim.reshape(n, *ids.shape, ids.shape[1]), ids, qh * qw * p * p)
+        ys, xs = torch.arange(h) + pad[0], torch.arange(w) + pad[1]
+        keep = (ys[:, None] * (qw * p) + xs[None, :]).flatten()
+        return dense[:, keep][:, :, keep]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fuse(torch.cat([x, self.context(x)], dim=1))

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from ..config.vocab import gcn, nodes, reduction, switch
 from .widths import reduced
 
@@ -77,6 +78,8 @@ class LatentGNNBlock(nn.Module):
             l2v = F.normalize(self.down_l2v(x), dim=1)
             w_l2v = F.normalize(self.psi_l2v(l2v).flatten(2), dim=1)  # over the K nodes
             w_v2l = F.normalize(w_v2l, dim=2)  # over the pixels
+        maps.record("visible_to_latent", w_v2l, kind="maps", grid=x.shape[-2:])
+        maps.record("latent_to_visible", w_l2v, kind="maps", grid=x.shape[-2:])
         latent = w_v2l @ v2l.flatten(2).transpose(1, 2)  # B, K, C'
         if self.gcn:
             zn = F.normalize(latent, dim=2)

@@ -48,7 +48,28 @@ from torch import nn
 
 from ablate_kernels.reference import local_window_reference  # noqa: F401 (the reference, re-exported)
 
+from . import maps
 from ..config.vocab import choice, integer, switch
+
+
+def window_affinity(q: torch.Tensor, k: torch.Tensor, geometry_bias: torch.Tensor, window: int,
+                    composability: str = "dot") -> torch.Tensor:
+    """(B, G, N, N): the windowed softmax of :func:`local_window_reference` as dense maps, one per
+    group (row = query pixel; zero outside its window and outside the image)."""
+    b, gd, h, w = q.shape
+    g = geometry_bias.shape[0]
+    qf, kf = q.reshape(b, g, gd // g, h * w), k.reshape(b, g, gd // g, h * w)
+    s = torch.einsum("bgdn,bgdm->bgnm", qf, kf)
+    if composability == "squared_diff":
+        s = 2 * s - (qf * qf).sum(2)[..., :, None] - (kf * kf).sum(2)[..., None, :]
+    r = window // 2
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    dy = ys.flatten()[None, :] - ys.flatten()[:, None]  # [query, key]
+    dx = xs.flatten()[None, :] - xs.flatten()[:, None]
+    allowed = (dy.abs() <= r) & (dx.abs() <= r)
+    slot = ((dy + r) * window + (dx + r)).clamp(0, window * window - 1).to(q.device)
+    s = s + geometry_bias.to(s.dtype)[:, slot].unsqueeze(0)
+    return maps.masked_softmax(s, allowed.to(q.device))
 
 
 class LocalRelationBlock(nn.Module):
@@ -96,6 +117,10 @@ class LocalRelationBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from ablate_kernels.local_window import local_window_attention  # Triton on CUDA, the reference elsewhere
 
-        y = local_window_attention(self.query(x), self.key(x), x, self.geometry_bias(), self.window,
-                                   self.composability)
+        q, k, bias = self.query(x), self.key(x), self.geometry_bias()
+        if maps.active():  # the window softmax as one map, mean over the groups (the kernel never holds it)
+            with torch.no_grad():
+                dense = window_affinity(q, k, bias, self.window, self.composability).mean(1)
+                maps.record("window", dense, grid=x.shape[-2:])
+        y = local_window_attention(q, k, x, bias, self.window, self.composability)
         return x + self.out(y)

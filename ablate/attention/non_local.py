@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from . import patterns as P
 from ..config.vocab import FactorConflict, choice, integer, number, reduction, switch
 from .widths import reduced
@@ -208,6 +209,13 @@ class NonLocalBlock(nn.Module):
         q, k, v = self._maps(x)
         if self.scale:
             q = q * self.qk_dim ** -0.5
+        if maps.active():  # the softmax over the pattern's pixels, as one map (the kernels never hold it)
+            with torch.no_grad():
+                h, w = q.shape[-2:]
+                allowed = P.mask(self.pattern, h, w, self.window, self.down_factor,
+                                 getattr(self, "offsets", None)).to(q.device)
+                s = torch.einsum("bdn,bdm->bnm", q.flatten(2), k.flatten(2))
+                maps.record("affinity", maps.masked_softmax(s, allowed), grid=(h, w))
         if self.pattern == "criss_cross":
             return P.criss_cross(q, k, v)
         if self.pattern == "interlaced":
@@ -221,6 +229,11 @@ class NonLocalBlock(nn.Module):
             return x + self._output(self._sparse(x), norm)
         b, _, h, w = x.shape
         q, k, v = self._qkv(x)
+        if maps.active():  # the normalised N x N affinity (scaled_dot_product_attention never holds it)
+            with torch.no_grad():
+                s = self._scores(q, k)
+                maps.record("affinity", s.softmax(-1) if self.normalization == "softmax" else s / s.shape[-1],
+                            grid=(h, w))
         if self.affinity == "dot" and self.normalization == "softmax":
             scale = self.qk_dim ** -0.5 if self.scale else 1.0
             y = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale)

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from ..config.vocab import choice, switch
 
 
@@ -57,8 +58,9 @@ class ObjectContext(nn.Module):
     """
 
     def __init__(self, channels: int, key_channels: int, value_channels: int, shared_qk: bool = True,
-                 regions: int = 1, pool: int = 1):
+                 regions: int = 1, pool: int = 1, map_name: str = "affinity"):
         super().__init__()
+        self.map_name = map_name  # the name its softmax is recorded under (ablate.attention.maps)
         self.key_channels, self.value_channels = key_channels, value_channels
         self.regions, self.pool = regions, pool
         self.key = nn.Sequential(nn.Conv2d(channels, key_channels, 1), *_bn_act(key_channels))
@@ -69,11 +71,24 @@ class ObjectContext(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context (B, c, h, w) and the softmax (B, hw, hw) it was pooled with."""
         b, _, h, w = q.shape
         qf = q.flatten(2).transpose(1, 2)
         sim = torch.softmax((qf @ k.flatten(2)) * self.key_channels ** -0.5, dim=-1)
-        return (sim @ v.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(b, -1, h, w)
+        return (sim @ v.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(b, -1, h, w), sim
+
+    def _record(self, sims: list, fh: int, fw: int) -> None:
+        """The regions' softmaxes as one map over the (pooled) grid, zero across regions."""
+        name = self.map_name
+        if len(sims) == 1:
+            maps.record(name, sims[0][0], grid=(fh, fw))
+            return
+        dense = sims[0][0].new_zeros(sims[0][0].shape[0], fh * fw, fh * fw)
+        for sim, (r0, r1, c0, c1) in sims:
+            ids = (torch.arange(r0, r1)[:, None] * fw + torch.arange(c0, c1)[None, :]).flatten().to(sim.device)
+            dense[:, ids[:, None], ids[None, :]] = sim
+        maps.record(name, dense, grid=(fh, fw))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
@@ -82,10 +97,12 @@ class ObjectContext(nn.Module):
             feats = F.max_pool2d(x, self.pool)
         q, k, v = self.query(feats), self.key(feats), self.value(feats)
         s = min(self.regions, feats.shape[2], feats.shape[3])
+        fh, fw = feats.shape[2:]
+        sims = []  # (softmax, region) for the recording
         if s == 1:
-            ctx = self._attend(q, k, v)
+            ctx, sim = self._attend(q, k, v)
+            sims.append((sim, (0, fh, 0, fw)))
         else:
-            fh, fw = feats.shape[2:]
             sh, sw = fh // s, fw // s
             rows = []
             for i in range(s):
@@ -93,9 +110,14 @@ class ObjectContext(nn.Module):
                 cols = []
                 for j in range(s):
                     c0, c1 = j * sw, (fw if j == s - 1 else (j + 1) * sw)
-                    cols.append(self._attend(q[..., r0:r1, c0:c1], k[..., r0:r1, c0:c1], v[..., r0:r1, c0:c1]))
+                    part, sim = self._attend(q[..., r0:r1, c0:c1], k[..., r0:r1, c0:c1], v[..., r0:r1, c0:c1])
+                    cols.append(part)
+                    sims.append((sim, (r0, r1, c0, c1)))
                 rows.append(torch.cat(cols, dim=3))
             ctx = torch.cat(rows, dim=2)
+        if maps.active():
+            with torch.no_grad():
+                self._record(sims, fh, fw)
         ctx = self.out(ctx)
         if ctx.shape[2:] != (h, w):
             ctx = F.interpolate(ctx, size=(h, w), mode="bilinear", align_corners=True)
@@ -121,7 +143,8 @@ class OCNetBlock(nn.Module):
             self.context = ObjectContext(c, half, half, shared_qk)
             self.fuse = nn.Sequential(nn.Conv2d(2 * c, c, 1), *_bn_act(c), nn.Dropout2d(0.05))
         elif variant == "pyramid":
-            self.stages = nn.ModuleList(ObjectContext(c, half, c, shared_qk, regions=s) for s in sizes)
+            self.stages = nn.ModuleList(ObjectContext(c, half, c, shared_qk, regions=s, map_name=f"affinity_{s}x{s}")
+                                        for s in sizes)
             g = len(sizes)
             self.up_dr = nn.Sequential(nn.Conv2d(c, c * g, 1), nn.BatchNorm2d(c * g), nn.LeakyReLU(0.01))
             self.fuse = nn.Sequential(nn.Conv2d(2 * c * g, c, 1), *_bn_act(c), nn.Dropout2d(0.05))

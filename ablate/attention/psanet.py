@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from ..config.vocab import choice, integer, reduction
 
 
@@ -97,7 +98,9 @@ class _PSABranch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = F.interpolate(self.reduce(x), size=(self.grid, self.grid), mode="bilinear", align_corners=False)
         b, c = feats.shape[:2]
-        out = feats.flatten(2) @ self.attention(feats)
+        attn = self.attention(feats)
+        maps.record(self.mode, attn.transpose(1, 2), grid=(self.grid, self.grid))  # row: target, over sources
+        out = feats.flatten(2) @ attn
         return out.view(b, c, self.grid, self.grid)
 
 

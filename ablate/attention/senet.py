@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
 from ..config.vocab import reduction
 from .widths import reduced
 
@@ -39,4 +40,6 @@ class SEBlock(nn.Module):
         return torch.sigmoid(self.fc2(torch.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
+        gate = self.gate(x)
+        maps.record("channel", gate.flatten(1), kind="channel")
+        return x * gate

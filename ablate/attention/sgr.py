@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import maps
 from ..config.vocab import choice, gcn, integer, nodes
 from .widths import reduced
 
@@ -79,6 +80,7 @@ class SGRBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         votes = torch.softmax(self.vote(x).flatten(2), dim=1)  # B, K, N: each pixel over nodes
+        maps.record("votes", votes, kind="maps", grid=x.shape[-2:])
         xs = self.to_state(x).flatten(2)  # B, C_s, N
         h = votes @ xs.transpose(1, 2)  # B, K, C_s
         if self.vote_norm == "mean":
@@ -89,5 +91,6 @@ class SGRBlock(nn.Module):
             h = torch.relu(self.adjacency() @ self.graph_weight(torch.cat([h, s], dim=2)))
         compat = torch.relu(self.compat_node(h) + self.compat_pixel(x).flatten(2))  # B, K, N
         mapping = torch.softmax(compat, dim=1)  # each pixel: convex combination of nodes
+        maps.record("mapping", mapping, kind="maps", grid=x.shape[-2:])
         y = self.from_state(h).transpose(1, 2) @ mapping  # B, C, N
         return x + torch.relu(y).reshape_as(x)

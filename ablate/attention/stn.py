@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import maps
+
 
 class STNBlock(nn.Module):
     """Spatial transformer: a localisation net predicts an affine theta; resample the features."""
@@ -45,5 +47,7 @@ class STNBlock(nn.Module):
         return self.localisation(x).view(-1, 2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grid = F.affine_grid(self.theta(x), list(x.shape), align_corners=False)
+        theta = self.theta(x)
+        maps.record("theta", theta, kind="affine", grid=x.shape[-2:])
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
