@@ -382,3 +382,13 @@ def test_modules_and_functions_stay_small_enough_to_read():
                 too_long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: "
                                 f"{node.end_lineno - node.lineno + 1} lines")
     assert not too_long, "split these:\n" + "\n".join(too_long)
+
+
+def test_the_report_renders_what_it_is_given():
+    """Only ``report/command.py`` (``ablate report``) reads storage or asks the doctor; every other
+    module of the report package renders the data and findings handed to it."""
+    reads = {}
+    for name, targets in full_import_graph().items():
+        if name.startswith("ablate.report.") and name != "ablate.report.command":
+            reads[name] = sorted(t for t in targets if t.startswith(("ablate.storage", "ablate.doctor")))
+    assert not any(reads.values()), {k: v for k, v in reads.items() if v}

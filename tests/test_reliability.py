@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.storage import records as st
 from ablate.trainer import tracking
 from ablate.config.errors import StudyError
-from ablate.report.build import write_report
+from ablate.report.command import write_report
 from ablate.study.load import load_study
 
 from conftest import REPO, run_cli, tiny_study

@@ -260,7 +260,7 @@ def test_a_batch_that_would_not_fit_is_measured_with_one_image_or_said_not_measu
     1.6 TB and the report crashed. Now the block is measured with a batch of one at the study's
     resolution, and where even that would not fit the report says "not measured: <reason>"."""
     from ablate.costs import blocks as costs
-    from ablate.report.build import write_report
+    from ablate.report.command import write_report
     from ablate.report.rows import block_shape
 
     study = load_study(tiny_study(tmp_path, seeds=[0], train={"batch_size": 100_000_000}))

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from ablate.report.build import write_report
+from ablate.report.command import write_report
 
 from test_report_formats import build
 

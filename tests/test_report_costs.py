@@ -8,7 +8,8 @@ import re
 import optuna
 
 from ablate.storage import records as st
-from ablate.report.build import block_costs, block_shape, write_report
+from ablate.report.build import block_costs, block_shape
+from ablate.report.command import write_report
 from ablate.study.load import load_study
 
 from conftest import tiny_study

@@ -24,8 +24,8 @@ import pytest
 
 from ablate.storage import records as st
 from ablate.models.image_counts import encode
-from ablate.report.build import main as report_main
-from ablate.report.build import write_report
+from ablate.report.command import main as report_main
+from ablate.report.command import write_report
 from ablate.stats import bootstrap_miou, cell_bootstrap
 from ablate.study.load import load_study
 

@@ -92,7 +92,7 @@ def test_every_format_names_a_labelled_row_by_its_label(tmp_path):
     import optuna
 
     from ablate.storage import records as st
-    from ablate.report.build import write_report
+    from ablate.report.command import write_report
 
     study = _load(tmp_path, references=[{"mechanism": "none", "label": "no attention"}],
                   labels={"gcn=on": "GloRe + GCN"})

@@ -385,11 +385,11 @@ def _preflight(study, found: list | None = None) -> bool:
 
 def run_record(study, url: str, info: dict, data: dict | None = None) -> dict:
     """The run record of this invocation (its wall time, workers, command, and from storage its
-    trials' compute and overhead: :func:`ablate.report.run_totals`), written to the study in
+    trials' compute and overhead: :func:`ablate.storage.summary.run_totals`), written to the study in
     storage (``last_run``, which later reports read) and returned. ``data``: the study's storage
     as :func:`ablate.report.collect` read it, if read already."""
     from ..storage import records as st
-    from ..report.build import collect, run_totals
+    from ..storage.summary import collect, run_totals
 
     info = run_totals(info, (data if data is not None else collect(study, url))["finished"])
     st.save_run_record(url, study.name, info)
@@ -399,7 +399,8 @@ def run_record(study, url: str, info: dict, data: dict | None = None) -> dict:
 def _finish(study, url: str, args, argv, codes: list[int], totals, wall: float, started_at: float) -> int:
     """Write the report and say how the study stands; returns the exit status (see --help)."""
     from ..storage import records as st
-    from ..report.build import collect, write_report
+    from ..report.command import write_report
+    from ..storage.summary import collect
 
     data = collect(study, url)  # storage read once for the run record, the report and the failures
     if not args.no_report:

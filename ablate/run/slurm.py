@@ -188,7 +188,8 @@ def slurm_report(spec: dict) -> int:
     exit status ``ablate run`` would (0, 1 trials failed for their own reason, 3 for the harness's)."""
     _job_environment(spec)
     from ..config.errors import StudyError, exit_with
-    from ..report.build import failures, write_report
+    from ..report.command import write_report
+    from ..storage.summary import failures
     from .command import run_record
 
     try:

@@ -16,7 +16,8 @@ import yaml
 from scipy import stats as sst
 
 from ablate.storage import records as st
-from ablate.report.build import judge, render, write_report
+from ablate.report.build import judge, render
+from ablate.report.command import write_report
 from ablate.stats.power import Normal, seeds_for_power
 from ablate.study.load import load_study
 
