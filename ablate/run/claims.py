@@ -9,9 +9,7 @@ creates the trial.
 """
 from __future__ import annotations
 
-import json
-
-from ..config.trial import TrialConfig
+from .sampling import make_sampler, suggest, trial_attrs  # noqa: F401 - trial_attrs: tests and the bench use it here
 
 LOOKS_ATTR = "sequential_looks"  # study user attribute: the looks of a sequential study, in order
 
@@ -23,6 +21,10 @@ def choose(w, index):
     sampler and a sequential look read what they need)."""
     from ..storage import records as st
 
+    if w.study.point_search():  # seeds per point, confirmation, objectives: ablate/run/search.py
+        from .search import claim_points
+
+        return claim_points(w, index)
     if w.study.search:
         claim = claim_search(w.study, w.ostudy, w.store, index, w.run)
         if claim is not None:
@@ -149,35 +151,6 @@ def sequential_summary(study, url: str) -> str:
     return (f"sequential seeds: {len(looks)} look(s) added seeds; {sum(per.values())} of at most "
             f"{len(cells) * study.sequential['max']} trials finished; seeds a cell: "
             + ", ".join(f"{c.title()} {per[c.key]}" for c in cells))
-
-
-def trial_attrs(cell, seed: int, config) -> dict:
-    """The user attributes that tie a trial record to its cell x seed and resolved config."""
-    return {"cell_key": cell.key, "seed": seed, "cell": json.dumps(cell.label_dict), "config": TrialConfig.of(config).to_json()}
-
-
-def make_sampler(study, n_existing: int = 0):
-    """The study's sampler; re-created at every claim, so its seed advances with the trial count
-    (a fixed seed would replay the same random start-up point for every trial)."""
-    import optuna
-
-    kind, seed = study.search["sampler"], study.seeds[0] + n_existing
-    if kind == "grid":
-        space = {k: list(v) if isinstance(v, list) else list(v["choices"]) for k, v in study.factors.items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def suggest(trial, name, dist):
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
 def claim_search(study, ostudy, store, trials, run: str = ""):

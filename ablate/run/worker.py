@@ -24,6 +24,7 @@ from pathlib import Path
 from .progress import Progress, StudyCounts, eta_seconds, points
 from .claims import LOOKS_ATTR, choose
 from ..config.trial import TrialConfig
+from ..study.search import planned_trials
 
 MAX_HARNESS_STREAK = 3  # harness failures in a row after which a worker stops (the next run retries)
 PARENT_ENV = "ABLATE_PARENT_PID"  # a --workers child's runner: the child stops when that process is gone
@@ -120,13 +121,15 @@ class TrialReporter:
     """
 
     def __init__(self, trial, pruning: bool, epochs: int, printer, checkpoint_dir: str | None = None,
-                 on_resume=None):
+                 on_resume=None, ask=None):
         self.trial, self.pruning, self.epochs, self.printer = trial, pruning, epochs, printer
         self.checkpoint_dir, self.on_resume = checkpoint_dir, on_resume
+        self.ask = ask  # ask(epoch, miou) -> prune, instead of the trial's pruner (a point search's seeds)
 
     def __call__(self, epoch: int, miou: float) -> bool:
         self.trial.report(miou, epoch)
-        prune = self.pruning and epoch + 1 < self.epochs and self.trial.should_prune()
+        prune = self.pruning and epoch + 1 < self.epochs and (self.ask(epoch, miou) if self.ask
+                                                              else self.trial.should_prune())
         self.printer(epoch, miou, prune)
         return prune
 
@@ -175,6 +178,8 @@ def open_worker(study, url: str, run_dir: Path, args) -> Worker:
     tag = f"[w{args.worker_index}] " if args.worker else ""
     cells = study.cells()
     total = study.search["n_trials"] if study.search else len(plan)
+    if study.point_search():  # every point's seeds, then the confirmation
+        total = sum(planned_trials(study.search))
     if study.sequential:
         total = f"{len(plan)}-{len(cells) * study.sequential['max']}"  # the start plan, up to every seed
     run = os.environ.get(st.RUN_ENV, "")
@@ -233,6 +238,8 @@ def study_counts(w: Worker, trials) -> StudyCounts:
     if w.study.search:
         done = index.counts["done"] + index.counts["failed here"]
         total, failed = w.study.search["n_trials"], done - index.n_finished
+        if w.study.point_search():
+            total = max(done, sum(planned_trials(w.study.search)))
         times = [x for v in index.walls.values() for x in v]
     else:
         wanted = {(c.key, s) for c, s in (w.plan or w.study.trials())}
@@ -280,7 +287,8 @@ def run_claimed(w: Worker, claim) -> str:
             logger, isolated_wandb = tracker(w, config, f"{title} seed={seed}")
             reporter = TrialReporter(optuna.trial.Trial(w.ostudy, tid), w.study.pruner["name"] != "none", epochs,
                                      w.progress.epoch_printer(claim.index, title, seed, epochs, t0),
-                                     claim.checkpoint_dir, functools.partial(_resumed, w, tid, head, logger))
+                                     claim.checkpoint_dir, functools.partial(_resumed, w, tid, head, logger),
+                                     _point_pruning(w, claim))
             result = run_trial(config, reporter, logger=logger, threads=threads_for(w.args, w.study),
                                wandb=isolated_wandb)
             if logger is not None:
@@ -317,6 +325,15 @@ def run_claimed(w: Worker, claim) -> str:
     else:
         w.progress.say(f"{head}: val mIoU {points(result['value'])}  ({wall:.0f}s)")
     return outcome
+
+
+def _point_pruning(w: Worker, claim):
+    """A point search's seed asks the pruner about its point (:func:`ablate.run.search.point_prunes`)."""
+    if not w.study.point_search():
+        return None
+    from .search import point_prunes
+
+    return functools.partial(point_prunes, w, claim)
 
 
 def _environment_fault(e: BaseException):

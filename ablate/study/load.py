@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..config.errors import StudyError
 from ..config.evaluation import parse_eval
+from .search import check_point_search, confirm_seeds
 from .cells import SEARCH_COMBOS, SEARCH_VALUES, build_cell, check_search, resolve_grid
 from ..config.specs import BackboneSpec
 from .records import Cell, Study, canon, cell_key, fmt_value, make_pruner, search_kind
@@ -87,10 +88,11 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
     data = data_spec(expect_mapping(raw.get("data"), where, "data"), where, check_layout=check_files)
     train = train_spec(expect_mapping(raw.get("train"), where, "train"), where)
     factors = factors_section(raw, where)
-    search = search_spec(raw.get("search"), where)
+    metric = metric_name(raw, where)
+    search = search_spec(raw.get("search"), where, metric)
     refs = references_section(raw, where)
     seeds, sequential = seeds_spec(raw.get("seeds", 3), where)
-    metric = metric_name(raw, where)
+    search = None if sequential else confirm_seeds(search, seeds, where)  # sequential + search: refused below
     baseline = expect_mapping(raw.get("baseline"), where, "baseline")
     tracking = tracking_spec(expect_mapping(raw.get("tracking"), where, "tracking"), where)
     trainer = trainer_spec(expect_mapping(raw.get("trainer"), where, "trainer"), where)
@@ -102,7 +104,8 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
                   tuple(tuple(r.items()) for r in refs), tuple(seeds), metric, dict(baseline), search,
                   dict(tracking), pruner, trainer, head, check_files, margin, correction, sequential,
                   eval=evaluation, resolve=build_cell, analysis=analysis)
-    check_sequential(sequential, search, pruner, where)
+    check_sequential(sequential, search or raw.get("search"), pruner, where)
+    check_point_search(search, pruner, where)
     if sequential and correction == "bh":
         raise StudyError(where, "correction", "bh is not available with sequential seeds (alpha spending needs a "
                          "family-wise correction); valid there: holm, bonferroni, none.")

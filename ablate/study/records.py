@@ -204,6 +204,18 @@ class Study:
         """The cell of one sampled point of a search study."""
         return self.resolve(self, dict(params), "factors")
 
+    def point_search(self) -> bool:
+        """Whether this is a point search (seeds per point, confirmation, objectives: ``ablate/study/search.py``)."""
+        return bool(self.search and self.search.get("points"))
+
+    def search_seeds(self) -> list[int]:
+        """The seeds every sampled point of a search runs on, the same for every point."""
+        return list(self.search.get("search_seeds") or self.seeds[:1]) if self.search else []
+
+    def baseline_point(self) -> Cell:
+        """A point search's baseline: ``baseline:`` applied to the model as the study file writes it."""
+        return self.resolve(self, dict(self.baseline), "baseline")
+
     def head_of(self, cell: Cell) -> HeadSpec:
         """``cell``'s head: the study's ``model.head`` with the cell's ``head.X`` factors applied."""
         return cell.head or self.head

@@ -26,6 +26,7 @@ from .model import (
 )
 from ..config.trial import TrainerSpec, TrainSpec
 from ..config.specs import expect_mapping, parse_spec, typed_value, unknown_keys, unknown_name
+from .search import SAMPLERS, search_spec  # noqa: F401 - the search: section (ablate/study/search.py)
 
 DATASETS = ("synthetic", *REAL_DATASETS)
 OPTIMIZERS = ("adamw", "sgd")
@@ -39,7 +40,6 @@ TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references
             "baseline", "search", "pruner", "trainer", "tracking", "margin", "correction", "eval",
             "learned_above", "screening", "planning", "labels")
 METRICS = ("val_miou", "best_val_miou")
-SAMPLERS = ("tpe", "random", "grid")
 CORRECTIONS = ("none", "holm", "bonferroni", "bh")  # as ablate.stats.CORRECTIONS
 TWO_VALUED_TESTS = ("perm", "signflip", "boschloo")  # as ablate.stats.decide.TWO_VALUED_TESTS
 SPENDING = ("obrien_fleming", "pocock")
@@ -159,20 +159,6 @@ def study_name(raw: dict, path: Path, where: str) -> str:
         raise StudyError(where, "", f"the study has no 'name:' and its file name {brief(path.name)} gives no "
                          f"usable one; add a line such as 'name: my_study' ({rule}).")
     return derived
-
-
-def search_spec(search, where: str) -> dict | None:
-    if search is None:
-        return None
-    search = expect_mapping(search, where, "search")
-    unknown_keys(search, ("n_trials", "sampler"), where, "search.")
-    n = search.get("n_trials")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise StudyError(where, "search.n_trials", f"expected a whole number of trials >= 1, got {brief(n)}.")
-    sampler = search.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
-        raise StudyError(where, "search.sampler", f"{unknown_name('sampler', sampler)}; valid: {', '.join(SAMPLERS)}.")
-    return {"n_trials": n, "sampler": sampler}
 
 
 SEQUENTIAL_KEYS = ("start", "max", "step")
@@ -433,7 +419,8 @@ def check_sequential(sequential: dict | None, search: dict | None, pruner: dict,
     """Sequential seeds need a grid and no pruner."""
     if sequential and search is not None:
         raise StudyError(where, "seeds", "sequential seeds ({start, max}) choose seeds per grid cell by its "
-                         "verdicts; a search runs one seed per sampled point: give seeds as a list or a count.")
+                         "verdicts; a search runs the same seeds on every sampled point (search.seeds_per_point): "
+                         "give seeds as a list or a count.")
     if sequential and pruner["name"] != "none":
         raise StudyError(where, "pruner", "a pruned trial has no value to judge, so sequential seeds ({start, max}) "
                          "cannot be combined with a pruner: remove pruner: (or set it to none), or give seeds as a "
