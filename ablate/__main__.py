@@ -22,6 +22,8 @@ Commands (ablate COMMAND --help for each):
   bench                            the fused kernels against their reference implementations
   bench storage                    claim latency and report time at 1k-10k synthetic trials (journal,
                                    PostgreSQL when initdb is found)
+  bench parallel STUDY.yaml        the study's first trials under each workers x threads split of this
+                                   machine's cores, side by side, the runner's own choice marked
 
 python -m ablate.run, python -m ablate.report, python -m ablate.doctor, python -m ablate.costs and
 python -m ablate_kernels.bench keep working; the commands here call the same functions. Output cut
@@ -174,6 +176,10 @@ def _dispatch(argv: list[str]) -> int:
         from .run.bench_storage import main as storage_bench
 
         return int(storage_bench(rest[1:]) or 0)
+    if cmd == "bench" and rest[:1] == ["parallel"]:  # workers x threads side by side on this machine
+        from .run.bench_parallel import main as parallel_bench
+
+        return int(parallel_bench(rest[1:]) or 0)
     func = _command(cmd)
     if func is None:
         module, attr = COMMANDS[cmd]

@@ -19,6 +19,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # the runs the tests make use 1-2 seeds: the statistics pre-flight would refuse them (tests/stats/test_preflight.py
 # checks the refusal with this unset)
 os.environ.setdefault("ABLATE_ALLOW_UNDECIDABLE", "1")
+# one in-process worker unless a test asks for more: many tests patch the trainer in this process
+# (tests/test_parallel.py checks the machine's own choice with this unset)
+os.environ.setdefault("ABLATE_WORKERS", "1")
 
 
 def tiny_study(tmp_path: Path, name: str = "tiny", **overrides) -> Path:

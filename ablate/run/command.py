@@ -70,7 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "e.g. sqlite:///runs/x.db or postgresql://user:pass@host/db")
     p.add_argument("--run-dir", help="run folder (default: runs/<study name>)")
     p.add_argument("--reports-dir", default="reports", help="where the report goes (default: reports)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: $ABLATE_WORKERS, else chosen from this machine's cores, "
+                        "GPUs and memory and printed; see ablate/run/parallel.py)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers); "
                    "a study's train.threads wins (it is part of the cell key)")
     p.add_argument("--dry-run", action="store_true", help="print the trial plan (cells x seeds) and exit")
@@ -144,7 +146,7 @@ def print_plan(study, out=None) -> None:
 def _check_args(args) -> None:
     for key, value, least in (("--workers", args.workers, 1), ("--threads", args.threads, 0),
                               ("--max-trials", args.max_trials, 0)):
-        if value < least:
+        if value is not None and value < least:
             raise StudyError("command line", key, f"{value}: give {least} or more" +
                              (" (0: the default)." if least == 0 else "."))
 
@@ -299,6 +301,7 @@ def _run(study, args, argv, t_start: float, started_at: float) -> int:
     try:  # everything checked before anything is written: a refusal leaves no run folder behind
         if not args.worker:
             _check_plan(study)
+        _set_parallel(study, args)
         run_dir, url = _locate(study, args)
         gpus = worker_gpus(study, args.workers) if args.workers > 1 and not args.worker else None
         server = "://" in url  # a server is checked before the first line; a journal is made after the checks
@@ -354,6 +357,20 @@ def _stats_preflight(study, args, power: bool) -> list:
     return found
 
 
+def _set_parallel(study, args) -> None:
+    """``--workers`` (and ``--threads``) when the command line leaves them out: $ABLATE_WORKERS,
+    else the machine's rule (:func:`ablate.run.parallel.choose`), said in the first line."""
+    from .parallel import choose, default_workers
+
+    args.parallel_why = ""
+    if args.workers is None:
+        args.workers = 1 if args.worker else default_workers()
+    if args.workers is None:
+        choice = choose(study)
+        args.workers, args.threads = choice.workers, args.threads or choice.threads
+        args.parallel_why = f" (chosen: {choice.why}; --workers and --threads override)"
+
+
 def _announce(study, args, url: str) -> None:
     """The first line of a run, then the doctor's pre-flight (a hard error exits 2)."""
     from ..storage import records as st
@@ -362,7 +379,7 @@ def _announce(study, args, url: str) -> None:
     count = (f"{n} trials to start, up to {len(study.cells()) * study.sequential['max']} (sequential seeds)"
              if study.sequential else f"{n} trials")
     print(f"ablate: study {study.name} -> storage {st.redact(url)}; {count}; "
-          f"{args.workers} worker(s) x {threads_for(args, study)} thread(s)", flush=True)
+          f"{args.workers} worker(s) x {threads_for(args, study)} thread(s){args.parallel_why}", flush=True)
     args.health = [] if not args.no_doctor else None  # the doctor's findings, for the report
     if not args.no_doctor and not _preflight(study, args.health):
         raise StudyError(str(study.path), "model.mechanism", "the health pre-flight found a hard error (listed "
