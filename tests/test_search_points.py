@@ -169,6 +169,22 @@ def _check_search(tmp_path, storage=None, workers=1):
 def test_a_point_search_runs_each_seed_once_tells_means_and_confirms(fake):
     assert run(search_file(fake)) == 0
     _check_search(fake)
+    # the report's table is the confirmation: the baseline and the two confirmed points on the fresh seeds
+    # only, judged by the decisive engine; a null search confirms no "better"
+    from ablate.report.rows import table
+    from ablate.storage.summary import collect
+
+    study = load_study(search_file(fake))
+    data = collect(study, str(fake / "runs/ps/optuna.journal"))
+    tab = table(study, data)
+    plan = data["points"]["plan"]
+    assert [c.key for c in tab["cells"]] == [plan["baseline"]] + [k for k, _ in plan["cells"]]
+    assert [r["role"] for r in tab["rows"]] == ["baseline", "compared", "compared"]
+    assert all(r["n"] == 4 and r["planned"] == 4 for r in tab["rows"])  # fresh seeds 3..6 alone
+    assert all(x["d"].n == 4 for x in tab["comps"].values())
+    assert not any(r.get("verdict") == "better" for r in tab["rows"])
+    assert [r["mean"] for r in tab["search"]["rows"]][:2] == sorted([r["mean"] for r in tab["search"]["rows"]],
+                                                                     reverse=True)[:2]
     n = len(trials_of(fake)[0])
     assert run(search_file(fake)) == 0 and len(trials_of(fake)[0]) == n  # a finished search runs nothing more
 

@@ -12,11 +12,15 @@ import math
 from ..stats import ALPHA, budget_limited, learn_epochs, learned_by_text, summarize
 from ..stats.decide import Comparison, decide_family
 from ..stats.outcomes import clopper_pearson, count_learned, learn_threshold
+from .search import view
 
 
 
 def search_cells(study, data: dict) -> list:
-    """A search study's cells are the points it sampled, best first."""
+    """A search study's cells are the points it sampled, best first; a point search's, those of its
+    view (:func:`ablate.report.search.view`: the confirmation's cells, or the points best first)."""
+    if study.point_search():
+        return list((data if "table_cells" in data else view(study, data))["table_cells"])
     seen = {}
     configs = [(key, recs[0].get("config")) for key, recs in data["records"].items()]
     configs += [(p["key"], p["config"]) for p in data.get("pruned", [])]
@@ -198,10 +202,15 @@ def verdict_kind(x: dict) -> str:
 def table(study, data: dict) -> dict:
     """The study's table: ``cells`` in order, ``rows`` (one dict per cell, see :func:`_row`),
     ``comps`` and ``info`` from :func:`judge`, the ``limited`` cell keys, the ``ref_keys`` and
-    the seeds ``planned`` per cell."""
+    the seeds ``planned`` per cell. A point search's table is built from its view
+    (:func:`ablate.report.search.view`), which ``search`` and ``view`` hold."""
+    if study.point_search() and "table_cells" not in data:
+        data = view(study, data)
     cells = search_cells(study, data) if study.search else study.cells()
 
     def base_of(c):
+        if study.point_search():
+            return data["table_base"]
         if study.search:
             return cells[0] if cells else None
         return study.baseline_for(c, cells)
@@ -210,7 +219,7 @@ def table(study, data: dict) -> dict:
     comps, info = judge(study, data, [(c, b) for c, b in pairs if b is not None and b.key != c.key], cells)
     lim = info["limited"]
     ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
-    planned = 1 if study.search else len(study.seeds)
+    planned = data.get("planned") or (1 if study.search else len(study.seeds))
     n_pruned: dict[str, int] = {}
     for p in data.get("pruned", []):
         n_pruned[p["key"]] = n_pruned.get(p["key"], 0) + 1
@@ -218,7 +227,8 @@ def table(study, data: dict) -> dict:
     for r in rows:
         r["learned"] = _learned(data, info["thresholds"].get(r["key"]), r["key"])
     return {"cells": cells, "pairs": pairs, "rows": rows, "comps": comps, "info": info, "limited": lim,
-            "ref_keys": ref_keys, "planned": planned, "images": image_intervals(data, cells, pairs)}
+            "ref_keys": ref_keys, "planned": planned, "images": image_intervals(data, cells, pairs),
+            "search": data.get("search"), "view": data if study.point_search() else None}
 
 
 def _row(study, data, c, base, comps, lim, ref_keys, planned, n_pruned) -> dict:

@@ -72,3 +72,12 @@ def tell_point(points: optuna.Study, t: FrozenTrial, values: list[float] | None,
 def set_curve(storage, trial_id: int, step: int, value: float) -> None:
     """A running point's intermediate value at ``step`` (its mean curve, or a seed's value)."""
     storage.set_trial_intermediate_value(trial_id, step, float(value))
+
+
+def read_points(storage, study_name: str, study_attrs: dict) -> dict:
+    """What a report needs of a point search: its points (FrozenTrials, in order; none before the
+    first sample) and the confirmation plan (None until taken)."""
+    points = find_points(storage, study_name)
+    return {"trials": points.get_trials(deepcopy=True) if points is not None else [],
+            "plan": study_attrs.get(CONFIRM_ATTR),
+            "directions": [d.name.lower() for d in points.directions] if points is not None else []}

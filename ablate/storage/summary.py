@@ -16,6 +16,7 @@ def collect(study, url: str) -> dict:
     trials, timing and owners, from the Optuna storage."""
     import optuna
 
+    from .points import read_points
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = st.open_storage(url)
@@ -59,7 +60,8 @@ def collect(study, url: str) -> dict:
     running, here, pending = _progress(study, trials)
     return {"values": values, "records": records, "failed": final, "retry": retry, "pruned": pruned,
             "running": running, "running_here": here, "pending": pending, "epochs": epochs, "finished": finished,
-            "run": ostudy.user_attrs.get("last_run", {}), "curves": curves, "fingerprints": fps, "trials": rows}
+            "run": ostudy.user_attrs.get("last_run", {}), "curves": curves, "fingerprints": fps, "trials": rows,
+            "points": read_points(store, study.name, ostudy.user_attrs) if study.point_search() else None}
 
 
 def _trial_row(t) -> dict:
@@ -105,13 +107,14 @@ def _failures(study, trials) -> tuple[list, list]:
             final.append((*pair(t), reason))
         elif kind == "harness" and pair(t) not in settled:
             retry[pair(t)] = (*pair(t), reason)  # the latest attempt's reason
-    if study.search and len(settled) >= study.search["n_trials"]:
+    if study.search and not study.point_search() and len(settled) >= study.search["n_trials"]:
         retry = {}  # a search's failed samples are replaced by new ones; the budget is spent
     return final, list(retry.values())
 
 
 def _progress(study, trials) -> tuple[int, int, int]:
     """Trials running (their worker alive), of which on this machine, and trials still to run."""
+    from ..study.search import planned_trials
 
     now, grace = time.time(), st.grace_s()
     live = [t for t in trials if st.trial_status(t) == "running" and st.ATTR + "pid" in t.system_attrs
@@ -120,7 +123,8 @@ def _progress(study, trials) -> tuple[int, int, int]:
     settled = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in trials
                if st.trial_status(t) == "done"}
     if study.search:
-        pending = max(0, study.search["n_trials"] - len(settled) - len(live))
+        total = sum(planned_trials(study.search)) if study.point_search() else study.search["n_trials"]
+        pending = max(0, total - len(settled) - len(live))
     else:
         live_pairs = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in live}
         pending = sum((c.key, s) not in settled | live_pairs for c, s in study.trials())
