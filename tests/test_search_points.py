@@ -253,3 +253,57 @@ def test_the_wilcoxon_pruner_stops_a_worse_point_between_seeds(fake):
     assert ran[32] == 8 and state[32] == optuna.trial.TrialState.COMPLETE
     assert state[2] == optuna.trial.TrialState.PRUNED and 3 <= ran[2] < 8
     assert next(p for p in points if p.params["K"] == 2).user_attrs["stopped"] == "wilcoxon"
+
+
+# --- the report: importances, figures, the Pareto front --------------------------------------------
+
+def _table(fake, path):
+    from ablate.report.rows import table
+    from ablate.storage.summary import collect
+
+    study = load_study(path)
+    return study, table(study, collect(study, str(fake / "runs/ps/optuna.journal")))
+
+
+def test_importances_name_the_factor_that_matters_with_their_spread(fake):
+    from ablate.report import importance
+
+    EFFECT["slope"] = 0.03  # K matters (3 points of mIoU a doubling), gcn does not
+    path = search_file(fake, n_trials=12, confirm=None)
+    assert run(path) == 0
+    study, tab = _table(fake, path)
+    imp = importance.importances(study, tab["search"])
+    for name in importance.EVALUATORS:
+        assert set(imp[name]["seeds"]) == {0, 1, 2}  # one importance per search seed: the spread
+        assert imp[name]["told"]["K"] > imp[name]["told"]["gcn"]
+        assert sum(imp[name]["told"].values()) == pytest.approx(1.0)
+    assert min(v["K"] for v in imp["fANOVA"]["seeds"].values()) > 0.5
+    lines = "\n".join(importance.importance_lines(study, tab["search"]))
+    assert "| K | " in lines and "over seeds [min, max]" in lines
+    stems = [s for s, _, _ in importance.figures(study, tab)]
+    assert stems == ["history", "importance", "dependence"]  # one objective: no Pareto front
+    from ablate.report.figures import figures, svg
+
+    drawn = {stem: fig for stem, _, fig in figures(study, tab, {"curves": {}})}
+    assert {"history", "importance", "dependence"} <= set(drawn)
+    for stem in ("history", "importance", "dependence"):  # the layout frozen once: the same bytes each time
+        assert svg(drawn[stem], stem) == svg(drawn[stem], stem)
+
+
+def test_a_multi_objective_search_confirms_its_pareto_front(fake):
+    EFFECT["slope"] = 0.03  # a larger K is better and costs more FLOPs (the fake records 1000 K)
+    path = search_file(fake, n_trials=8, objectives=["val_miou", "attn_flops"], confirm={"top": 3, "seeds": 3})
+    assert run(path) == 0
+    trials, points, attrs = trials_of(fake)
+    assert all(len(p.values) == 2 for p in points if p.state == optuna.trial.TrialState.COMPLETE)
+    for p in points:
+        if p.state == optuna.trial.TrialState.COMPLETE:  # the cost told is the trials' record, the metric the mean
+            assert p.values[1] == pytest.approx(1000 * json.loads(p.user_attrs["cell"])["K"])
+    study = optuna.load_study(study_name=points_name("ps"), storage=st.open_storage(str(fake / "runs/ps/optuna.journal")))
+    front = {t.user_attrs["cell_key"] for t in study.best_trials}
+    plan = attrs[CONFIRM_ATTR]
+    assert plan["cells"] and {k for k, _ in plan["cells"]} <= front and len(plan["cells"]) <= 3
+    s, tab = _table(fake, path)
+    from ablate.report import importance
+
+    assert [stem for stem, _, _ in importance.figures(s, tab)][-1] == "pareto"

@@ -235,6 +235,10 @@ def figures(study, tab: dict, data: dict) -> list[tuple[str, str, object]]:
            ("curves", "Val mIoU per epoch: one thin line per seed, the mean in bold", curves(tab, data)),
            ("cost", "Accuracy against cost, Pareto front filled", cost(tab)),
            ("heatmap", "Mean val mIoU over the two-factor grid with 95% intervals", heatmap(study, tab))]
+    if study.search and tab.get("search"):  # a point search: history, importances, dependence, Pareto front
+        from .importance import figures as search_figures
+
+        out += search_figures(study, tab)
     for _, _, fig in out:
         if fig is not None and fig.get_layout_engine() is not None:
             fig.draw_without_rendering()  # constrained layout once, then frozen: the SVG and the PNG reuse it
