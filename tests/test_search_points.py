@@ -185,6 +185,13 @@ def test_a_point_search_runs_each_seed_once_tells_means_and_confirms(fake):
     assert not any(r.get("verdict") == "better" for r in tab["rows"])
     assert [r["mean"] for r in tab["search"]["rows"]][:2] == sorted([r["mean"] for r in tab["search"]["rows"]],
                                                                      reverse=True)[:2]
+    assert data["pending"] == 0 and data["running"] == 0
+    from ablate.report.markdown import render
+
+    text = render(study, data, "journal", tab)
+    for words in ("**The table is the confirmation**", "fresh seeds (3, 4, 5, 6)", "## Search (optimistic",
+                  "### Search scores against confirmed verdicts", "### Which factor matters", "inflation"):
+        assert words in text
     n = len(trials_of(fake)[0])
     assert run(search_file(fake)) == 0 and len(trials_of(fake)[0]) == n  # a finished search runs nothing more
 

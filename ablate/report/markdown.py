@@ -33,6 +33,10 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     if not study.search and len(study.factors) == 2:
         lines += _matrix_section(study, data, cells, costs)
     lines += _verdict_section(study, data, tab, verdicts)
+    if study.point_search():  # what the search found, apart from the confirmed verdicts
+        from .search_text import section_lines
+
+        lines += section_lines(study, tab)
     lines += ["", "## Health pre-flight", ""] + (health or ["Health pre-flight: not run for this report."])
     if figures:
         lines += ["", "## Figures", ""] + [f"![{cap}]({name})" for name, cap in figures]
@@ -56,7 +60,11 @@ def _intro_lines(study, data: dict, tab: dict) -> list[str]:
                   "trials only.", ""]
     if study.question:
         lines += [f"**Question.** {' '.join(study.question.split())}", ""]
-    if study.search:
+    if study.point_search():  # the table is the confirmation (or the points on the search seeds)
+        from .search_text import intro_lines
+
+        lines += intro_lines(study, tab)
+    elif study.search:
         lines += [f"Search: {study.search['n_trials']} trials, {study.search['sampler']} sampler, one seed each; "
                   "rows are the sampled points, best first, and deltas are taken against the best.", ""]
     if (study.analysis or {}).get("screening"):

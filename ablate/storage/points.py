@@ -81,3 +81,24 @@ def read_points(storage, study_name: str, study_attrs: dict) -> dict:
     return {"trials": points.get_trials(deepcopy=True) if points is not None else [],
             "plan": study_attrs.get(CONFIRM_ATTR),
             "directions": [d.name.lower() for d in points.directions] if points is not None else []}
+
+
+def pending_trials(study, info: dict, settled: set, running: int) -> int:
+    """Trials of a point search still to run: the free seeds of its open points, every seed of the
+    points not sampled yet, and the confirmation's pairs not finished (its planned count before the
+    plan is taken); less those running now."""
+    from ..study.search import planned_trials
+
+    k, trials = study.search["seeds_per_point"], info["trials"]
+    left = (study.search["n_trials"] - len(trials)) * k
+    for t in trials:
+        if t.state == TrialState.RUNNING and "same_as" not in t.user_attrs and "stopped" not in t.user_attrs:
+            left += sum((t.user_attrs.get("cell_key"), s) not in settled for s in study.search_seeds())
+    plan = info["plan"]
+    if plan:
+        keys = [plan["baseline"]] + [key for key, _ in plan["cells"]]
+        pairs = [(key, s) for s in plan["seeds"] for key in keys] + [(plan["baseline"], s) for s in plan["search_seeds"]]
+        left += sum(p not in settled for p in pairs)
+    elif study.search.get("confirm"):
+        left += planned_trials(study.search)[1]
+    return max(0, left - running)

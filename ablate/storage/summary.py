@@ -16,7 +16,7 @@ def collect(study, url: str) -> dict:
     trials, timing and owners, from the Optuna storage."""
     import optuna
 
-    from .points import read_points
+    from .points import pending_trials, read_points
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = st.open_storage(url)
@@ -58,10 +58,15 @@ def collect(study, url: str) -> dict:
                            "compute_s": t.user_attrs.get("compute_s", 0.0)})
     final, retry = _failures(study, trials)
     running, here, pending = _progress(study, trials)
+    points = read_points(store, study.name, ostudy.user_attrs) if study.point_search() else None
+    if points is not None:  # a point search: its open points' seeds and the confirmation's pairs
+        settled = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in trials
+                   if st.trial_status(t) == "done"}
+        pending = pending_trials(study, points, settled, running)
     return {"values": values, "records": records, "failed": final, "retry": retry, "pruned": pruned,
             "running": running, "running_here": here, "pending": pending, "epochs": epochs, "finished": finished,
             "run": ostudy.user_attrs.get("last_run", {}), "curves": curves, "fingerprints": fps, "trials": rows,
-            "points": read_points(store, study.name, ostudy.user_attrs) if study.point_search() else None}
+            "points": points}
 
 
 def _trial_row(t) -> dict:
@@ -114,7 +119,6 @@ def _failures(study, trials) -> tuple[list, list]:
 
 def _progress(study, trials) -> tuple[int, int, int]:
     """Trials running (their worker alive), of which on this machine, and trials still to run."""
-    from ..study.search import planned_trials
 
     now, grace = time.time(), st.grace_s()
     live = [t for t in trials if st.trial_status(t) == "running" and st.ATTR + "pid" in t.system_attrs
@@ -122,9 +126,8 @@ def _progress(study, trials) -> tuple[int, int, int]:
     here = sum(states.same_machine(t.system_attrs) for t in live)
     settled = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in trials
                if st.trial_status(t) == "done"}
-    if study.search:
-        total = sum(planned_trials(study.search)) if study.point_search() else study.search["n_trials"]
-        pending = max(0, total - len(settled) - len(live))
+    if study.search:  # a point search's is counted from its points (collect)
+        pending = max(0, study.search["n_trials"] - len(settled) - len(live))
     else:
         live_pairs = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in live}
         pending = sum((c.key, s) not in settled | live_pairs for c, s in study.trials())
