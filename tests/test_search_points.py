@@ -314,3 +314,25 @@ def test_a_multi_objective_search_confirms_its_pareto_front(fake):
     from ablate.report import importance
 
     assert [stem for stem, _, _ in importance.figures(s, tab)][-1] == "pareto"
+
+
+def test_dry_run_plans_the_points_and_the_confirmation_and_the_preflight_judges_it(tmp_path, monkeypatch):
+    import io
+
+    from ablate.run import preflight
+
+    study = load_study(search_file(tmp_path))
+    out = io.StringIO()
+    R.print_plan(study, out)
+    text = out.getvalue()
+    assert "point search of 6 points x 3 seeds = 18 trials" in text and "then 15 confirmation trials" in text
+    assert "fresh seeds 3, 4, 5, 6" in text and "search seeds: 0, 1, 2" in text
+    # the verdicts come from the confirmation: its family (top 2 against the baseline) at its fresh seeds
+    assert preflight.family_sizes(study) == {"question": 2}
+    found = preflight.checks(study, power=False)
+    assert [f.n for f in found] == [4] and not found[0].decidable  # 4 seeds cannot reach 0.05 / 2 exactly
+    monkeypatch.delenv(preflight.ENV_ALLOW, raising=False)
+    err = preflight.refusal(study, found, allow=False)
+    assert err.key == "search.confirm.seeds" and "search.confirm.seeds: 5" in err.message
+    enough = load_study(search_file(tmp_path, name="five", confirm={"top": 2, "seeds": 5}))
+    assert preflight.refusal(enough, preflight.checks(enough, power=False), allow=False) is None

@@ -100,6 +100,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def print_plan(study, out=None) -> None:
     out = out or sys.stdout  # looked up at call time (a caller may have redirected it)
+    if study.point_search():
+        from .search import print_point_plan
+
+        print_point_plan(study, out)
+        return
     if study.search:
         print(f"study {study.name}: search of {study.search['n_trials']} trials with the {study.search['sampler']} "
               f"sampler, seed {study.seeds[0]}, {study.train.epochs} epochs each", file=out)
@@ -378,6 +383,10 @@ def _announce(study, args, url: str) -> None:
     n = len(study.trials())
     count = (f"{n} trials to start, up to {len(study.cells()) * study.sequential['max']} (sequential seeds)"
              if study.sequential else f"{n} trials")
+    if study.point_search():
+        from ..study.search import planned_trials
+
+        count = "{} search + {} confirmation trials".format(*planned_trials(study.search))
     print(f"ablate: study {study.name} -> storage {st.redact(url)}; {count}; "
           f"{args.workers} worker(s) x {threads_for(args, study)} thread(s){args.parallel_why}", flush=True)
     args.health = [] if not args.no_doctor else None  # the doctor's findings, for the report

@@ -177,6 +177,12 @@ def _cells(study) -> list:
 
 
 def _seed_count(study) -> tuple[int, str]:
+    if study.point_search():
+        from ..study.search import planned_trials
+
+        n_search, n_confirm = planned_trials(study.search)
+        return n_search + n_confirm, (f"{study.search['n_trials']} points x {study.search['seeds_per_point']} seeds "
+                                      f"+ {n_confirm} confirmation trials, timed at one cell")
     if study.search:
         return study.search["n_trials"] * len(study.seeds), f"{study.search['n_trials']} search trials x " \
                                                              f"{len(study.seeds)} seeds"
@@ -287,6 +293,10 @@ def plan_steps(study) -> tuple[int, int, str]:
     split's size is not in the study); a sequential study's start seeds; nothing read from disk."""
     cells = _cells(study)
     pairs = [(cells[0], s) for s in study.seeds[:1]] * study.search["n_trials"] if study.search else study.trials()
+    if study.point_search():
+        from ..study.search import planned_trials
+
+        pairs = [(cells[0], study.seeds[0])] * sum(planned_trials(study.search))
     steps, key = 0, "train.epochs"
     for cell, _ in pairs:
         train = cell.train

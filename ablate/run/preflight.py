@@ -21,8 +21,9 @@ ENV_ALLOW = "ABLATE_ALLOW_UNDECIDABLE"
 
 def family_sizes(study) -> dict[str, int]:
     """Comparisons per family of the study's grid (search studies: none)."""
-    if study.search:
-        return {}
+    if study.search:  # a point search's confirmation: its top points against the baseline, one family
+        confirm = study.search.get("confirm") if study.point_search() else None
+        return {"question": min(confirm["top"], study.search["n_trials"])} if confirm else {}
     sizes: dict[str, int] = {}
     for c, _ in study.comparison_pairs():
         fam = study.family_of(c)
@@ -34,6 +35,8 @@ def checks(study, power: bool = True) -> list[FamilyCheck]:
     """One :class:`FamilyCheck` per family, at the seeds a cell the plan can reach (sequential seeds:
     the cap, judged at the family level; the spending makes the last look's level a little lower)."""
     n = study.sequential["max"] if study.sequential else len(study.seeds)
+    if study.search and study.search.get("confirm"):
+        n = len(study.search["confirm"]["seeds"])  # verdicts come from the confirmation's fresh seeds
     plan = study.analysis or {}
     # sequential seeds test with the exact sign-flip at every look (ablate.stats.decide.exact_pvalue)
     test = "signflip" if study.sequential else plan.get("two_valued_test", "perm")
@@ -56,6 +59,12 @@ def refusal(study, found: list[FamilyCheck], allow: bool) -> StudyError | None:
     if not bad or allow or (study.analysis or {}).get("screening") or os.environ.get(ENV_ALLOW) == "1":
         return None
     need = max((f.seeds_to_decide or 0) for f in bad)
+    if study.search:  # a point search's verdicts come from its confirmation seeds
+        return StudyError(str(study.path), "search.confirm.seeds",
+                          f"with {bad[0].n} fresh seeds the confirmation cannot decide two-valued outcomes "
+                          f"(m = {bad[0].m}: smallest p {bad[0].min_p:.2g} ≥ level {bad[0].level:.2g}); give "
+                          f"search.confirm.seeds: {need} or more, or fewer points (search.confirm.top), or mark "
+                          "the study screening: true (or pass --allow-undecidable).")
     names = "; ".join(f"{f.family} (m = {f.m}: smallest p {f.min_p:.2g} ≥ level {f.level:.2g})" for f in bad)
     return StudyError(str(study.path), "seeds",
                       f"with {bad[0].n} seeds a cell no exact test can decide two-valued outcomes in: {names}. "

@@ -328,3 +328,32 @@ def point_prunes(w, claim, epoch: int, value: float) -> bool:
         sp.mark(store, pid, "stopped", f"epoch {epoch}")
         return True
     return False
+
+
+def print_point_plan(study, out) -> None:
+    """``--dry-run`` of a point search: the points, their seeds, the objectives, the confirmation."""
+    from ..study.search import planned_trials
+
+    s = study.search
+    n_search, n_confirm = planned_trials(s)
+    print(f"study {study.name}: point search of {s['n_trials']} points x {s['seeds_per_point']} seeds = {n_search} "
+          f"trials with the {s['sampler']} sampler ({study.train.epochs} epochs each)"
+          + (f", then {n_confirm} confirmation trials" if n_confirm else ""), file=out)
+    if study.question:
+        print(f"question: {' '.join(study.question.split())}", file=out)
+    for k, spec in study.factors.items():
+        print(f"  factor {k}: {spec}", file=out)
+    print(f"  search seeds: {', '.join(map(str, study.search_seeds()))} (every point); objectives: "
+          f"{', '.join(s['objectives'])} (the mean over the seeds told to Optuna)", file=out)
+    base = study.baseline_point()
+    print(f"  baseline: {base.title()} (key {base.key})", file=out)
+    if s.get("confirm"):
+        what = "the Pareto front's points (best metric first)" if len(s["objectives"]) > 1 else "the best points"
+        print(f"  confirmation: {what}, at most {s['confirm']['top']}, and the baseline on fresh seeds "
+              f"{', '.join(map(str, s['confirm']['seeds']))}; the baseline also on the search seeds; verdicts from "
+              f"the fresh seeds only (margin ±{study.margin:g} points, {study.correction})", file=out)
+    if s.get("wilcoxon"):
+        print(f"  Wilcoxon pruner between seeds: {s['wilcoxon']}", file=out)
+    if study.pruner["name"] != "none":
+        opts = ", ".join(f"{k}={v}" for k, v in study.pruner.items() if k != "name")
+        print(f"  pruner: {study.pruner['name']} ({opts}) on each point's mean curve", file=out)
