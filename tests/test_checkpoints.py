@@ -84,7 +84,7 @@ def test_a_trial_killed_mid_way_resumes_to_the_same_curve_bit_for_bit(tmp_path):
     assert info["step"] >= max(steps) > 0 and info["step"] == 4 * info["epoch"]  # 4 batches an epoch
     assert resumed.system_attrs[C_ATTR] == str(folder.absolute())
     assert st.RESUMED_ATTR not in next(t for t in complete if t.user_attrs["seed"] == 1).system_attrs
-    assert not folder.exists()  # deleted once the trial finished
+    assert [p.name for p in folder.iterdir()] == [C.FINAL]  # checkpoints deleted once the trial finished; its weights kept
 
 
 C_ATTR = st.CHECKPOINT_ATTR
@@ -200,12 +200,12 @@ def test_a_finished_trial_deletes_its_checkpoints_unless_kept(tmp_path, monkeypa
     saved = _count_saves(monkeypatch)
     folder = tmp_path / "ck" / "a"
     run_trial(_config(tmp_path), _Hook(str(folder)), threads=1)
-    assert saved == [_name(4), _name(8)] and not folder.exists() and not folder.parent.exists()
+    assert saved == [_name(4), _name(8)] and [p.name for p in folder.iterdir()] == [C.FINAL]  # the final weights stay
     saved.clear()
     kept = tmp_path / "ck" / "b"
     result = run_trial(_config(tmp_path, keep_checkpoints=True), _Hook(str(kept)), threads=1)
     assert saved == [_name(4), _name(8), _name(12)]  # the last round too: it is what is kept
-    assert [p.name for p in kept.iterdir()] == [_name(12)]
+    assert sorted(p.name for p in kept.iterdir()) == [C.FINAL, _name(12)]
     _, ckpt = C.load_newest(kept)
     assert [h["val_miou"] for h in ckpt[C.STATE]["history"]] == result["curve"]
 
@@ -224,7 +224,7 @@ def test_every_2_rounds_keep_1(tmp_path, monkeypatch):
     monkeypatch.setattr(C, "remove", lambda folder, keep_last=False: None)  # look at what is left mid-way
     folder = tmp_path / "ck"
     run_trial(_config(tmp_path, epochs=5, checkpoint_every=2, checkpoint_keep=1), _Hook(str(folder)), threads=1)
-    assert saved == [_name(8), _name(16)] and [p.name for p in folder.iterdir()] == [_name(16)]
+    assert saved == [_name(8), _name(16)] and [p.name for p in C.checkpoint_files(folder)] == [_name(16)]
 
 
 @pytest.mark.parametrize("train", [{"epochs": 4}, {"iterations": 15, "val_interval": 3}],

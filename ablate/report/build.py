@@ -53,6 +53,7 @@ def write(study, data: dict, storage_label: str, reports_dir: str = "reports", r
     below the Markdown's last line included, and raises :class:`ablate.config.errors.RetryableError`."""
     from ..config.atomic import make_folder, write_text
     from .costs import reuse
+    from .drawings import section
     from .formats import write_formats
 
     cells = search_cells(study, data) if study.search else study.cells()
@@ -70,15 +71,16 @@ def write(study, data: dict, storage_label: str, reports_dir: str = "reports", r
     make_folder(out.parent)
     tab = table(study, data)
     figs = _figures(study, tab, data)
+    pics, pic_lines, pic_figs = section(study, tab, data)  # from the trials' final weights, if they kept them
     md = render(study, data, storage_label, tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs],
-                health=health)
+                health=health, pictures=pic_lines)
     md = _with_cost_notes(md, data, {c.key: c.title() for c in cells}) + _notes(out)
     write_text(out, md)  # whole or not at all: a failed write keeps the previous report and its notes
-    write_formats(study, data, tab, md, [(stem, cap, text) for stem, cap, text, _ in figs], out.parent)
+    write_formats(study, data, tab, md, [(stem, cap, text) for stem, cap, text, _ in figs + pic_figs], out.parent)
     if wandb if wandb is not None else _wandb_wanted(study, run_info):
         from .wandb import log_study
 
-        log_study(study, tab, data, figs, run_dir)
+        log_study(study, tab, {**data, "pictures": pics} if pics else data, figs + pic_figs, run_dir)
     return out
 
 

@@ -20,10 +20,11 @@ def _pts(x: float) -> str:
 
 
 def render(study, data: dict, storage_label: str, tab: dict | None = None, figures: list | None = None,
-           health: list[str] | None = None) -> str:
+           health: list[str] | None = None, pictures: list[str] | None = None) -> str:
     """The Markdown report from the collected data (and its :func:`ablate.report.rows.table`,
     computed here when not given); ``figures``: (file name relative to the report, caption);
-    ``health``: the doctor's summary lines (:func:`ablate.doctor.check.health_lines`)."""
+    ``health``: the doctor's summary lines (:func:`ablate.doctor.check.health_lines`); ``pictures``:
+    the attention maps, predictions and failures section (:func:`ablate.report.drawings.lines`)."""
     tab = tab or table(study, data)
     cells = tab["cells"]
     costs = data.get("costs") or {}
@@ -40,6 +41,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     lines += ["", "## Health pre-flight", ""] + (health or ["Health pre-flight: not run for this report."])
     if figures:
         lines += ["", "## Figures", ""] + [f"![{cap}]({name})" for name, cap in figures]
+    lines += pictures or []
     lines += _class_iou_lines(tab) + _image_lines(tab)
     if data.get("pruned") or study.pruner["name"] != "none":
         lines += _pruning_section(study, data, cells)

@@ -48,6 +48,36 @@ def table_rows(study, tab: dict) -> tuple[list[str], list[list]]:
     return cols, rows
 
 
+def predictions_table(cells: list):
+    """A W&B Table of the report's pictures: per cell and drawn trial, each grid image's prediction
+    and each failure-gallery image, as ``wandb.Image`` with ``ground_truth`` and ``prediction`` masks."""
+    import wandb
+
+    from .pictures import image_miou_of
+    from ..trainer.tracking import mask_labels, rgb
+
+    def image(img, label, pred, classes, caption):
+        return wandb.Image(rgb(img), caption=caption, masks={
+            "ground_truth": {"mask_data": label.astype("uint8"), "class_labels": classes},
+            "prediction": {"mask_data": pred.astype("uint8"), "class_labels": classes}})
+
+    rows = []
+    for c in cells:
+        classes = mask_labels(c.class_names, c.n_classes)
+        for t in c.trials:
+            for i in range(len(c.images) if t.pred is not None else 0):
+                miou = image_miou_of(t.pred[i], c.labels[i], c.n_classes)
+                rows.append([c.title, c.key, t.seed, ", ".join(t.roles), "grid", i, _pts(miou),
+                             image(c.images[i], c.labels[i], t.pred[i], classes, f"{c.title} seed {t.seed} image {i}")])
+        f = c.failures or {}
+        for k, i in enumerate(f.get("index", [])):
+            rows.append([c.title, c.key, f["seed"], "seed 0", "failure", i, _pts(f["miou"][k]),
+                         image(f["images"][k], f["labels"][k], f["pred"][k], classes,
+                               f"{c.title} seed {f['seed']} image {i}")])
+    return wandb.Table(columns=["cell", "cell_key", "seed", "drawn as", "set", "validation image", "image mIoU",
+                                "prediction"], data=rows)
+
+
 def log_study(study, tab: dict, data: dict, figs: list, run_dir) -> Path | None:
     """Log the summary run; ``figs``: (stem, caption, SVG text, PNG bytes). Returns the run's
     folder, or None when W&B failed (said on stderr: tracking never breaks a report)."""
@@ -78,6 +108,8 @@ def _log(study, tab: dict, data: dict, figs: list, run_dir: Path) -> Path:
     try:
         cols, rows = table_rows(study, tab)
         logged = {"report/table": wandb.Table(columns=cols, data=rows)}
+        if data.get("pictures"):  # the drawn trials' predictions, with mask overlays (ablate.report.pictures)
+            logged["report/predictions"] = predictions_table(data["pictures"])
         for stem, cap, _, png in figs:
             logged[f"report/{stem}"] = wandb.Image(Image.open(io.BytesIO(png)), caption=cap)
         curves = [[r["title"], e + 1, 100 * sum(c[e] for c in cs) / len(cs)]

@@ -98,11 +98,39 @@ def prune(folder: str | Path, keep: int) -> list[Path]:
     return gone
 
 
+FINAL = "final.pt"  # a finished trial's model weights, kept for the report's pictures (:func:`save_final`)
+FINAL_FORMAT = 1
+
+
+def save_final(folder: str | Path, model) -> str:
+    """Write ``model``'s state dict (on the CPU) as ``<folder>/final.pt``, atomically; returns its
+    absolute path. The report rebuilds the trial's model from its stored configuration and these
+    weights to draw attention maps and predictions (:mod:`ablate.report.pictures`)."""
+    import torch
+
+    from ..config.atomic import make_folder, replacing
+
+    path = Path(folder).absolute() / FINAL
+    make_folder(path.parent)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with replacing(path, "write the trial's final weights") as f:
+        torch.save({"format": FINAL_FORMAT, "state_dict": state}, f)
+    return str(path)
+
+
 def remove(folder: str | Path, keep_last: bool = False) -> None:
-    """A finished trial's checkpoints: all deleted (and its folder), or with ``keep_last`` the newest kept."""
+    """A finished trial's checkpoints: all deleted (and its folder, unless it holds the trial's
+    final weights, which stay), or with ``keep_last`` the newest kept."""
     folder = Path(folder)
     if keep_last:
         prune(folder, 1)
+        return
+    if (folder / FINAL).is_file():
+        for p in folder.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.name != FINAL:
+                p.unlink(missing_ok=True)
         return
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):
@@ -227,6 +255,12 @@ class TrialCheckpoints(Callback):
         if self._rng is not None:  # after the module's on_fit_start reseeded the "train" stream
             set_rng_states(self._rng)
             self._rng = None
+
+    def save_final(self, trainer, model) -> str | None:
+        """The finished trial's weights as ``final.pt`` in its folder (rank 0; None elsewhere)."""
+        if trainer is not None and not trainer.is_global_zero:
+            return None
+        return save_final(self.folder, model)
 
     def finish(self, trainer) -> None:
         """The trial ended for good (complete, pruned, or failed for a reason of its own)."""

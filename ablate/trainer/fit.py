@@ -31,6 +31,7 @@ from ..models.image_counts import ATTR as IMAGE_COUNTS, encode as encode_counts
 from ..models.resnet import PretrainedWeightsError
 from ..models.segmenter import SegmentationModule, feature_side
 from .probes import PROBE_IMAGES, make_cue_probe
+from .tracking import PREDICTION_IMAGES, log_predictions
 from ..config.seeds import SEED_STREAMS
 from ..config.trial import TrialConfig, fields_dict
 
@@ -179,9 +180,21 @@ def fit(config: TrialConfig, on_epoch, logger=None, threads: int | None = None, 
         raise
     if not module.history:
         raise TrialFailed("no validation epoch completed")
+    if logger is not None and not is_real(config.data):  # fixed validation images with mask overlays, in W&B
+        log_predictions(logger, module.model, xv[:PREDICTION_IMAGES], yv[:PREDICTION_IMAGES],
+                        _class_names(data), n_classes)
+    weights = saver.save_final(trainer, module.model) if saver else None  # kept for the report's pictures
     if saver:
         saver.finish(trainer)
-    return result_of(config, module, hook, crop, cuda, wall0, probing)
+    result = result_of(config, module, hook, crop, cuda, wall0, probing)
+    return {**result, "final_weights": weights} if weights else result
+
+
+def _class_names(data) -> tuple:
+    """The synthetic task's class names (none for a plugin's task)."""
+    from ..data.synthetic import CLASS_NAMES
+
+    return CLASS_NAMES.get(getattr(data, "task", None), ())
 
 
 def make_trainer(config: TrialConfig, logger, callbacks: list, n_train: int) -> tuple[L.Trainer, bool]:

@@ -67,3 +67,61 @@ def replay(logger, info: dict, history: list[float]) -> None:
                                    "trainer/global_step": round(per_round * (epoch + 1))})
     except Exception:  # noqa: BLE001
         pass
+
+
+PREDICTION_IMAGES = 4  # the first validation images: the same for every trial of a task
+
+
+def rgb(image) -> "np.ndarray":
+    """An image (3, H, W) float tensor as (H, W, 3) uint8, each channel's 1st-99th percentile
+    stretched to 0-255 (the synthetic images are noise around colours, not 0-1 values)."""
+    import numpy as np
+
+    x = np.asarray(image.detach().float().cpu() if hasattr(image, "detach") else image, dtype=np.float32)
+    lo, hi = np.percentile(x, 1, axis=(1, 2), keepdims=True), np.percentile(x, 99, axis=(1, 2), keepdims=True)
+    return (np.clip((x - lo) / np.maximum(hi - lo, 1e-6), 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0)
+
+
+def mask_labels(names, n_classes: int, ignore_index: int = 255) -> dict[int, str]:
+    """W&B's class labels of a mask: the task's class names (or numbers) and the unscored pixels."""
+    names = list(names or [])
+    return {**{i: names[i] if i < len(names) else f"class {i}" for i in range(n_classes)},
+            ignore_index: "not scored"}
+
+
+def predict(model, images):
+    """(predicted label maps (B, H, W) int64 on the CPU, logits) of ``model`` on ``images``, in
+    eval mode without gradients; the model's mode is put back."""
+    import torch
+
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(images.to(device, dtype)).float().cpu()
+    finally:
+        model.train(was_training)
+    return logits.argmax(1), logits
+
+
+def log_predictions(logger, model, images, labels, names, n_classes: int, ignore_index: int = 255) -> None:
+    """The finished trial's predictions on fixed validation images, logged to its W&B run as
+    ``predictions``: one ``wandb.Image`` per image with two mask overlays, ``ground_truth`` and
+    ``prediction`` (W&B's mask viewer toggles them). Never raises: tracking must not stop a trial."""
+    if logger is None:
+        return
+    try:
+        import wandb
+
+        pred, _ = predict(model, images)
+        classes = mask_labels(names, n_classes, ignore_index)
+        shown = [wandb.Image(rgb(images[i]), caption=f"validation image {i}", masks={
+            "ground_truth": {"mask_data": labels[i].numpy().astype("uint8"), "class_labels": classes},
+            "prediction": {"mask_data": pred[i].numpy().astype("uint8"), "class_labels": classes}})
+            for i in range(len(images))]
+        logger.experiment.log({"predictions": shown})
+    except Exception:  # noqa: BLE001
+        pass
