@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 import optuna
 import pytest
+import yaml
 
 from ablate.config.errors import StudyError
 from ablate.run import command as R
@@ -336,3 +337,32 @@ def test_dry_run_plans_the_points_and_the_confirmation_and_the_preflight_judges_
     assert err.key == "search.confirm.seeds" and "search.confirm.seeds: 5" in err.message
     enough = load_study(search_file(tmp_path, name="five", confirm={"top": 2, "seeds": 5}))
     assert preflight.refusal(enough, preflight.checks(enough, power=False), allow=False) is None
+
+
+def test_a_conditional_search_samples_each_mechanisms_own_factors(fake):
+    """mechanism x (K, T for EMANet; reduction for all three): each point has the factors of its mechanism."""
+    path = tiny_study(fake, name="ps", seeds=2, train={"epochs": 2},
+                      search={"n_trials": 8, "seeds_per_point": 2, "sampler": "random"})
+    raw = yaml.safe_load(path.read_text())
+    raw["model"] = {"backbone": {"name": "small_cnn", "width": 8}, "mechanism": "emanet", "args": {}}
+    raw["factors"] = {"mechanism": {"choices": ["emanet", "gcnet", "nonlocal"]},
+                      "K": {"low": 2, "high": 16, "log": True}, "T": {"low": 1, "high": 3}, "reduction": {"low": 1, "high": 4}}
+    raw["baseline"] = {"mechanism": "emanet"}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    study = load_study(path)
+    assert study.distributions()["T"].__class__.__name__ == "IntDistribution"
+    assert run(path) == 0
+    _, points, _ = trials_of(fake)
+    mechs = set()
+    for p in points:
+        mech = p.params["mechanism"]
+        mechs.add(mech)
+        want = {"mechanism", "reduction"} | ({"K", "T"} if mech == "emanet" else set())
+        assert set(p.params) == want, p.params
+    assert len(mechs) >= 2
+    raw["factors"] = {"mechanism": {"choices": ["gcnet", "nonlocal"]}, "K": {"low": 2, "high": 8}}
+    raw["model"]["mechanism"], raw["baseline"] = "gcnet", {}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(StudyError) as e:  # a factor no sampled mechanism has
+        load_study(path)
+    assert e.value.key == "factors.K"

@@ -233,7 +233,7 @@ def sample(w, index, trials):
         trial = points.ask()
         n += 1
         try:
-            params = {k: suggest(trial, k, d) for k, d in study.distributions().items()}
+            params = suggest_point(study, trial)
             cell = study.search_cell(params)
             attrs = {"cell_key": cell.key, "cell": json.dumps(cell.label_dict)}
             if cell.key in known:
@@ -249,6 +249,18 @@ def sample(w, index, trials):
         return _claim(w, index, cell, study.search_seeds()[0],
                       {"phase": "search", "point": trial.number, "point_id": trial._trial_id})
     return None
+
+
+def suggest_point(study, trial) -> dict:
+    """A point's factors, define-by-run: the mechanism first (when it is a factor), then the factors
+    that mechanism has (:func:`ablate.study.search.applies`) and every train/data/backbone/head one."""
+    from ..study.search import applies
+
+    dists = study.distributions()
+    params = {"mechanism": suggest(trial, "mechanism", dists["mechanism"])} if "mechanism" in dists else {}
+    mech = params.get("mechanism", study.mechanism)
+    params.update({k: suggest(trial, k, d) for k, d in dists.items() if k != "mechanism" and applies(k, mech)})
+    return params
 
 
 def top_points(study, points, trials) -> list:

@@ -167,3 +167,35 @@ def planned_trials(search: dict) -> tuple[int, int]:
     if not confirm:
         return search["n_trials"] * k, 0
     return search["n_trials"] * k, (min(confirm["top"], search["n_trials"]) + 1) * len(confirm["seeds"]) + k
+
+
+# -- conditional factors: a mechanism factor applies to the sampled mechanisms that have it ----------
+
+def mechanisms_of(study) -> list[str]:
+    """The mechanisms a search can sample: its ``mechanism`` factor's choices, else the model's."""
+    spec = study.factors.get("mechanism")
+    if spec is None:
+        return [study.mechanism]
+    return list(spec if isinstance(spec, list) else spec.get("choices", [study.mechanism]))
+
+
+def applies(k: str, mechanism: str) -> bool:
+    """Whether search factor ``k`` is sampled for a point of ``mechanism``: a setting of train, data,
+    backbone or head always, a mechanism factor only where the mechanism has it (``reduction`` for
+    GCNet and Non-local, ``K`` for EMANet alone): a conditional search space, define-by-run."""
+    from ..attention import MECHANISMS
+
+    if k == "mechanism" or k.startswith(("train.", "data.", "backbone.", "head.")):
+        return True
+    preset = MECHANISMS.get(mechanism)
+    return preset is not None and k in preset.defaults
+
+
+def owner_preset(study, k: str):
+    """The preset whose factor ``k`` is (the model's, else the first sampled mechanism that has it)."""
+    from ..attention import MECHANISMS
+
+    for m in [study.mechanism] + mechanisms_of(study):
+        if m in MECHANISMS and k in MECHANISMS[m].defaults:
+            return MECHANISMS[m]
+    return MECHANISMS[study.mechanism]
