@@ -15,6 +15,7 @@ from ..models.mmseg_heads import check_style
 from ..models.registry import BACKBONES, lookup
 from ..plugins.mechanisms import TaskSpec
 from .records import Cell, Study, canon, cell_key, find_baseline, search_kind
+from .search import applies, mechanisms_of
 from .sections import (MAX_CELLS, check_factor_value, data_spec, head_spec, mechanism_name, parse_backbone,
                        train_spec)
 from ..config.specs import unknown_keys
@@ -161,7 +162,7 @@ def check_search(study: Study) -> None:
         raise StudyError(where, "factors", "a search needs at least one factor with a range or choices.")
     picks = {}
     for k, spec in study.factors.items():
-        if k != "mechanism" and not k.startswith(("train.", "data.", "backbone.", "head.")) and k not in preset.defaults:
+        if not any(applies(k, m) for m in mechanisms_of(study)):  # a mechanism factor of no sampled mechanism
             raise StudyError(where, f"factors.{k}", f"mechanism {brief(study.mechanism)} has no factor {brief(k)}; "
                              f"its factors are: {', '.join(preset.defaults) or 'none'}.")
         picks[k] = _search_picks(study, k, spec)
@@ -171,13 +172,16 @@ def check_search(study: Study) -> None:
     for k, values in picks.items():
         for value, subkey, what in values:
             try:
-                build_cell(study, {k: value}, "factors")
+                owner = next(m for m in [study.mechanism] + mechanisms_of(study) if applies(k, m))
+                build_cell(study, {k: value} if owner == study.mechanism else {"mechanism": owner, k: value}, "factors")
             except StudyError as e:
                 raise StudyError(where, subkey, f"{what} is not valid: {e.message}") from None
     if math.prod(len(v) for v in picks.values()) <= SEARCH_COMBOS:
         names = list(picks)
         for combo in itertools.product(*picks.values()):
             assignment = {n: value for n, (value, _, _) in zip(names, combo)}
+            mech = assignment.get("mechanism", study.mechanism)
+            assignment = {n: v for n, v in assignment.items() if applies(n, mech)}  # conditional factors
             try:
                 build_cell(study, assignment, "factors")
             except StudyError as e:

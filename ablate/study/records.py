@@ -287,7 +287,9 @@ def search_kind(study: Study, k: str) -> str | None:
         if isinstance(default, bool):
             return "bool"
         return "int" if isinstance(default, int) else "float" if isinstance(default, float) else "other"
-    preset = MECHANISMS[study.mechanism]
+    from .search import owner_preset  # a conditional factor: the sampled mechanism that has it
+
+    preset = owner_preset(study, k) if study.search else MECHANISMS[study.mechanism]
     return preset.factor(k).kind if k in preset.defaults else None
 
 
