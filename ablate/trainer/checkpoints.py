@@ -6,7 +6,8 @@ validation rounds into a folder named by its identity, ``<dir>/<study>/<cell key
 ``train.checkpoint_keep``; they are deleted when the trial finishes unless
 ``train.keep_checkpoints``, and the finished model's weights stay in the folder as ``final.pt``
 (:func:`save_final`; the report draws its pictures from them). A trial whose worker died is
-resumed from the newest checkpoint that loads. Storage records the folder on each attempt, so a worker on another host finds it.
+resumed from the newest checkpoint that loads. Storage records the folder on each attempt, so a
+worker on another host finds it.
 
 What Lightning's checkpoint lacks is saved beside it (:class:`TrialCheckpoints`): the per-round
 history (the curve before the kill), the compute time so far, the RNG states of python, numpy
