@@ -172,6 +172,17 @@ def test_a_trial_whose_weights_are_gone_is_named_and_the_others_drawn(tmp_path):
     assert f"seed 1 (floor): its weights `{tmp_path / 'weights' / f'{key}-s1' / C.FINAL}` are gone" in section
 
 
+def test_weights_that_no_longer_fit_the_model_are_named_not_fatal(tmp_path):
+    study, url = build(tmp_path)
+    key = next(c.key for c in study.cells() if c.title() == "gcn=off")
+    path = tmp_path / "weights" / f"{key}-s0" / C.FINAL
+    torch.save({"format": 1, "state_dict": {"not": torch.zeros(1)}}, path)
+    md = write_report(study, url, str(tmp_path / "reports"), wandb=False).read_text()
+    section = md.split("### gcn=off")[1].split("###")[0]
+    assert "Drawn: seed 1 (learned, mIoU 91.0)." in section
+    assert f"seed 0 (floor): its model could not be rebuilt from `{path}` (RuntimeError" in section
+
+
 def test_a_finished_trial_keeps_weights_that_reproduce_it_and_logs_mask_images(tmp_path):
     """run_trial in this process with an offline W&B logger: final.pt is kept beside the (deleted)
     checkpoints, the model rebuilt from it gives the stored per-image counts again, and the

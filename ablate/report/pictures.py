@@ -158,9 +158,14 @@ def _model(record: dict, pics: CellPictures, seed: int, roles: list[str]):
     if not Path(path).is_file():
         pics.missing.append(f"{who}: its weights `{path}` are gone (the run folder was moved or deleted)")
         return None
-    config = TrialConfig.of(json.loads(record["config"]))
-    model = Segmenter(pics.n_classes, config.backbone, config.mechanism, config.args, fields_dict(config.head))
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    try:  # a report is never stopped by a picture: a model that cannot be rebuilt is named instead
+        config = TrialConfig.of(json.loads(record["config"]))
+        model = Segmenter(pics.n_classes, config.backbone, config.mechanism, config.args, fields_dict(config.head))
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    except Exception as e:  # noqa: BLE001 - e.g. weights of a block whose code has changed since
+        pics.missing.append(f"{who}: its model could not be rebuilt from `{path}` ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''})")
+        return None
     return model.eval()
 
 
