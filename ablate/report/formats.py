@@ -66,8 +66,12 @@ def _mmseg_classes(name: str) -> tuple:
 
 
 def table_json(study, tab: dict, data: dict | None = None) -> dict:
-    """The table as plain data, every mIoU in points, and the measured costs
-    (:func:`ablate.report.costs.costs_json`) for ``--reuse-costs``."""
+    """The table as plain data, every mIoU in points, the measured costs
+    (:func:`ablate.report.costs.costs_json`) for ``--reuse-costs``, and the comparison design's
+    pairs and effects (:func:`ablate.report.designs.design_json`)."""
+    from .designs import design_json, with_design
+
+    with_design(study, data or {"values": {}}, tab)
     images = tab["images"]["with"]
     rows = []
     for r in tab["rows"]:
@@ -92,7 +96,7 @@ def table_json(study, tab: dict, data: dict | None = None) -> dict:
                    "eval": {**study.eval.as_dict(), "text": study.eval.describe()}, "margin": study.margin,
                    "correction": study.correction, "alpha": 0.05, "comparisons": info["m"],
                    "delta_interval_level": info["level"], "cell_interval": "95% Student t over seeds",
-                   "rows": rows, "costs": _costs(data or {})})
+                   "rows": rows, "costs": _costs(data or {}), "design": design_json(study, tab)})
 
 
 def _costs(data: dict) -> dict | None:

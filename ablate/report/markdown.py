@@ -7,6 +7,8 @@ import datetime as dt
 import math
 
 from .costs import latency_text
+from .designs import lines as design_lines
+from .designs import with_design
 from .provenance import fingerprint_lines, provenance_lines
 from ..stats import ALPHA
 from .rows import COST_REPEATS, COST_WARMUP, block_shape, describe_setup, table
@@ -25,7 +27,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     computed here when not given); ``figures``: (file name relative to the report, caption);
     ``health``: the doctor's summary lines (:func:`ablate.doctor.check.health_lines`); ``pictures``:
     the attention maps, predictions and failures section (:func:`ablate.report.drawings.lines`)."""
-    tab = tab or table(study, data)
+    tab = with_design(study, data, tab or table(study, data))
     cells = tab["cells"]
     costs = data.get("costs") or {}
     lines = _intro_lines(study, data, tab)
@@ -33,7 +35,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     lines += rows + _costs_lines(study, data, cells, costs)
     if not study.search and len(study.factors) == 2:
         lines += _matrix_section(study, data, cells, costs)
-    lines += _verdict_section(study, data, tab, verdicts)
+    lines += _verdict_section(study, data, tab, verdicts) + design_lines(study, data, tab)
     if study.point_search():  # what the search found, apart from the confirmed verdicts
         from .search_text import section_lines
 
@@ -90,6 +92,8 @@ def _table_lines(study, data: dict, tab: dict, costs: dict) -> tuple[list[str], 
         name = r["title"] + (" (reference)" if r["reference"] else "")
         if r["role"] == "baseline":
             delta, verdict = "baseline", "—"
+        elif r["role"] == "factorial":
+            delta, verdict = "factorial run", "see Factorial effects"
         elif r["role"] == "missing":
             delta, verdict = "n/a", "inconclusive (needs ≥ 2 seeds in both cells)"
         else:
@@ -116,7 +120,8 @@ def _verdict_section(study, data: dict, tab: dict, verdicts: list[tuple[bool, st
     grouped = _grouped_verdict(study, data, tab["cells"], tab["comps"])
     if grouped:
         texts = grouped
-    return lines + (texts or ["- Not enough finished seeds for a verdict yet."])
+    none = [] if tab.get("design") else ["- Not enough finished seeds for a verdict yet."]  # a factorial: its effects
+    return lines + (texts or none)
 
 
 def _class_iou_lines(tab: dict) -> list[str]:

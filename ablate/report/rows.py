@@ -67,18 +67,19 @@ def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[di
                               advice=not study.sequential)
     seq_info = _sequential(study, data, live, decisions) if study.sequential else None
     flags = {c.key: limited(study, data, c.key, thr.get(c.key)) for c in cells}  # budget-limited, once a cell
-    comps, families = {}, {}
+    comps, families, every = {}, {}, []
     for (c, b), dec in zip(live, decisions):
         x = {"cell": c, "base": b, "d": dec.d, "interval": dec.interval, "p_diff": dec.p_adj, "p_tost": dec.p_tost,
              "decision": dec, "learned_by": (learned_by(data, c.key, thr.get(c.key)),
                                              learned_by(data, b.key, thr.get(b.key)))}
         x["limited"] = flags[c.key] or flags[b.key]
-        comps[c.key] = x
+        comps.setdefault(c.key, x)  # a cell's first pair is its row's (all_pairs designs have more)
+        every.append(x)
         families[dec.family] = (dec.m, dec.level)
     m = sum(fm for fm, _ in families.values())
     first = next(iter(families.values()), (0, 1 - alpha))
     return comps, {"m": m, "level": first[1], "alpha": alpha, "families": families, "thresholds": thr,
-                   "sequential": seq_info, "limited": {k for k, v in flags.items() if v}}
+                   "sequential": seq_info, "limited": {k for k, v in flags.items() if v}, "pairs": every}
 
 
 def _look_interval(dec, d, vals: dict, pair: tuple, order: list) -> None:
@@ -216,7 +217,10 @@ def table(study, data: dict) -> dict:
         return study.baseline_for(c, cells)
 
     pairs = [(c, base_of(c)) for c in cells]
-    comps, info = judge(study, data, [(c, b) for c, b in pairs if b is not None and b.key != c.key], cells)
+    from ..study.designs import design_pairs  # the design's pairs: a ladder's rows show the rung before them
+
+    pairs, judged = design_pairs(study, cells, pairs)
+    comps, info = judge(study, data, judged, cells)
     lim = info["limited"]
     ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
     planned = data.get("planned") or (1 if study.search else len(study.seeds))

@@ -15,12 +15,15 @@ import sys
 from ..config.errors import StudyError
 from ..stats import ALPHA
 from ..stats.feasibility import FamilyCheck, check_family
+from ..study.designs import design_of, factorial_effects
 
 ENV_ALLOW = "ABLATE_ALLOW_UNDECIDABLE"
 
 
 def family_sizes(study) -> dict[str, int]:
-    """Comparisons per family of the study's grid (search studies: none)."""
+    """Comparisons per family of the study's grid under its design (``comparisons:``; search studies:
+    none); a factorial's main effects and two-factor interactions are one family, ``factorial``,
+    each a paired contrast over the seeds, planned as one comparison of two cells at those seeds."""
     if study.search:  # a point search's confirmation: its top points against the baseline, one family
         confirm = study.search.get("confirm") if study.point_search() else None
         return {"question": min(confirm["top"], study.search["n_trials"])} if confirm else {}
@@ -28,6 +31,8 @@ def family_sizes(study) -> dict[str, int]:
     for c, _ in study.comparison_pairs():
         fam = study.family_of(c)
         sizes[fam] = sizes.get(fam, 0) + 1
+    if design_of(study) == "factorial":
+        sizes["factorial"] = len(factorial_effects(study))
     return sizes
 
 

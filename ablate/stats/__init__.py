@@ -129,6 +129,11 @@ _METHODS = [
      "equivalent ⇔ p < α ⇔ the (1-2α) interval lies inside ±ε", "Schuirmann 1987; Lakens 2017", "`tost`"),
     ("Families", "the comparisons that answer one question (one task of a task grid; the references apart) "
      "are corrected together", "—", "`Study.family_of`"),
+    ("Comparison designs", "ladder: each rung against the one before (one family); all_pairs: every pair (one "
+     "family); factorial: effect E = mean(runs with x_E = +1) - mean(runs with x_E = -1) per seed, decided as a paired "
+     "comparison of the two half-means (exact permutation on two-valued outcomes, paired t on unimodal ones); a "
+     "fraction's aliases E·W for every word W of its defining relation", "Box, Hunter & Hunter 2005; Montgomery 2017",
+     "`factorial.decide_effects`, `factorial.effects`"),
     ("Holm correction", "p̃_(i) = max_{j≤i} min(1, (m-j+1)·p_(j)) for p_(1) ≤ … ≤ p_(m)", "Holm 1979",
      "`adjust`"),
     ("Benjamini-Hochberg (correction: bh)", "p̃_(i) = min_{j≥i} min(1, m·p_(j)/j); controls the false "

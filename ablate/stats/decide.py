@@ -47,6 +47,9 @@ class Comparison:
     b: Mapping[int, float]  # the baseline's {seed: value}
     family: str
     threshold: Threshold
+    # the outcome kind when the caller knows it better than a and b do (a factorial contrast: the
+    # kind of every run's values, :mod:`ablate.stats.factorial`); None: from a and b
+    kind: str | None = None
 
 
 @dataclass
@@ -130,9 +133,9 @@ def _first_pass(comps: Sequence[Comparison], two_valued_test: str) -> list[dict]
     rows = []
     for c in comps:
         a, b, paired = paired_values(c.a, c.b)
-        kind = outcome_kind(a, b, c.threshold) if min(len(a), len(b)) else "unclassified"
+        kind = c.kind or (outcome_kind(a, b, c.threshold) if min(len(a), len(b)) else "unclassified")
         ka, kb = count_learned(list(c.a.values()), c.threshold), count_learned(list(c.b.values()), c.threshold)
-        counts = None if ka is None else (ka[0], ka[1], kb[0], kb[1])
+        counts = None if ka is None or c.kind else (ka[0], ka[1], kb[0], kb[1])  # means over runs: no counts
         rows.append({"c": c, "a": a, "b": b, "paired": paired, "kind": kind, "counts": counts,
                      "d": compare(c.a, c.b, shared=True), "outliers": has_outlier(a) or has_outlier(b)})
     for r in rows:

@@ -14,6 +14,7 @@ from ..config.errors import StudyError, brief
 from ..models.mmseg_heads import check_style
 from ..models.registry import BACKBONES, lookup
 from ..plugins.mechanisms import TaskSpec
+from .designs import grid_assignments
 from .records import Cell, Study, canon, cell_key, find_baseline, search_kind
 from .search import applies, mechanisms_of
 from .sections import (MAX_CELLS, check_factor_value, data_spec, head_spec, mechanism_name, parse_backbone,
@@ -107,9 +108,8 @@ def resolve_grid(study: Study) -> tuple[tuple, dict]:
     """Resolve every cell of a grid study once, now (a value a factor refuses fails here, before
     anything runs): (the cells, each cell key -> its baseline's key)."""
     _check_grid_lists(study)
-    names, refs = list(study.factors), [dict(r) for r in study.references]
-    cells = [build_cell(study, dict(zip(names, vals)), "factors")
-             for vals in itertools.product(*(study.factors[n] for n in names))]
+    refs = [dict(r) for r in study.references]
+    cells = [build_cell(study, assignment, "factors") for assignment in grid_assignments(study)]  # a fraction's runs
     cells += [build_cell(study, r, f"references[{i}]") for i, r in enumerate(refs)]
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):

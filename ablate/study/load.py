@@ -17,6 +17,7 @@ from pathlib import Path
 from ..config.errors import StudyError
 from ..config.evaluation import parse_eval
 from .search import check_point_search, confirm_seeds
+from .designs import comparisons_spec, resolve_names
 from .cells import SEARCH_COMBOS, SEARCH_VALUES, build_cell, check_search, resolve_grid
 from ..config.specs import BackboneSpec
 from .records import Cell, Study, canon, cell_key, fmt_value, make_pruner, search_kind
@@ -100,10 +101,11 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
     margin, correction = verdict_spec(raw, where)
     analysis = analysis_spec(raw, where)
     evaluation = parse_eval(raw.get("eval"), where)
+    comparisons = comparisons_spec(raw, where, factors, search, sequential)
     study = Study(where, name, question, mech, args, backbone, data, train, factors,
                   tuple(tuple(r.items()) for r in refs), tuple(seeds), metric, dict(baseline), search,
                   dict(tracking), pruner, trainer, head, check_files, margin, correction, sequential,
-                  eval=evaluation, resolve=build_cell, analysis=analysis)
+                  eval=evaluation, resolve=build_cell, analysis=analysis, comparisons=comparisons)
     check_sequential(sequential, search or raw.get("search"), pruner, where)
     check_point_search(search, pruner, where)
     if sequential and correction == "bh":
@@ -114,4 +116,5 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
         check_search(study)
         return study
     grid, baseline_keys = resolve_grid(study)
-    return replace(study, grid=label_cells(grid, raw, where), baseline_keys=baseline_keys)
+    study = replace(study, grid=label_cells(grid, raw, where), baseline_keys=baseline_keys)
+    return replace(study, comparisons=resolve_names(study, comparisons))

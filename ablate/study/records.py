@@ -133,6 +133,8 @@ class Study:
     resolve: Callable | None = field(default=None, compare=False, repr=False)
     # how verdicts are reached (ablate.study.sections.analysis_spec): learned_above, screening, planning
     analysis: dict = field(default_factory=dict)
+    # which comparisons are made and the matched controls (ablate.study.designs): design, rungs, generators, controls
+    comparisons: dict = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         """The grid's cells (itertools.product order, then the references); none for a search."""
@@ -243,6 +245,11 @@ class Study:
         """The family of comparisons ``cell``'s comparison belongs to: the comparisons that answer
         one question are corrected together. A grid with a ``data.task`` factor has one family per
         task; the references (calibration cells: the floor, a full block) are a family of their own."""
+        from .designs import family  # ladder and all_pairs designs have families of their own
+
+        fam = family(self, cell) if self.comparisons else None
+        if fam is not None:
+            return fam
         task = cell.label_dict.get("data.task") if isinstance(self.factors.get("data.task"), list) else None
         name = "references" if self.is_reference(cell) else "question"
         return name if task is None else f"{name}, task={fmt_value(task)}"
@@ -255,8 +262,13 @@ class Study:
         return next((c for c in cells if c.mechanism == "none" and getattr(c.data, "task", None) == task), None)
 
     def comparison_pairs(self, cells: list | None = None) -> list[tuple[Cell, Cell]]:
-        """(cell, its baseline) for every cell that is compared with another."""
+        """(cell, the cell it is compared with) for every comparison of the study's design (its
+        ``comparisons:``; by default each cell against its baseline)."""
         cells = self.cells() if cells is None else cells
+        if self.comparisons.get("design", "baseline") != "baseline":
+            from .designs import comparison_pairs  # ladder, all_pairs, factorial (ablate/study/designs.py)
+
+            return comparison_pairs(self, cells)
         pairs = [(c, self.baseline_for(c, cells)) for c in cells]
         return [(c, b) for c, b in pairs if b is not None and b.key != c.key]
 
