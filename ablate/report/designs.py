@@ -101,7 +101,8 @@ def _ladder_lines(study, tab: dict) -> list[str]:
     out = ["", "## Ladder", "", f"Each rung against the rung before it, in the order the study lists them; the "
            f"steps are one family (m = {m}, {CORRECTION_NAMES[study.correction]}), so a step's verdict says whether "
            "that one switch moved the score given the switches before it (a fixed order: an interaction between "
-           "switches shows as steps that undo each other, and only a factorial separates it).", ""]
+           "switches shows as steps that undo each other, and only a factorial separates it). A rung's Δ in the table above is "
+           "this step, against the rung before it, not against the baseline.", ""]
     out += [f"{i + 1}. {_pair_text(x, study.margin)}" for i, x in enumerate(steps)]
     return out
 
