@@ -64,7 +64,14 @@ def _quiet():
 
 def importances(study, info: dict) -> dict | None:
     """{evaluator: {"told": {factor: importance}, "seeds": {seed: {factor: importance}}}} or None
-    with fewer than :data:`MIN_POINTS` finished points. Importances are normalised to sum to 1."""
+    with fewer than :data:`MIN_POINTS` finished points. Importances are normalised to sum to 1.
+    Computed once per report (kept in ``info``: the table and the figure share them)."""
+    if "importances" not in info:
+        info["importances"] = _importances(study, info)
+    return info["importances"]
+
+
+def _importances(study, info: dict) -> dict | None:
     import optuna
 
     mem = _memory_study(info, ["maximize"] * len(study.search["objectives"]))
