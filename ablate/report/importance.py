@@ -227,9 +227,7 @@ def pareto(study, info: dict):
     names = study.search["objectives"]
     if len(names) < 2:
         return None
-    from ..storage.points import directions
-
-    mem = _memory_study(info, directions(names))
+    mem = _memory_study(info, ["maximize"] + ["minimize"] * (len(names) - 1))  # the metric up, costs down
     if not mem.trials:
         return None
     with _pyplot():
