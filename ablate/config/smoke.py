@@ -81,6 +81,9 @@ def smoke_overrides(raw: dict, source: str = "study") -> list[str]:
         out.append("train.val_interval=0")
     if isinstance(raw.get("search"), dict):
         out.append("search.n_trials=1")
+        search = raw["search"]  # a point search: one point on one seed, no confirmation, no pruning between seeds
+        out += [f"search.{k}={v}" for k, v in (("seeds_per_point", 1), ("confirm", "null"), ("wilcoxon", "null"))
+                if k in search]
     return out
 
 
