@@ -313,6 +313,32 @@ def test_wandb_summary_run_holds_the_table_and_the_figures(written):
     assert means == pytest.approx({r["cell"]: r["mean"] for r in table["rows"]})
 
 
+def test_rewriting_the_report_updates_the_one_wandb_summary_run(tmp_path):
+    """Every writing of the report logs to the study's one summary run: its id comes from the
+    study's name and cells (resume='allow'), so two writings are two offline folders of one run,
+    which ``wandb sync`` sends to that run; a study with other cells gets another id."""
+    from ablate.report.wandb import summary_run_id
+
+    saved = dict(os.environ)
+    os.environ["WANDB_MODE"] = "offline"
+    try:
+        study, url, _ = build(tmp_path)
+        for out in ("first", "again"):
+            write_report(study, url, str(tmp_path / out), wandb=True, run_dir=tmp_path / "runs")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    runs = sorted(glob.glob(str(tmp_path / "runs" / "report" / "wandb" / "offline-run-*")))
+    assert len(runs) == 2, runs
+    ids = [next(r.run for r in _wandb_records(glob.glob(d + "/run-*.wandb")[0])
+                if r.WhichOneof("record_type") == "run").run_id for d in runs]
+    assert ids == [summary_run_id(study)] * 2 and all(d.endswith("-" + ids[0]) for d in runs)
+    assert summary_run_id(load_study(study.path)) == ids[0]  # read again: the same id
+    (tmp_path / "fewer").mkdir()
+    fewer = load_study(tiny_study(tmp_path / "fewer", name="fmt", seeds=SEEDS, train={"epochs": EPOCHS}))
+    assert summary_run_id(fewer) != ids[0]  # the same name without the reference cell: another run
+
+
 def test_report_command_writes_all_formats_and_wandb_only_when_asked(tmp_path, capsys):
     study, url, _ = build(tmp_path)
     rep = tmp_path / "rep"

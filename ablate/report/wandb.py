@@ -6,12 +6,17 @@ study name, factors, ``cell_key`` and ``seed`` as top-level config keys), with
 Offline unless the user is logged in (:func:`ablate.trainer.tracking.wandb_mode`), like the trials. The
 offline run is written under ``<run folder>/report/wandb/`` (the trials' runs are in
 ``<run folder>/wandb/``), so ``wandb sync runs/<study>/report/wandb/offline-run-*`` uploads it.
-Written at the end of a run and by ``python -m ablate.report --wandb``; each writing makes a new
-summary run (the newest is the current one). The report never reads W&B back.
+Written at the end of a run, by ``python -m ablate.report --wandb`` and by ``ablate submit``'s report
+job, always to the same run (:func:`summary_run_id`, ``resume="allow"``): re-writing the report updates
+that run (its table and figures logged again at the next step, its summary values replaced);
+offline, each writing is a folder of its own, and ``wandb sync`` sends them all to the one run.
+The report never reads W&B back.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 import os
 import sys
@@ -78,6 +83,14 @@ def predictions_table(cells: list):
                                 "prediction"], data=rows)
 
 
+def summary_run_id(study) -> str:
+    """The W&B id of the study's summary run, ``report-<hash of the study's name and its cells' keys>``:
+    the same at every writing of the report, another when the study's name or cells change (a cell
+    added, another resolution: the keys cover each cell's whole configuration)."""
+    text = json.dumps([study.name, sorted(c.key for c in study.cells())])
+    return "report-" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 def log_study(study, tab: dict, data: dict, figs: list, run_dir) -> Path | None:
     """Log the summary run; ``figs``: (stem, caption, SVG text, PNG bytes). Returns the run's
     folder, or None when W&B failed (said on stderr: tracking never breaks a report)."""
@@ -103,8 +116,8 @@ def _log(study, tab: dict, data: dict, figs: list, run_dir: Path) -> Path:
               "seeds": list(study.seeds), "report": True}
     run = wandb.init(project=study.tracking.get("project", "ablate"), entity=study.tracking.get("entity"),
                      group=study.name, job_type="report", name=f"{study.name} report", config=config,
-                     dir=str(run_dir), mode=wandb_mode(), reinit="finish_previous",
-                     settings=wandb.Settings(silent=True, console="off"))
+                     dir=str(run_dir), mode=wandb_mode(), reinit="finish_previous", id=summary_run_id(study),
+                     resume="allow", settings=wandb.Settings(silent=True, console="off"))
     try:
         cols, rows = table_rows(study, tab)
         logged = {"report/table": wandb.Table(columns=cols, data=rows)}
