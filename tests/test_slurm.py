@@ -6,7 +6,8 @@ throwaway config) and a PostgreSQL server (tests/test_postgres.py's) are started
 module; the cluster tests skip with the reason when either cannot start here, and fail instead
 under ``ABLATE_REQUIRE_SLURM=1``. One submission is shared by them: a 2-cell study as a 2-task
 array plus the report job; every task is sent SIGUSR1 (SLURM's time-limit signal) once its trial
-has checkpointed, requeues itself and resumes a trial from its checkpoint."""
+has checkpointed, requeues itself and resumes a trial from its checkpoint. A DDP study (2 ranks)
+is submitted on its own: its trial's ranks are a 2-task srun step of the array task."""
 from __future__ import annotations
 
 import os
@@ -137,6 +138,35 @@ def test_ablate_run_submit_is_ablate_submit(no_slurm, capsys):
     assert main(["run", str(no_slurm), "--submit", "--dry-run", "--workers", "2",
                  "--storage", "postgresql://ablate@db/ablate"]) == 0
     assert "#SBATCH --array=0-1%2" in capsys.readouterr().out
+
+
+def test_a_ddp_study_asks_a_cpu_per_rank_and_its_ranks_are_an_srun_step_only_when_asked(no_slurm, tmp_path, capsys,
+                                                                                         monkeypatch):
+    from ablate.config.trial import TrialConfig
+    from ablate.trainer.process import LAUNCH_ENV, srun_launch
+
+    path = tiny_study(tmp_path, name="ddp2", trainer={"devices": 2})
+    code, _, err = _submit([str(path), "--dry-run", "--storage", "postgresql://ablate@db/ablate"], capsys)
+    assert code == 2 and "--cpus-per-worker 2 or more" in err and "2 DDP ranks" in err
+    code, _, err = _submit([str(path), "--dry-run", "--cpus-per-worker", "2", "--storage",
+                            "postgresql://ablate@db/ablate"], capsys)
+    assert code == 0, err
+    study = load_study(path)
+    config = TrialConfig.of(study.trial_config(*study.trials()[0]))
+    _fake(tmp_path / "bin", "srun", "exit 0")
+    for name in (LAUNCH_ENV, "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_CPUS_PER_TASK", "SLURMD_NODENAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert srun_launch(config) is None  # not asked for: Lightning starts the ranks
+    monkeypatch.setenv(LAUNCH_ENV, "srun")
+    assert srun_launch(config) is None  # asked for, outside a SLURM job
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    monkeypatch.setenv("SLURMD_NODENAME", "node3")
+    cmd = srun_launch(config)
+    assert cmd[0] == "srun" and {"--overlap", "--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--cpus-per-task=4",
+                                 "--mem=0", "--nodelist=node3"} <= set(cmd)
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # a job where Lightning ignores SLURM's tasks
+    assert srun_launch(config) is None
 
 
 def test_sigusr1_stops_a_worker_as_ctrl_c_does():
@@ -357,3 +387,39 @@ def test_a_task_signalled_mid_trial_requeues_and_its_trial_resumes_from_its_chec
     assert done.user_attrs["curve"] == run_trial(study.trial_config(cell, 0), threads=1)["curve"]
     text = status_mod.status_text(study, submitted["url"])
     assert f"job array {array} (2 workers)" in text and "requeued" in text and "2 finished" in text, text
+
+
+def test_a_ddp_trial_runs_as_a_two_task_srun_step_and_equals_the_local_two_process_run(cluster, tmp_path):
+    """A ``trainer: {devices: 2}`` study submitted as one array task of 2 CPUs: its worker starts the
+    trial's ranks as a 2-task srun step (gloo, CPU), whose tasks Lightning's SLURMEnvironment takes
+    as rank and world; the curve is bit for bit that of the same trial's 2 local processes."""
+    from ablate.trainer.trial import run_trial
+
+    path = tiny_study(tmp_path, name="ddp_slurm", seeds=[0], factors={"gcn": [True]}, trainer={"devices": 2},
+                      train={"epochs": 2, "batch_size": 8}, data={"train_images": 16, "val_images": 8})
+    env = {**cluster.env(), "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "ABLATE_ALLOW_UNDECIDABLE": "1"}
+    env.pop("ABLATE_TRIAL_LAUNCH", None)
+    t0 = time.monotonic()
+    sub = subprocess.Popen([sys.executable, "-m", "ablate", "submit", str(path), "--workers", "1", "--cpus-per-worker",
+                            "2", "--run-dir", "runs/ddp", "--partition", cluster.partition, "--time", "10", "--mem", "1G",
+                            "--no-wandb"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    study = load_study(path)
+    local = run_trial(study.trial_config(*study.trials()[0]))  # meanwhile: the 2 ranks forked by Lightning here
+    local_s = time.monotonic() - t0
+    out, _ = sub.communicate(timeout=120)
+    assert sub.returncode == 0, out
+    url = str(tmp_path / "runs/ddp/optuna.journal")
+    array, report = re.search(r"job array (\d+) .* report job (\d+)", out).groups()
+    trial = _wait("the DDP trial to end", lambda: next((t for t in _trials(url, "ddp_slurm")
+                                                        if t.state in (COMPLETE, FAIL)), None), 180, every=0.5)
+    done_s = time.monotonic() - t0
+    cluster.run("scancel", report, array, check=False)  # the report job is the other test's subject
+    log = "".join(f.read_text() for f in (tmp_path / "runs/ddp/slurm").glob(f"**/{array}_0_log.out"))
+    assert trial.state == COMPLETE, (trial.system_attrs, log)
+    assert trial.user_attrs["world_size"] == 2 == local["world_size"]
+    for rank in (0, 1):  # each rank a task of the worker's srun step, its rank SLURM's
+        assert re.search(rf"trial rank {rank} of 2: SLURM task of step {array}\.[1-9]", log), log
+    assert trial.user_attrs["curve"] == local["curve"], (trial.user_attrs["curve"], local["curve"])
+    print(f"\nDDP under srun: the trial done {done_s:.0f}s after the submission (the local 2-process run beside it "
+          f"took {local_s:.0f}s)")

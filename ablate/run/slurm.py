@@ -8,7 +8,9 @@ the report. A worker that gets :data:`PREEMPT_SIGNAL` (SLURM sends it :data:`SIG
 seconds before the time limit, and at a preemption with ``send_user_signal``) stops its trial as
 Ctrl-C does (recorded as interrupted, its newest checkpoint kept), then requeues its own task
 (``scontrol requeue``); the next claim of that cell x seed, by the requeued task or any other
-worker, resumes it from the checkpoint.
+worker, resumes it from the checkpoint. A DDP trial's ranks are the tasks of an ``srun`` step of
+the worker's allocation, through Lightning's SLURM environment (``ABLATE_TRIAL_LAUNCH=srun``:
+:mod:`ablate.trainer.process`).
 
 On the submitting machine: :func:`filesystem_of` (from ``/proc/self/mountinfo``) and
 :func:`partition_nodes` (``sinfo``) tell whether a path is shared by the nodes.
@@ -121,6 +123,9 @@ def slurm_worker(spec: dict, index: int) -> int:
     from ..storage import records as st
 
     os.environ[st.RUN_ENV] = f"slurm-{task_id()}"  # its trials' owner names the task (ablate status shows it)
+    from ..trainer.process import LAUNCH_ENV
+
+    os.environ.setdefault(LAUNCH_ENV, "srun")  # a DDP trial's ranks: an srun step's tasks (ablate.trainer.process)
     from .command import main
     from .worker import interrupt_signal
 

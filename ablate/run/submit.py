@@ -135,6 +135,13 @@ def check_submission(study, args, run_dir: Path, url: str) -> None:
     for key, least in (("--workers", 1), ("--cpus-per-worker", 1), ("--gpus-per-worker", 0)):
         if getattr(args, key[2:].replace("-", "_")) < least:
             raise StudyError("command line", key, f"give {least} or more.")
+    world = study.trainer.world_size
+    gpus = world if study.trainer.accelerator in ("gpu", "cuda") else 0
+    for key, have, wanted in (("--cpus-per-worker", args.cpus_per_worker, world),
+                              ("--gpus-per-worker", args.gpus_per_worker, gpus)):
+        if have < wanted:  # a DDP trial's ranks are the tasks of an srun step inside the worker's allocation
+            raise StudyError("command line", key, f"the study's trials run {world} DDP ranks (trainer.devices), each "
+                             f"an srun task inside its worker's allocation: give {key} {wanted} or more.")
     if st.redact(url) != url:
         raise StudyError("command line", "--storage", f"the storage URL {st.redact(url)} holds a password, which "
                          "would be written into the jobs' files and environment, which the cluster keeps and shows "
