@@ -58,6 +58,8 @@ EXIT_STATUS = """exit status:
        $ABLATE_STORAGE_RETRY_S seconds; one paragraph naming it): run the same command again
   130  interrupted by SIGINT (Ctrl-C): every worker stops, its trial is kept to resume; run the
        same command again to resume
+  138  interrupted by SIGUSR1 (SLURM's warning before a time limit or a preemption): the same as
+       130; under ablate submit the task then requeues itself and its trial resumes
   143  interrupted by SIGTERM (kill PID, a scheduler's stop): the same as 130; a worker whose
        runner is killed with SIGKILL stops by itself within seconds"""
 
@@ -260,7 +262,7 @@ def _load(args):
 
 def main(argv=None) -> int:
     """The command (see the module's docstring and ``--help``); returns the exit status.
-    SIGINT and SIGTERM stop it, and its workers, as Ctrl-C does (exit 130 or 143)."""
+    SIGINT, SIGUSR1 and SIGTERM stop it, and its workers, as Ctrl-C does (exit 130, 138 or 143)."""
     with stopping_on_signals():
         return _main(argv)
 
