@@ -42,15 +42,13 @@ def cores() -> int:
 
 
 def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (None where there is none)."""
+    """Memory available now to new processes (the kernel's MemAvailable: :func:`ablate.costs.blocks.free_bytes`)."""
+    from ..costs.blocks import free_bytes
+
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+        return free_bytes("cpu")
+    except (OSError, ValueError):
         return None
-    return None
 
 
 def trials_to_run(study) -> int:
