@@ -415,6 +415,7 @@ def test_a_ddp_trial_runs_as_a_two_task_srun_step_and_equals_the_local_two_proce
                                                         if t.state in (COMPLETE, FAIL)), None), 180, every=0.5)
     done_s = time.monotonic() - t0
     cluster.run("scancel", report, array, check=False)  # the report job is the other test's subject
+    _wait("the jobs to end", lambda: not cluster.squeue("-j", f"{array},{report}").strip(), 60)
     log = "".join(f.read_text() for f in (tmp_path / "runs/ddp/slurm").glob(f"**/{array}_0_log.out"))
     assert trial.state == COMPLETE, (trial.system_attrs, log)
     assert trial.user_attrs["world_size"] == 2 == local["world_size"]
