@@ -128,7 +128,7 @@ def test_the_report_shows_the_ladder_and_warns_where_parameters_move_without_a_c
                     controls={"K 8": "gcn=on"})
     level = {"gcn=on": 0.80, "gcn=off": 0.81, "K 8": 0.85, "no gcn, K 8": 0.86, "plain": 0.42}
     values = {c.key: {s: level[c.title()] + 0.002 * s for s in SEEDS} for c in study.cells()}
-    params = {c.key: p for c, p in zip(study.cells(), [2160, 1632, 2150, 1700, 0])}
+    params = {c.key: p for c, p in zip(study.cells(), [2160, 1632, 2150, 1700, 0])}  # plain: no block
     md = render(study, _data(study, values, params), "mem")
     ladder = md.split("## Ladder")[1].split("##")[0]
     assert "1. gcn=off vs gcn=on" in ladder and "2. plain vs gcn=off" in ladder
@@ -136,11 +136,16 @@ def test_the_report_shows_the_ladder_and_warns_where_parameters_move_without_a_c
     # gcn=off vs gcn=on changes 24.4%: gcn=on has a declared control within 5% (2,150 vs 2,160)
     assert "gcn=off vs gcn=on: the block's parameters change by -24.4% (2,160 → 1,632); matched control " \
            "declared: K 8 for gcn=on (2,150 vs 2,160 parameters" in warn
-    assert "⚠ plain vs gcn=off: the block's parameters change by -100.0% (1,632 → 0), and no matched control" in warn
+    assert "plain vs" not in warn  # a block against no block (0 parameters) is not an ablation of a part
     assert "- K 8 vs gcn=on" not in warn  # -0.5%: within 5%
     assert "no gcn, K 8 vs gcn=on: the block's parameters change by -21.3% (2,160 → 1,700); matched" in warn
     tab = table(study, _data(study, values, params))
     assert {r["title"]: r["base"] for r in tab["rows"]}["plain"] == study.cells()[1].key  # the rung before
+    bare = _ladder(tmp_path, name="lad3", seeds=SEEDS, comparisons="ladder")  # no control declared
+    assert [c.key for c in bare.cells()] == list(params)
+    md = render(bare, _data(bare, values, params), "m")
+    assert "- ⚠ K 8 vs gcn=off: the block's parameters change by +31.7% (1,632 → 2,150), and no matched control " \
+           "is declared" in md
 
 
 def test_the_report_decides_a_fractions_effects_with_their_aliases(tmp_path):

@@ -15,6 +15,7 @@ from ..study.records import fmt_value
 from ..study.designs import PARAMS_TOLERANCE, controls_of, design_of, factorial_effects, factorial_runs
 from .rows import label_text, method_text
 
+MAX_PARAM_LINES = 20  # parameter lines listed under the verdicts; the rest counted
 CORRECTION_NAMES = {"none": "no correction", "holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg"}
 
 
@@ -172,12 +173,16 @@ def _change(new: float, old: float) -> float:
 def param_lines(study, data: dict, tab: dict) -> list[str]:
     """Under the verdicts: each comparison (or factorial main effect) whose two sides' attention
     parameters differ by more than 5%, with its declared matched control or a warning that none is."""
+    if study.search:  # sampled points against the best: no designed contrast to check
+        return []
     params, titles = _params(tab), {c.key: c.title() for c in tab["cells"]}
     ctrl = controls_of(study)
     said = []
     for x in tab["info"].get("pairs", list(tab["comps"].values())):
         c, b = x["cell"], x["base"]
-        if c.key not in params or b.key not in params or abs(_change(params[c.key], params[b.key])) <= PARAMS_TOLERANCE:
+        if not params.get(c.key) or not params.get(b.key):  # unknown, or a block against no block at all
+            continue
+        if abs(_change(params[c.key], params[b.key])) <= PARAMS_TOLERANCE:
             continue
         head = (f"{c.title()} vs {b.title()}: the block's parameters change by "
                 f"{100 * _change(params[c.key], params[b.key]):+.1f}% ({params[b.key]:,} → {params[c.key]:,})")
@@ -196,10 +201,12 @@ def param_lines(study, data: dict, tab: dict) -> list[str]:
                         "declared: the effect mixes the switch with the capacity it changes.")
     if not said:
         return []
+    more = [f"- and {len(said) - MAX_PARAM_LINES} more such comparisons."] if len(said) > MAX_PARAM_LINES else []
     return ["", "**Parameters.** Comparisons that change the attention block's parameter count by more than "
-            f"{100 * PARAMS_TOLERANCE:g}% (the attn params column): a difference may come from capacity (or a "
-            "nonlinearity the switch removes) rather than from the mechanism. A matched control keeps the "
-            "parameters without the mechanism (`controls:` in the study file, docs/study_files.md).", ""] + said
+            f"{100 * PARAMS_TOLERANCE:g}% (the attn params column; a block against no block is not listed): a "
+            "difference may come from capacity (or a nonlinearity the switch removes) rather than from the "
+            "mechanism. A matched control keeps the parameters without the mechanism (`controls:` in the study "
+            "file, docs/study_files.md).", ""] + said[:MAX_PARAM_LINES] + more
 
 
 def _controlled(head: str, sides: list, ctrl: dict, params: dict, titles: dict) -> str:
