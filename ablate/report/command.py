@@ -5,12 +5,12 @@ renders what it is given (:func:`ablate.report.build.write`)."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..config.errors import RetryableError, StudyError, exit_retry, exit_with
 from ..doctor.check import health_lines
 from ..storage import records as st
+from ..storage.opening import located
 from ..storage.summary import collect, run_totals
 from .build import write
 
@@ -62,17 +62,12 @@ def main(argv=None) -> int:
             study = load_with_overrides(args.study, args.overrides, check_files=False)
         else:
             study = load_study(args.study, check_files=False)
-        if args.storage:
-            st.check_storage(args.storage, "--storage")
-        elif os.environ.get(st.STORAGE_ENV):
-            st.check_storage(os.environ[st.STORAGE_ENV], "$" + st.STORAGE_ENV)
+        run_dir, url = located(study.name, args.storage, args.run_dir)
         reports = Path(args.reports_dir)
         if reports.exists() and not reports.is_dir():
             raise StudyError("command line", "--reports-dir", f"the reports folder {reports} is a file, not a folder.")
     except StudyError as e:
         exit_with(e)
-    run_dir = Path(args.run_dir) if args.run_dir else st.default_run_dir(study.name)
-    url = st.storage_url(run_dir, args.storage)
     if "://" not in url and not Path(url).exists():
         exit_with(StudyError(args.study, "", f"no results yet: the storage {st.redact(url)} does not exist. Run "
                              f"python -m ablate.run {args.study} first, or give --storage / --run-dir."))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import shutil
 import subprocess
 import sys
@@ -204,22 +203,18 @@ def _squeue(jobs: list[str]) -> dict[str, str] | None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from ..storage import records as st
+    from ..storage.opening import located
     from ..config.errors import StudyError, exit_with
 
     from .slurm import load
 
     try:
         study = load(args.study, args.overrides, check_files=False)
-        if args.storage:
-            st.check_storage(args.storage, "--storage")
-        elif os.environ.get(st.STORAGE_ENV):
-            st.check_storage(os.environ[st.STORAGE_ENV], "$" + st.STORAGE_ENV)
+        run_dir, url = located(study.name, args.storage, args.run_dir)
         if args.watch is not None and args.watch <= 0:
             raise StudyError("command line", "--watch", "give a number of seconds above 0.")
     except StudyError as e:
         exit_with(e)
-    run_dir = Path(args.run_dir) if args.run_dir else st.default_run_dir(study.name)
-    url = st.storage_url(run_dir, args.storage)
     if "://" not in url and not Path(url).exists():
         exit_with(StudyError(args.study, "", f"nothing has run yet: the storage {st.redact(url)} does not exist "
                              "(give --storage or --run-dir where the run put it)."))

@@ -34,6 +34,18 @@ def storage_url(run_dir: Path, storage: str | None) -> str:
     return storage or os.environ.get(STORAGE_ENV) or str(run_dir / "optuna.journal")
 
 
+def located(study_name: str, storage: str | None, run_dir: str | None) -> tuple[Path, str]:
+    """The run folder and storage URL a read-only command (report, status) uses: ``--storage``,
+    else ``$ABLATE_STORAGE`` (each checked: :func:`check_storage`), else ``run_dir``'s journal
+    (default ``runs/<study>``). A bad value raises StudyError naming where it came from."""
+    if storage:
+        check_storage(storage, "--storage")
+    elif os.environ.get(STORAGE_ENV):
+        check_storage(os.environ[STORAGE_ENV], "$" + STORAGE_ENV)
+    folder = Path(run_dir) if run_dir else default_run_dir(study_name)
+    return folder, storage_url(folder, storage)
+
+
 # the SQLAlchemy dialects Optuna's RDBStorage is known to work with, optionally +driver
 _SCHEMES = re.compile(r"(sqlite|postgres|postgresql|mysql|mariadb)(\+[a-z0-9_]+)?")
 STORAGE_FORMS = ("sqlite:///PATH.db, postgresql[+driver]://USER@HOST[:PORT]/DB, mysql[+driver]://USER@HOST/DB, "
