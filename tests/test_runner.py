@@ -78,6 +78,9 @@ def test_wandb_offline_run_per_trial_with_factors(tmp_path):
     assert len(runs) == 1
     # wandb 0.31 keeps offline runs in a protobuf log with no Python reader; its records hold
     # the config keys, the group and the logged metric names as plain bytes
+    deadline = time.time() + 30  # wandb-core writes the .wandb file from its own process: allow it to land
+    while not list(runs[0].glob("*.wandb")) and time.time() < deadline:
+        time.sleep(0.5)
     blob = next(runs[0].glob("*.wandb")).read_bytes()
     for needle in (b"cell_key", b"gcn", b"val_miou", b"final_val_miou", b"tiny"):
         assert needle in blob, needle
