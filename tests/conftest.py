@@ -83,7 +83,12 @@ def psamask_reference(x, psa_type: str, hm: int, wm: int):
 def run_cli(args: list[str], cwd: Path, **kw):
     import subprocess
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    # a run inherits nothing an earlier in-process run left in this process's environment: no W&B folder
+    # or run id, and above all no WANDB_SERVICE (wandb.init sets it to this process's wandb-core, which
+    # a child would then write its runs through, after this process has moved on)
+    inherited = {k: v for k, v in os.environ.items() if k not in ("WANDB_DIR", "WANDB_RUN_ID", "WANDB_RESUME",
+                                                                  "WANDB_SERVICE", "ABLATE_RUN_ID")}
+    env = {**inherited, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, **kw)
 
 
@@ -111,3 +116,11 @@ def study_factory(tmp_path):
     def make(**overrides):
         return tiny_study(tmp_path, **overrides)
     return make
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_wandb_service():
+    """wandb.init in this process sets WANDB_SERVICE (its wandb-core); a later test's subprocess that
+    inherited it would write its runs through this process's service. Each test leaves it unset."""
+    yield
+    os.environ.pop("WANDB_SERVICE", None)

@@ -2,12 +2,25 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+
+import pytest
 
 from ablate.run import parallel
 from ablate.run.command import main
 from ablate.study.load import load_study
 
 from conftest import tiny_study
+
+
+@pytest.fixture(autouse=True)
+def _own_environment():
+    """An in-process run sets WANDB_DIR and the run id in os.environ; give them back, so that later
+    tests' subprocesses do not inherit this test's folders."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 GIB = 2**30
 

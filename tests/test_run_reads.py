@@ -4,6 +4,7 @@ record, the report and the failure lines."""
 from __future__ import annotations
 
 import collections
+import os
 
 import optuna
 import pytest
@@ -13,6 +14,16 @@ import ablate.run.command as command
 import ablate.study.load as load
 
 from conftest import tiny_study
+
+
+@pytest.fixture(autouse=True)
+def _own_environment():
+    """An in-process run sets WANDB_DIR and the run id in os.environ; give them back, so that later
+    tests' subprocesses do not inherit this test's folders."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture
