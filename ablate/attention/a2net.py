@@ -42,7 +42,7 @@ Both blocks expose these five switches under the same names (``gather``, ``share
 for T = 1 the two agree in value whichever way the bases are kept, and in gradient only with
 ``bases: learned``: EMANet's moving-average iterations run without grad, so neither the maps
 nor the input conv get a gradient through the attention in EMA, while they do in A2.
-``tests/test_em_a2.py`` checks both, and that with all five switches at A2Net's values the
+``tests/attention/test_em_a2.py`` checks both, and that with all five switches at A2Net's values the
 EMA block computes A2Net's equations.
 
 What the switches do not close. The map weights are factored through the bases, mu^T W_in:

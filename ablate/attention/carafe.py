@@ -21,7 +21,7 @@ Parity with mmcv (``mmcv/ops/carafe.py``, ``csrc/common/cuda/carafe_naive_cuda_k
 :class:`CARAFEPack` has ``CARAFEPack``'s structure, parameter names and initialisation (convs
 Xavier-uniform, bias 0; the content encoder normal with std 0.001), and :func:`carafe` is the
 op's definition, mask channel ``(group * k + dy) * k + dx`` for a channel in contiguous group
-``group`` (``up_group`` groups; the segmenter uses 1). ``tests/test_carafe.py`` checks both,
+``group`` (``up_group`` groups; the segmenter uses 1). ``tests/attention/test_carafe.py`` checks both,
 values and gradients in float64, against a transcription of the CUDA kernels and against mmcv's
 own ``CARAFEPack`` Python code running on that transcription.
 """

@@ -41,7 +41,7 @@ SPATIAL = ("pairwise", "maps", "affine")  # kinds drawn over the image; the othe
 
 _RECORDINGS: list[list] = []  # the active recordings, innermost last
 
-# block class -> what it records and what the report draws (tests/test_attention_maps.py holds every preset to it)
+# block class -> what it records and what the report draws (tests/attention/test_attention_maps.py holds every preset to it)
 DRAWN: dict[str, str] = {
     "NoAttention": "nothing: there is no block (the control)",
     "NonLocalBlock": "`affinity` (pairwise, one per pass): the normalised affinity, softmax(θ·φ) or (θ·φ)/N or the "

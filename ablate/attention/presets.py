@@ -5,8 +5,8 @@ defaults; the factors (what a study may change, and the valid values) are the bl
 ``FACTORS``, declared beside the class. To add a mechanism: write its block in a module named
 after it (its paper and official code in the module docstring, ``FACTORS`` beside the class,
 each factor's default as the block's keyword default), then add one ``Preset`` line to its family
-below; ``tests/test_architecture.py`` asks for the new preset to be pinned
-(``python tests/pins.py``) and ``tests/test_attention.py`` checks every preset builds.
+below; ``tests/project/test_architecture.py`` asks for the new preset to be pinned
+(``python tests/pins.py``) and ``tests/attention/test_attention.py`` checks every preset builds.
 """
 from __future__ import annotations
 

@@ -42,9 +42,9 @@ Plus ``get_compiler_version`` / ``get_compiling_cuda_version``, which return ``"
 Not registered in mmengine's ``MODELS`` registry (mmseg constructs both ops directly). Verified
 against mmcv 2.1.0's ``mmcv/ops/cc_attention.py`` (pure PyTorch, loaded from the mmcv-lite files)
 and a line-by-line transcription of ``mmcv/ops/csrc/pytorch/cpu/psamask.cpp`` in
-``tests/test_mmseg_parity.py``; CARAFE against a transcription of
+``tests/compat/test_mmseg_parity.py``; CARAFE against a transcription of
 ``mmcv/ops/csrc/common/cuda/carafe_naive_cuda_kernel.cuh`` (forward and backward) and mmcv's own
-``carafe.py`` run on it, in ``tests/test_carafe.py``.
+``carafe.py`` run on it, in ``tests/attention/test_carafe.py``.
 
 Usage: call ``install()`` before importing ``mmseg``::
 

@@ -3,7 +3,7 @@
 mmsegmentation 1.2.2 does not put an attention block straight between the backbone and the
 classifier: each mechanism's decode head wraps it in convolutions of its own, and the model-zoo
 numbers are for those heads. With ``style: mmseg`` the segmenter builds the same wrapping around
-our block (the block itself is ours, parity-tested against mmseg's in tests/test_mmseg_parity.py):
+our block (the block itself is ours, parity-tested against mmseg's in tests/compat/test_mmseg_parity.py):
 
 * ``FCNHead`` (mechanism ``none``: mmseg's no-attention baseline, ``num_convs=2``), ``NLHead``
   (the Non-local presets), ``GCHead`` (``gcnet``), ``DNLHead`` (``dnl``), ``CCHead`` (``ccnet``):

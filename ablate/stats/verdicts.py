@@ -117,7 +117,7 @@ def decided(verdict_label: str | Verdict, half_width: float, margin: float) -> b
 
     Stopping on a verdict is a look at the data: with the same alpha at every look from 3 to 10
     seeds, simulated null differences (normal, sd 2-4 margins) are called better/worse about 15%
-    of the time instead of 5% (tests/test_stats.py measures it); stopping on precision alone,
+    of the time instead of 5% (tests/stats/test_stats.py measures it); stopping on precision alone,
     which looks at the spread but not at Δ, gives 5-8%. Verdicts taken at :func:`look_alpha` keep
     the wrong calls at or below alpha under either rule, at the cost of power.
     """

@@ -13,7 +13,7 @@ What Lightning's checkpoint lacks is saved beside it (:class:`TrialCheckpoints`)
 history (the curve before the kill), the compute time so far, the RNG states of python, numpy
 and torch, and the data order's position (:class:`ablate.data.lightning.ResumableOrder`, also
 in the middle of a pass). A resumed trial then trains exactly as an uninterrupted one, bit for
-bit on the CPU (tests/test_checkpoints.py). Not covered: a real dataset read with
+bit on the CPU (tests/trainer/test_checkpoints.py). Not covered: a real dataset read with
 ``num_workers > 0`` keeps the batch order but its loader workers' augmentation draws start
 again from their seed (their RNG lives in those processes); under DDP rank 0's RNG states are
 put back on every rank (the ranks draw alike from the same seed).

@@ -21,7 +21,7 @@ from ablate.report.command import write_report
 from ablate.stats.power import Normal, seeds_for_power
 from ablate.study.load import load_study
 
-from conftest import tiny_study
+from support import tiny_study
 
 SEEDS = [0, 1, 2, 3, 4]
 BASE = [0.50, 0.52, 0.48, 0.51, 0.49]
