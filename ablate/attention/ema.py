@@ -42,6 +42,18 @@ studies T at inference separately; default 3 = the official setting), ``momentum
 ``bases``: ``moving_average`` (EMANet) or ``learned``: mu is an ``nn.Parameter`` updated
 by backprop, never averaged, and the iterations run with autograd.
 
+``refit``: the no-iteration control of ``T`` (not in the paper). T adds no parameters, so a
+parameter-matched control of it is free; what T changes is that the bases the output is built
+from are re-estimated on each image, T times. With ``refit: off`` the EM iterations still run
+exactly as with ``refit: on`` (the same T steps, and in ``moving_average`` mode the same update
+of the moving average, so the dataset-level bases mu0 are learned by the same rule), but the
+output is built from mu0 itself and its own E-step, ``x_hat = mu0 softmax_K(x^T mu0)^T``, with
+no gradient in ``moving_average`` mode as in EMANet. Its output is the same for every T and
+T_eval: against it, a cell says what re-estimating the bases on the image adds to a dictionary
+of bases trained the same way. T = 1 is not that control: its output already uses bases
+re-estimated once on the image (mu^(1), with z from mu0). With ``bases: learned`` the iterations
+cannot reach the output at all, so they are skipped; mu0 is then learned by backprop directly.
+
 A2Net switches. With ``T = 1`` and learned bases the unit computes what an A2Net block in
 one configuration computes (``a2net.a2_from_ema``), in value *and* in gradient; with
 moving-average bases only in value, since EMANet's iterations carry no gradient. Five more
@@ -113,7 +125,7 @@ class EMBases(nn.Module):
 
     def __init__(self, channels: int, K: int = 64, T: int = 3, T_eval: int = 3,
                  momentum: float = 0.9, bases: str = "moving_average", gather: str = "em",
-                 descriptor_norm: str = "l2"):
+                 descriptor_norm: str = "l2", refit: bool = True):
         super().__init__()
         if T < 1 or T_eval < 1:
             raise ValueError(f"T and T_eval must be >= 1, got T={T}, T_eval={T_eval}")
@@ -123,6 +135,7 @@ class EMBases(nn.Module):
         self.gather, self.descriptor_norm = _choice("gather", gather, GATHERS), _choice(
             "descriptor_norm", descriptor_norm, NORMS)
         self.K, self.T, self.T_eval, self.momentum, self.bases = K, T, T_eval, momentum, bases
+        self.refit = refit
         mu = init_bases(channels, K)
         if bases == "learned":
             self.mu = nn.Parameter(mu)
@@ -133,21 +146,27 @@ class EMBases(nn.Module):
         steps = self.T if self.training else self.T_eval
         mu0 = self.mu.expand(x.shape[0], -1, -1).to(x.dtype)
         if self.bases == "learned":
+            if not self.refit:  # the control: mu0 and its E-step; the iterations could not reach the output
+                return mu0, torch.softmax(x.transpose(1, 2) @ mu0, dim=2)
             return em_iterations(x, mu0, steps, self.gather, self.descriptor_norm)
         from ablate_kernels.em import em_attention_iterations  # fused Triton step on CUDA, em_iterations elsewhere
 
         with torch.no_grad():
+            if not self.refit:  # the control's output, taken before the moving average moves mu0
+                mu0 = mu0.clone()
+                z0 = torch.softmax(x.transpose(1, 2) @ mu0, dim=2)
             mu, z = em_attention_iterations(x, mu0, steps, gather=self.gather,
                                             descriptor_norm=self.descriptor_norm)
             if self.training:
                 # Official train.py: mu0 <- m * mu0 + (1 - m) * mean over the batch; no re-normalisation.
                 self.mu.mul_(self.momentum).add_(mu.mean(dim=0, keepdim=True).to(self.mu.dtype),
                                                  alpha=1.0 - self.momentum)
-        return mu, z
+        return (mu, z) if self.refit else (mu0, z0)
 
     def extra_repr(self) -> str:
         return (f"K={self.K}, T={self.T}, T_eval={self.T_eval}, momentum={self.momentum}, bases={self.bases}, "
-                f"gather={self.gather}, descriptor_norm={self.descriptor_norm}")
+                f"gather={self.gather}, descriptor_norm={self.descriptor_norm}"
+                + ("" if self.refit else ", refit=False"))
 
 
 class EMABlock(nn.Module):
@@ -173,12 +192,14 @@ class EMABlock(nn.Module):
         switch("out_relu", "ReLU on the reconstruction and after the residual (paper); off: A2Net's plain "
                "residual", added=True),
         reduction("bases width m = C/reduction (paper: 1; A2Net's descriptors are narrower)", added=True),
+        switch("refit", "the output uses the bases re-estimated on the image by the T EM steps (paper); off: "
+               "the no-iteration control, the dataset-level bases mu0 and one E-step", added=True),
     )
 
     def __init__(self, channels: int, K: int = 64, T: int = 3, T_eval: int = 3,
                  momentum: float = 0.9, bases: str = "moving_average", gather: str = "em",
                  shared_maps: bool = True, descriptor_norm: str = "l2", out_relu: bool = True,
-                 reduction: int = 1):
+                 reduction: int = 1, refit: bool = True):
         super().__init__()
         if reduction < 1:
             raise ValueError(f"reduction must be >= 1, got {reduction}")
@@ -186,7 +207,7 @@ class EMABlock(nn.Module):
         self.channels, self.width, self.reduction = channels, width, reduction
         self.shared_maps, self.out_relu = shared_maps, out_relu
         self.conv_in = nn.Conv2d(channels, width, kernel_size=1)
-        self.em = EMBases(width, K, T, T_eval, momentum, bases, gather, descriptor_norm)
+        self.em = EMBases(width, K, T, T_eval, momentum, bases, gather, descriptor_norm, refit)
         if not shared_maps:  # A2Net's separate distribution map: its own learned bases
             self.distribute = nn.Parameter(init_bases(width, K))
         self.conv_out = nn.Conv2d(width, channels, kernel_size=1, bias=False)

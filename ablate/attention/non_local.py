@@ -35,6 +35,22 @@ The block is written in the survey's slots:
   code initialises them: the first is not in the paper, mmcv leaves the second to ConvModule);
 * ``pre_conv``: one 1x1 conv on the block's input before the transforms, the alternative the
   ``drop_transforms`` study offers when theta/phi/sigma are dropped (not in the paper).
+* ``dropped_qk``: what stands in for theta and phi when both are dropped. ``identity`` (the
+  default, the Gaussian form) leaves nothing; ``matched`` is the parameter-matched control of
+  the drop (not in the paper). Dropping one of theta/phi widens the other to C x C (the query
+  and key widths must agree), which at ``reduction`` 2 keeps the block's parameter count;
+  dropping sigma widens W's input and changes it by C/2 biases (under 1%); dropping *both*
+  theta and phi removes 2 (C x C/2 + C/2) = C^2 + C parameters, half the block. ``matched``
+  puts exactly those back as one 1x1 conv C -> C with bias on a pointwise branch added to W's
+  output inside the output BN: ``x + BN(W y + M x)``, each pass with the same M. The control
+  keeps the count, the init (N(0, init_std^2), zero bias) and the identity start (the BN gamma
+  is 0), and the parameters are learned and reach the output at every pixel, but they never
+  enter the affinity, which stays x_i . x_j: the matched cell differs from the full block in
+  *where* the parameters act (shaping which pixels meet vs acting on each pixel alone), so the
+  two together say whether the transforms are needed or only their parameters are. A shared
+  embedding before the block (``pre_conv``, the same C^2 + C) would not do: it enters the
+  affinity as a shared query/key transform (x^T P^T P x). ``matched`` needs both theta and phi
+  off and ``reduction`` 2 (elsewhere no C x C conv has the dropped count).
 
 The paper's four forms are presets, each at the official settings above (the tests compare
 them with mmcv's ``NonLocal2d`` in the same mode): embedded Gaussian (``nonlocal``) = dot +
@@ -61,6 +77,10 @@ def _conv1x1(cin: int, cout: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel_size=1, bias=bias)
 
 
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 class NonLocalBlock(nn.Module):
     """Non-local block with every transform, affinity and normalisation as a switch.
 
@@ -80,6 +100,9 @@ class NonLocalBlock(nn.Module):
         number("init_std", 0.0, "convs drawn from N(0, init_std^2), zero biases (official: 0.01); "
                "0: PyTorch's default init"),
         switch("pre_conv", "one 1x1 conv before the block (with transforms dropped)"),
+        choice("dropped_qk", ("identity", "matched"), "with theta and phi both off: nothing in their place "
+               "(identity), or their parameter count as a pointwise conv outside the affinity (matched: the "
+               "control of the drop)", added=True),
         choice("pattern", P.PATTERNS, "which pixels meet (sparse patterns need the dot affinity with softmax)"),
         integer("R", 1, "passes of the block with shared weights (CCNet's recurrence)", added=True),
         integer("window", 1, "local_window pattern: odd window side", added=True),
@@ -91,11 +114,13 @@ class NonLocalBlock(nn.Module):
     def __init__(self, channels: int, reduction: int = 2, theta: bool = True, phi: bool = True, sigma: bool = True,
                  shared_qk: bool = False, affinity: str = "dot", normalization: str = "softmax", scale: bool = True,
                  pattern: str = "full", zero_init: bool = True, pre_conv: bool = False, R: int = 1, window: int = 7,
-                 down_factor: int = 4, samples: int = 36, radius: int = 12, init_std: float = 0.01):
+                 down_factor: int = 4, samples: int = 36, radius: int = 12, init_std: float = 0.01,
+                 dropped_qk: str = "identity"):
         super().__init__()
         self.check_args(dict(affinity=affinity, normalization=normalization, pattern=pattern, R=R,
                              window=window, down_factor=down_factor, samples=samples, radius=radius,
-                             init_std=init_std))
+                             init_std=init_std, theta=theta, phi=phi, shared_qk=shared_qk,
+                             reduction=reduction, dropped_qk=dropped_qk))
         self.pattern, self.R, self.window, self.down_factor = pattern, R, window, down_factor
         if pattern == "sampled":
             self.register_buffer("offsets", P.offsets(samples, radius), persistent=False)
@@ -130,6 +155,12 @@ class NonLocalBlock(nn.Module):
         # W and the first pass's BN; passes 2..R share W and have a BN each
         self.out = nn.Sequential(_conv1x1(v_dim, channels, bias=False), nn.BatchNorm2d(channels))
         self.later_norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(R - 1))
+        # the matched control of dropping theta and phi: their C^2 + C parameters as a pointwise conv
+        self.matched = _conv1x1(channels, channels) if dropped_qk == "matched" else None
+        if self.matched is not None and _params(self.matched) != 2 * (channels * inter + inter):
+            raise FactorConflict("dropped_qk", f"dropped_qk: matched replaces theta and phi by one C x C conv, which "
+                                 f"has their parameter count only when C/reduction = C/2; at C = {channels} the "
+                                 f"inner width is {inter}, so use dropped_qk: identity")
         self.widths = {"qk": qk_dim, "value": v_dim}
         self._init_weights(init_std, zero_init)
 
@@ -137,7 +168,7 @@ class NonLocalBlock(nn.Module):
         """The official N(0, init_std^2) conv weights with zero biases (``init_std`` > 0), and
         every output BN's gamma at 0 (``zero_init``), so the block starts as the identity."""
         if init_std > 0:
-            for conv in (self.theta, self.phi, self.sigma, self.out[0]):
+            for conv in (self.theta, self.phi, self.sigma, self.out[0], self.matched):
                 if isinstance(conv, nn.Conv2d):
                     nn.init.normal_(conv.weight, std=init_std)
                     if conv.bias is not None:
@@ -162,6 +193,15 @@ class NonLocalBlock(nn.Module):
             raise FactorConflict("pattern", f"pattern {pattern!r} chooses the pixels a softmax of dot products runs over: it needs "
                              f"affinity 'dot' and normalization 'softmax' (got {args['affinity']!r}, "
                              f"{args['normalization']!r}); only pattern 'full' takes the other forms")
+        if args.get("dropped_qk", "identity") not in ("identity", "matched"):
+            raise FactorConflict("dropped_qk", f"dropped_qk must be 'identity' or 'matched', got {args['dropped_qk']!r}")
+        if args.get("dropped_qk", "identity") == "matched":
+            phi_on = args["theta"] if args["shared_qk"] else args["phi"]
+            if args["theta"] or phi_on or args["reduction"] != 2:
+                raise FactorConflict("dropped_qk", "dropped_qk: matched stands in for theta and phi dropped together "
+                                     "(their C^2 + C parameters as one C x C conv), so it needs theta: off, phi: off "
+                                     f"and reduction: 2 (got theta {args['theta']}, phi {phi_on}, reduction "
+                                     f"{args['reduction']}); a single drop keeps the count at reduction 2")
         if args["init_std"] < 0:
             raise FactorConflict("init_std", f"init_std must be >= 0 (0: PyTorch's default init), got {args['init_std']}")
         if args["R"] < 1:
@@ -202,8 +242,10 @@ class NonLocalBlock(nn.Module):
             x = self._one_pass(x, norm)
         return x
 
-    def _output(self, y: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
-        return norm(self.out[0](y))
+    def _output(self, y: torch.Tensor, norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+        if self.matched is None:
+            return norm(self.out[0](y))
+        return norm(self.out[0](y) + self.matched(x))  # the control's pointwise branch, outside the affinity
 
     def _sparse(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._maps(x)
@@ -226,7 +268,7 @@ class NonLocalBlock(nn.Module):
 
     def _one_pass(self, x: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
         if self.pattern != "full":
-            return x + self._output(self._sparse(x), norm)
+            return x + self._output(self._sparse(x), norm, x)
         b, _, h, w = x.shape
         q, k, v = self._qkv(x)
         if maps.active():  # the normalised N x N affinity (scaled_dot_product_attention never holds it)
@@ -247,4 +289,4 @@ class NonLocalBlock(nn.Module):
         else:
             y = self.attention_map(x) @ v
         y = y.transpose(1, 2).reshape(b, self.v_dim, h, w)
-        return x + self._output(y, norm)
+        return x + self._output(y, norm, x)
