@@ -27,6 +27,7 @@ from .model import (
 from ..config.trial import TrainerSpec, TrainSpec
 from ..config.specs import expect_mapping, parse_spec, typed_value, unknown_keys, unknown_name
 from .search import SAMPLERS, search_spec  # noqa: F401 - the search: section (ablate/study/search.py)
+from .transfer import transfer_spec
 
 DATASETS = ("synthetic", *REAL_DATASETS)
 OPTIMIZERS = ("adamw", "sgd")
@@ -38,7 +39,7 @@ PRECISIONS = {"32-true": (32, "32", "32-true"), "16-mixed": (16, "16", "16-mixed
 
 TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references", "seeds", "metric",
             "baseline", "search", "pruner", "trainer", "tracking", "margin", "correction", "eval",
-            "learned_above", "screening", "planning", "labels", "comparisons", "controls")
+            "learned_above", "screening", "planning", "labels", "comparisons", "controls", "transfer")
 METRICS = ("val_miou", "best_val_miou")
 CORRECTIONS = ("none", "holm", "bonferroni", "bh")  # as ablate.stats.CORRECTIONS
 TWO_VALUED_TESTS = ("perm", "signflip", "boschloo")  # as ablate.stats.decide.TWO_VALUED_TESTS
@@ -265,6 +266,7 @@ def analysis_spec(raw: dict, where: str) -> dict:
         if key in plan and plan[key] not in valid:
             raise StudyError(where, f"planning.{key}", f"{unknown_name(key, plan[key])}; valid: {', '.join(valid)}.")
         out[key] = plan.get(key, out[key])
+    out["transfer"] = transfer_spec(raw, where)  # the transfer check's reference (ablate/study/transfer.py)
     return out
 
 
