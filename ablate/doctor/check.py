@@ -149,7 +149,7 @@ def block_input(study, cell) -> tuple[int, int, int]:
     backbone's (or the head's) channels at the training input's size over the backbone's stride."""
     from dataclasses import asdict
 
-    from ..models.segmenter import feature_geometry, feature_side
+    from ..models.geometry import feature_geometry, feature_side
 
     channels, stride = feature_geometry(asdict(cell.backbone), asdict(getattr(cell, "head", None) or study.head))
     h, w = cell.data.crop_size if hasattr(cell.data, "crop_size") else (cell.data.size, cell.data.size)

@@ -33,13 +33,14 @@ from ..data.synthetic import IGNORE_INDEX
 from ..config.evaluation import EvalSpec
 from .inference import evaluate
 from .image_counts import confusion_counts
-from ..plugins.mechanisms import backbone_geometry, build_backbone as build_plugin_backbone, is_spec
+from ..plugins.mechanisms import build_backbone as build_plugin_backbone, is_spec
 from ..config.seeds import reseed
 from ..config.trial import HeadSpec, TrainSpec
 from . import registry
 from .backbone import conv_bn_relu
 from ..attention.carafe import UpsampleSpec, build_upsampler
 from .mmseg_heads import build_head, check_style
+from .geometry import as_head, feature_geometry, feature_side  # noqa: F401 - re-exported
 
 AUX_CHANNELS = 256  # mmseg's auxiliary FCNHead on a ResNet-D8: 1024 -> 256 -> classes
 
@@ -47,24 +48,6 @@ AUX_CHANNELS = 256  # mmseg's auxiliary FCNHead on a ResNet-D8: 1024 -> 256 -> c
 def build_backbone(spec: dict) -> nn.Module:
     """A backbone from its spec's dict: a plugin's, or a built-in one (:mod:`ablate.models.registry`)."""
     return build_plugin_backbone(spec) if is_spec(spec["name"]) else registry.build(spec)
-
-
-def feature_geometry(backbone: dict, head: HeadSpec | dict | None = None) -> tuple[int, int]:
-    """(channels the attention block sees, the backbone's output stride), without building
-    anything (a ResNet would load its weights; a plugin's is built once, cached, and says)."""
-    channels, stride = (backbone_geometry if is_spec(backbone["name"]) else registry.geometry)(backbone)
-    return as_head(head).channels or channels, stride
-
-
-def as_head(head: HeadSpec | dict | None) -> HeadSpec:
-    """``model.head`` as its record: a trial config's dict (or None: no head settings) read with
-    :class:`~ablate.config.trial.HeadSpec`'s defaults, which live there alone."""
-    return head if isinstance(head, HeadSpec) else HeadSpec(**(head or {}))
-
-
-def feature_side(side: int, stride: int) -> int:
-    """The feature map's side for an input side (the backbones' stride-2 convs round up)."""
-    return -(-side // stride)
 
 
 class Segmenter(nn.Module):

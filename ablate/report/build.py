@@ -70,14 +70,19 @@ def write(study, data: dict, storage_label: str, reports_dir: str = "reports", r
     out = Path(reports_dir) / f"{study.name}.md"
     make_folder(out.parent)
     tab = table(study, data)
-    figs = _figures(study, tab, data)
+    want_wandb = wandb if wandb is not None else _wandb_wanted(study, run_info)
+    figs = _figures(study, tab, data, want_wandb)
     pics, pic_lines, pic_figs = section(study, tab, data)  # from the trials' final weights, if they kept them
     md = render(study, data, storage_label, tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs],
                 health=health, pictures=pic_lines)
     md = _with_cost_notes(md, data, {c.key: c.title() for c in cells}) + _notes(out)
     write_text(out, md)  # whole or not at all: a failed write keeps the previous report and its notes
     write_formats(study, data, tab, md, [(stem, cap, text) for stem, cap, text, _ in figs + pic_figs], out.parent)
-    if wandb if wandb is not None else _wandb_wanted(study, run_info):
+    if study.evals:  # evaluation-time factors: the train x eval table's CSV and JSON (ablate/report/evaluations.py)
+        from .evaluations import write_files
+
+        write_files(study, data, out.parent)
+    if want_wandb:
         from .wandb import log_study
 
         log_study(study, tab, {**data, "pictures": pics} if pics else data, figs + pic_figs, run_dir)
@@ -113,13 +118,14 @@ def _notes(path: Path) -> str:
     return f"\n{tail}\n" if tail.strip() else ""
 
 
-def _figures(study, tab: dict, data: dict) -> list[tuple[str, str, str, bytes]]:
-    """(stem, caption, SVG text, PNG bytes) of each figure the study has (:mod:`ablate.report.figures`)."""
+def _figures(study, tab: dict, data: dict, png: bool = True) -> list[tuple[str, str, str, bytes | None]]:
+    """(stem, caption, SVG text, PNG bytes) of each figure the study has (:mod:`ablate.report.figures`);
+    the PNG (for W&B alone) only with ``png``, else None."""
     from . import figures
 
     out = []
     for stem, cap, fig in figures.figures(study, tab, data):
-        out.append((stem, cap, figures.svg(fig, f"{study.name}-{stem}"), figures.png(fig)))
+        out.append((stem, cap, figures.svg(fig, f"{study.name}-{stem}"), figures.png(fig) if png else None))
     return out
 
 

@@ -348,7 +348,7 @@ def block_shape(cell, world_size: int = 1, head=None) -> tuple[int, int, int, in
     the study's; a cell whose ``head.X`` factors made its own uses that."""
     from dataclasses import asdict
 
-    from ..models.segmenter import feature_geometry, feature_side
+    from ..models.geometry import feature_geometry, feature_side
 
     head = getattr(cell, "head", None) or head
     channels, stride = feature_geometry(asdict(cell.backbone), asdict(head) if head is not None else None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _st
 
+from .cache import cached
 from .exact import EXACT_MAX, boschloo_table, min_p, perm_pvalues, signflip_pvalues
 from .robust import t_pvalues, yuen_arrays
 
@@ -191,11 +192,22 @@ def seeds_for_power(test: str, model, alpha: float, target: float = 0.8, max_see
     (:func:`~ablate.stats.exact.min_p`) is not below alpha are skipped (power 0). Every n up to
     SCAN_UP_TO is tried (discreteness makes the power of exact tests jump there); above, the
     power is taken as increasing in n and n found by doubling and bisection. None: over the cap.
+
+    The answer is kept in a content-addressed cache on disk (:mod:`ablate.stats.cache`: the
+    inputs, the package's source and the libraries' versions are its key), so a report rewritten
+    from the same results reads it instead of simulating again; it is the simulated answer bit for bit.
     """
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; valid: {', '.join(TESTS)}")
     if max_seeds < 2:
         raise ValueError(f"max_seeds must be at least 2, got {max_seeds}")
+    return cached("seeds_for_power", _seeds_for_power, test=test, model=model, alpha=alpha, target=target,
+                  max_seeds=max_seeds, reps=reps, seed=seed)
+
+
+def _seeds_for_power(test: str, model, alpha: float, target: float, max_seeds: int, reps: int,
+                     seed: int) -> int | None:
+    """:func:`seeds_for_power` computed (the simulation itself, without the cache)."""
     a, b = model.sample(np.random.default_rng(seed), reps, max_seeds)
     exact = {"perm": "perm", "signflip": "signflip", "boschloo": "boschloo"}.get(test)
 

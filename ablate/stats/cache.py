@@ -1,0 +1,104 @@
+"""A content-addressed cache on disk for the seeded simulations of :mod:`ablate.stats.power`.
+
+A simulation's answer is a pure function of its inputs: the outcome model (its class and every
+field), the test, the level, the power target, the seed cap, the repetitions and the seed of the
+simulation's generator, and of the code and libraries that compute it. :func:`key` hashes all of
+these (SHA-256): the source text of every module of this package, and numpy's and scipy's
+versions (their generators and distributions), so an edit of the statistics or a library update
+gives new keys and the old entries are never read again. A hit returns the stored answer, which
+is the computed one bit for bit (an integer or None); a miss computes and stores it.
+
+Where: ``$ABLATE_CACHE/stats`` (the folder ablate's block costs also use, under ``costs``), else
+``~/.cache/ablate/stats``; one small JSON file a key, written atomically. ``ABLATE_CACHE=off``
+turns it off. A cache that cannot be read or written is skipped (the answer is computed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+OFF = "off"
+
+
+def cache_dir() -> Path | None:
+    """``$ABLATE_CACHE/stats``, else ``~/.cache/ablate/stats``; None when ``ABLATE_CACHE=off``."""
+    root = os.environ.get("ABLATE_CACHE")
+    if root == OFF:
+        return None
+    return (Path(root) if root else Path.home() / ".cache" / "ablate") / "stats"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A hash of the package's source and of numpy's and scipy's versions."""
+    import numpy
+    import scipy
+
+    h = hashlib.sha256(f"numpy {numpy.__version__} scipy {scipy.__version__}".encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _plain(value):
+    """A JSON-able form of an input: a dataclass (an outcome model) as its class name and fields."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"class": type(value).__name__, **{f.name: _plain(getattr(value, f.name))
+                                                  for f in dataclasses.fields(value)}}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # a numpy scalar
+        return value.item()
+    return value
+
+
+def key(name: str, **inputs) -> str:
+    """The content address of ``name`` (the function) at ``inputs``: floats enter as their exact
+    repr, so any change of an input, however small, is another key."""
+    content = {"fn": name, "inputs": {k: _plain(v) for k, v in sorted(inputs.items())}, "code": code_version()}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=True).encode()).hexdigest()[:32]
+
+
+def get(k: str):
+    """(True, the stored answer) or (False, None) when absent, unreadable or the cache is off."""
+    folder = cache_dir()
+    if folder is None:
+        return False, None
+    try:
+        return True, json.loads((folder / f"{k}.json").read_text())["answer"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False, None
+
+
+def put(k: str, answer) -> None:
+    """Store ``answer`` under ``k`` (atomically); skipped when the cache is off or not writable."""
+    from ..config.atomic import write_text
+
+    folder = cache_dir()
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / f"{k}.json", json.dumps({"answer": answer}))
+    except Exception:  # noqa: BLE001 - a cache that cannot be written is skipped
+        pass
+
+
+def cached(name: str, compute: Callable, **inputs):
+    """``compute(**inputs)``, through the cache under :func:`key` (``name``, ``inputs``); inputs
+    that are not plain numbers, strings or dataclasses of them are computed without it."""
+    try:
+        k = key(name, **inputs)
+    except (TypeError, ValueError):
+        return compute(**inputs)
+    hit, answer = get(k)
+    if hit:
+        return answer
+    answer = compute(**inputs)
+    put(k, answer)
+    return answer
