@@ -25,7 +25,7 @@ from ablate.stats.decide import exact_pvalue
 from ablate.study.load import load_study
 
 from support import run_cli, tiny_study
-from support.fakes import ORDER, fake_value, seq_study_file
+from support.fakes import two_workers, worker, ORDER, fake_value, seq_study_file
 
 ALPHA = 0.05
 
@@ -276,21 +276,6 @@ def test_runner_adds_seeds_only_where_undecided_and_matches_the_rule(fake, capsy
     assert _run(path) == 0 and len(_trials(fake / "runs/seq")) == n
 
 
-def _worker(path: str, index: int, storage: str | None = None) -> None:
-    os._exit(R.main([path, "--run-dir", "runs/seq", "--no-wandb", "--no-report", "--worker", "--worker-index",
-                     str(index), "--threads", "1", *(["--storage", storage] if storage else [])]))
-
-
-def _two_workers(path: Path, storage: str | None = None) -> None:
-    ctx = multiprocessing.get_context("fork")  # the children keep the fake trainer
-    procs = [ctx.Process(target=_worker, args=(str(path), i, storage)) for i in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0, 0]
-
-
 def _check_once(trials, path: Path) -> None:
     got = Counter((t.params["mechanism"], t.user_attrs["seed"]) for t in trials
                   if t.state == optuna.trial.TrialState.COMPLETE)
@@ -302,21 +287,21 @@ def _check_once(trials, path: Path) -> None:
 def test_two_workers_run_each_seed_once(fake, monkeypatch):
     monkeypatch.setenv("H6_FAKE_SLEEP", "0.15")
     path = seq_study_file(fake)
-    _two_workers(path)
+    two_workers(path, "runs/seq")
     _check_once(_trials(fake / "runs/seq"), path)
 
 
 def test_two_workers_on_postgresql_run_each_seed_once(fake, monkeypatch, pg_url):
     monkeypatch.setenv("H6_FAKE_SLEEP", "0.15")
     path = seq_study_file(fake)
-    _two_workers(path, pg_url)
+    two_workers(path, "runs/seq", pg_url)
     _check_once(optuna.load_study(study_name="seq", storage=st.open_storage(pg_url)).get_trials(deepcopy=False), path)
 
 
 def test_a_killed_sequential_study_resumes_without_losing_or_repeating(fake, monkeypatch):
     path = seq_study_file(fake)
     monkeypatch.setenv("H6_FAKE_BLOCK", "senet:4")  # a seed a look added: the worker hangs there
-    proc = multiprocessing.get_context("fork").Process(target=_worker, args=(str(path), 0))
+    proc = multiprocessing.get_context("fork").Process(target=worker, args=(str(path), 0, "runs/seq"))
     proc.start()
     deadline, hung = time.time() + 120, None
     while time.time() < deadline and hung is None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 
@@ -13,14 +12,7 @@ from ablate.study.load import load_study
 from support import tiny_study
 
 
-@pytest.fixture(autouse=True)
-def _own_environment():
-    """An in-process run sets WANDB_DIR and the run id in os.environ; give them back, so that later
-    tests' subprocesses do not inherit this test's folders."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("own_environment")  # tests/run/conftest.py
 
 GIB = 2**30
 

@@ -4,7 +4,6 @@ record, the report and the failure lines."""
 from __future__ import annotations
 
 import collections
-import os
 
 import optuna
 import pytest
@@ -16,14 +15,7 @@ import ablate.study.load as load
 from support import tiny_study
 
 
-@pytest.fixture(autouse=True)
-def _own_environment():
-    """An in-process run sets WANDB_DIR and the run id in os.environ; give them back, so that later
-    tests' subprocesses do not inherit this test's folders."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+pytestmark = pytest.mark.usefixtures("own_environment")  # tests/run/conftest.py
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from ablate.study.load import load_study
 from ablate.study.search import planned_trials
 
 from support import tiny_study
+from support.fakes import patch_trainer, two_workers
 
 EFFECT = {"slope": 0.0}  # mIoU per doubling of K (0: the null, no factor matters)
 
@@ -57,15 +57,8 @@ def fake_run_trial(config, reporter=None, logger=None, threads=1, wandb=None):
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
-    import ablate.trainer.trial
-
-    monkeypatch.setattr(ablate.trainer.trial, "run_trial", fake_run_trial)
-    monkeypatch.setenv(st.RUN_ENV, "test")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("ABLATE_HEARTBEAT_S", "0.2")
-    monkeypatch.chdir(tmp_path)
     EFFECT["slope"] = 0.0
-    return tmp_path
+    return patch_trainer(monkeypatch, tmp_path, fake_run_trial)
 
 
 def search_file(tmp_path, name="ps", **search):
@@ -198,31 +191,16 @@ def test_a_point_search_runs_each_seed_once_tells_means_and_confirms(fake):
     assert run(search_file(fake)) == 0 and len(trials_of(fake)[0]) == n  # a finished search runs nothing more
 
 
-def _worker(path: str, index: int, storage: str | None = None) -> None:
-    os._exit(R.main([path, "--run-dir", "runs/ps", "--no-wandb", "--no-report", "--no-doctor", "--worker",
-                     "--worker-index", str(index), "--threads", "1", *(["--storage", storage] if storage else [])]))
-
-
-def _two_workers(path, storage=None) -> None:
-    ctx = multiprocessing.get_context("fork")  # the children keep the fake trainer
-    procs = [ctx.Process(target=_worker, args=(str(path), i, storage)) for i in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0, 0]
-
-
 def test_two_workers_run_each_point_seed_once(fake, monkeypatch):
     monkeypatch.setenv("FAKE_SLEEP", "0.1")
-    _two_workers(search_file(fake))
+    two_workers(search_file(fake), "runs/ps", None, "--no-doctor")
     _check_search(fake, workers=2)
 
 
 def test_two_workers_on_postgresql_run_each_point_seed_once(fake, monkeypatch, pg_url):
     monkeypatch.setenv("FAKE_SLEEP", "0.05")
     small = {"n_trials": 3, "confirm": {"top": 1, "seeds": 2}}  # 9 search and 7 confirmation trials
-    _two_workers(search_file(fake, **small), pg_url)
+    two_workers(search_file(fake, **small), "runs/ps", pg_url, "--no-doctor")
     _check_search(fake, storage=pg_url, workers=2, **small)
 
 

@@ -45,14 +45,42 @@ def fake_run_trial(config, reporter=None, logger=None, threads=1, wandb=None):
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
+    """The runner with :func:`fake_run_trial` for a trainer, run from ``tmp_path``."""
+    return patch_trainer(monkeypatch, tmp_path, fake_run_trial)
+
+
+def patch_trainer(monkeypatch, tmp_path, run_trial):
+    """Make ``run_trial`` the trainer every trial of this process (and of its forked children) calls;
+    a test id for the run, W&B under ``tmp_path``, quick heartbeats; returns ``tmp_path``, now the cwd."""
     import ablate.trainer.trial
 
-    monkeypatch.setattr(ablate.trainer.trial, "run_trial", fake_run_trial)
+    monkeypatch.setattr(ablate.trainer.trial, "run_trial", run_trial)
     monkeypatch.setenv(st.RUN_ENV, "test")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("ABLATE_HEARTBEAT_S", "0.2")
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def worker(path: str, index: int, run_dir: str, storage: str | None = None, *extra: str) -> None:
+    """A worker of ``python -m ablate.run PATH`` in a forked child (it keeps the patched trainer)."""
+    from ablate.run.command import main
+
+    os._exit(main([path, "--run-dir", run_dir, "--no-wandb", "--no-report", "--worker", "--worker-index",
+                   str(index), "--threads", "1", *(["--storage", storage] if storage else []), *extra]))
+
+
+def two_workers(path, run_dir: str, storage: str | None = None, *extra: str) -> None:
+    """Two forked workers of the same study on the same storage; both must exit 0."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # the children keep the fake trainer
+    procs = [ctx.Process(target=worker, args=(str(path), i, run_dir, storage, *extra)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
 
 
 def seq_study_file(tmp_path, seeds=None):
