@@ -3,9 +3,9 @@
 A simulation's answer is a pure function of its inputs: the outcome model (its class and every
 field), the test, the level, the power target, the seed cap, the repetitions and the seed of the
 simulation's generator, and of the code and libraries that compute it. :func:`key` hashes all of
-these (SHA-256): the source text of every module of this package, and numpy's and scipy's
-versions (their generators and distributions), so an edit of the statistics or a library update
-gives new keys and the old entries are never read again. A hit returns the stored answer, which
+these (SHA-256): the source text of the function's module and of every package module it imports
+(:func:`sources`), and numpy's and scipy's versions (their generators and distributions), so an
+edit of that code or a library update gives new keys and the old entries are never read again. A hit returns the stored answer, which
 is the computed one bit for bit (an integer or None); a miss computes and stores it.
 
 Where: ``$ABLATE_CACHE/stats`` (the folder ablate's block costs also use, under ``costs``), else
@@ -33,14 +33,34 @@ def cache_dir() -> Path | None:
     return (Path(root) if root else Path.home() / ".cache" / "ablate") / "stats"
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """A hash of the package's source and of numpy's and scipy's versions."""
+def sources(module: str) -> list[Path]:
+    """The source files of the package's ``module`` and of the package modules it imports,
+    directly or not (relative imports, read from the source), in name order."""
+    import ast
+
+    here, todo, seen = Path(__file__).parent, [module], set()
+    while todo:
+        name = todo.pop()
+        path = here / f"{name}.py"
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [node.module.split(".")[0]] if node.module else [a.name for a in node.names] + ["__init__"]
+    return [here / f"{n}.py" for n in sorted(seen)]
+
+
+@functools.lru_cache(maxsize=8)
+def code_version(module: str) -> str:
+    """A hash of the source of ``module`` and of what it imports from the package (:func:`sources`),
+    and of numpy's and scipy's versions: an edit of the code that computes an answer is a new key;
+    a module that does not enter it leaves the keys as they were."""
     import numpy
     import scipy
 
     h = hashlib.sha256(f"numpy {numpy.__version__} scipy {scipy.__version__}".encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in sources(module):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -58,9 +78,10 @@ def _plain(value):
 
 
 def key(name: str, **inputs) -> str:
-    """The content address of ``name`` (the function) at ``inputs``: floats enter as their exact
-    repr, so any change of an input, however small, is another key."""
-    content = {"fn": name, "inputs": {k: _plain(v) for k, v in sorted(inputs.items())}, "code": code_version()}
+    """The content address of ``name`` ("module.function", a module of this package) at ``inputs``:
+    floats enter as their exact repr, so any change of an input, however small, is another key."""
+    content = {"fn": name, "inputs": {k: _plain(v) for k, v in sorted(inputs.items())},
+               "code": code_version(name.split(".")[0])}
     return hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=True).encode()).hexdigest()[:32]
 
 

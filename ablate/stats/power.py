@@ -201,7 +201,7 @@ def seeds_for_power(test: str, model, alpha: float, target: float = 0.8, max_see
         raise ValueError(f"unknown test {test!r}; valid: {', '.join(TESTS)}")
     if max_seeds < 2:
         raise ValueError(f"max_seeds must be at least 2, got {max_seeds}")
-    return cached("seeds_for_power", _seeds_for_power, test=test, model=model, alpha=alpha, target=target,
+    return cached("power.seeds_for_power", _seeds_for_power, test=test, model=model, alpha=alpha, target=target,
                   max_seeds=max_seeds, reps=reps, seed=seed)
 
 

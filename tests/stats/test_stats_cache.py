@@ -32,7 +32,7 @@ def test_a_hit_is_the_simulated_answer_and_skips_the_simulation(monkeypatch, tmp
                                     dict(model=pw.TwoValued(0.2, 0.9, learned_sd=0.0100001)),
                                     dict(model=pw.Normal(0.2, 0.9))])
 def test_any_changed_input_is_another_key(change):
-    assert cache.key("seeds_for_power", **{**ARGS, **change}) != cache.key("seeds_for_power", **ARGS)
+    assert cache.key("power.seeds_for_power", **{**ARGS, **change}) != cache.key("power.seeds_for_power", **ARGS)
 
 
 def test_a_changed_input_misses_and_computes(monkeypatch, tmp_path):
@@ -48,9 +48,9 @@ def test_a_changed_input_misses_and_computes(monkeypatch, tmp_path):
 
 
 def test_other_code_is_another_key(monkeypatch):
-    before = cache.key("seeds_for_power", **ARGS)
-    monkeypatch.setattr(cache, "code_version", lambda: "edited")
-    assert cache.key("seeds_for_power", **ARGS) != before
+    before = cache.key("power.seeds_for_power", **ARGS)
+    monkeypatch.setattr(cache, "code_version", lambda module: "edited")
+    assert cache.key("power.seeds_for_power", **ARGS) != before
 
 
 def test_off_or_unwritable_gives_the_same_answer(monkeypatch, tmp_path):
@@ -69,3 +69,9 @@ def test_a_corrupt_entry_is_computed_again(monkeypatch, tmp_path):
     (entry,) = (tmp_path / "stats").glob("*.json")
     entry.write_text("{not json")
     assert pw.seeds_for_power(**ARGS) == _fresh()
+
+
+def test_the_key_covers_the_code_the_simulation_runs_and_no_other():
+    names = {p.stem for p in cache.sources("power")}
+    assert {"power", "exact", "robust", "ttests"} <= names  # what seeds_for_power calls, directly or not
+    assert not names & {"decide", "feasibility", "sequential", "selection"}  # callers and strangers do not enter
