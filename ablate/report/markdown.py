@@ -36,6 +36,10 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     if not study.search and len(study.factors) == 2:
         lines += _matrix_section(study, data, cells, costs)
     lines += _verdict_section(study, data, tab, verdicts) + design_lines(study, data, tab)
+    if study.evals:  # evaluation-time factors: the train x eval table (ablate/report/evaluations.py)
+        from .evaluations import lines as evaluation_lines
+
+        lines += evaluation_lines(study, data)
     if study.point_search():  # what the search found, apart from the confirmed verdicts
         from .search_text import section_lines
 

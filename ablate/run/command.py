@@ -147,6 +147,10 @@ def print_plan(study, out=None) -> None:
     if study.pruner["name"] != "none":
         opts = ", ".join(f"{k}={v}" for k, v in study.pruner.items() if k != "name")
         print(f"  pruner: {study.pruner['name']} ({opts})", file=out)
+    if study.evals:  # evaluation-time factors: trainings, evaluations and the saving (ablate/study/evaluations.py)
+        from ..study.evaluations import plan_lines
+
+        print("\n".join(plan_lines(study)), file=out)
 
 
 

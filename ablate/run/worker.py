@@ -192,18 +192,25 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
     """Claim and run trials until none is free; returns this worker's totals."""
     from ..storage import records as st
 
+    from .evaluate import evaluate_next, open_evaluations, others_evaluating
+
     w = open_worker(study, url, run_dir, args)
-    totals = {"trials": 0, "attempts": 0, "error": 0, "harness": 0}
+    evals = open_evaluations(w)  # evaluation-time factors: trained weights evaluated first (ablate/run/evaluate.py)
+    totals = {"trials": 0, "attempts": 0, "error": 0, "harness": 0, "evaluations": 0}
     waiting, streak, finished = False, 0, True  # finished: a trial ended here since the study line was shown
     while not args.max_trials or totals["attempts"] < args.max_trials:
         if waiting:
             time.sleep(min(5.0, st.heartbeat_s()))
+        if evals is not None and count_evaluation(evaluate_next(w, evals, threads_for(args, study), interrupt_words),
+                                                      totals):
+            waiting = False
+            continue
         claim, w.index = st.claim_next(url, w.ostudy, functools.partial(choose, w), w.index)
         if finished and (totals["attempts"] or w.progress.tty):  # plain lines after a trial; the bar at once
             w.progress.study(study_counts(w, w.index))
         finished = False
         if claim is None:
-            waiting = wait_for_others(w.index, w.progress, waiting)
+            waiting = wait_for_others(w.index, w.progress, waiting) or others_evaluating(evals) > 0
             if waiting:
                 continue
             break
@@ -222,6 +229,15 @@ def worker_loop(study, url: str, run_dir: Path, args) -> dict:
         w.progress.study(study_counts(w, w.index))
     w.progress.close()
     return totals
+
+
+def count_evaluation(outcome: str | None, totals: dict) -> bool:
+    """Count an evaluation's outcome (None: none was ready) in ``totals``; whether one ran."""
+    if outcome is None:
+        return False
+    totals["attempts"] += 1
+    totals["evaluations" if outcome == "complete" else outcome] += 1
+    return True
 
 
 def study_counts(w: Worker, trials) -> StudyCounts:

@@ -66,7 +66,16 @@ def collect(study, url: str) -> dict:
     return {"values": values, "records": records, "failed": final, "retry": retry, "pruned": pruned,
             "running": running, "running_here": here, "pending": pending, "epochs": epochs, "finished": finished,
             "run": ostudy.user_attrs.get("last_run", {}), "curves": curves, "fingerprints": fps, "trials": rows,
-            "points": points}
+            "points": points, "evaluations": _evaluations(study, url)}
+
+
+def _evaluations(study, url: str) -> dict | None:
+    """A study's evaluations of its trainings under evaluation-time factors (None: it has none)."""
+    if not getattr(study, "evals", ()):
+        return None
+    from .evaluations import read_evaluations
+
+    return read_evaluations(study, url)
 
 
 def _trial_row(t) -> dict:

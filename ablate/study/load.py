@@ -17,6 +17,7 @@ from pathlib import Path
 from ..config.errors import StudyError
 from ..config.evaluation import parse_eval
 from .search import check_point_search, confirm_seeds
+from .evaluations import parse_eval_factors
 from .designs import comparisons_spec, resolve_names
 from .cells import SEARCH_COMBOS, SEARCH_VALUES, build_cell, check_search, resolve_grid
 from ..config.specs import BackboneSpec
@@ -113,8 +114,11 @@ def load_study(path: str | Path, check_files: bool = True, raw: dict | None = No
                          "family-wise correction); valid there: holm, bonferroni, none.")
     if search is not None:
         no_labels(raw, where)
+        parse_eval_factors(raw, where, study)  # refused with search:
         check_search(study)
         return study
     grid, baseline_keys = resolve_grid(study)
     study = replace(study, grid=label_cells(grid, raw, where), baseline_keys=baseline_keys)
-    return replace(study, comparisons=resolve_names(study, comparisons))
+    study = replace(study, comparisons=resolve_names(study, comparisons))
+    eval_factors, evals, eval_baseline = parse_eval_factors(raw, where, study)  # train once, evaluate many
+    return replace(study, eval_factors=eval_factors, evals=evals, eval_baseline=eval_baseline)

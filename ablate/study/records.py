@@ -135,6 +135,10 @@ class Study:
     analysis: dict = field(default_factory=dict)
     # which comparisons are made and the matched controls (ablate.study.designs): design, rungs, generators, controls
     comparisons: dict = field(default_factory=dict)
+    # evaluation-time factors (ablate.study.evaluations): as written, their settings, the reference setting
+    eval_factors: dict = field(default_factory=dict)
+    evals: tuple = ()
+    eval_baseline: dict = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         """The grid's cells (itertools.product order, then the references); none for a search."""

@@ -39,7 +39,8 @@ PRECISIONS = {"32-true": (32, "32", "32-true"), "16-mixed": (16, "16", "16-mixed
 
 TOP_KEYS = ("name", "question", "model", "data", "train", "factors", "references", "seeds", "metric",
             "baseline", "search", "pruner", "trainer", "tracking", "margin", "correction", "eval",
-            "learned_above", "screening", "planning", "labels", "comparisons", "controls", "transfer")
+            "learned_above", "screening", "planning", "labels", "comparisons", "controls", "transfer", "eval_factors",
+            "eval_baseline")
 METRICS = ("val_miou", "best_val_miou")
 CORRECTIONS = ("none", "holm", "bonferroni", "bh")  # as ablate.stats.CORRECTIONS
 TWO_VALUED_TESTS = ("perm", "signflip", "boschloo")  # as ablate.stats.decide.TWO_VALUED_TESTS
