@@ -10,6 +10,7 @@ from .costs import latency_text
 from .designs import lines as design_lines
 from .designs import with_design
 from .provenance import fingerprint_lines, provenance_lines
+from .transfer import section_lines as transfer_lines
 from ..stats import ALPHA
 from .rows import COST_REPEATS, COST_WARMUP, block_shape, describe_setup, table
 from .rows import label_text as _label_text
@@ -36,6 +37,7 @@ def render(study, data: dict, storage_label: str, tab: dict | None = None, figur
     if not study.search and len(study.factors) == 2:
         lines += _matrix_section(study, data, cells, costs)
     lines += _verdict_section(study, data, tab, verdicts) + design_lines(study, data, tab)
+    lines += transfer_lines(study, data)  # with transfer: only (ablate/report/transfer.py)
     if study.evals:  # evaluation-time factors: the train x eval table (ablate/report/evaluations.py)
         from .evaluations import lines as evaluation_lines
 
