@@ -11,15 +11,45 @@ from .errors import StudyError, brief
 from .trial import fields_dict
 
 
+BACKBONE_INITS = ("scratch", "pretrained_synthetic")  # model.backbone.init of small_cnn
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    """The small backbone of a study's ``model.backbone`` (the ResNet's spec lives with its model)."""
+    """The small backbone of a study's ``model.backbone`` (the ResNet's spec lives with its model).
+    ``init``: ``scratch`` (random, seeded) or ``pretrained_synthetic`` (the weights of the synthetic
+    pretext, :mod:`ablate.models.pretext`); ``freeze``: its weights and BN statistics stay as built."""
 
     name: str = "small_cnn"
     width: int = 32
     depth: int = 3
+    init: str = "scratch"
+    freeze: bool = False
 
     _rules = {"width": ("int", 1), "depth": ("int", 2)}
+    _added = ("init", "freeze")  # settings added after the first studies: in a key only when not at default
+
+    def identity(self) -> dict:
+        """The spec as a cell's key and a trial's config hold it: ``init`` and ``freeze`` only when
+        not at their defaults, so every study written before them keeps its keys."""
+        base = BackboneSpec()
+        return {k: v for k, v in fields_dict(self).items() if k not in self._added or v != getattr(base, k)}
+
+
+def parse_small_backbone(raw: dict, where: str, prefix: str, base=None) -> BackboneSpec:
+    """``model.backbone`` of ``small_cnn`` (or a ``backbone.X`` factor over ``base``), ``init`` checked."""
+    spec = parse_spec(BackboneSpec, raw, where, prefix, base)
+    if spec.init not in BACKBONE_INITS:
+        raise StudyError(where, prefix + "init", f"unknown backbone init {brief(spec.init)}; valid: scratch (random "
+                         "weights from the trial's seed) or pretrained_synthetic (the small_cnn trained once on the "
+                         "synthetic appearance pretext, cached under $ABLATE_CACHE/pretext; docs/study_files.md).")
+    return spec
+
+
+def spec_identity(spec) -> dict:
+    """A backbone spec's dict as keys and trial configs hold it (:meth:`BackboneSpec.identity`; any
+    other spec: all its fields)."""
+    return spec.identity() if isinstance(spec, BackboneSpec) else fields_dict(spec)
 
 
 def expect_mapping(obj, where: str, key: str) -> dict:

@@ -4,6 +4,13 @@ Its receptive field is deliberately narrow (9 x 9 input pixels): conv3x3 at stri
 at stride 2, then ``depth - 2`` conv3x3 at stride 2 widen it by 4 pixels each. With the
 default ``depth=3`` a pixel's features cannot see the synthetic task's cue, so any long-range
 ability must come from the attention block under study.
+
+A study's ``model.backbone`` builds it through :func:`ablate.models.pretext.build_small_cnn`:
+``init: scratch`` (the default) is exactly ``SmallCNN(...)`` from the trial's backbone seed stream;
+``init: pretrained_synthetic`` builds the same module, then loads the weights of the synthetic
+pretext (trained once and cached); ``freeze: true`` (:meth:`SmallCNN.freeze`) stops its weights'
+gradients and keeps its BatchNorm in eval mode whatever ``train()`` asks, so neither its weights
+nor its statistics move in training.
 """
 from __future__ import annotations
 
@@ -31,6 +38,18 @@ class SmallCNN(nn.Module):
         self.out_channels = width
         self.receptive_field = 1 + 2 + 2 + 4 * (depth - 2)
 
+    frozen = False
+    init = "scratch"
+    pretext_key = None  # the pretext checkpoint's key when its weights were loaded
+
     def forward(self, x):
         return self.body(x)
 
+    def freeze(self) -> "SmallCNN":
+        """No gradients for its parameters, BatchNorm statistics fixed (eval mode from now on)."""
+        self.frozen = True
+        self.requires_grad_(False)
+        return self.train(False)
+
+    def train(self, mode: bool = True) -> "SmallCNN":
+        return super().train(mode and not self.frozen)

@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 from torch import nn
 
 from .backbone import SmallCNN
+from .pretext import build_small_cnn, pretext_key
 from .resnet import ResNetD8, ResNetSpec, resnet_channels, validate_resnet
 
 
@@ -28,7 +29,8 @@ class Backbone:
     """One built-in backbone. ``channels(spec)``: the output channels for a spec's dict;
     ``stride``: the output stride; ``stages``: it has ``forward_stages`` (stage 3 for mmseg's
     auxiliary FCN head, ``aux_channels`` wide); ``weights``: its spec names pretrained weights
-    (``pretrained``), loaded when it is built; ``parse(raw, where, prefix, base, check_files)``:
+    (``pretrained``), loaded when it is built; ``builder``: builds it from its spec's keywords when
+    ``cls`` alone cannot (small_cnn's ``init`` and ``freeze``, :mod:`ablate.models.pretext`); ``parse(raw, where, prefix, base, check_files)``:
     ``model.backbone`` (or a ``backbone.X`` factor over ``base``) -> its spec;
     ``describe(spec)``: the report's words for it."""
 
@@ -40,13 +42,22 @@ class Backbone:
     describe: Callable
     stages: bool = False
     weights: bool = False
+    builder: Callable[..., nn.Module] | None = None  # what builds it from the spec's keywords (None: ``cls``)
 
 
 def _parse_small(raw: dict, where: str, prefix: str, base, check_files: bool):
     from ..config.specs import BackboneSpec  # the study's record (study_records imports no model)
-    from ..config.specs import parse_spec
+    from ..config.specs import parse_small_backbone
 
-    return parse_spec(BackboneSpec, raw, where, prefix, base if isinstance(base, BackboneSpec) else None)
+    return parse_small_backbone(raw, where, prefix, base if isinstance(base, BackboneSpec) else None)
+
+
+def _describe_small(b) -> str:
+    """``width 32``, and its init when not from scratch (naming the pretext checkpoint's key)."""
+    words = f"width {b.width}"
+    if getattr(b, "init", "scratch") != "scratch":
+        words += f", init {b.init} (pretext checkpoint `{pretext_key(b.width, b.depth)}`)"
+    return words + (", frozen" if getattr(b, "freeze", False) else "")
 
 
 def _parse_resnet(raw: dict, where: str, prefix: str, base, check_files: bool):
@@ -55,7 +66,7 @@ def _parse_resnet(raw: dict, where: str, prefix: str, base, check_files: bool):
 
 BACKBONES = {  # in the order error messages list them
     "small_cnn": Backbone("small_cnn", SmallCNN, lambda s: s["width"], SmallCNN.stride, _parse_small,
-                          lambda b: f"width {b.width}"),
+                          _describe_small, builder=build_small_cnn),
     "resnet_d8": Backbone("resnet_d8", ResNetD8, lambda s: resnet_channels(s["depth"]), ResNetD8.stride,
                           _parse_resnet, lambda b: f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`",
                           stages=True, weights=True),
@@ -70,7 +81,8 @@ def lookup(name) -> Backbone | None:
 def build(spec: Mapping) -> nn.Module:
     """A built-in backbone from its spec's dict (``name`` and the constructor's keywords)."""
     kwargs = dict(spec)
-    return BACKBONES[kwargs.pop("name")].cls(**kwargs)
+    entry = BACKBONES[kwargs.pop("name")]
+    return (entry.builder or entry.cls)(**kwargs)
 
 
 def geometry(spec: Mapping) -> tuple[int, int]:

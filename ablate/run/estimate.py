@@ -120,6 +120,8 @@ def _timing_config(config: dict) -> dict:
     entry = lookup(backbone.get("name"))
     if entry is not None and entry.weights:
         backbone["pretrained"] = "none"  # weights do not change the time; nothing is fetched
+    if backbone.get("init") == "pretrained_synthetic":
+        backbone["init"] = "scratch"  # nor do the pretext's weights (ablate/models/pretext.py); nothing is trained
     return {**config, "backbone": backbone}
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..attention import MECHANISMS
 from ..config.errors import brief
 from ..config.evaluation import EvalSpec
-from ..config.specs import BackboneSpec
+from ..config.specs import BackboneSpec, spec_identity
 from ..config.trial import HeadSpec, TrainerSpec, TrainSpec, TrialConfig, fields_dict
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def cell_key(mechanism: str, args: dict, backbone, data, train: TrainSpec, train
     after the first studies enter it only when not at their defaults, so older keys stay valid.
     The evaluation (``eval:``) changes what is measured, so one that is not the default is part of it."""
     preset = MECHANISMS[mechanism]
-    content = {"mechanism": mechanism, "args": preset.identity(args), "backbone": fields_dict(backbone),
+    content = {"mechanism": mechanism, "args": preset.identity(args), "backbone": spec_identity(backbone),
                "data": data.as_dict(), "train": train.identity()}
     trainer_diff = {k: v for k, v in fields_dict(trainer).items() if v != getattr(TrainerSpec(), k)}
     if trainer_diff:  # only settings that differ from one CPU process
@@ -229,7 +229,7 @@ class Study:
     def trial(self, cell: Cell, seed: int) -> TrialConfig:
         """The fully resolved, typed configuration of one trial: what the worker hands the trainer."""
         return TrialConfig(self.name, cell.label_dict, cell.key, seed, cell.mechanism, dict(cell.args),
-                           fields_dict(cell.backbone), cell.data.as_dict(), cell.train, self.head_of(cell), self.trainer,
+                           spec_identity(cell.backbone), cell.data.as_dict(), cell.train, self.head_of(cell), self.trainer,
                            self.metric, self.overrides, self.eval)
 
     def trial_config(self, cell: Cell, seed: int) -> dict:

@@ -27,6 +27,7 @@ from ..data.lightning import Batches, RealBatches, tensors
 from ..data.real import build_real_datasets, is_real, spec_from_dict
 from ..config.errors import RetryableError
 from .fingerprint import fingerprint
+from ..models.pretext import provenance as backbone_provenance
 from ..models.image_counts import ATTR as IMAGE_COUNTS, encode as encode_counts
 from ..models.resnet import PretrainedWeightsError
 from ..models.segmenter import SegmentationModule, feature_side
@@ -280,6 +281,7 @@ def result_of(config: TrialConfig, module, hook, crop: tuple, cuda: bool, wall0:
         "train_s": time.perf_counter() - wall0,
         "threads": torch.get_num_threads(),
         "fingerprint": fingerprint(spec.precision, cuda),
+        **backbone_provenance(model.backbone),  # a pretext init or a frozen backbone: its init and checkpoint key
         "world_size": world,
         "pid": os.getpid(),
         "seed_streams": SEED_STREAMS,  # backbone, block, head and training draw from their own streams
