@@ -16,6 +16,7 @@ import math
 COLOURS = {"better": "#1a7f37", "worse": "#cf222e", "budget": "#bc4c00", "equivalent": "#0969da",
            "inconclusive": "#6e7781", "baseline": "#24292f"}
 FONT = 8
+SEED_LINES_MAX = 50  # a cell with more seeds draws the band of its seeds' curves (min to max per epoch), not a line each
 
 
 def _fig(width: float, height: float):
@@ -88,12 +89,14 @@ def curves(tab: dict, data: dict):
     bold (complete trials only), a small panel per cell on shared scales; None when no curve is
     stored. The panels are boxes drawn in one Axes (line collections, one per colour), not an
     Axes each: drawing costs O(lines), with no per-axes ticks or layout passes, so a study of
-    hundreds of cells draws in about a second."""
+    hundreds of cells draws in about a second. A cell of more than :data:`SEED_LINES_MAX` seeds
+    draws the band its seeds' curves span (min to max at each epoch) instead of a line per seed,
+    so the figure grows with the cells and epochs, not with the trials."""
     cells = [(r, data.get("curves", {}).get(r["key"], [])) for r in tab["rows"]]
     cells = [(r, [c for c in cs if c]) for r, cs in cells if any(cs)]
     if not cells:
         return None
-    from matplotlib.collections import LineCollection
+    from matplotlib.collections import LineCollection, PolyCollection
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -117,10 +120,14 @@ def curves(tab: dict, data: dict):
         return col * px + x, -row * py + (v - lo) / (hi - lo)
 
     seeds: dict[str, list] = {}
+    bands: dict[str, list] = {}
     means, mean_colours, frames, grid = [], [], [], []
     for i, (r, cs) in enumerate(cells):
         colour = COLOURS.get(r.get("verdict", "baseline"), COLOURS["baseline"])
-        seeds.setdefault(colour, []).extend([place(i, e + 1, 100 * v) for e, v in enumerate(c)] for c in cs)
+        if len(cs) > SEED_LINES_MAX:
+            bands.setdefault(colour, []).append(_band(cs, lambda e, v, i=i: place(i, e, v)))
+        else:
+            seeds.setdefault(colour, []).extend([place(i, e + 1, 100 * v) for e, v in enumerate(c)] for c in cs)
         n = min(len(c) for c in cs)
         means.append([place(i, e + 1, 100 * sum(c[e] for c in cs) / len(cs)) for e in range(n)])
         mean_colours.append(colour)
@@ -141,12 +148,24 @@ def curves(tab: dict, data: dict):
     ax.add_collection(LineCollection(frames, colors="#57606a", linewidths=0.6))
     for colour, lines in seeds.items():
         ax.add_collection(LineCollection(lines, colors=colour, linewidths=0.7, alpha=0.45))
+    for colour, polys in bands.items():
+        ax.add_collection(PolyCollection(polys, facecolors=colour, edgecolors="none", alpha=0.3))
     ax.add_collection(LineCollection(means, colors=mean_colours, linewidths=2.0))
     ax.set_xlim(-0.3, (ncol - 1) * px + 1.05)
     ax.set_ylim(-(nrow - 1) * py - 0.2, 1.2)
     fig.text(0.5, 0.1 / height, "epoch", ha="center", va="bottom", fontsize=FONT)
     fig.text(0.1 / width, 0.5, "val mIoU (points)", rotation=90, ha="left", va="center", fontsize=FONT)
     return fig
+
+
+def _band(cs: list, place) -> list[tuple[float, float]]:
+    """The outline of the band the curves ``cs`` span: the largest value at each epoch forwards,
+    the smallest backwards (epochs that at least one curve reached), placed by ``place(epoch, points)``."""
+    epochs = max(len(c) for c in cs)
+    hi = [max(c[e] for c in cs if len(c) > e) for e in range(epochs)]
+    lo = [min(c[e] for c in cs if len(c) > e) for e in range(epochs)]
+    return ([place(e + 1, 100 * v) for e, v in enumerate(hi)]
+            + [place(e + 1, 100 * v) for e, v in reversed(list(enumerate(lo)))])
 
 
 def _pareto(points: list[tuple[float, float, int]]) -> list[int]:
@@ -228,11 +247,19 @@ def heatmap(study, tab: dict):
     return fig
 
 
+def _band_note(tab: dict, data: dict) -> str:
+    """The curves caption's words for cells drawn as a band (none: the caption as it always was)."""
+    many = [r for r in tab["rows"] if len([c for c in data.get("curves", {}).get(r["key"], []) if c]) > SEED_LINES_MAX]
+    return (f"; a cell of more than {SEED_LINES_MAX} seeds ({len(many)} here) as the band of its seeds' curves "
+            "(lowest to highest at each epoch)") if many else ""
+
+
 def figures(study, tab: dict, data: dict) -> list[tuple[str, str, object]]:
     """(file stem, caption, matplotlib Figure) for every figure this study has."""
     out = [("forest", "Δ of each comparison with its corrected interval; the grey band is ±margin",
             forest(tab, study.margin)),
-           ("curves", "Val mIoU per epoch: one thin line per seed, the mean in bold", curves(tab, data)),
+           ("curves", "Val mIoU per epoch: one thin line per seed, the mean in bold" + _band_note(tab, data),
+            curves(tab, data)),
            ("cost", "Accuracy against cost, Pareto front filled", cost(tab)),
            ("heatmap", "Mean val mIoU over the two-factor grid with 95% intervals", heatmap(study, tab))]
     if study.search and tab.get("search"):  # a point search: history, importances, dependence, Pareto front

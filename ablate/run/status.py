@@ -119,13 +119,13 @@ def status_text(study, url: str, now: float | None = None) -> str:
         counts["waiting"] = max(0, study.search["n_trials"] - sum(counts.values()))
     else:
         pairs = wanted_pairs(study, ostudy)
-        cells = list(dict.fromkeys(c for c, _ in pairs))
-        lines.append(f"study {study.name}: {len(cells)} cells, {len(pairs)} trials; storage {st.redact(url)}")
-        for cell in cells:
+        seeds_of: dict = {}  # cell -> its seeds, in plan order (one pass: O(pairs), not O(cells x pairs))
+        for c, seed in pairs:
+            seeds_of.setdefault(c, []).append(seed)
+        lines.append(f"study {study.name}: {len(seeds_of)} cells, {len(pairs)} trials; storage {st.redact(url)}")
+        for cell, seeds in seeds_of.items():
             rows, mine = [], {k: 0 for k in counts}
-            for c, seed in pairs:
-                if c is not cell:
-                    continue
+            for seed in seeds:
                 state, words = pair_state(by_pair.get((cell.key, seed), []), now, grace)
                 mine[state] += 1
                 if state in ("running", "failed") or (state == "waiting" and words != "not started"):

@@ -1,0 +1,45 @@
+"""The learning-curves figure grows with cells and epochs, not trials: a cell of more than
+SEED_LINES_MAX seeds is drawn as the band of its seeds' curves (lowest to highest at each epoch)."""
+from __future__ import annotations
+
+import random
+
+from matplotlib.collections import LineCollection, PolyCollection
+
+from ablate.report import figures
+
+
+def _inputs(seeds: dict[str, int], epochs: int = 6, seed: int = 0):
+    rng = random.Random(seed)
+    rows = [{"key": k, "title": f"cell {k}", "verdict": "inconclusive", "limited": False} for k in seeds]
+    curves = {k: [[min(1.0, 0.1 * e + 0.05 * rng.random()) for e in range(epochs - (i % 2))] for i in range(n)]
+              for k, n in seeds.items()}
+    return {"rows": rows}, {"curves": curves}
+
+
+def _collections(fig):
+    (ax,) = fig.axes
+    return ([c for c in ax.collections if type(c) is LineCollection],
+            [c for c in ax.collections if type(c) is PolyCollection])
+
+
+def test_few_seeds_are_lines_and_many_are_one_band_spanning_them():
+    cap = figures.SEED_LINES_MAX
+    tab, data = _inputs({"few": 3, "many": cap + 5})
+    lines, polys = _collections(figures.curves(tab, data))
+    seed_lines = [c for c in lines if c.get_linewidths()[0] == 0.7]
+    assert sum(len(c.get_segments()) for c in seed_lines) == 3  # the small cell's seeds, one line each
+    assert len(polys) == 1 and len(polys[0].get_paths()) == 1
+    # alone in the figure, the band spans exactly its seeds' lowest and highest values: the panel's
+    # scale is those values widened by 5% of their range each way
+    (band,) = _collections(figures.curves(*_inputs({"many": cap + 5})))[1]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert abs(ys.max() - 1.05 / 1.1) < 1e-9 and abs(ys.min() - 0.05 / 1.1) < 1e-9
+    assert "band" in figures._band_note(tab, data) and figures._band_note(*_inputs({"few": cap})) == ""
+
+
+def test_the_svg_does_not_grow_with_the_seeds_of_a_banded_cell():
+    cap = figures.SEED_LINES_MAX
+    small = figures.svg(figures.curves(*_inputs({"a": cap + 1, "b": cap + 1})), "s")
+    large = figures.svg(figures.curves(*_inputs({"a": 10 * cap, "b": 10 * cap})), "s")
+    assert abs(len(large) - len(small)) < 0.05 * len(small), (len(small), len(large))
