@@ -138,8 +138,8 @@ def _progress(study, trials) -> tuple[int, int, int]:
     if study.search:  # a point search's is counted from its points (collect)
         pending = max(0, study.search["n_trials"] - len(settled) - len(live))
     else:
-        live_pairs = {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in live}
-        pending = sum((c.key, s) not in settled | live_pairs for c, s in study.trials())
+        taken = settled | {(t.user_attrs.get("cell_key"), t.user_attrs.get("seed")) for t in live}  # once, not per pair
+        pending = sum((c.key, s) not in taken for c, s in study.trials())
     return len(live), here, pending
 
 
