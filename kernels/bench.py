@@ -12,6 +12,12 @@
 * ``em`` -- EMANet's T EM iterations on x (B, C, H*W) with K bases, forward only under
   ``torch.no_grad`` as EMANet runs them: the fused kernel
   (:func:`ablate_kernels.em.em_iterations_fused`) vs :func:`ablate_kernels.reference.em_iterations`.
+* rows that installed packages add through the entry-point group ``ablate_kernels.bench``
+  (:func:`extra_ops`; each entry a function ``(size, device, dtype) -> list[Case]`` named as
+  ``--ops`` names it): ablate adds ``carafe`` (the head's CARAFE upsampler against the bilinear
+  resize) and ``eval_path`` (a trained model's evaluation: whole image at two T_eval, sliding
+  windows, six scales + flip), ``ablate/costs/bench_cases.py``. They run wherever the references
+  run, on the CPU too, and are timed with every default run.
 * ``local_window`` -- forward + backward of Local Relation's aggregation, window k, C/G value
   channels per group and one query/key channel per group (the Local Relation layer's shapes:
   G = C / channels_per_group, d = 1); geometry bias (G, k*k) learned, so it gets a gradient too:
@@ -52,6 +58,7 @@ from .bench_table import HEADER, INTERPRETER_NOTICE, NO_GPU_NOTICE, format_table
 from .timing import copy_bandwidth, describe_device, free, is_oom, peak_bytes, time_ms
 
 OPS = ("criss_cross", "dense", "em", "local_window")
+ENTRY_GROUP = "ablate_kernels.bench"  # entry points of installed packages that add rows (:func:`extra_ops`)
 GPU_SIZES = ((2, 512, 97, 97), (1, 512, 128, 256), (2, 512, 64, 64))
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "float64": torch.float64}
@@ -177,6 +184,14 @@ def local_window_cases(size, device, dtype, kernels: bool, window: int = 7,
     return cases
 
 
+def extra_ops() -> dict:
+    """op name -> entry point of the rows installed packages add (group :data:`ENTRY_GROUP`);
+    loaded only when its op runs, so a broken one is one failed row, not a failed benchmark."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_GROUP) if ep.name not in OPS}
+
+
 # ------------------------------------------------------------------------------------------
 # driver
 # ------------------------------------------------------------------------------------------
@@ -238,9 +253,10 @@ def run(sizes: Sequence[tuple[int, int, int, int]], ops: Sequence[str] = OPS, de
                                "before Triton is imported")
         if not dispatch.triton_available():
             raise RuntimeError("Triton does not import here")
-    unknown = [o for o in ops if o not in OPS]
+    extras = extra_ops()
+    unknown = [o for o in ops if o not in OPS and o not in extras]
     if unknown:
-        raise ValueError(f"unknown op(s) {unknown}; valid: {', '.join(OPS)}")
+        raise ValueError(f"unknown op(s) {unknown}; valid: {', '.join([*OPS, *extras])}")
     repeats = repeats if repeats is not None else (50 if cuda else 5)
     warmup = warmup if warmup is not None else (10 if cuda else 1)
     bandwidth = copy_bandwidth(device) if kernels else None
@@ -255,6 +271,8 @@ def run(sizes: Sequence[tuple[int, int, int, int]], ops: Sequence[str] = OPS, de
             makers.append(lambda s=size: em_cases(s, device, dtype, kernels, K=em_K, T=em_T))
         if "local_window" in ops:
             makers.append(lambda s=size: local_window_cases(s, device, dtype, kernels, window, channels_per_group))
+        for op in (o for o in ops if o in extras):
+            makers.append(lambda s=size, ep=extras[op]: ep.load()(s, device, dtype))
         for make in makers:
             try:
                 cases = make()
@@ -282,8 +300,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ablate_kernels.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=None,
                         help="B,C,H,W sizes separated by ';' (default: 2,512,97,97;1,512,128,256;2,512,64,64)")
-    parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {', '.join(OPS)} "
-                        "(dense = non-local SDPA rows, shown with criss_cross)")
+    every = [*OPS, *extra_ops()]
+    parser.add_argument("--ops", default=",".join(every), help=f"comma-separated subset of {', '.join(every)} "
+                        "(dense = non-local SDPA rows, shown with criss_cross; the others after local_window "
+                        f"come from installed packages, entry-point group {ENTRY_GROUP})")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 50 on CUDA, 5 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 10 on CUDA, 1 on CPU)")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))

@@ -66,7 +66,11 @@ FOOTNOTE = ("criss_cross and local_window: forward + backward; em: T iterations 
             "product); local_window: one q/k channel per group, G = C/channels_per_group. Peak MiB: "
             "allocated during one call beyond the live inputs. time/ref, mem/ref: this row over the "
             "reference row of the same op and size (< 1 is better). floor ms = kernel module's "
-            "bytes_moved / copy bandwidth (every compulsory element moved once); measured/floor >= 1.")
+            "bytes_moved / copy bandwidth (every compulsory element moved once); measured/floor >= 1. "
+            "carafe (from ablate): forward + backward of the head's CARAFE x2 on (B, C, H, W) against the "
+            "bilinear x2 resize; eval_path (from ablate): a trained model's evaluation under no_grad (small CNN "
+            "width 32 + EMANet K 64, images (B, 3, 8H, 8W)) whole at T_eval 3 (reference) and 7, sliding "
+            "windows, six scales + flip.")
 
 
 def report_text(rows: Sequence[Row], info: dict, command: str, markdown: bool = False, scaling=None) -> str:
