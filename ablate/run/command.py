@@ -442,7 +442,8 @@ def _finish(study, url: str, args, argv, codes: list[int], totals, wall: float, 
         health = getattr(args, "health", None)
         path = write_report(study, url, args.reports_dir, run_info=info, data=data, findings=health)
         print(f"ablate: report written to {path}")
-    print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials run here)" if totals else ""))
+    evals = f" and {totals['evaluations']} evaluations" if totals and totals.get("evaluations") else ""
+    print(f"ablate: done in {wall:.0f}s" + (f" ({totals['trials']} trials{evals} run here)" if totals else ""))
     if study.sequential:
         print(f"ablate: {sequential_summary(study, url)}")
     final, retry = data["failed"], data["retry"]
