@@ -123,6 +123,8 @@ def _figures(study, tab: dict, data: dict, png: bool = True) -> list[tuple[str, 
     the PNG (for W&B alone) only with ``png``, else None."""
     from . import figures
 
+    if not png:  # the SVGs alone: drawn once for the same inputs, then read back (figures.svgs)
+        return [(stem, cap, text, None) for stem, cap, text in figures.svgs(study, tab, data)]
     out = []
     for stem, cap, fig in figures.figures(study, tab, data):
         out.append((stem, cap, figures.svg(fig, f"{study.name}-{stem}"), figures.png(fig) if png else None))

@@ -254,6 +254,56 @@ def _band_note(tab: dict, data: dict) -> str:
             "(lowest to highest at each epoch)") if many else ""
 
 
+def svgs(study, tab: dict, data: dict) -> list[tuple[str, str, str]]:
+    """(stem, caption, :func:`svg` text) of every figure, kept on disk by content: a report
+    rewritten from the same results reads them instead of drawing again (the same bytes). The key
+    hashes what the figures are drawn from (the table, the curves, the study's name, margin and
+    factors), this module's source, matplotlib's version and its settings (:func:`figures_key`);
+    a point search's figures are drawn every time. Under ``$ABLATE_CACHE/figures``
+    (:mod:`ablate.stats.cache`; ``ABLATE_CACHE=off`` turns it off)."""
+    from ..stats import cache
+
+    key = figures_key(study, tab, data)
+    hit, found = cache.get(key, "figures") if key else (False, None)
+    if hit and isinstance(found, list) and all(isinstance(f, list) and len(f) == 3 for f in found):
+        return [tuple(f) for f in found]
+    out = [(stem, cap, svg(fig, f"{study.name}-{stem}")) for stem, cap, fig in figures(study, tab, data)]
+    if key:
+        cache.put(key, [list(f) for f in out], "figures")
+    return out
+
+
+def figures_key(study, tab: dict, data: dict) -> str | None:
+    """The content address of a study's figures, or None when they are not kept (a point search,
+    or an input whose text form is not its value)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    if study.search:
+        return None
+
+    def plain(o):
+        if isinstance(o, (set, frozenset)):
+            return sorted(plain(v) if not isinstance(v, (str, int, float)) else v for v in o)
+        text = repr(o)
+        if " at 0x" in text:
+            raise TypeError(f"no stable text form: {type(o).__name__}")
+        return f"{type(o).__name__}:{text}"
+
+    try:
+        content = json.dumps({"name": study.name, "margin": study.margin, "factors": plain(study.factors),
+                              "tab": tab, "curves": data.get("curves", {}), "mpl": matplotlib.__version__,
+                              "rc": sorted((k, repr(v)) for k, v in matplotlib.rcParams.items())},
+                             sort_keys=True, default=plain)
+    except (TypeError, ValueError):
+        return None
+    h = hashlib.sha256(Path(__file__).read_bytes() + b"\0" + content.encode())
+    return h.hexdigest()[:32]
+
+
 def figures(study, tab: dict, data: dict) -> list[tuple[str, str, object]]:
     """(file stem, caption, matplotlib Figure) for every figure this study has."""
     out = [("forest", "Δ of each comparison with its corrected interval; the grey band is ±margin",

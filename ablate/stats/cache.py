@@ -25,17 +25,18 @@ from typing import Callable
 OFF = "off"
 
 
-def cache_dir() -> Path | None:
-    """``$ABLATE_CACHE/stats``, else ``~/.cache/ablate/stats``; None when ``ABLATE_CACHE=off``."""
+def cache_dir(kind: str = "stats") -> Path | None:
+    """``$ABLATE_CACHE/<kind>``, else ``~/.cache/ablate/<kind>``; None when ``ABLATE_CACHE=off``."""
     root = os.environ.get("ABLATE_CACHE")
     if root == OFF:
         return None
-    return (Path(root) if root else Path.home() / ".cache" / "ablate") / "stats"
+    return (Path(root) if root else Path.home() / ".cache" / "ablate") / kind
 
 
 def sources(module: str) -> list[Path]:
     """The source files of the package's ``module`` and of the package modules it imports,
-    directly or not (relative imports, read from the source), in name order."""
+    directly or not (relative imports, read from the source), in name order; this module, which
+    keeps answers but computes none, is left out (an edit of it keeps the entries)."""
     import ast
 
     here, todo, seen = Path(__file__).parent, [module], set()
@@ -48,7 +49,7 @@ def sources(module: str) -> list[Path]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 todo += [node.module.split(".")[0]] if node.module else [a.name for a in node.names] + ["__init__"]
-    return [here / f"{n}.py" for n in sorted(seen)]
+    return [here / f"{n}.py" for n in sorted(seen - {Path(__file__).stem})]
 
 
 @functools.lru_cache(maxsize=8)
@@ -85,9 +86,9 @@ def key(name: str, **inputs) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=True).encode()).hexdigest()[:32]
 
 
-def get(k: str):
+def get(k: str, kind: str = "stats"):
     """(True, the stored answer) or (False, None) when absent, unreadable or the cache is off."""
-    folder = cache_dir()
+    folder = cache_dir(kind)
     if folder is None:
         return False, None
     try:
@@ -96,11 +97,11 @@ def get(k: str):
         return False, None
 
 
-def put(k: str, answer) -> None:
+def put(k: str, answer, kind: str = "stats") -> None:
     """Store ``answer`` under ``k`` (atomically); skipped when the cache is off or not writable."""
     from ..config.atomic import write_text
 
-    folder = cache_dir()
+    folder = cache_dir(kind)
     if folder is None:
         return
     try:

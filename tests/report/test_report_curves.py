@@ -11,7 +11,8 @@ from ablate.report import figures
 
 def _inputs(seeds: dict[str, int], epochs: int = 6, seed: int = 0):
     rng = random.Random(seed)
-    rows = [{"key": k, "title": f"cell {k}", "verdict": "inconclusive", "limited": False} for k in seeds]
+    rows = [{"key": k, "title": f"cell {k}", "verdict": "inconclusive", "limited": False, "role": "reference", "n": 0}
+            for k in seeds]
     curves = {k: [[min(1.0, 0.1 * e + 0.05 * rng.random()) for e in range(epochs - (i % 2))] for i in range(n)]
               for k, n in seeds.items()}
     return {"rows": rows}, {"curves": curves}
@@ -43,3 +44,23 @@ def test_the_svg_does_not_grow_with_the_seeds_of_a_banded_cell():
     small = figures.svg(figures.curves(*_inputs({"a": cap + 1, "b": cap + 1})), "s")
     large = figures.svg(figures.curves(*_inputs({"a": 10 * cap, "b": 10 * cap})), "s")
     assert abs(len(large) - len(small)) < 0.05 * len(small), (len(small), len(large))
+
+
+def test_the_figures_are_drawn_once_for_the_same_inputs_and_again_for_others(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path))
+    study = SimpleNamespace(name="s", search=None, margin=1.0, factors={"mechanism": ["a", "b"]})
+    tab, data = _inputs({"a": 3, "b": 4})
+    drawn = []
+    real = figures.figures
+    monkeypatch.setattr(figures, "figures", lambda *a: drawn.append(1) or real(*a))
+    first = figures.svgs(study, tab, data)
+    assert [stem for stem, _, _ in first] == ["curves"] and len(drawn) == 1
+    assert figures.svgs(study, tab, data) == first and len(drawn) == 1  # read back, the same bytes
+    data["curves"]["a"][0][2] += 1e-9  # one value of one epoch of one seed
+    figures.svgs(study, tab, data)
+    assert len(drawn) == 2
+    assert figures.figures_key(SimpleNamespace(**{**vars(study), "search": {"n_trials": 3}}), tab, data) is None
+    monkeypatch.setenv("ABLATE_CACHE", "off")
+    assert figures.svgs(study, tab, data) and len(drawn) == 3
