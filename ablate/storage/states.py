@@ -145,7 +145,10 @@ def create_running_trial(study: optuna.Study, params: dict, choices: dict, user_
         number=-1, state=TrialState.RUNNING, value=None, datetime_start=dt.datetime.now(),
         datetime_complete=None, params=params, distributions=dists, user_attrs=user_attrs,
         system_attrs={**owner_attrs(), **(system_attrs or {})}, intermediate_values={}, trial_id=-1)
-    return study._storage.create_new_trial(study._study_id, template_trial=template)
+    from .create import create_trial  # a database: one transaction of a few statements, not ~2 per attribute
+
+    tid = create_trial(study._storage, study._study_id, template)
+    return tid if tid is not None else study._storage.create_new_trial(study._study_id, template_trial=template)
 
 
 class Heartbeat:
