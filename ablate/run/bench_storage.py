@@ -10,8 +10,10 @@ system attributes; per-epoch intermediate values), then measures
   result recorded at once) through :func:`ablate.storage.claim_next`, each after its first claim
   (which builds its index: reported apart as "first claim"); p50 and p99 over every later claim,
   the study lock's wait included;
-* ``python -m ablate.report`` on the filled storage: wall time and peak RSS of that process (its
-  attention-block costs measured once by an untimed first run, then reused).
+* ``python -m ablate.report`` on the filled storage: wall time, CPU time and peak RSS of that
+  process (its attention-block costs measured and its seeds advice cached by an untimed first
+  run, then reused: a report rewritten from the same results);
+* ``ablate status`` on the filled storage: wall and CPU time.
 
 Storages: a journal file, and PostgreSQL when ``initdb`` and ``pg_ctl`` are found (a throwaway
 server in a temporary folder, as the tests start one). ``--code DIR`` runs the workers and the
@@ -249,23 +251,33 @@ def claim_latency(url: str, study_path: Path, workers: int, claims: int, folder:
             "first": max(o["first"] for o in outs)}
 
 
-def report(url: str, study_path: Path, folder: Path, code: str | None) -> dict:
-    """Wall seconds and peak RSS (MB) of ``python -m ablate.report`` on the storage; an untimed
-    first run measures the attention-block costs, which the timed one reuses."""
-    cmd = [sys.executable, "-m", "ablate.report", str(study_path), "--storage", url, "--reports-dir",
-           str(folder / "reports"), "--reuse-costs"]
+def timed(cmd: list[str], code: str | None, runs: int = 1) -> dict:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of the command run as a child
+    process (the last of ``runs`` runs; the earlier ones warm caches and are not counted)."""
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); r = subprocess.run(sys.argv[1:], "
-             "stdout=subprocess.DEVNULL); w = time.perf_counter() - t; "
-             "print(r.returncode, w, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+             "stdout=subprocess.DEVNULL); w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+             "print(r.returncode, w, u.ru_utime + u.ru_stime, u.ru_maxrss)")
     out = {}
-    for _ in range(2):
+    for _ in range(runs):
         res = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, env=_env(code),
                              cwd=code or None)
-        rc, wall, rss = res.stdout.split()
+        rc, wall, cpu, rss = res.stdout.split()
         if rc != "0":
-            raise RuntimeError(f"the report failed: {res.stderr[-500:]}")
-        out = {"wall": float(wall), "rss_mb": int(rss) / 1024}
+            raise RuntimeError(f"{' '.join(cmd[1:4])} failed: {res.stderr[-500:]}")
+        out = {"wall": float(wall), "cpu": float(cpu), "rss_mb": int(rss) / 1024}
     return out
+
+
+def report(url: str, study_path: Path, folder: Path, code: str | None) -> dict:
+    """``python -m ablate.report`` on the storage (:func:`timed`); an untimed first run measures
+    the attention-block costs and fills the seeds-advice cache, which the timed one reuses."""
+    return timed([sys.executable, "-m", "ablate.report", str(study_path), "--storage", url, "--reports-dir",
+                  str(folder / "reports"), "--reuse-costs"], code, runs=2)
+
+
+def status(url: str, study_path: Path, code: str | None) -> dict:
+    """``ablate status`` on the storage (:func:`timed`, one run)."""
+    return timed([sys.executable, "-m", "ablate.run.status", str(study_path), "--storage", url], code)
 
 
 class PostgresServer:
@@ -341,7 +353,8 @@ def run(args) -> list[dict]:
         for kind in ["journal"] + (["postgresql"] if pg else []):
             for n in _ints(args.trials):
                 workers = _ints(args.workers)
-                path = study_file(folder, n, args.claims * max(workers) + max(workers))
+                most = max(workers, default=0)
+                path = study_file(folder, n, args.claims * most + most)
                 url = pg.database() if kind == "postgresql" else str(folder / f"{kind}{n}.journal")
                 t0 = time.perf_counter()
                 fill(url, path, n)
@@ -352,6 +365,8 @@ def run(args) -> list[dict]:
                     row["claims"][w] = claim_latency(url, path, w, per, folder, args.code)
                     print(f"  W={w}: {row['claims'][w]}", file=sys.stderr, flush=True)
                 if not args.no_report and (kind == "journal" or args.report_postgres):
+                    row["status"] = status(url, path, args.code)
+                    print(f"  status: {row['status']}", file=sys.stderr, flush=True)
                     row["report"] = report(url, path, folder, args.code)
                     print(f"  report: {row['report']}", file=sys.stderr, flush=True)
                 rows.append(row)
@@ -362,23 +377,26 @@ def run(args) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    """The Markdown table: one line per storage, N and W."""
+    """The Markdown table: one line per storage, N and W (the report and status once per storage and N)."""
     out = ["| storage | trials N | workers W | claims | claim p50 ms | claim p99 ms | first claim ms | "
-           "report wall s | report peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
+           "report wall s | report CPU s | report peak RSS MB | status wall s | status CPU s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        rep = r.get("report")
-        for w, c in r["claims"].items():
-            tail = f"{rep['wall']:.1f} | {rep['rss_mb']:.0f}" if rep else "– | –"
-            out.append(f"| {r['storage']} | {r['n']} | {w} | {c['n']} | {1000 * c['p50']:.1f} | {1000 * c['p99']:.1f} | "
-                       f"{1000 * c['first']:.0f} | {tail} |")
-            rep = None  # the report once per (storage, N)
+        rep, stat = r.get("report"), r.get("status")
+        for w, c in (r["claims"] or {None: None}).items():
+            head = (f"{w} | {c['n']} | {1000 * c['p50']:.1f} | {1000 * c['p99']:.1f} | {1000 * c['first']:.0f}" if c
+                    else "– | – | – | – | –")
+            tail = f"{rep['wall']:.1f} | {rep['cpu']:.1f} | {rep['rss_mb']:.0f}" if rep else "– | – | –"
+            tail += f" | {stat['wall']:.2f} | {stat['cpu']:.2f}" if stat else " | – | –"
+            out.append(f"| {r['storage']} | {r['n']} | {head} | {tail} |")
+            rep = stat = None
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="ablate bench storage", description=__doc__.split("\n")[0])
     p.add_argument("--trials", default="1000,10000", help="N, comma-separated (default 1000,10000)")
-    p.add_argument("--workers", default="1,8", help="W, comma-separated (default 1,8)")
+    p.add_argument("--workers", default="1,8", help="W, comma-separated (default 1,8; empty: no claims)")
     p.add_argument("--claims", type=int, default=100, help="claims per measurement (default 100)")
     p.add_argument("--split", action="store_true", help="split --claims among the W workers (else each makes them)")
     p.add_argument("--postgres", choices=("auto", "off"), default="auto")
