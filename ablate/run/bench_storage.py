@@ -11,8 +11,9 @@ system attributes; per-epoch intermediate values), then measures
   (which builds its index: reported apart as "first claim"); p50 and p99 over every later claim,
   the study lock's wait included;
 * ``python -m ablate.report`` on the filled storage: wall time, CPU time and peak RSS of that
-  process (its attention-block costs measured and its seeds advice cached by an untimed first
-  run, then reused: a report rewritten from the same results);
+  process, with empty seeds-advice and figure caches ("cold") and again with them filled ("warm":
+  a report rewritten from the same results); its attention-block costs are measured once by an
+  untimed first run and reused;
 * ``ablate status`` on the filled storage: wall and CPU time.
 
 Storages: a journal file, and PostgreSQL when ``initdb`` and ``pg_ctl`` are found (a throwaway
@@ -251,28 +252,31 @@ def claim_latency(url: str, study_path: Path, workers: int, claims: int, folder:
             "first": max(o["first"] for o in outs)}
 
 
-def timed(cmd: list[str], code: str | None, runs: int = 1) -> dict:
+def timed(cmd: list[str], code: str | None, env: dict | None = None) -> dict:
     """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of the command run as a child
-    process (the last of ``runs`` runs; the earlier ones warm caches and are not counted)."""
+    process."""
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); r = subprocess.run(sys.argv[1:], "
              "stdout=subprocess.DEVNULL); w = time.perf_counter() - t; u = resource.getrusage(resource.RUSAGE_CHILDREN); "
              "print(r.returncode, w, u.ru_utime + u.ru_stime, u.ru_maxrss)")
-    out = {}
-    for _ in range(runs):
-        res = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, env=_env(code),
-                             cwd=code or None)
-        rc, wall, cpu, rss = res.stdout.split()
-        if rc != "0":
-            raise RuntimeError(f"{' '.join(cmd[1:4])} failed: {res.stderr[-500:]}")
-        out = {"wall": float(wall), "cpu": float(cpu), "rss_mb": int(rss) / 1024}
-    return out
+    res = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
+                         env={**_env(code), **(env or {})}, cwd=code or None)
+    rc, wall, cpu, rss = res.stdout.split()
+    if rc != "0":
+        raise RuntimeError(f"{' '.join(cmd[1:4])} failed: {res.stderr[-500:]}")
+    return {"wall": float(wall), "cpu": float(cpu), "rss_mb": int(rss) / 1024}
 
 
 def report(url: str, study_path: Path, folder: Path, code: str | None) -> dict:
-    """``python -m ablate.report`` on the storage (:func:`timed`); an untimed first run measures
-    the attention-block costs and fills the seeds-advice cache, which the timed one reuses."""
-    return timed([sys.executable, "-m", "ablate.report", str(study_path), "--storage", url, "--reports-dir",
-                  str(folder / "reports"), "--reuse-costs"], code, runs=2)
+    """``python -m ablate.report`` on the storage (:func:`timed`): an untimed first run measures the
+    attention-block costs (reused after), then "cold", with empty seeds-advice and figure caches
+    (``$ABLATE_CACHE`` a new folder), then "warm", the same report again (a report rewritten from
+    the same results reads both caches). Returns the warm run's numbers and the cold one's under "cold"."""
+    cmd = [sys.executable, "-m", "ablate.report", str(study_path), "--storage", url, "--reports-dir",
+           str(folder / "reports"), "--reuse-costs"]
+    timed(cmd, code)
+    cache = {"ABLATE_CACHE": tempfile.mkdtemp(prefix="cache-", dir=folder)}
+    cold = timed(cmd, code, cache)
+    return {**timed(cmd, code, cache), "cold": cold}
 
 
 def status(url: str, study_path: Path, code: str | None) -> dict:
@@ -350,7 +354,7 @@ def run(args) -> list[dict]:
         pg = None
     rows = []
     try:
-        for kind in ["journal"] + (["postgresql"] if pg else []):
+        for kind in (["journal"] if args.postgres != "only" else []) + (["postgresql"] if pg else []):
             for n in _ints(args.trials):
                 workers = _ints(args.workers)
                 most = max(workers, default=0)
@@ -377,16 +381,20 @@ def run(args) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    """The Markdown table: one line per storage, N and W (the report and status once per storage and N)."""
+    """The Markdown table: one line per storage, N and W (the report and status once per storage and N;
+    the report warm, cold in brackets, the larger peak RSS of the two)."""
     out = ["| storage | trials N | workers W | claims | claim p50 ms | claim p99 ms | first claim ms | "
-           "report wall s | report CPU s | report peak RSS MB | status wall s | status CPU s |",
+           "report wall s (cold) | report CPU s (cold) | report peak RSS MB | status wall s | status CPU s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rep, stat = r.get("report"), r.get("status")
         for w, c in (r["claims"] or {None: None}).items():
             head = (f"{w} | {c['n']} | {1000 * c['p50']:.1f} | {1000 * c['p99']:.1f} | {1000 * c['first']:.0f}" if c
                     else "– | – | – | – | –")
-            tail = f"{rep['wall']:.1f} | {rep['cpu']:.1f} | {rep['rss_mb']:.0f}" if rep else "– | – | –"
+            cold = rep.get("cold") if rep else None
+            tail = (f"{rep['wall']:.1f}" + (f" ({cold['wall']:.1f})" if cold else "") + f" | {rep['cpu']:.1f}"
+                    + (f" ({cold['cpu']:.1f})" if cold else "")
+                    + f" | {max(rep['rss_mb'], cold['rss_mb'] if cold else 0):.0f}") if rep else "– | – | –"
             tail += f" | {stat['wall']:.2f} | {stat['cpu']:.2f}" if stat else " | – | –"
             out.append(f"| {r['storage']} | {r['n']} | {head} | {tail} |")
             rep = stat = None
@@ -399,7 +407,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", default="1,8", help="W, comma-separated (default 1,8; empty: no claims)")
     p.add_argument("--claims", type=int, default=100, help="claims per measurement (default 100)")
     p.add_argument("--split", action="store_true", help="split --claims among the W workers (else each makes them)")
-    p.add_argument("--postgres", choices=("auto", "off"), default="auto")
+    p.add_argument("--postgres", choices=("auto", "off", "only"), default="auto",
+                   help="auto: the journal, and PostgreSQL when a server can be started; only: PostgreSQL alone")
     p.add_argument("--report-postgres", action="store_true", help="also time the report on PostgreSQL")
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--code", help="run workers and report with the ablate package in this folder (an older checkout)")
