@@ -374,7 +374,7 @@ def test_reference_switching_mechanism_keeps_args_it_has(tmp_path):
 # train.optimizer/schedule/iterations, model.head, trainer.precision, margin and correction at their
 # defaults must keep them, so a resumed study finds its finished trials. The glore and nonlocal
 # keys changed on purpose when their presets followed the official code (issue 11); none's did not.
-GCN_EFFECT_KEYS = ["f71a7e7a52e8", "aef8242a7dcb", "460086aa4f51", "796a28f129be"]
+GCN_EFFECT_KEYS = ["f71a7e7a52e8", "aef8242a7dcb", "460086aa4f51", "796a28f129be", "69e2c2cc0b62"]  # + the GCN control
 
 
 def test_new_settings_at_their_defaults_keep_the_old_cell_keys(tmp_path):
