@@ -102,15 +102,22 @@ class Normal:
 MITM_FROM = 6  # seeds a cell from which the exact permutation counts go through perm_pvalues_split
 
 
-def _subset_sums(x: np.ndarray, cols, size: int, first: int | None = None) -> np.ndarray:
-    """(R, C): each row's sum over every ``size``-subset of the columns ``cols`` (plus ``first``)."""
+@functools.lru_cache(maxsize=256)
+def _subset_matrix(width: int, cols: tuple, size: int, first: int | None) -> np.ndarray:
+    """0/1 matrix, one row per ``size``-subset of the columns ``cols`` (plus ``first``), ``width`` wide."""
     combos = list(itertools.combinations(cols, size))
-    m = np.zeros((len(combos), x.shape[1]))
+    m = np.zeros((len(combos), width))
     for j, c in enumerate(combos):
         m[j, list(c)] = 1.0
     if first is not None:
         m[:, first] = 1.0
-    return x @ m.T
+    m.setflags(write=False)
+    return m
+
+
+def _subset_sums(x: np.ndarray, cols, size: int, first: int | None = None) -> np.ndarray:
+    """(R, C): each row's sum over every ``size``-subset of the columns ``cols`` (plus ``first``)."""
+    return x @ _subset_matrix(x.shape[1], tuple(cols), size, first).T
 
 
 def _count_at_least(q: np.ndarray, s: np.ndarray) -> np.ndarray:
