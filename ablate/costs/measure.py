@@ -152,7 +152,9 @@ def quiet_native_stderr():
 
 NOISY = 0.2  # a latency whose IQR exceeds this share of its median is reported as noisy, with its spread
 MIN_RUN_S = 0.2  # blocked_autorange measures for at least this long (after its own warm-up)
-METHOD = "fwd+bwd train float32, torch.utils.benchmark blocked_autorange"  # part of the cache key
+MIN_BLOCKS = 5  # at least this many timed blocks: one or two slow steps give no spread to judge the load by
+MAX_RUN_S = 20.0  # ... unless that would take longer than this
+METHOD = "fwd+bwd train float32, torch.utils.benchmark blocked_autorange, >= 5 blocks"  # part of the cache key
 
 
 def autorange_ms(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, min_run_time: float = MIN_RUN_S
@@ -161,7 +163,9 @@ def autorange_ms(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, min_run_
     backward) on the CPU, by :meth:`torch.utils.benchmark.Timer.blocked_autorange`: it picks a
     number of steps per block that makes a block long against the timer's resolution, then times
     blocks until ``min_run_time`` seconds are spent; median and IQR are over the blocks' per-step
-    means, with torch's intra-op threads as they are."""
+    means, with torch's intra-op threads as they are. A step so slow that fewer than
+    :data:`MIN_BLOCKS` blocks fit is timed again for long enough to give that many (up to
+    :data:`MAX_RUN_S`), so that a spread exists to say whether the machine was loaded."""
     from torch.utils import benchmark
 
     def run() -> None:
@@ -170,6 +174,9 @@ def autorange_ms(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, min_run_
 
     timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=min_run_time)
+    if len(m.times) < MIN_BLOCKS:
+        per_block = sum(m.times) * m.number_per_run / len(m.times)
+        m = timer.blocked_autorange(min_run_time=min(MAX_RUN_S, 1.2 * MIN_BLOCKS * per_block))
     return float(m.median) * 1e3, float(m.iqr) * 1e3, len(m.times)
 
 
