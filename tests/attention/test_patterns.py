@@ -85,7 +85,7 @@ def test_full_pattern_is_unchanged_by_the_added_factors():
     preset = MECHANISMS["nonlocal"]
     args = preset.resolve({})
     ident = preset.identity(args)
-    assert set(args) - set(ident) == {"R", "window", "down_factor", "samples", "radius"}
+    assert set(args) - set(ident) == {"R", "window", "down_factor", "samples", "radius", "dropped_qk"}
     assert preset.identity(preset.resolve({"R": 2}))["R"] == 2
     # a sparse pattern with a form it cannot take is refused before anything runs
     with pytest.raises(ValueError, match="affinity 'dot' and normalization 'softmax'"):
