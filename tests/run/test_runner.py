@@ -208,7 +208,9 @@ def test_report_command_reads_storage_alone(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_marks_the_trial_interrupted_and_a_rerun_resumes(tmp_path):
-    path = tiny_study(tmp_path, train={"epochs": 6}, data={"train_images": 256}, seeds=[0])
+    # long enough that the first trial cannot finish between its first epoch line and the signal,
+    # however fast the machine (6 epochs took under a second on CI's)
+    path = tiny_study(tmp_path, train={"epochs": 30}, data={"train_images": 256}, seeds=[0])
     run_dir = tmp_path / "runs/tiny"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
     # a shell without job control starts background jobs with SIGINT ignored, and Python keeps an
@@ -217,8 +219,7 @@ def test_ctrl_c_marks_the_trial_interrupted_and_a_rerun_resumes(tmp_path):
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
-        if "started" in line:
-            time.sleep(1.0)
+        if "trial 1/2" in line and " epoch " in line:  # its first progress line, a quarter of the way
             proc.send_signal(signal.SIGINT)
             break
     out, err = proc.communicate(timeout=120)
