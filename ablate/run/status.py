@@ -103,7 +103,12 @@ def status_text(study, url: str, now: float | None = None) -> str:
     from .progress import duration, eta_seconds
 
     now = time.time() if now is None else now
-    ostudy = optuna.load_study(study_name=study.name, storage=st.open_storage(url))
+    if "://" in url:
+        ostudy = optuna.load_study(study_name=study.name, storage=st.open_storage(url))
+    else:  # a journal: one read-only pass, without Optuna's replay (ablate.storage.replay)
+        from ..storage.replay import read_journal
+
+        ostudy = read_journal(url, study.name)
     trials = ostudy.get_trials(deepcopy=False)
     grace = st.grace_s()
     by_pair: dict[tuple, list] = {}

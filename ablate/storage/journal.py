@@ -93,18 +93,13 @@ def _cut_torn_tail(path: str, quick: bool = False, cut: bool = True) -> None:
             f.seek(0)
         data = f.read()
     if data.startswith(b"SQLite format 3\0"):
-        raise StudyError(path, "", f"this is a SQLite database, not a journal: give --storage sqlite:///{path}.")
+        raise broken_line_error(path, 1, data)
     bad = _first_bad_line(data)
     if bad is None:
         return
     line, offset, last = bad
-    if line == 1 and not last and not _salvage(data.split(b"\n", 1)[0]):
-        raise StudyError(path, "", "this is not an Optuna journal: its first line is not a journal record. Give "
-                         "--storage a journal file (or a new path ending in .journal), or a database URL.")
     if not last:
-        raise StudyError(path, "", f"line {line} of the journal is broken (not a complete record) and records "
-                         f"follow it, so the study cannot be read. `python -m ablate.storage repair {path}` keeps a "
-                         f"backup copy, then drops the broken part of that line and keeps every complete record.")
+        raise broken_line_error(path, line, data)
     if not cut:
         print(f"ablate: {path}: line {line} was cut short (a write interrupted by a kill or a full disk); it is "
               "skipped, and left in place because this journal cannot be written here", file=sys.stderr, flush=True)
@@ -128,6 +123,21 @@ def _cut_torn_tail(path: str, quick: bool = False, cut: bool = True) -> None:
     print(f"ablate: {path}: line {line} was cut short (a write interrupted by a kill or a full disk); removed "
           f"{what} and kept every complete record before it; the file as it was is in {backup}",
           file=sys.stderr, flush=True)
+
+
+def broken_line_error(path: str, line: int, data: bytes):
+    """The StudyError for a journal whose line ``line`` (1-based, not its last) is not a complete
+    record: a SQLite file, a file that is no journal at all, or a broken line with the repair command."""
+    from ..config.errors import StudyError
+
+    if data.startswith(b"SQLite format 3\0"):
+        return StudyError(path, "", f"this is a SQLite database, not a journal: give --storage sqlite:///{path}.")
+    if line == 1 and not _salvage(data.split(b"\n", 1)[0]):
+        return StudyError(path, "", "this is not an Optuna journal: its first line is not a journal record. Give "
+                          "--storage a journal file (or a new path ending in .journal), or a database URL.")
+    return StudyError(path, "", f"line {line} of the journal is broken (not a complete record) and records "
+                      f"follow it, so the study cannot be read. `python -m ablate.storage repair {path}` keeps a "
+                      f"backup copy, then drops the broken part of that line and keeps every complete record.")
 
 
 def _backup(path: str, tag: str) -> str:

@@ -25,7 +25,6 @@ import itertools
 from ..attention import MECHANISMS
 from ..config.errors import StudyError, brief
 from ..config.specs import expect_mapping, unknown_keys
-from ..stats import factorial as fac
 
 DESIGNS = ("baseline", "ladder", "all_pairs", "factorial")
 MIN_RESOLUTION = 5  # a fraction must keep main effects and two-factor interactions clear of each other
@@ -91,6 +90,8 @@ def _check_factorial(factors: dict, gens: tuple, where: str) -> None:
         raise StudyError(where, "comparisons", "a factorial needs at least two factors of exactly two values each "
                          "(the first listed is the low level, the second the high one)"
                          + (f"; {', '.join(bad)} has {brief(factors[bad[0]])}" if bad else "") + ".")
+    from ..stats import factorial as fac  # on use: the stats package imports scipy, which a plain study never needs
+
     res = fac.resolution(list(factors), gens)
     if res is not None and res < MIN_RESOLUTION:
         words = "; ".join(f"I = {'-' if s < 0 else ''}{'×'.join(w)}" for s, w in fac.defining_relation(list(factors), gens))
@@ -140,6 +141,8 @@ def grid_assignments(study) -> list[dict]:
     names = list(study.factors)
     gens = (study.comparisons or {}).get("generators") or ()
     out = []
+    if gens:
+        from ..stats import factorial as fac
     for idx in itertools.product(*(range(len(study.factors[n])) for n in names)):
         if gens and not fac.in_fraction({n: 1 if i else -1 for n, i in zip(names, idx)}, gens):
             continue
@@ -234,6 +237,8 @@ def _canon(preset, key: str, value):
 
 def factorial_effects(study) -> list:
     """The main effects and two-factor interactions of a factorial study, with their aliases."""
+    from ..stats import factorial as fac
+
     return fac.effects(list(study.factors), (study.comparisons or {}).get("generators") or ())
 
 
