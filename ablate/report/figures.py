@@ -263,11 +263,21 @@ def svgs(study, tab: dict, data: dict) -> list[tuple[str, str, str]]:
     (:mod:`ablate.stats.cache`; ``ABLATE_CACHE=off`` turns it off)."""
     from ..stats import cache
 
+    from ..config.forks import fork_map
+
     key = figures_key(study, tab, data)
     hit, found = cache.get(key, "figures") if key else (False, None)
     if hit and isinstance(found, list) and all(isinstance(f, list) and len(f) == 3 for f in found):
         return [tuple(f) for f in found]
-    out = [(stem, cap, svg(fig, f"{study.name}-{stem}")) for stem, cap, fig in figures(study, tab, data)]
+    todo = _builders(study, tab, data)
+
+    def drawn(piece):  # one figure drawn and written as SVG: the figures are drawn side by side
+        stem, _, build = piece
+        fig = _laid_out(build())
+        return None if fig is None else svg(fig, f"{study.name}-{stem}")
+
+    texts = fork_map(drawn, todo)
+    out = [(stem, cap, text) for (stem, cap, _), text in zip(todo, texts) if text is not None]
     if key:
         cache.put(key, [list(f) for f in out], "figures")
     return out
@@ -296,7 +306,7 @@ def figures_key(study, tab: dict, data: dict) -> str | None:
     try:
         content = json.dumps({"name": study.name, "margin": study.margin, "factors": plain(study.factors),
                               "tab": tab, "curves": data.get("curves", {}), "mpl": matplotlib.__version__,
-                              "rc": sorted((k, repr(v)) for k, v in matplotlib.rcParams.items())},
+                              "rc": sorted((k, repr(v)) for k, v in dict.items(matplotlib.rcParams))},  # raw: no validation
                              sort_keys=True, default=plain)
     except (TypeError, ValueError):
         return None
@@ -306,18 +316,28 @@ def figures_key(study, tab: dict, data: dict) -> str | None:
 
 def figures(study, tab: dict, data: dict) -> list[tuple[str, str, object]]:
     """(file stem, caption, matplotlib Figure) for every figure this study has."""
+    out = [(stem, cap, _laid_out(build())) for stem, cap, build in _builders(study, tab, data)]
+    return [(stem, cap, fig) for stem, cap, fig in out if fig is not None]
+
+
+def _builders(study, tab: dict, data: dict) -> list[tuple[str, str, object]]:
+    """(file stem, caption, a function that draws the figure or returns None) for every figure."""
     out = [("forest", "Δ of each comparison with its corrected interval; the grey band is ±margin",
-            forest(tab, study.margin)),
+            lambda: forest(tab, study.margin)),
            ("curves", "Val mIoU per epoch: one thin line per seed, the mean in bold" + _band_note(tab, data),
-            curves(tab, data)),
-           ("cost", "Accuracy against cost, Pareto front filled", cost(tab)),
-           ("heatmap", "Mean val mIoU over the two-factor grid with 95% intervals", heatmap(study, tab))]
+            lambda: curves(tab, data)),
+           ("cost", "Accuracy against cost, Pareto front filled", lambda: cost(tab)),
+           ("heatmap", "Mean val mIoU over the two-factor grid with 95% intervals", lambda: heatmap(study, tab))]
     if study.search and tab.get("search"):  # a point search: history, importances, dependence, Pareto front
         from .importance import figures as search_figures
 
-        out += search_figures(study, tab)
-    for _, _, fig in out:
-        if fig is not None and fig.get_layout_engine() is not None:
-            fig.draw_without_rendering()  # constrained layout once, then frozen: the SVG and the PNG reuse it
-            fig.set_layout_engine("none")
-    return [(stem, cap, fig) for stem, cap, fig in out if fig is not None]
+        out += [(stem, cap, (lambda f=fig: f)) for stem, cap, fig in search_figures(study, tab)]
+    return out
+
+
+def _laid_out(fig):
+    """``fig`` with its constrained layout computed once, then frozen: the SVG and the PNG reuse it."""
+    if fig is not None and fig.get_layout_engine() is not None:
+        fig.draw_without_rendering()
+        fig.set_layout_engine("none")
+    return fig

@@ -174,9 +174,17 @@ def decide_family(comps: Sequence[Comparison], margin: float, alpha: float = 0.0
         for j, i in enumerate(idx):
             out[i] = _decision(rows[i], fam, m, p_adj[j], t_adj[j], level, margin, alpha, correction)
     if advice:
+        from . import power as pw
+
+        asks = []
         for dec, r in zip(out, rows):
-            if dec.label == "inconclusive":
-                _advise(dec, r, alpha, max(1, dec.m) if correction != "none" else 1)
+            m = max(1, dec.m) if correction != "none" else 1
+            call = _advice_call(dec, r, alpha, m) if dec.label == "inconclusive" else None
+            if call is not None:
+                asks.append((dec, r, m, call))
+        # every inconclusive comparison's simulation at once: they run side by side on the cores
+        for (dec, r, m, call), n in zip(asks, pw.seeds_for_power_many([call for *_, call in asks])):
+            _advised(dec, r, m, call["test"], n)
     return out
 
 
@@ -240,20 +248,22 @@ def _decision(r: dict, fam: str, m: int, p_adj: float, t_adj: float, level: floa
     return dec
 
 
-def _advise(dec: Decision, r: dict, alpha: float, m: int) -> None:
-    """Seeds a cell at which the chosen test reaches 80% power at alpha/m, from the observed
-    learn rates (two-valued) or the observed Δ and spread (unimodal), by simulation."""
+def _advice_call(dec: Decision, r: dict, alpha: float, m: int) -> dict | None:
+    """Advice for an inconclusive comparison: the seeds a cell at which the chosen test reaches 80%
+    power at alpha/m, from the observed learn rates (two-valued) or the observed Δ and spread
+    (unimodal), by simulation. Returns the :func:`~ablate.stats.power.seeds_for_power` keywords
+    of that simulation, or None with ``dec.advice`` set when there is nothing to simulate."""
     from . import power as pw
 
     a, b = np.asarray(r["a"], float), np.asarray(r["b"], float)
     if min(len(a), len(b)) < 2:
         dec.advice = "needs ≥ 2 seeds in both cells"
-        return
+        return None
     if dec.kind == "two_valued" and dec.counts is not None:
         ka, na, kb, nb = dec.counts
         if ka * nb == kb * na:
             dec.advice = "the same learn rate in both cells: no difference to detect"
-            return
+            return None
         thr = r["c"].threshold.value
         both = np.concatenate([a, b])
         lo_v, hi_v = both[both < thr], both[both >= thr]
@@ -264,11 +274,17 @@ def _advise(dec: Decision, r: dict, alpha: float, m: int) -> None:
         sd = r["d"].sd
         if not (math.isfinite(sd) and sd > 0) or r["d"].mean == 0:
             dec.advice = "no spread or no difference observed"
-            return
+            return None
         # Normal.sd is one cell's spread; a paired Diff's sd is the differences' (√2 times it at rho 0)
         model = pw.Normal(float(r["d"].mean), float(sd / math.sqrt(2) if r["paired"] else sd))
         test = "paired_t" if r["paired"] else "welch_t"
-    n = pw.seeds_for_power(test, model, alpha / m, target=0.8, max_seeds=MAX_ADVICE_SEEDS, reps=1000)
+    return {"test": test, "model": model, "alpha": alpha / m, "target": 0.8, "max_seeds": MAX_ADVICE_SEEDS,
+            "reps": 1000}
+
+
+def _advised(dec: Decision, r: dict, m: int, test: str, n: int | None) -> None:
+    """``dec``'s advice from the simulated seeds ``n`` (None: over the cap)."""
+    a, b = r["a"], r["b"]
     if n is None:
         dec.advice = f"more than {MAX_ADVICE_SEEDS} seeds a cell at the observed effect"
     else:

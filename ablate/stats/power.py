@@ -265,6 +265,39 @@ def seeds_for_power(test: str, model, alpha: float, target: float = 0.8, max_see
                   max_seeds=max_seeds, reps=reps, seed=seed)
 
 
+def seeds_for_power_many(calls: list[dict], processes: int | None = None) -> list[int | None]:
+    """:func:`seeds_for_power` of each keyword set in ``calls``, in order; the answers the cache does
+    not hold are simulated side by side in forked processes (one a core, at most ``processes``),
+    each the same seeded simulation as alone, so the answers equal the one-by-one answers bit for
+    bit (:func:`ablate.config.forks.fork_map`: one by one here when a fork is not safe)."""
+    from ..config.forks import fork_map
+    from .cache import get, key, put
+
+    full = [{"target": 0.8, "max_seeds": 50, "reps": 1000, "seed": 0, **c} for c in calls]
+    keys, out, todo = [], [None] * len(full), []
+    for i, c in enumerate(full):
+        try:
+            k = key("power.seeds_for_power", **c)
+        except (TypeError, ValueError):
+            k = None
+        hit, answer = get(k) if k else (False, None)
+        keys.append(k)
+        if hit:
+            out[i] = answer
+        else:
+            todo.append(i)
+    answers = fork_map(_simulate, [full[i] for i in todo], processes)
+    for i, answer in zip(todo, answers):
+        out[i] = answer
+        if keys[i]:
+            put(keys[i], answer)
+    return out
+
+
+def _simulate(kwargs: dict) -> int | None:
+    return _seeds_for_power(**kwargs)
+
+
 def _seeds_for_power(test: str, model, alpha: float, target: float, max_seeds: int, reps: int,
                      seed: int) -> int | None:
     """:func:`seeds_for_power` computed (the simulation itself, without the cache)."""

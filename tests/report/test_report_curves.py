@@ -53,8 +53,8 @@ def test_the_figures_are_drawn_once_for_the_same_inputs_and_again_for_others(mon
     study = SimpleNamespace(name="s", search=None, margin=1.0, factors={"mechanism": ["a", "b"]})
     tab, data = _inputs({"a": 3, "b": 4})
     drawn = []
-    real = figures.figures
-    monkeypatch.setattr(figures, "figures", lambda *a: drawn.append(1) or real(*a))
+    real = figures._builders  # what svgs draws from (the drawing itself may run in forked processes)
+    monkeypatch.setattr(figures, "_builders", lambda *a: drawn.append(1) or real(*a))
     first = figures.svgs(study, tab, data)
     assert [stem for stem, _, _ in first] == ["curves"] and len(drawn) == 1
     assert figures.svgs(study, tab, data) == first and len(drawn) == 1  # read back, the same bytes

@@ -159,3 +159,23 @@ def test_seeds_for_power_is_the_first_n_reaching_the_target():
     assert k is not None and min_p("boschloo", k) < 0.05 / 112 <= min_p("boschloo", k - 1)
     k = seeds_for_power("perm", TwoValued(0.4, 1.0), 0.05 / 3, reps=1000, seed=5)
     assert k is not None and 9 <= k <= 12
+
+
+def test_seeds_for_power_many_equals_one_by_one_and_fills_the_cache(tmp_path, monkeypatch):
+    """The report's advice simulates its comparisons side by side in forked processes: each answer
+    is the one seeds_for_power gives alone (the same seeded simulation), and a second call reads
+    them all from the cache."""
+    from ablate.stats import power as pw
+
+    calls = [{"test": "perm", "model": TwoValued(0.2, 0.9), "alpha": 0.05, "max_seeds": 16, "reps": 200},
+             {"test": "welch_t", "model": Normal(1.0, 1.0), "alpha": 0.01, "max_seeds": 40, "reps": 200},
+             {"test": "perm", "model": TwoValued(0.5, 0.55), "alpha": 0.05, "max_seeds": 8, "reps": 200}]
+    monkeypatch.setenv("ABLATE_CACHE", "off")
+    alone = [seeds_for_power(**c) for c in calls]
+    assert alone[0] is not None and alone[2] is None  # one reachable, one over its cap
+    assert pw.seeds_for_power_many(calls, processes=2) == alone
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path))
+    assert pw.seeds_for_power_many(calls, processes=2) == alone
+    monkeypatch.setattr(pw, "_seeds_for_power", lambda **kw: pytest.fail("simulated again"))
+    assert pw.seeds_for_power_many(calls, processes=2) == alone
+    assert [seeds_for_power(**c) for c in calls] == alone  # the same keys as one by one

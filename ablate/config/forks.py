@@ -1,0 +1,40 @@
+"""Side-by-side work on the machine's cores for a command that has several independent pieces (the
+report's power simulations and figures): :func:`fork_map`.
+
+The pieces run in forked processes, so they see this process's memory as it is (closures, drawn
+state) and only their indices and answers cross the pipe. A fork copies the calling thread alone: a
+lock another thread held at that moment (a tracker's, a server's) would stay held in the child, so
+with other Python threads running, or with one core, or when a fork fails, the pieces run here one
+by one. Either way the answers are the same: each piece must be a pure function of its item.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Callable, Sequence
+
+_work: tuple[Callable, Sequence] | None = None  # what the forked processes run (inherited by the fork)
+
+
+def _piece(i: int):
+    fn, items = _work
+    return fn(items[i])
+
+
+def fork_map(fn: Callable, items: Sequence, processes: int | None = None) -> list:
+    """``[fn(x) for x in items]``, on up to ``processes`` (default: the cores) forked processes."""
+    global _work
+    items = list(items)
+    n = min(len(items), processes or os.cpu_count() or 1)
+    if n > 1 and threading.active_count() == 1 and _work is None:
+        import multiprocessing as mp
+
+        _work = (fn, items)
+        try:
+            with mp.get_context("fork").Pool(n) as pool:
+                return pool.map(_piece, range(len(items)), chunksize=1)
+        except OSError:
+            pass  # no fork (limits, memory): below, one by one
+        finally:
+            _work = None
+    return [fn(x) for x in items]
