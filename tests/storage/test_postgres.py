@@ -226,7 +226,9 @@ def test_four_workers_one_killed_run_each_trial_once_and_match_a_single_worker(p
     of them killed with SIGKILL mid-trial: every cell x seed of the 12 finishes exactly once, the
     killed trial is recorded as lost and rerun by another worker, the report equals a single
     worker's on the default journal file, and the password is nowhere in what they wrote."""
-    study = tiny_study(tmp_path, seeds=[0, 1, 2, 3, 4, 5], train={"epochs": 2})
+    # 10 epochs: the kill lands in the first half of a trial, however fast the machine (with 2, a
+    # trial seen running could finish between the look and the kill on CI's)
+    study = tiny_study(tmp_path, seeds=[0, 1, 2, 3, 4, 5], train={"epochs": 10})
     plan = [(c.key, s) for c, s in load_study(study).trials()]
     assert len(plan) == 12
     procs = [_worker(study, tmp_path, "--storage", pg_url, "--run-dir", "runs/tiny", "--threads", "1",
@@ -241,12 +243,11 @@ def test_four_workers_one_killed_run_each_trial_once_and_match_a_single_worker(p
                 trials = _trials(pg_url)
             except KeyError:  # no worker has created the study yet
                 continue
-            mine = [t for t in trials if t.state == RUNNING and t.system_attrs.get(st.ATTR + "pid") == victim.pid]
-            if mine:
-                time.sleep(0.5)  # well inside the trial (it takes seconds), then kill -9
-                if _trials(pg_url)[mine[0].number].state == RUNNING:
-                    os.killpg(victim.pid, signal.SIGKILL)
-                    killed = mine[0]
+            mine = [t for t in trials if t.state == RUNNING and t.system_attrs.get(st.ATTR + "pid") == victim.pid
+                    and len(t.intermediate_values) <= 4]
+            if mine:  # at most 4 of its 10 epochs done: kill -9 well inside the trial
+                os.killpg(victim.pid, signal.SIGKILL)
+                killed = mine[0]
         outs = [_finish(p) for p in procs]
     finally:
         for p in procs:
