@@ -306,12 +306,20 @@ def figures_key(study, tab: dict, data: dict) -> str | None:
     try:
         content = json.dumps({"name": study.name, "margin": study.margin, "factors": plain(study.factors),
                               "tab": tab, "curves": data.get("curves", {}), "mpl": matplotlib.__version__,
-                              "rc": sorted((k, repr(v)) for k, v in dict.items(matplotlib.rcParams))},  # raw: no validation
+                              "rc": _settings(matplotlib.rcParams)},
                              sort_keys=True, default=plain)
     except (TypeError, ValueError):
         return None
     h = hashlib.sha256(Path(__file__).read_bytes() + b"\0" + content.encode())
     return h.hexdigest()[:32]
+
+
+def _settings(rc) -> list:
+    """matplotlib's settings as (name, repr) pairs, read raw (reading each through ``rc[name]``
+    validates it again: 0.4 s), without the backend (its raw value may be a sentinel object whose
+    text changes from process to process; the figures are written by the SVG backend whatever it
+    names)."""
+    return sorted((k, repr(v)) for k, v in dict.items(rc) if k != "backend")
 
 
 def figures(study, tab: dict, data: dict) -> list[tuple[str, str, object]]:

@@ -64,3 +64,22 @@ def test_the_figures_are_drawn_once_for_the_same_inputs_and_again_for_others(mon
     assert figures.figures_key(SimpleNamespace(**{**vars(study), "search": {"n_trials": 3}}), tab, data) is None
     monkeypatch.setenv("ABLATE_CACHE", "off")
     assert figures.svgs(study, tab, data) and len(drawn) == 3
+
+
+def test_the_figures_key_is_the_same_in_another_process():
+    """The key is read back by later reports, each its own process: nothing in it may be an object's
+    address (matplotlib's raw backend setting can be a sentinel object)."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    code = ("import sys; sys.path.insert(0, 'tests/report'); from types import SimpleNamespace; "
+            "from test_report_curves import _inputs; from ablate.report import figures; "
+            "print(figures.figures_key(SimpleNamespace(name='s', search=None, margin=1.0, "
+            "factors={'mechanism': ['a', 'b']}), *_inputs({'a': 3, 'b': 4})))")
+    from support import REPO
+
+    theirs = [subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+              .stdout.strip() for _ in range(2)]
+    study = SimpleNamespace(name="s", search=None, margin=1.0, factors={"mechanism": ["a", "b"]})
+    assert theirs == [figures.figures_key(study, *_inputs({"a": 3, "b": 4}))] * 2
