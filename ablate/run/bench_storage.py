@@ -169,9 +169,11 @@ def _bulk_rdb(rdb, study_id: int, trials, batch: int = 500) -> None:
         session.close()
 
 
-def worker(url: str, study_path: str, claims: int, ready: str, go: str, out: str) -> None:
+def worker(url: str, study_path: str, claims: int, ready: str, go: str, out: str, trial_s: str = "0") -> None:
     """One simulated worker: open, first claim, wait for the start, then ``claims`` claims, each
-    followed at once by its recorded result; writes {"first": s, "claims": [s, ...]} to ``out``."""
+    followed by its fake trial (``trial_s`` seconds, jittered uniformly by ±50% so that workers
+    drift apart as real ones do; 0: none) and its recorded result; writes {"first": s, "claims":
+    [s, ...]} to ``out``."""
     import functools
     import random
 
@@ -198,6 +200,8 @@ def worker(url: str, study_path: str, claims: int, ready: str, go: str, out: str
             c, _ = st.claim_next(url, w.ostudy, functools.partial(choose, w))
         took = time.perf_counter() - t0
         if c is not None:
+            if float(trial_s) > 0:
+                time.sleep(float(trial_s) * rng.uniform(0.5, 1.5))
             st.record_result(w.store, c.trial_id, result(rng))
         return took
 
@@ -224,9 +228,10 @@ def _env(code: str | None) -> dict:
     return env
 
 
-def claim_latency(url: str, study_path: Path, workers: int, claims: int, folder: Path, code: str | None) -> dict:
-    """W worker processes, ``claims`` claims each after a common start: p50/p99 of the claims, the
-    slowest first claim."""
+def claim_latency(url: str, study_path: Path, workers: int, claims: int, folder: Path, code: str | None,
+                  trial_s: float = 0.0) -> dict:
+    """W worker processes, ``claims`` claims each after a common start (each claim followed by a
+    fake trial of ~``trial_s`` seconds): p50/p99 of the claims, the slowest first claim."""
     run = folder / f"w{workers}-{time.monotonic_ns()}"
     run.mkdir()
     go = run / "go"
@@ -235,7 +240,7 @@ def claim_latency(url: str, study_path: Path, workers: int, claims: int, folder:
              "m = u.module_from_spec(s); s.loader.exec_module(m); m.worker(*sys.argv[2:3], sys.argv[3], "
              "int(sys.argv[4]), *sys.argv[5:])")
     procs = [subprocess.Popen([sys.executable, "-c", start, __file__, url, str(study_path), str(claims),
-                               str(run / f"ready{i}"), str(go), str(run / f"out{i}.json")], env=_env(code),
+                               str(run / f"ready{i}"), str(go), str(run / f"out{i}.json"), str(trial_s)], env=_env(code),
                               cwd=code or None)
              for i in range(workers)]
     while sum((run / f"ready{i}").exists() for i in range(workers)) < workers:
@@ -249,7 +254,7 @@ def claim_latency(url: str, study_path: Path, workers: int, claims: int, folder:
     outs = [json.loads((run / f"out{i}.json").read_text()) for i in range(workers)]
     times = [t for o in outs for t in o["claims"]]
     return {"p50": quantile(times, 0.5), "p99": quantile(times, 0.99), "n": len(times),
-            "first": max(o["first"] for o in outs)}
+            "first": max(o["first"] for o in outs), "trial_s": trial_s}
 
 
 def timed(cmd: list[str], code: str | None, env: dict | None = None) -> dict:
@@ -366,7 +371,7 @@ def run(args) -> list[dict]:
                 print(f"{kind} N={n}: filled in {row['fill_s']:.1f} s", file=sys.stderr, flush=True)
                 for w in workers:
                     per = max(1, args.claims // w) if args.split else args.claims
-                    row["claims"][w] = claim_latency(url, path, w, per, folder, args.code)
+                    row["claims"][w] = claim_latency(url, path, w, per, folder, args.code, args.trial_s)
                     print(f"  W={w}: {row['claims'][w]}", file=sys.stderr, flush=True)
                 if not args.no_report and (kind == "journal" or args.report_postgres):
                     row["status"] = status(url, path, args.code)
@@ -389,7 +394,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         rep, stat = r.get("report"), r.get("status")
         for w, c in (r["claims"] or {None: None}).items():
-            head = (f"{w} | {c['n']} | {1000 * c['p50']:.1f} | {1000 * c['p99']:.1f} | {1000 * c['first']:.0f}" if c
+            head = (f"{w} | {c['n']}" + (f" (~{c['trial_s']:g} s trials)" if c.get("trial_s") else "")
+                    + f" | {1000 * c['p50']:.1f} | {1000 * c['p99']:.1f} | {1000 * c['first']:.0f}" if c
                     else "– | – | – | – | –")
             cold = rep.get("cold") if rep else None
             tail = (f"{rep['wall']:.1f}" + (f" ({cold['wall']:.1f})" if cold else "") + f" | {rep['cpu']:.1f}"
@@ -407,6 +413,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", default="1,8", help="W, comma-separated (default 1,8; empty: no claims)")
     p.add_argument("--claims", type=int, default=100, help="claims per measurement (default 100)")
     p.add_argument("--split", action="store_true", help="split --claims among the W workers (else each makes them)")
+    p.add_argument("--trial-s", type=float, default=0.0, help="seconds of each fake trial between a claim and its "
+                   "result, jittered by ±50%% (default 0: claims back to back, the worst case)")
     p.add_argument("--postgres", choices=("auto", "off", "only"), default="auto",
                    help="auto: the journal, and PostgreSQL when a server can be started; only: PostgreSQL alone")
     p.add_argument("--report-postgres", action="store_true", help="also time the report on PostgreSQL")
