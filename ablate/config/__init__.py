@@ -2,7 +2,8 @@
 built. The one-paragraph user error (:mod:`.errors`), atomic file writes (:mod:`.atomic`), seed
 streams (:mod:`.seeds`), the typed trial configuration storage keeps (:mod:`.trial`), the ``eval:``
 mapping (:mod:`.evaluation`), the YAML reader (:mod:`.text`), the one spec parser (:mod:`.specs`),
-smoke-mode caps (:mod:`.smoke`) and the factor vocabulary every mechanism declares (:mod:`.vocab`).
+smoke-mode caps (:mod:`.smoke`), side-by-side pieces in forked processes (:mod:`.forks`) and the
+factor vocabulary every mechanism declares (:mod:`.vocab`).
 Nothing here imports another ablate package, so every package may import this one."""
 from .errors import RetryableError, StudyError
 from .evaluation import EvalSpec, parse_eval
