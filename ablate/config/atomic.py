@@ -12,6 +12,7 @@ paragraph, exit 3 for the commands). A new file gets the mode a plain ``open`` w
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import tempfile
@@ -90,3 +91,15 @@ def make_folder(folder: str | Path) -> Path:
 
 
 __all__ = ["RetryableError", "fsync_dir", "make_folder", "replacing", "write_bytes", "write_text"]
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing) for the block's duration; the kernel
+    drops it with its holder, so a killed process leaves no stale lock."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

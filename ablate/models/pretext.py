@@ -36,8 +36,6 @@ atomically (:mod:`ablate.config.atomic`), so a reader never sees half of it.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import inspect
@@ -53,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config.atomic import make_folder, write_bytes
+from ..config.atomic import locked, make_folder, write_bytes
 from .backbone import SmallCNN, conv_bn_relu
 
 KINDS = ("horizontal stripes", "vertical stripes", "checkerboard", "flat red", "flat green", "flat blue")
@@ -191,17 +189,6 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "ablate") / "pretext"
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on ``path`` (created if missing) for the block's duration."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _read(path: Path) -> dict | None:
     try:
         return torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
@@ -215,7 +202,7 @@ def pretrained_state(width: int, depth: int, spec: PretextSpec | None = None) ->
     key = pretext_key(width, depth, spec)
     folder = make_folder(cache_dir())
     path = folder / f"{key}.pt"
-    with _locked(folder / f"{key}.lock"):
+    with locked(folder / f"{key}.lock"):
         saved = _read(path)
         if not (isinstance(saved, dict) and isinstance(saved.get("record"), dict) and saved["record"].get("key") == key):
             state, metrics = train_backbone(width, depth, spec)

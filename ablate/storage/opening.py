@@ -8,7 +8,6 @@ transaction's end or a dropped connection). Only ``redact``-ed forms of a URL ar
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -17,6 +16,7 @@ from typing import Iterator
 
 import optuna
 
+from ..config.atomic import locked
 from .journal import JournalBackend, JournalFlock, check_journal
 from .retry import redact  # noqa: F401 - re-exported: the storage API's redaction
 
@@ -231,12 +231,8 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
         path = Path(url)
     lock_path = path.with_name(path.name + ".ablate-lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with locked(lock_path):
+        yield
 
 
 def load_or_create(storage, study_name: str) -> optuna.Study:
