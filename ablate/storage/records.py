@@ -216,16 +216,21 @@ def checkpoint_dir_of(trials: list[FrozenTrial], cell_key: str, seed: int) -> st
 
 
 def record_result(storage, trial_id: int, result: dict) -> str:
-    """Write a finished trial's result and final state; returns 'complete' or 'pruned'."""
-    for k, v in result.items():
-        storage.set_trial_user_attr(trial_id, k, v)
+    """Write a finished trial's result and final state (a database: in one transaction,
+    :func:`ablate.storage.create.finish_trial`); returns 'complete' or 'pruned'."""
+    from .create import finish_trial
+
     if result.get("pruned_epoch") is not None:
         # final, like a failure of its own: storage counts PRUNED as done; the value is the
         # last reported one, as Optuna's own tell() records it
-        storage.set_trial_state_values(trial_id, TrialState.PRUNED, [result["curve"][-1]])
-        return "pruned"
-    storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [result["value"]])
-    return "complete"
+        state, values, outcome = TrialState.PRUNED, [result["curve"][-1]], "pruned"
+    else:
+        state, values, outcome = TrialState.COMPLETE, [result["value"]], "complete"
+    if not finish_trial(storage, trial_id, result, state, values):
+        for k, v in result.items():
+            storage.set_trial_user_attr(trial_id, k, v)
+        storage.set_trial_state_values(trial_id, state, values)
+    return outcome
 
 
 def record_failure(storage, trial_id: int, kind: str, reason: str) -> bool:

@@ -242,3 +242,43 @@ def test_a_claimed_trial_is_the_one_optunas_creation_makes_in_a_few_statements(p
     assert store._inner._trial_id_to_study_id_and_number[tid] == (ostudy._study_id, 1)  # Optuna's cache knows it
     # a handful of statements whatever the attributes (Optuna's own path: ~2 per attribute)
     assert counts[0] <= 12 and counts[1] == counts[0], counts
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_result_is_recorded_in_one_transaction_as_optunas_own_writes_would(kind, request, tmp_path):
+    """A finished trial's attributes, value and state in one transaction (storage/create.py's
+    finish_trial): Optuna reads back what its own calls (an attribute at a time, then the state)
+    write; a PostgreSQL result is a few statements whatever its attributes; a finished trial is
+    refused as Optuna refuses it; a journal is left to Optuna's path."""
+    url = request.getfixturevalue("pg_url") if kind == "postgresql" else f"sqlite:///{tmp_path / 'r.db'}"
+    store = st.open_storage(url)
+    ostudy = st.load_or_create(store, "f")
+    rdb = create.database_of(store)
+    result = {**_attrs(30), "value": 41.5, "curve": [0.1, 0.4], "wall_s": 3.0}
+    pruned = {**result, "pruned_epoch": 2}
+
+    def fresh():
+        return st.create_running_trial(ostudy, PARAMS, CHOICES, _attrs(2), {})
+
+    ours = [fresh(), fresh()]
+    counts = [_count_statements(rdb, lambda: st.record_result(store, ours[0], result)),
+              _count_statements(rdb, lambda: st.record_result(store, ours[1], pruned))]
+    theirs = [fresh(), fresh()]
+    for tid, res, state, values in ((theirs[0], result, TrialState.COMPLETE, [41.5]),
+                                    (theirs[1], pruned, TrialState.PRUNED, [0.4])):
+        for k, v in res.items():
+            rdb.set_trial_user_attr(tid, k, v)
+        rdb.set_trial_state_values(tid, state, values)
+    read = {t._trial_id: t for t in optuna.load_study(study_name="f", storage=st.open_storage(url)).get_trials()}
+    for a, b in zip(ours, theirs):
+        for field in ("state", "values", "user_attrs", "params", "intermediate_values"):
+            assert getattr(read[a], field) == getattr(read[b], field), field
+        assert read[a].system_attrs.keys() == read[b].system_attrs.keys()  # the owner's (heartbeat times differ)
+        assert read[a].datetime_complete is not None and read[a].datetime_complete >= read[a].datetime_start
+    assert [read[t].state for t in ours] == [TrialState.COMPLETE, TrialState.PRUNED]
+    if kind == "postgresql":
+        assert max(counts) <= 10, counts  # Optuna's own path: ~2 per attribute and a commit each
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        create.finish_trial(store, ours[0], {"late": 1}, TrialState.COMPLETE, [1.0])
+    journal = st.open_storage(str(tmp_path / "j.journal"))
+    assert create.finish_trial(journal, 0, {}, TrialState.COMPLETE, [1.0]) is False
