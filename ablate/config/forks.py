@@ -22,6 +22,17 @@ def _piece(i: int):
     return fn(items[i])
 
 
+def _child() -> None:
+    """A forked piece's signals: the parent's handlers (a worker's stop signals raise
+    KeyboardInterrupt) would print a traceback when the pool ends its processes; a Ctrl-C is the
+    parent's to handle, which then ends them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def fork_map(fn: Callable, items: Sequence, processes: int | None = None) -> list:
     """``[fn(x) for x in items]``, on up to ``processes`` (default: the cores) forked processes."""
     from threadpoolctl import threadpool_limits
@@ -43,8 +54,11 @@ def _map(fn: Callable, items: list, n: int) -> list:
 
         _work = (fn, items)
         try:
-            with mp.get_context("fork").Pool(n) as pool:
-                return pool.map(_piece, range(len(items)), chunksize=1)
+            with mp.get_context("fork").Pool(n, initializer=_child) as pool:
+                out = pool.map(_piece, range(len(items)), chunksize=1)
+                pool.close()  # the processes end on their own, not by the pool's SIGTERM
+                pool.join()
+                return out
         except OSError:
             pass  # no fork (limits, memory): below, one by one
         finally:

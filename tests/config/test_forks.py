@@ -36,3 +36,21 @@ def test_fork_map_runs_here_while_another_thread_runs_or_with_one_process():
         other.join()
     assert {pid for pid in fork_map(lambda _: os.getpid(), range(4), processes=1)} == {os.getpid()}
     assert fork_map(lambda x: x, []) == []
+
+
+def test_fork_map_in_a_process_whose_signals_raise_ends_its_pieces_without_a_traceback():
+    """A worker turns SIGTERM and SIGINT into KeyboardInterrupt; the report it writes at the end of
+    a run forks its pieces: they must end quietly, not print a KeyboardInterrupt each."""
+    code = """
+import signal
+def stop(*_):
+    raise KeyboardInterrupt
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(sig, stop)
+from ablate.config.forks import fork_map
+assert fork_map(lambda x: x * 2, range(6), processes=2) == [0, 2, 4, 6, 8, 10]
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok" and res.stderr == "", res.stderr
+
