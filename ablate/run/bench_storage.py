@@ -407,6 +407,44 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def record_cost(results: int = 40) -> str:
+    """Recording a finished trial's result on a throwaway PostgreSQL server, one process:
+    :func:`ablate.storage.records.record_result` (one transaction) against Optuna's own calls (an
+    attribute at a time, then the state), ``results`` of each in turn; a Markdown table of medians."""
+    import random
+    import statistics
+
+    from optuna.trial import TrialState
+
+    from ablate.storage import records as st
+
+    pg = PostgresServer()
+    if not pg.start():
+        return "no PostgreSQL server could be started (initdb/pg_ctl)"
+    try:
+        store = st.open_storage(pg.database())
+        ostudy = st.load_or_create(store, "record")
+        res = result(random.Random(0))
+        ours, theirs = [], []
+        for i in range(results):
+            a = st.create_running_trial(ostudy, {}, {}, {"cell_key": "k", "seed": i}, {})
+            b = st.create_running_trial(ostudy, {}, {}, {"cell_key": "k", "seed": results + i}, {})
+            t = time.perf_counter()
+            st.record_result(store, a, res)
+            ours.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for k, v in res.items():
+                store.set_trial_user_attr(b, k, v)
+            store.set_trial_state_values(b, TrialState.COMPLETE, [res["value"]])
+            theirs.append(time.perf_counter() - t)
+    finally:
+        pg.stop()
+    return "\n".join(["| recording a result (%d attributes), PostgreSQL | median ms | results |" % len(res),
+                      "|---|---|---|",
+                      f"| ablate (one transaction) | {1000 * statistics.median(ours):.1f} | {results} |",
+                      f"| Optuna's calls | {1000 * statistics.median(theirs):.1f} | {results} |"])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="ablate bench storage", description=__doc__.split("\n")[0])
     p.add_argument("--trials", default="1000,10000", help="N, comma-separated (default 1000,10000)")
@@ -421,7 +459,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--code", help="run workers and report with the ablate package in this folder (an older checkout)")
     p.add_argument("--json", help="also write the raw numbers here")
+    p.add_argument("--record", action="store_true", help="time recording a result on PostgreSQL instead "
+                   "(one transaction against Optuna's calls; record_cost)")
     args = p.parse_args(argv)
+    if args.record:
+        print(record_cost())
+        return 0
     rows = run(args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
