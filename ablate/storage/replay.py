@@ -83,24 +83,23 @@ def read_journal(path: str, study_name: str) -> JournalStudy:
     StudyError (with the repair command) for a broken line before the last."""
     from .journal import broken_line_error
 
-    with open(path, "rb") as f:
-        data = f.read()
-    if data.startswith(b"SQLite format 3\0"):
-        raise broken_line_error(path, 1, data)
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:
-        lines.pop()  # a torn last line (no newline): Optuna's reader skips it too
-    replay = _Replay()
-    for i, line in enumerate(lines):
-        try:
-            log = json.loads(line)
-        except ValueError:
-            if i == len(lines) - 1:
-                break  # the last line, torn, with a record appended or not: skipped as Optuna skips it
-            raise broken_line_error(path, i + 1, data) from None
-        replay.apply(log)
+    replay, first, bad = _Replay(), b"", 0
+    with open(path, "rb") as f:  # line by line: memory holds the replayed trials, not the file
+        for i, line in enumerate(f):
+            if i == 0:
+                first = line
+                if line.startswith(b"SQLite format 3\0"):
+                    raise broken_line_error(path, 1, line)
+            if bad:  # a broken line with more after it
+                raise broken_line_error(path, bad, first)
+            if not line.endswith(b"\n"):
+                break  # a torn last line (no newline): Optuna's reader skips it too
+            try:
+                log = json.loads(line)
+            except ValueError:
+                bad = i + 1  # skipped, as Optuna skips it, if it is the last line
+                continue
+            replay.apply(log)
     for study in replay.studies.values():
         if study.study_name == study_name:
             return study

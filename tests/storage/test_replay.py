@@ -108,3 +108,11 @@ def test_a_broken_middle_line_is_the_same_stop_as_opening_the_journal(tmp_path):
         read_journal(str(path), "s")
     assert "line 3 of the journal is broken" in str(e.value) and "ablate.storage repair" in str(e.value)
     json.loads(lines[0])  # the file is otherwise a journal
+    # the same broken piece as the last line (a newline after it): skipped, as Optuna's reader skips it
+    path.write_bytes(b"\n".join(lines[:2] + [lines[3], lines[2]]) + b"\n")
+    _same(path, "s")
+    sqlite = tmp_path / "s.db"
+    sqlite.write_bytes(b"SQLite format 3\0" + b"\0" * 100)
+    with pytest.raises(StudyError) as e:
+        read_journal(str(sqlite), "s")
+    assert "sqlite:///" in str(e.value)
