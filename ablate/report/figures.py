@@ -261,9 +261,8 @@ def svgs(study, tab: dict, data: dict) -> list[tuple[str, str, str]]:
     factors), this module's source, matplotlib's version and its settings (:func:`figures_key`);
     a point search's figures are drawn every time. Under ``$ABLATE_CACHE/figures``
     (:mod:`ablate.stats.cache`; ``ABLATE_CACHE=off`` turns it off)."""
-    from ..stats import cache
-
     from ..config.forks import fork_map
+    from ..stats import cache
 
     key = figures_key(study, tab, data)
     hit, found = cache.get(key, "figures") if key else (False, None)

@@ -114,13 +114,33 @@ def put(k: str, answer, kind: str = "stats") -> None:
 def cached(name: str, compute: Callable, **inputs):
     """``compute(**inputs)``, through the cache under :func:`key` (``name``, ``inputs``); inputs
     that are not plain numbers, strings or dataclasses of them are computed without it."""
-    try:
-        k = key(name, **inputs)
-    except (TypeError, ValueError):
+    return cached_many(name, compute, [inputs])[0]
+
+
+def cached_many(name: str, compute: Callable, calls: list[dict], run_all: Callable | None = None) -> list:
+    """:func:`cached` of each keyword set in ``calls``, in order; the misses are computed by
+    ``run_all(fn, misses)`` (default: one by one here), e.g. side by side on the cores
+    (:func:`ablate.config.forks.fork_map`), then stored."""
+    keys, out, todo = [], [None] * len(calls), []
+    for i, inputs in enumerate(calls):
+        try:
+            k = key(name, **inputs)
+        except (TypeError, ValueError):
+            k = None
+        hit, answer = get(k) if k else (False, None)
+        keys.append(k)
+        if hit:
+            out[i] = answer
+        else:
+            todo.append(i)
+
+    def one(inputs: dict):
         return compute(**inputs)
-    hit, answer = get(k)
-    if hit:
-        return answer
-    answer = compute(**inputs)
-    put(k, answer)
-    return answer
+
+    misses = [calls[i] for i in todo]
+    answers = run_all(one, misses) if run_all is not None else [one(c) for c in misses]
+    for i, answer in zip(todo, answers):
+        out[i] = answer
+        if keys[i]:
+            put(keys[i], answer)
+    return out

@@ -257,12 +257,18 @@ def seeds_for_power(test: str, model, alpha: float, target: float = 0.8, max_see
     inputs, the package's source and the libraries' versions are its key), so a report rewritten
     from the same results reads it instead of simulating again; it is the simulated answer bit for bit.
     """
+    return cached("power.seeds_for_power", _seeds_for_power, **_power_inputs(test, model, alpha, target, max_seeds,
+                                                                             reps, seed))
+
+
+def _power_inputs(test: str, model, alpha: float, target: float, max_seeds: int, reps: int, seed: int) -> dict:
+    """:func:`seeds_for_power`'s inputs, checked, as the cache's key takes them."""
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; valid: {', '.join(TESTS)}")
     if max_seeds < 2:
         raise ValueError(f"max_seeds must be at least 2, got {max_seeds}")
-    return cached("power.seeds_for_power", _seeds_for_power, test=test, model=model, alpha=alpha, target=target,
-                  max_seeds=max_seeds, reps=reps, seed=seed)
+    return {"test": test, "model": model, "alpha": alpha, "target": target, "max_seeds": max_seeds, "reps": reps,
+            "seed": seed}
 
 
 def seeds_for_power_many(calls: list[dict], processes: int | None = None) -> list[int | None]:
@@ -270,32 +276,18 @@ def seeds_for_power_many(calls: list[dict], processes: int | None = None) -> lis
     not hold are simulated side by side in forked processes (one a core, at most ``processes``),
     each the same seeded simulation as alone, so the answers equal the one-by-one answers bit for
     bit (:func:`ablate.config.forks.fork_map`: one by one here when a fork is not safe)."""
+    import inspect
+
     from ..config.forks import fork_map
-    from .cache import get, key, put
+    from .cache import cached_many
 
-    full = [{"target": 0.8, "max_seeds": 50, "reps": 1000, "seed": 0, **c} for c in calls]
-    keys, out, todo = [], [None] * len(full), []
-    for i, c in enumerate(full):
-        try:
-            k = key("power.seeds_for_power", **c)
-        except (TypeError, ValueError):
-            k = None
-        hit, answer = get(k) if k else (False, None)
-        keys.append(k)
-        if hit:
-            out[i] = answer
-        else:
-            todo.append(i)
-    answers = fork_map(_simulate, [full[i] for i in todo], processes)
-    for i, answer in zip(todo, answers):
-        out[i] = answer
-        if keys[i]:
-            put(keys[i], answer)
-    return out
-
-
-def _simulate(kwargs: dict) -> int | None:
-    return _seeds_for_power(**kwargs)
+    full = []
+    for c in calls:  # seeds_for_power's own defaults: the same keys as a call of it
+        bound = inspect.signature(seeds_for_power).bind(**c)
+        bound.apply_defaults()
+        full.append(_power_inputs(**bound.arguments))
+    return cached_many("power.seeds_for_power", _seeds_for_power, full,
+                       lambda fn, misses: fork_map(fn, misses, processes))
 
 
 def _seeds_for_power(test: str, model, alpha: float, target: float, max_seeds: int, reps: int,

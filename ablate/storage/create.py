@@ -24,6 +24,7 @@ commit the server flushes to disk.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 from optuna.trial import FrozenTrial
@@ -71,12 +72,25 @@ def _remember(cache, study_id: int, template: FrozenTrial, trial_id: int, number
         cache._add_trials_to_cache(study_id, [created])
 
 
+@contextlib.contextmanager
+def _transaction(rdb):
+    """A session of ``rdb`` committed at the block's end, rolled back on any error, always closed."""
+    session = rdb.scoped_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
 def _insert(rdb, study_id: int, template: FrozenTrial) -> tuple[int, int]:
     from optuna.distributions import distribution_to_json
     from optuna.storages._rdb import models as m
 
-    session = rdb.scoped_session()
-    try:
+    with _transaction(rdb) as session:
         m.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
         dists = template.distributions
         trial = m.TrialModel(
@@ -91,13 +105,8 @@ def _insert(rdb, study_id: int, template: FrozenTrial) -> tuple[int, int]:
         session.add(trial)
         session.flush()
         trial.number = trial.count_past_trials(session)
-        session.commit()
-        return int(trial.trial_id), int(trial.number)
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+        ids = int(trial.trial_id), int(trial.number)
+    return ids
 
 
 def _fields(t: FrozenTrial) -> dict:
@@ -126,8 +135,7 @@ def _finish(rdb, trial_id: int, user_attrs: dict, state, values: list[float]) ->
 
     from optuna.storages._rdb import models as m
 
-    session = rdb.scoped_session()
-    try:
+    with _transaction(rdb) as session:
         trial = m.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
         rdb.check_trial_is_updatable(trial_id, trial.state)
         if user_attrs and rdb.engine.name == "postgresql":
@@ -145,9 +153,3 @@ def _finish(rdb, trial_id: int, user_attrs: dict, state, values: list[float]) ->
             rdb._set_trial_value_without_commit(session, trial, objective, v)
         trial.state = state
         trial.datetime_complete = dt.datetime.now()
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
