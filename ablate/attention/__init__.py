@@ -2,16 +2,26 @@
 
 One module per mechanism (named after it: ``non_local``, ``glore``, ``gcnet``, ``senet`` ...),
 each block with its ``FACTORS`` beside its class; :mod:`.presets` is the table of presets by
-family; :mod:`.vocab` defines ``Factor`` and ``Preset``. A plugin's preset (``module:attr`` or
-installed under the entry-point group ``ablate.mechanisms``, see :mod:`ablate.plugins`) is found by
-``MECHANISMS[name]``, ``get_preset`` and ``resolve_mechanism``; ``installed_presets`` lists those.
+family, naming each block by where it is, with its factors from :mod:`.manifest` (so that the
+table, and a study read against it, import no torch); :mod:`.vocab` defines ``Factor`` and
+``Preset``. A plugin's preset (``module:attr`` or installed under the entry-point group
+``ablate.mechanisms``, see :mod:`ablate.plugins`) is found by ``MECHANISMS[name]``, ``get_preset``
+and ``resolve_mechanism``; ``installed_presets`` lists those. The block classes exported here
+(``NoAttention``, ``NonLocalBlock``, ``LowRankBlock``) are imported on first use.
 """
 from __future__ import annotations
 
-from .glore import LowRankBlock
-from .non_local import NonLocalBlock
-from .none import NoAttention
 from .presets import FAMILIES, MECHANISMS, get_preset, installed_presets, resolve_mechanism
 from ..config.vocab import Factor, Preset
 
+_BLOCKS = {"NoAttention": ".none", "NonLocalBlock": ".non_local", "LowRankBlock": ".glore"}  # they import torch
+
 __all__ = ["FAMILIES", "MECHANISMS", "Factor", "Preset", "get_preset", "installed_presets", "resolve_mechanism", "NoAttention", "NonLocalBlock", "LowRankBlock"]
+
+
+def __getattr__(name: str):
+    if name in _BLOCKS:
+        import importlib
+
+        return getattr(importlib.import_module(_BLOCKS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

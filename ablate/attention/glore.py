@@ -40,8 +40,8 @@ import torch
 from torch import nn
 
 from .projection import MAPPINGS, make_projection
-from . import maps
-from ..config.vocab import FactorConflict, choice, gcn, integer, nodes, switch
+from . import maps, rules
+from ..config.vocab import choice, gcn, integer, nodes, switch
 from .widths import reduced
 
 GCN_RELU = ("between", "after")
@@ -129,15 +129,7 @@ class LowRankBlock(nn.Module):
         if zero_init:
             nn.init.zeros_(self.norm.weight)
 
-    @staticmethod
-    def check_args(args: dict) -> None:
-        """Combinations of factors the block cannot build (raised before anything runs)."""
-        if not args.get("gcn", True) and args.get("gcn_mixing", "nodes") != "nodes":
-            raise FactorConflict("gcn_mixing", "gcn_mixing chooses what the GCN step mixes; with gcn: off there is "
-                                 "no GCN step, so leave gcn_mixing at nodes")
-        if args["normalize"] and args["mapping"] != "learned":
-            raise FactorConflict("normalize", "normalize divides GloRe's learned projection by the pixel count; "
-                                 f"mapping {args['mapping']!r} already averages, so use normalize: off with it")
+    check_args = staticmethod(rules.glore)  # combinations it cannot build, torch-free (.rules)
 
     def nodes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Node features V (B, C_s, K) and the projection B (B, K, N)."""

@@ -69,6 +69,7 @@ from torch import nn
 
 from . import maps
 from . import patterns as P
+from . import rules
 from ..config.vocab import FactorConflict, choice, integer, number, reduction, switch
 from .widths import reduced
 
@@ -182,39 +183,7 @@ class NonLocalBlock(nn.Module):
         """The output BN of each pass, in order."""
         return [self.out[1], *self.later_norms]
 
-    @staticmethod
-    def check_args(args: dict) -> None:
-        """Combinations of factors the block cannot build (raised before anything runs); ``args``
-        holds every argument the checks read (the preset's resolved arguments, or ``__init__``'s)."""
-        pattern = args["pattern"]
-        if pattern not in P.PATTERNS:
-            raise FactorConflict("pattern", f"pattern must be one of {', '.join(P.PATTERNS)}, got {pattern!r}")
-        if pattern != "full" and (args["affinity"] != "dot" or args["normalization"] != "softmax"):
-            raise FactorConflict("pattern", f"pattern {pattern!r} chooses the pixels a softmax of dot products runs over: it needs "
-                             f"affinity 'dot' and normalization 'softmax' (got {args['affinity']!r}, "
-                             f"{args['normalization']!r}); only pattern 'full' takes the other forms")
-        if args.get("dropped_qk", "identity") not in ("identity", "matched"):
-            raise FactorConflict("dropped_qk", f"dropped_qk must be 'identity' or 'matched', got {args['dropped_qk']!r}")
-        if args.get("dropped_qk", "identity") == "matched":
-            phi_on = args["theta"] if args["shared_qk"] else args["phi"]
-            if args["theta"] or phi_on or args["reduction"] != 2:
-                raise FactorConflict("dropped_qk", "dropped_qk: matched stands in for theta and phi dropped together "
-                                     "(their C^2 + C parameters as one C x C conv), so it needs theta: off, phi: off "
-                                     f"and reduction: 2 (got theta {args['theta']}, phi {phi_on}, reduction "
-                                     f"{args['reduction']}); a single drop keeps the count at reduction 2")
-        if args["init_std"] < 0:
-            raise FactorConflict("init_std", f"init_std must be >= 0 (0: PyTorch's default init), got {args['init_std']}")
-        if args["R"] < 1:
-            raise FactorConflict("R", f"R (passes of the block) must be >= 1, got {args['R']}")
-        if pattern == "local_window" and (args["window"] < 1 or args["window"] % 2 == 0):
-            raise FactorConflict("window", f"window must be odd and >= 1, got {args['window']}")
-        if pattern == "interlaced" and args["down_factor"] < 2:
-            raise FactorConflict("down_factor", f"down_factor must be >= 2, got {args['down_factor']}")
-        if pattern == "sampled":
-            side = 2 * args["radius"] + 1
-            if not 1 <= args["samples"] <= side * side:
-                raise FactorConflict("samples", f"samples must be between 1 and (2 radius + 1)^2 = {side * side}, "
-                                 f"got {args['samples']}")
+    check_args = staticmethod(rules.non_local)  # combinations it cannot build, torch-free (.rules)
 
     def _maps(self, x: torch.Tensor):
         """Query, key and value maps (B, d, H, W), (B, d, H, W), (B, dv, H, W)."""

@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .dgmn import draw_offsets, sample_neighbours
-
-PATTERNS = ("full", "criss_cross", "interlaced", "local_window", "sampled")
+from .rules import PATTERNS  # the names, where a study is checked without torch
 
 
 def full(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -1,42 +1,50 @@
 """The preset table: every mechanism by family, one line from its name to its block.
 
-A preset is a name, a block class and the values where the mechanism differs from the block's
+A preset is a name, a block and the values where the mechanism differs from the block's
 defaults; the factors (what a study may change, and the valid values) are the block's
-``FACTORS``, declared beside the class. To add a mechanism: write its block in a module named
-after it (its paper and official code in the module docstring, ``FACTORS`` beside the class,
-each factor's default as the block's keyword default), then add one ``Preset`` line to its family
-below; ``tests/project/test_architecture.py`` asks for the new preset to be pinned
-(``python tests/pins.py``) and ``tests/attention/test_attention.py`` checks every preset builds.
+``FACTORS``, declared beside the class. The table names each block by where it is
+(:func:`.manifest.block`), its factors read from the manifest, so that reading a study imports no
+torch; a preset's ``block`` imports the class when something builds it. To add a mechanism: write
+its block in a module named after it (its paper and official code in the module docstring,
+``FACTORS`` beside the class, each factor's default as the block's keyword default), name it
+below and add one ``Preset`` line to its family; run ``python -m ablate.attention.presets``
+(``tests/attention/test_manifest.py`` asks for it); ``tests/project/test_architecture.py`` asks
+for the new preset to be pinned (``python tests/pins.py``) and ``tests/attention/test_attention.py``
+checks every preset builds.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from .a2net import A2Block
-from .apcnet import APCBlock
-from .beyond_grids import GCUBlock
-from .cbam import CBAMBlock
-from .cgnl import CGNLBlock
-from .criss_cross import CCNetBlock
-from .danet import DANetBlock
-from .dgmn import DGMNBlock
-from .dnl import DisentangledNonLocalBlock
-from .ema import EMABlock
-from .gcnet import GlobalContextBlock
-from .glore import LowRankBlock
-from .interlaced import ISABlock
-from .latentgnn import LatentGNNBlock
-from .local_relation import LocalRelationBlock
-from .non_local import NonLocalBlock
-from .none import NoAttention
-from .ocnet import OCNetBlock
-from .psanet import PSANetBlock
-from .senet import SEBlock
-from .sgr import SGRBlock
-from .stn import STNBlock
 from ..config.vocab import Preset
+from .manifest import PATH, block, generate
 
 FAMILIES = ("none", "pairwise", "lowrank", "gating")
+
+# each block by where it is (its module imports torch, imported when a preset builds it) with its
+# factors from the manifest (.manifest), so that reading a study imports no torch
+A2Block = block("a2net", "A2Block")
+APCBlock = block("apcnet", "APCBlock")
+GCUBlock = block("beyond_grids", "GCUBlock")
+CBAMBlock = block("cbam", "CBAMBlock")
+CGNLBlock = block("cgnl", "CGNLBlock")
+CCNetBlock = block("criss_cross", "CCNetBlock")
+DANetBlock = block("danet", "DANetBlock")
+DGMNBlock = block("dgmn", "DGMNBlock")
+DisentangledNonLocalBlock = block("dnl", "DisentangledNonLocalBlock")
+EMABlock = block("ema", "EMABlock")
+GlobalContextBlock = block("gcnet", "GlobalContextBlock")
+LowRankBlock = block("glore", "LowRankBlock")
+ISABlock = block("interlaced", "ISABlock")
+LatentGNNBlock = block("latentgnn", "LatentGNNBlock")
+LocalRelationBlock = block("local_relation", "LocalRelationBlock")
+NonLocalBlock = block("non_local", "NonLocalBlock")
+NoAttention = block("none", "NoAttention")
+OCNetBlock = block("ocnet", "OCNetBlock")
+PSANetBlock = block("psanet", "PSANetBlock")
+SEBlock = block("senet", "SEBlock")
+SGRBlock = block("sgr", "SGRBlock")
+STNBlock = block("stn", "STNBlock")
 
 NONLOCAL = "Non-local Neural Networks (Wang et al., CVPR 2018)"
 DANET = "Dual Attention Network for Scene Segmentation (Fu et al., CVPR 2019)"
@@ -198,3 +206,8 @@ def get_preset(name: str) -> Preset:
         return MECHANISMS[name]
     except KeyError:
         raise KeyError(f"unknown mechanism {name!r}; valid: {', '.join(sorted(MECHANISMS))}") from None
+
+
+if __name__ == "__main__":  # rewrite the manifest of the table's blocks (ablate/attention/factors.json)
+    PATH.write_text(generate(MECHANISMS.values()))
+    print(f"wrote {PATH}")

@@ -7,7 +7,8 @@ its kind and what values are valid. Each block class declares its factors once, 
 is the block's own keyword default, so it is written in one place, the signature. A
 :class:`Preset` binds a mechanism name to a block and to the values where the mechanism differs
 from the block's defaults (``Preset("nonlocal_gaussian", NonLocalBlock, {"theta": False, ...})``);
-``ablate/attention/presets.py`` is the table of them. Studies override factors by name; anything
+``ablate/attention/presets.py`` is the table of them, naming each block by a :class:`BlockRef`
+(where it is and its factors) so that the table imports no torch. Studies override factors by name; anything
 a block does not declare is not a factor of its mechanisms, and asking for it is a validation
 error. A block without ``FACTORS`` (a plugin's, :mod:`ablate.plugins`) gets them from its
 constructor instead: :func:`derive_factors` reads each keyword argument's annotation (``bool``,
@@ -16,12 +17,14 @@ constructor instead: :func:`derive_factors` reads each keyword argument's annota
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, get_args, get_origin
 
-from torch import nn
+if TYPE_CHECKING:  # a type only: reading a study imports no torch
+    from torch import nn
 
 from .errors import brief
 
@@ -191,39 +194,79 @@ def derive_factors(block: Callable[..., Any], leading: tuple[str, ...] = ("chann
     return tuple(_derived(p) for p in params[len(leading):] if p.kind not in skip)
 
 
-def bind_factors(name: str, block: Callable[..., nn.Module], values: Mapping[str, Any]) -> tuple[Factor, ...]:
-    """``block.FACTORS`` (or, without them, :func:`derive_factors`) with each default bound:
-    ``values[name]`` where given, else the block's keyword default. A value for an undeclared
-    factor, or a declared factor the block does not take, is a mistake in the preset table and
-    raises at import."""
+def block_factors(name: str, block: Callable[..., nn.Module]) -> tuple[Factor, ...]:
+    """``block.FACTORS`` (or, without them, :func:`derive_factors`), each with the block's keyword
+    default as its default, not yet checked (:func:`bind_factors` checks it). A declared factor the
+    block does not take as a keyword with a default is a mistake in preset ``name`` and raises."""
     schema = tuple(block.FACTORS) if hasattr(block, "FACTORS") else derive_factors(block)
     params = inspect.signature(block).parameters
-    declared = {f.name for f in schema}
-    unknown = sorted(set(values) - declared)
-    if unknown:
-        raise TypeError(f"preset {name!r}: {block.__name__} declares no factor {', '.join(map(repr, unknown))}; "
-                        f"its factors: {', '.join(sorted(declared)) or 'none'}")
-    bound = []
+    out = []
     for f in schema:
         p = params.get(f.name)
         if p is None or p.default is inspect.Parameter.empty:
             raise TypeError(f"preset {name!r}: factor {f.name!r} is not a keyword argument with a default "
                             f"of {block.__name__}")
-        bound.append(f.bind(values.get(f.name, p.default)))
-    return tuple(bound)
+        out.append(dataclasses.replace(f, default=p.default))
+    return tuple(out)
+
+
+def bind_factors(name: str, block: Callable[..., nn.Module] | BlockRef, values: Mapping[str, Any]) -> tuple[Factor, ...]:
+    """The block's factors (:func:`block_factors`, or a :class:`BlockRef`'s) with each default
+    bound: ``values[name]`` where given, else the block's keyword default. A value for an
+    undeclared factor is a mistake in the preset table and raises at import."""
+    lazy = isinstance(block, BlockRef)
+    factors = block.factors if lazy else block_factors(name, block)
+    declared = {f.name for f in factors}
+    unknown = sorted(set(values) - declared)
+    if unknown:
+        raise TypeError(f"preset {name!r}: {block.name if lazy else block.__name__} declares no factor {', '.join(map(repr, unknown))}; "
+                        f"its factors: {', '.join(sorted(declared)) or 'none'}")
+    return tuple(f.bind(values.get(f.name, f.default)) for f in factors)
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """A block class named by where it is, with the factors :func:`block_factors` reads from it, so
+    that a preset's factors are known, and a study checked, without importing the block's module
+    (the built-in blocks import torch, which a command that only reads a study never needs).
+
+    ``check`` names the block's ``check_args`` (``module:qualified.name``, in a module that
+    imports no torch; "" when it has none). The built-in presets' references come from
+    :mod:`ablate.attention.manifest`; :attr:`Preset.block` imports the class on first use.
+    """
+
+    module: str
+    name: str  # the class's name in the module
+    factors: tuple[Factor, ...]
+    check: str = ""
+
+    def load(self) -> Callable[..., nn.Module]:
+        """The block class (importing its module)."""
+        return getattr(importlib.import_module(self.module), self.name)
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        """The block's ``check_args(args)``, imported from ``check`` alone; nothing when there is none."""
+        if self.check:
+            module, qualname = self.check.split(":")
+            check = importlib.import_module(module)
+            for part in qualname.split("."):
+                check = getattr(check, part)
+            check(args)
 
 
 @dataclass(frozen=True)
 class Preset:
     """A named mechanism: a block class and the values where it differs from the block's defaults.
 
-    ``factors`` (the block's ``FACTORS`` with this preset's defaults) is derived; ``family`` is
-    set by the table (:mod:`.presets`) from the group the preset sits in; ``module`` is where
-    the block's code is; ``package`` names the installed distribution of a plugin's preset.
+    ``source`` is the block class, or a :class:`BlockRef` to it (the built-in table's, so that
+    naming a preset imports no torch); :attr:`block` is the class either way. ``factors`` (the
+    block's ``FACTORS`` with this preset's defaults) is derived; ``family`` is set by the table
+    (:mod:`.presets`) from the group the preset sits in; ``module`` is where the block's code is;
+    ``package`` names the installed distribution of a plugin's preset.
     """
 
     name: str
-    block: Callable[..., nn.Module]
+    source: Callable[..., nn.Module] | BlockRef
     values: Mapping[str, Any] = field(default_factory=dict)
     paper: str = "-"
     summary: str = ""
@@ -233,12 +276,17 @@ class Preset:
     factors: tuple[Factor, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "factors", bind_factors(self.name, self.block, self.values))
+        object.__setattr__(self, "factors", bind_factors(self.name, self.source, self.values))
+
+    @property
+    def block(self) -> Callable[..., nn.Module]:
+        """The block class (a :class:`BlockRef`'s imported on first use)."""
+        return self.source.load() if isinstance(self.source, BlockRef) else self.source
 
     @property
     def module(self) -> str:
         """The module that holds the block's code (``ablate.attention.non_local``)."""
-        return self.block.__module__
+        return self.source.module if isinstance(self.source, BlockRef) else self.source.__module__
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -256,7 +304,8 @@ class Preset:
         args = self.defaults
         for key, value in overrides.items():
             args[key] = self.factor(key).coerce(value)
-        check = getattr(self.block, "check_args", None)  # combinations the block cannot build
+        # combinations the block cannot build
+        check = self.source.check_args if isinstance(self.source, BlockRef) else getattr(self.source, "check_args", None)
         if check is not None:
             check(args)
         return args

@@ -267,7 +267,8 @@ def test_each_preset_names_the_module_of_its_block_and_families_are_grouped():
     for family, presets in TABLE.items():
         assert all(p.family == family and MECHANISMS[p.name] is p for p in presets)
     for p in MECHANISMS.values():
-        assert p.module.startswith("ablate.attention.") and getattr(sys.modules[p.module], p.block.__name__) is p.block
+        block = p.block  # imports its module
+        assert p.module.startswith("ablate.attention.") and getattr(sys.modules[p.module], block.__name__) is block
         assert (REPO / (p.module.replace(".", "/") + ".py")).is_file()
 
 

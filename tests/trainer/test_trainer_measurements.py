@@ -44,7 +44,7 @@ class _Inert(nn.Module):
 
 @pytest.fixture
 def inert(monkeypatch):
-    preset = dataclasses.replace(MECHANISMS["none"], name="_inert", block=_Inert)  # the control's, another block
+    preset = dataclasses.replace(MECHANISMS["none"], name="_inert", source=_Inert)  # the control's, another block
     monkeypatch.setitem(MECHANISMS, "_inert", preset)
     return "_inert"
 
