@@ -9,7 +9,7 @@ import itertools
 import math
 
 from ..attention import MECHANISMS
-from ..data.real import RealDataSpec
+from ..data.real_spec import RealDataSpec  # not .real, whose loaders import torch
 from ..config.errors import StudyError, brief
 from ..models.mmseg_heads import check_style
 from ..models.registry import BACKBONES, lookup
