@@ -7,18 +7,25 @@ index reads exactly those (:meth:`TrialIndex.refresh`):
 
 * a journal file: the journal is replayed from the last line read (Optuna keeps the byte
   offset), then the study's trial ids past the last one seen and the open ones are looked up;
-* a database (PostgreSQL, SQLite, MySQL): one query for the trials whose id is above the largest
-  seen or in the open set (trials of a study are created one at a time under the study lock, so
-  ids grow with creation);
+* a database (PostgreSQL, SQLite, MySQL): one light query for the state and system attributes
+  (owner, heartbeat) of the open trials and of those whose id is above the largest seen (trials of
+  a study are created one at a time under the study lock, each committed before the next, so ids
+  grow with creation and a read never misses an earlier one); then Optuna's read of the new
+  trials and of those whose state changed, whole. A running trial's other parts (its intermediate
+  values, a resumed trial's attributes) are read when it finishes: claims do not look at them;
 * any other storage: every trial (``get_all_trials``), the fallback.
 
 A worker's first refresh reads the whole study once; after that a claim reads the trials the
-other workers created plus those still running, O(workers), whatever the number of finished
-trials. The per-pair status follows :func:`ablate.run.claims.statuses`: done, then running,
+other workers created or finished since its last claim plus the running ones, O(workers),
+whatever the number of finished trials. Most of that read happens before the claim takes the
+study lock (:func:`ablate.storage.records.claim_next`); under the lock, a second refresh reads
+what changed while it waited. The per-pair status follows :func:`ablate.run.claims.statuses`: done, then running,
 then failed here, then free (:func:`merge_status`), recomputed only for pairs whose trials changed.
 """
 from __future__ import annotations
 
+import copy
+import json
 from collections import Counter
 from typing import Iterable
 
@@ -48,27 +55,70 @@ class _JournalReader:
     def __init__(self, journal, study_id: int):
         self.journal, self.study_id, self.seen = journal, study_id, 0
 
-    def read(self, open_ids: Iterable[int]) -> list[FrozenTrial]:
+    def read(self, open_trials: dict[int, FrozenTrial]) -> list[FrozenTrial]:
         j = self.journal
         with j._thread_lock:
             j._sync_with_backend()  # reads the lines appended since the last sync, nothing before
             replay = j._replay_result
             ids = replay._study_id_to_trial_ids[self.study_id]
             new, self.seen = ids[self.seen:], len(ids)
-            return [replay.get_trial(i) for i in (*open_ids, *new)]
+            return [replay.get_trial(i) for i in (*open_trials, *new)]
 
 
 class _DatabaseReader:
-    """New and open trials of an RDB storage: one query (Optuna's own incremental read, without
-    its cache, which would sort every trial of the study at each call)."""
+    """New and changed trials of an RDB storage.
+
+    The first read is Optuna's own incremental read of the whole study (without its cache, which
+    would sort every trial of the study at each call). After it, one light query returns the state
+    and system attributes of the open trials and of any trial created since (ids above the largest
+    seen): an open trial still in the state it had is given back with its system attributes
+    (owner, heartbeat) brought up to date; only new trials and those whose state changed are read
+    whole (attributes, curve, values), by Optuna's read. So a refresh while W trials run reads W
+    short rows and the few whole trials that changed, not W whole trials."""
 
     def __init__(self, rdb, study_id: int):
         self.rdb, self.study_id, self.max_id = rdb, study_id, -1
 
-    def read(self, open_ids: Iterable[int]) -> list[FrozenTrial]:
-        rows = self.rdb._get_trials(self.study_id, None, set(open_ids), self.max_id)
+    def read(self, open_trials: dict[int, FrozenTrial]) -> list[FrozenTrial]:
+        if self.max_id < 0:
+            return self._whole(set(), -1)
+        states, system = self._light(set(open_trials))
+        whole = {i for i, state in states.items() if i not in open_trials or open_trials[i].state != state}
+        out = []
+        for i, t in open_trials.items():
+            if i in states and i not in whole and system.get(i, {}) != t.system_attrs:
+                t = copy.copy(t)
+                t.system_attrs = system.get(i, {})
+                out.append(t)
+        return out + (self._whole(whole, self.max_id) if whole else [])
+
+    def _whole(self, ids: set[int], above: int) -> list[FrozenTrial]:
+        """Trials ``ids`` and every trial of the study above id ``above``, whole."""
+        rows = self.rdb._get_trials(self.study_id, None, ids, above)
         self.max_id = max([self.max_id, *(t._trial_id for t in rows)])
         return rows
+
+    def _light(self, open_ids: set[int]) -> tuple[dict[int, TrialState], dict[int, dict]]:
+        """State and system attributes of trials ``open_ids`` and of those above the largest id
+        seen, in one query."""
+        from optuna.storages._rdb import models as m
+        from sqlalchemy import or_, select
+
+        t, a = m.TrialModel, m.TrialSystemAttributeModel
+        query = (select(t.trial_id, t.state, a.key, a.value_json).outerjoin(a, a.trial_id == t.trial_id)
+                 .where(t.study_id == self.study_id, or_(t.trial_id.in_(open_ids), t.trial_id > self.max_id)))
+        session = self.rdb.scoped_session()
+        try:
+            rows = session.execute(query).all()
+        finally:
+            session.close()
+        states: dict[int, TrialState] = {}
+        system: dict[int, dict] = {}
+        for tid, state, key, value in rows:
+            states[tid] = state
+            if key is not None:
+                system.setdefault(tid, {})[key] = json.loads(value)
+        return states, system
 
 
 class _FullReader:
@@ -77,7 +127,7 @@ class _FullReader:
     def __init__(self, storage, study_id: int):
         self.storage, self.study_id = storage, study_id
 
-    def read(self, open_ids: Iterable[int]) -> list[FrozenTrial]:
+    def read(self, open_trials: dict[int, FrozenTrial]) -> list[FrozenTrial]:
         return self.storage.get_all_trials(self.study_id, deepcopy=False)
 
 
@@ -139,7 +189,7 @@ class TrialIndex:
 
         if self.reader is None:
             return 0
-        rows = call(self.reader.read, self.what, sorted(self.open))
+        rows = call(self.reader.read, self.what, {i: self.trials[i] for i in sorted(self.open)})
         self.add(rows)
         self.rows_read += len(rows)
         return len(rows)

@@ -163,8 +163,9 @@ class Claim:
 
 def claim_next(url: str, ostudy: optuna.Study, choose: Callable[[TrialIndex], Claim | None],
                index: TrialIndex | None = None) -> tuple[Claim | None, TrialIndex]:
-    """Under the study lock: bring ``index`` (a new one when None: it reads the whole study once)
-    up to date with the trials created or changed since its last refresh, mark the lost trials
+    """Bring ``index`` (a new one when None: it reads the whole study once) up to date with the
+    trials created or changed since its last refresh, outside the study lock; under it, bring it up
+    to date again (what changed while this worker waited for the lock), mark the lost trials
     (:func:`reap_lost`, over the open ones only), ask ``choose(index)`` for the next (cell, seed),
     and create it RUNNING, owned by this process (``choose`` may have created it already: a
     sampled trial of a search). Returns the claim (None: nothing to run) and the index. A claim
@@ -172,8 +173,9 @@ def claim_next(url: str, ostudy: optuna.Study, choose: Callable[[TrialIndex], Cl
     store = ostudy._storage
     if index is None:
         index = TrialIndex.open_on(store, ostudy._study_id, os.environ.get(RUN_ENV, ""))
+    index.refresh()  # what changed since this worker's last claim, read while others hold the lock
     with study_lock(url, ostudy.study_name):
-        index.refresh()
+        index.refresh()  # what changed while this worker waited for the lock: a few trials at most
         if reap_lost(store, index.open_trials()):
             index.refresh()
         claim = choose(index)

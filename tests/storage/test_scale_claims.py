@@ -15,6 +15,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from ablate.storage import create
+from ablate.storage.index import _DatabaseReader
 from ablate.storage import records as st
 from ablate.run.claims import choose, trial_attrs
 from ablate.run.worker import open_worker
@@ -40,6 +41,7 @@ class Reads:
         self._count_rows(monkeypatch, RDBStorage, "get_trial", one=True)
         self._count_rows(monkeypatch, RDBStorage, "get_all_trials", scan=True)
         self._count_rows(monkeypatch, RDBStorage, "_get_trials")
+        self._count_rows(monkeypatch, _DatabaseReader, "_light", pairs=True)  # (states, system attributes)
         read_logs = JournalFileBackend.read_logs
 
         def counted_logs(backend, start):
@@ -48,12 +50,12 @@ class Reads:
                 yield log
         monkeypatch.setattr(JournalFileBackend, "read_logs", counted_logs)
 
-    def _count_rows(self, monkeypatch, cls, name: str, one: bool = False, scan: bool = False):
+    def _count_rows(self, monkeypatch, cls, name: str, one: bool = False, scan: bool = False, pairs: bool = False):
         real = getattr(cls, name)
 
         def counted(*args, **kwargs):
             out = real(*args, **kwargs)
-            self.rows += 1 if one else len(out)
+            self.rows += 1 if one else len(out[0]) if pairs else len(out)
             self.scans += scan
             return out
         monkeypatch.setattr(cls, name, counted)
@@ -152,19 +154,28 @@ def test_a_pair_freed_behind_the_cursor_is_claimed_again_and_done_pairs_never(tm
     assert len(done) == 4
 
 
-def test_the_index_keeps_the_status_that_statuses_computes(tmp_path):
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_the_index_keeps_the_status_that_statuses_computes(tmp_path, kind):
     """The index updated trial by trial (new versions of running trials included) gives each
-    pair the status :func:`ablate.run.claims.statuses` computes from all trials at once."""
+    pair the status :func:`ablate.run.claims.statuses` computes from all trials at once, and
+    holds each open trial's system attributes (owner, heartbeat) as storage has them: on a
+    database, where a running trial is read light, its heartbeats included."""
     from ablate.run.claims import statuses
 
-    store = optuna.storages.InMemoryStorage()
+    if kind == "memory":
+        store = optuna.storages.InMemoryStorage()
+    else:
+        store = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'db.sqlite'}")
     ostudy = optuna.create_study(storage=store)
     index = st.TrialIndex.open_on(store, ostudy._study_id, "r1")
+    assert isinstance(index.reader, _DatabaseReader) == (kind == "sqlite")
     rng = random.Random(0)
     kinds = ["lost", "interrupted", "harness", "error"]
-    for step in range(120):
+    for step in range(160):
         running = [t for t in ostudy.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-        if running and rng.random() < 0.5:
+        if running and rng.random() < 0.25:
+            store.set_trial_system_attr(rng.choice(running)._trial_id, st.ATTR + "heartbeat", rng.random())
+        elif running and rng.random() < 0.5:
             t = rng.choice(running)
             if rng.random() < 0.5:
                 store.set_trial_state_values(t._trial_id, TrialState.COMPLETE, [rng.random()])
@@ -176,7 +187,10 @@ def test_the_index_keeps_the_status_that_statuses_computes(tmp_path):
             assert tid >= 0
         if step % 7 == 0:
             index.refresh()
-            assert index.status == statuses(ostudy.get_trials(deepcopy=False), "r1"), step
+            trials = ostudy.get_trials(deepcopy=False)
+            assert index.status == statuses(trials, "r1"), step
+            assert {t._trial_id: t.system_attrs for t in index.open_trials()} == \
+                {t._trial_id: t.system_attrs for t in trials if not t.state.is_finished()}, step
     index.refresh()
     assert index.status == statuses(ostudy.get_trials(deepcopy=False), "r1")
     trials = ostudy.get_trials(deepcopy=False)
