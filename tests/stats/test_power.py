@@ -161,6 +161,26 @@ def test_seeds_for_power_is_the_first_n_reaching_the_target():
     assert k is not None and 9 <= k <= 12
 
 
+@pytest.mark.parametrize("test,model,n", [
+    ("perm", TwoValued(0.3, 0.9), 7), ("perm", TwoValued(0.3, 0.9), 12), ("signflip", TwoValued(0.2, 0.8), 9),
+    ("boschloo", TwoValued(0.1, 0.8), 8), ("paired_t", Normal(0.6, 1.0), 15), ("welch_t", Normal(0.6, 1.0), 15)])
+def test_reaches_gives_the_full_counts_answer_at_and_around_the_target(test, model, n):
+    """seeds_for_power asks, for each n, whether the rejected fraction reaches the target; _reaches
+    stops counting once that is settled. Its answer must be the full count's, also with the target
+    at the simulated power itself and one dataset either side of it (where stopping early errs
+    first), and with chunks that end inside the rows."""
+    from ablate.stats import power as pw
+
+    reps, alpha = 700, 0.05  # 700: the last chunk is partial
+    a, b = model.sample(np.random.default_rng(11), reps, n)
+    count = int(np.sum(pvalues(test, a, b, alpha, pw._threshold(test, model)) < alpha))
+    assert 0 < count < reps  # the boundary cases below are real ones
+    targets = [count / reps, (count - 1) / reps, (count + 1) / reps, np.nextafter(count / reps, 1), 0.05, 0.8, 0.99]
+    for target in targets:
+        full = pw._rejections(test, a, b, alpha, model) >= target
+        assert pw._reaches(test, a, b, alpha, model, target) == full, target
+
+
 def test_seeds_for_power_many_equals_one_by_one_and_fills_the_cache(tmp_path, monkeypatch):
     """The report's advice simulates its comparisons side by side in forked processes: each answer
     is the one seeds_for_power gives alone (the same seeded simulation), and a second call reads
