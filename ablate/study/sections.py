@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..data.real_spec import REAL_DATASETS, RealDataSpec, validate_real_data  # not .real, whose loaders import torch
-from ..data.synthetic import TASKS, SceneConfig
+from ..data.synthetic_spec import TASKS, SceneConfig
 from ..config.errors import StudyError, brief
 from ..plugins.mechanisms import TaskSpec, is_spec, task_spec
 from .model import (
