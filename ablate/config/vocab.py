@@ -289,6 +289,11 @@ class Preset:
         return self.source.module if isinstance(self.source, BlockRef) else self.source.__module__
 
     @property
+    def block_name(self) -> str:
+        """The block class's name in :attr:`module` (``NonLocalBlock``), without importing it."""
+        return self.source.name if isinstance(self.source, BlockRef) else self.source.__name__
+
+    @property
     def defaults(self) -> dict[str, Any]:
         return {f.name: f.default for f in self.factors}
 

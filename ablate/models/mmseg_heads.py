@@ -26,68 +26,19 @@ our block (the block itself is ours, parity-tested against mmseg's in tests/comp
 Initialisation as mmseg's: the head's convs Kaiming-normal (fan_out, ReLU), BN weight 1 and bias
 0, the classifier normal with std 0.01 and bias 0. A mechanism whose block mmseg has no head for
 (or whose head does more than wrap the block: PSAHead's and APCHead's convs are part of the
-attention itself) is refused when the study is loaded (:func:`check_style`).
+attention itself) is refused when the study is loaded (:func:`check_style`, with the table of layouts
+in the torch-free :mod:`ablate.models.mmseg_layouts`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..attention.criss_cross import CCNetBlock
 from ..attention.danet import DANetBlock
-from ..attention.dnl import DisentangledNonLocalBlock
-from ..attention.ema import EMABlock
-from ..attention.gcnet import GlobalContextBlock
-from ..attention.interlaced import ISABlock
-from ..attention.non_local import NonLocalBlock
-from ..attention.none import NoAttention
 from .backbone import conv_bn_relu
+from .mmseg_layouts import DANET, LAYOUTS, HeadLayout, check_style, layout_of  # noqa: F401 (re-exported)
 
 DROPOUT = 0.1  # mmseg's BaseDecodeHead dropout_ratio (Dropout2d)
-
-
-@dataclass(frozen=True)
-class HeadLayout:
-    """The convolutions an mmseg decode head puts around its block."""
-
-    head: str  # mmseg's class name
-    after: bool = True  # a 3x3 conv + BN + ReLU after the block (convs[1], EMAHead's bottleneck)
-    concat: bool = True  # the input concatenated with the features, fused by a 3x3 conv (conv_cat)
-    branches: bool = False  # DAHead: the block's PAM and CAM on branches of their own
-
-
-LAYOUTS = {
-    NoAttention: HeadLayout("FCNHead"),
-    NonLocalBlock: HeadLayout("NLHead"),
-    GlobalContextBlock: HeadLayout("GCHead"),
-    DisentangledNonLocalBlock: HeadLayout("DNLHead"),
-    CCNetBlock: HeadLayout("CCHead"),
-    EMABlock: HeadLayout("EMAHead"),
-    ISABlock: HeadLayout("ISAHead", after=False, concat=False),
-    DANetBlock: HeadLayout("DAHead", concat=False, branches=True),
-}
-
-
-def layout_of(preset) -> HeadLayout | None:
-    """The mmseg head layout for a preset's block (None: mmseg has no such head)."""
-    return LAYOUTS.get(getattr(preset, "block", None))
-
-
-def check_style(preset, args: dict | None = None) -> str | None:
-    """Why ``style: mmseg`` cannot wrap ``preset`` with the block arguments ``args`` (None: it can)."""
-    if layout_of(preset) is not None:
-        if preset.block is DANetBlock and (args or {}).get("branch", "both") != "both":
-            return (f"mmseg's DAHead has both branches (PAM and CAM); mechanism {preset.name!r} with branch "
-                    f"{args['branch']!r} has no mmseg head; use branch: both (mechanism danet) or style: plain")
-        return None
-    from ..attention import MECHANISMS
-
-    ok = sorted(name for name, p in MECHANISMS.items() if layout_of(p) is not None)
-    return (f"mmseg has no decode head that wraps mechanism {preset.name!r} (block {preset.block.__name__}) "
-            f"in convolutions we reproduce; style mmseg supports: {', '.join(ok)}; use style: plain for "
-            "the others")
 
 
 def build_head(preset, in_channels: int, channels: int, num_classes: int) -> nn.Module:
@@ -154,7 +105,7 @@ class DualHead(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, num_classes: int):
         super().__init__()
-        self.layout = LAYOUTS[DANetBlock]
+        self.layout = LAYOUTS[DANET]
         self.pam_in, self.pam_out = conv_bn_relu(in_channels, channels), conv_bn_relu(channels, channels)
         self.cam_in, self.cam_out = conv_bn_relu(in_channels, channels), conv_bn_relu(channels, channels)
         init_as_mmseg(self)

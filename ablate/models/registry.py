@@ -8,41 +8,64 @@ estimate`` times a step without fetching weights (:attr:`Backbone.weights`), and
 describes it (:attr:`Backbone.describe`). A plugin backbone (``module:attr``) is not here:
 :mod:`ablate.plugins` builds it and asks the built module for its geometry.
 
+The table imports no torch: a study reads it when it loads (``load_study``, ``python -m
+ablate.run.status``), so each entry names its class and builder by where they are
+(``module:attr``, imported by :attr:`Backbone.cls` and :func:`build`), and its parse and channels
+come from torch-free spec modules (:mod:`ablate.models.resnet_spec`).
+
 To add a backbone: its module in ``ablate/models/``, one :class:`Backbone` entry in
-:data:`BACKBONES` (its study spec a frozen dataclass; :func:`ablate.config.specs.parse_spec` checks
-one against its fields).
+:data:`BACKBONES` (its study spec a frozen dataclass in a module that imports no torch;
+:func:`ablate.config.specs.parse_spec` checks one against its fields).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
-from torch import nn
+from .resnet_spec import ResNetSpec, resnet_channels, validate_resnet
 
-from .backbone import SmallCNN
-from .pretext import build_small_cnn, pretext_key
-from .resnet import ResNetD8, ResNetSpec, resnet_channels, validate_resnet
+if TYPE_CHECKING:  # a type only: the table imports no torch
+    from torch import nn
+
+
+def _load(ref: str):
+    """The object ``module:attr`` names (importing its module)."""
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)
 class Backbone:
     """One built-in backbone. ``channels(spec)``: the output channels for a spec's dict;
-    ``stride``: the output stride; ``stages``: it has ``forward_stages`` (stage 3 for mmseg's
-    auxiliary FCN head, ``aux_channels`` wide); ``weights``: its spec names pretrained weights
-    (``pretrained``), loaded when it is built; ``builder``: builds it from its spec's keywords when
-    ``cls`` alone cannot (small_cnn's ``init`` and ``freeze``, :mod:`ablate.models.pretext`); ``parse(raw, where, prefix, base, check_files)``:
+    ``stride``: the output stride (the class's ``stride``); ``stages``: it has ``forward_stages``
+    (stage 3 for mmseg's auxiliary FCN head, ``aux_channels`` wide); ``weights``: its spec names
+    pretrained weights (``pretrained``), loaded when it is built; ``source``: the class as
+    ``module:attr`` (:attr:`cls` imports it); ``build_with``: ``module:attr`` of what builds it from
+    its spec's keywords when the class alone cannot (small_cnn's ``init`` and ``freeze``,
+    :mod:`ablate.models.pretext`); ``parse(raw, where, prefix, base, check_files)``:
     ``model.backbone`` (or a ``backbone.X`` factor over ``base``) -> its spec;
     ``describe(spec)``: the report's words for it."""
 
     name: str
-    cls: Callable[..., nn.Module]
+    source: str  # the class, ``module:attr``
     channels: Callable[[Mapping], int]
     stride: int
     parse: Callable
     describe: Callable
     stages: bool = False
     weights: bool = False
-    builder: Callable[..., nn.Module] | None = None  # what builds it from the spec's keywords (None: ``cls``)
+    build_with: str = ""  # ``module:attr`` of what builds it from the spec's keywords ("": ``cls``)
+
+    @property
+    def cls(self) -> Callable[..., nn.Module]:
+        """The backbone's class (its module imported on first use)."""
+        return _load(self.source)
+
+    @property
+    def builder(self) -> Callable[..., nn.Module] | None:
+        """What builds it from its spec's keywords (None: :attr:`cls`)."""
+        return _load(self.build_with) if self.build_with else None
 
 
 def _parse_small(raw: dict, where: str, prefix: str, base, check_files: bool):
@@ -56,6 +79,8 @@ def _describe_small(b) -> str:
     """``width 32``, and its init when not from scratch (naming the pretext checkpoint's key)."""
     words = f"width {b.width}"
     if getattr(b, "init", "scratch") != "scratch":
+        from .pretext import pretext_key  # the key hashes the pretext's code and torch's version
+
         words += f", init {b.init} (pretext checkpoint `{pretext_key(b.width, b.depth)}`)"
     return words + (", frozen" if getattr(b, "freeze", False) else "")
 
@@ -64,10 +89,11 @@ def _parse_resnet(raw: dict, where: str, prefix: str, base, check_files: bool):
     return validate_resnet(raw, where, prefix, base if isinstance(base, ResNetSpec) else None, check_files)
 
 
-BACKBONES = {  # in the order error messages list them
-    "small_cnn": Backbone("small_cnn", SmallCNN, lambda s: s["width"], SmallCNN.stride, _parse_small,
-                          _describe_small, builder=build_small_cnn),
-    "resnet_d8": Backbone("resnet_d8", ResNetD8, lambda s: resnet_channels(s["depth"]), ResNetD8.stride,
+# in the order error messages list them; each stride is its class's ``stride`` (tests/models checks)
+BACKBONES = {
+    "small_cnn": Backbone("small_cnn", "ablate.models.backbone:SmallCNN", lambda s: s["width"], 2, _parse_small,
+                          _describe_small, build_with="ablate.models.pretext:build_small_cnn"),
+    "resnet_d8": Backbone("resnet_d8", "ablate.models.resnet:ResNetD8", lambda s: resnet_channels(s["depth"]), 8,
                           _parse_resnet, lambda b: f"ResNet-{b.depth}-D8, pretrained `{b.pretrained}`",
                           stages=True, weights=True),
 }

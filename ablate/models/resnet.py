@@ -15,7 +15,9 @@ same); only the last stage is returned by ``forward`` (``forward_stages`` also r
 Pretrained weights (``pretrained:``) are never optional by omission: a path or URL loads them
 (a file that is missing, cannot be fetched or does not match raises
 :class:`PretrainedWeightsError` saying where to put the weights), and only ``none`` gives the
-random (Kaiming) initialisation. mmseg is imported when a backbone is built, not on import.
+random (Kaiming) initialisation. mmseg is imported when a backbone is built, not on import. The
+spec (``model.backbone``: :class:`ResNetSpec`, :func:`validate_resnet`) is in the torch-free
+:mod:`ablate.models.resnet_spec`, re-exported here.
 """
 from __future__ import annotations
 
@@ -24,83 +26,20 @@ import os
 import pickle
 import socket
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..config.errors import StudyError
+from .resnet_spec import (DEPTHS, NORMS, URL_PREFIXES, PretrainedWeightsError, ResNetSpec,  # noqa: F401 (re-exported)
+                          check_weights_file, openmmlab_url, resnet_channels, validate_resnet, weights_hint)
 
 log = logging.getLogger(__name__)
 
-DEPTHS = (18, 34, 50, 101, 152)
-NORMS = ("bn", "syncbn")
-URL_PREFIXES = ("http://", "https://", "open-mmlab://", "openmmlab://")
 TRUST_ENV = "ABLATE_TRUST_CHECKPOINTS"
 _PREFIXES = ("model.backbone.", "backbone.")  # a whole segmenter's checkpoint: keep its backbone
 MAX_MISSING = 0.1  # a file that leaves more of the backbone's tensors at init is the wrong file
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights that cannot be found, fetched, read or matched to the backbone."""
-
-
-# ======================================================================================
-# spec
-# ======================================================================================
-
-@dataclass(frozen=True)
-class ResNetSpec:
-    """``model.backbone`` of a ResNet-D8: ``{name: resnet_d8, depth: 101, pretrained: ..., norm: bn}``.
-
-    ``pretrained``: a file path, an ``http(s)://`` URL or ``open-mmlab://resnet101_v1c`` (cached
-    under ``torch.hub.get_dir()/checkpoints``), or ``none`` for random initialisation; it has no
-    default, so a study says which. ``norm``: ``bn`` or ``syncbn``.
-    """
-
-    name: str = "resnet_d8"
-    depth: int = 101
-    pretrained: str = ""
-    norm: str = "bn"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def validate_resnet(raw: dict, where: str, prefix: str = "model.backbone.", base: ResNetSpec | None = None,
-                    check_files: bool = True) -> ResNetSpec:
-    """Parse ``model.backbone`` for ``resnet_d8``; raises :class:`StudyError` on any mistake.
-
-    With ``check_files``, a ``pretrained`` path must exist (URLs are fetched only when the
-    backbone is built).
-    """
-    if not isinstance(raw, dict):
-        raise StudyError(where, prefix.rstrip("."), f"expected a mapping, got {raw!r}.")
-    base = base or ResNetSpec()
-    allowed = [f.name for f in fields(ResNetSpec)]
-    for k in raw:
-        if k not in allowed:
-            raise StudyError(where, prefix + k, f"unknown key for backbone resnet_d8; valid keys here are: "
-                             f"{', '.join(allowed)}.")
-    spec = replace(base, **raw)
-    if spec.name != "resnet_d8":
-        raise StudyError(where, prefix + "name", f"expected resnet_d8, got {spec.name!r}.")
-    if not isinstance(spec.depth, int) or isinstance(spec.depth, bool) or spec.depth not in DEPTHS:
-        raise StudyError(where, prefix + "depth", f"{spec.depth!r} is not a ResNet depth; valid: "
-                         f"{', '.join(map(str, DEPTHS))} (the papers use 50 and 101).")
-    if spec.norm not in NORMS:
-        raise StudyError(where, prefix + "norm", f"unknown norm {spec.norm!r}; valid: {', '.join(NORMS)}.")
-    if not isinstance(spec.pretrained, str) or not spec.pretrained:
-        raise StudyError(where, prefix + "pretrained", "missing; give a weights file path, a URL such as "
-                         f"open-mmlab://resnet{spec.depth}_v1c, or none to train from random initialisation "
-                         "(the papers start from ImageNet weights).")
-    if check_files and spec.pretrained.lower() != "none" and not spec.pretrained.startswith(URL_PREFIXES):
-        try:
-            _check_file(spec.pretrained, spec.depth)
-        except PretrainedWeightsError as e:
-            raise StudyError(where, prefix + "pretrained", str(e)) from None
-    return spec
 
 
 # ======================================================================================
@@ -121,7 +60,7 @@ class ResNetD8(nn.Module):
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if not isinstance(pretrained, str) or not pretrained:
             raise PretrainedWeightsError("ResNetD8 needs pretrained=<path or URL> or pretrained='none' (random init); "
-                                         + _hint(depth) + ".")
+                                         + weights_hint(depth) + ".")
         ResNetV1c = _import_resnet()
         self.depth = depth
         self.resnet = ResNetV1c(
@@ -149,11 +88,6 @@ def build_resnet(spec: ResNetSpec | dict) -> ResNetD8:
     d = spec.as_dict() if isinstance(spec, ResNetSpec) else dict(spec)
     d.pop("name", None)
     return ResNetD8(**d)
-
-
-def resnet_channels(depth: int) -> int:
-    """The last stage's channels: 2048 for the bottleneck ResNets (50 and deeper), 512 below."""
-    return 2048 if depth >= 50 else 512
 
 
 def _import_resnet():
@@ -200,43 +134,18 @@ class LoadReport:
         return s
 
 
-def _hint(depth: int | None, target: str | None = None) -> str:
-    url = openmmlab_url(f"resnet{depth}_v1c") if depth in DEPTHS else None  # open-mmlab has 18, 50 and 101
-    name = f"resnet{depth}_v1c" if url else "resnet<depth>_v1c"
-    to = target or f"<path>/{name}.pth"
-    return (f"download open-mmlab://{name}{f' ({url})' if url else ''} to {to} and set model.backbone.pretrained: "
-            f"{to}, or set pretrained: none to train from random initialisation")
-
-
-def openmmlab_url(name: str) -> str | None:
-    """The URL behind ``open-mmlab://<name>`` (mmengine's model table), or None."""
-    try:
-        from mmengine.runner.checkpoint import get_external_models
-
-        return get_external_models().get(name)
-    except Exception:  # pragma: no cover - mmengine without the table
-        return None
-
-
-def _check_file(path: str, depth: int | None) -> Path:
-    p = Path(path).expanduser().resolve()
-    if not p.is_file():
-        raise PretrainedWeightsError(f"the pretrained weights file {p} does not exist; {_hint(depth, str(p))}.")
-    return p
-
-
 def resolve_weights(source: str, depth: int | None = None, timeout: float = 30.0) -> Path:
     """A local file for ``source``: the path itself, or a URL's copy in torch's hub cache
     (fetched if absent). Raises :class:`PretrainedWeightsError` saying where to put the file."""
     if not source.startswith(URL_PREFIXES):
-        return _check_file(source, depth)
+        return check_weights_file(source, depth)
     url = source
     if source.startswith(("open-mmlab://", "openmmlab://")):
         name = source.split("://", 1)[1]
         url = openmmlab_url(name)
         if url is None:
             raise PretrainedWeightsError(f"{source} is not in mmengine's open-mmlab model table; give a file path "
-                                         f"or an http(s) URL instead; {_hint(depth)}.")
+                                         f"or an http(s) URL instead; {weights_hint(depth)}.")
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
     if cached.is_file():
         return cached
@@ -337,19 +246,19 @@ def load_pretrained(backbone: ResNetD8, source: str) -> LoadReport:
         sample = ", ".join(list(sd)[:4]) or "no tensors"
         raise PretrainedWeightsError(
             f"no tensor of {path} matches the ResNetV1c backbone (its keys look like: {sample}); a torchvision "
-            f"ResNet (7x7 stem) does not fit the deep-stem V1c; {_hint(depth)}.")
+            f"ResNet (7x7 stem) does not fit the deep-stem V1c; {weights_hint(depth)}.")
     wanted = [k for k in own if not k.endswith("num_batches_tracked")]
     absent = [k for k in wanted if k not in sd]
     if len(absent) > MAX_MISSING * len(wanted):
         raise PretrainedWeightsError(
             f"{path} covers only {len(wanted) - len(absent)} of the {len(wanted)} tensors of ResNet-{depth}-D8 "
-            f"(missing e.g. {', '.join(absent[:3])}); is it another depth? {_hint(depth)}.")
+            f"(missing e.g. {', '.join(absent[:3])}); is it another depth? {weights_hint(depth)}.")
     extra = [k for k in sd if k not in own and k.startswith(("stem.", "layer", "conv1.", "bn1."))]
     if extra:
         what = ("it looks like a torchvision ResNet (7x7 stem), which does not fit the deep-stem V1c"
                 if "conv1.weight" in extra else "is it another depth?")
         raise PretrainedWeightsError(f"{path} has backbone tensors that ResNet-{depth}-D8 lacks, e.g. "
-                                     f"{', '.join(extra[:3])}; {what} {_hint(depth)}.")
+                                     f"{', '.join(extra[:3])}; {what} {weights_hint(depth)}.")
     result = backbone.resnet.load_state_dict(sd, strict=False)
     missing = tuple(k for k in result.missing_keys if not k.endswith("num_batches_tracked"))
     report = LoadReport(source, str(path), len(matched), missing, tuple(result.unexpected_keys))

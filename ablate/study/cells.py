@@ -11,7 +11,7 @@ import math
 from ..attention import MECHANISMS
 from ..data.real_spec import RealDataSpec  # not .real, whose loaders import torch
 from ..config.errors import StudyError, brief
-from ..models.mmseg_heads import check_style
+from ..models.mmseg_layouts import check_style
 from ..models.registry import BACKBONES, lookup
 from ..plugins.mechanisms import TaskSpec
 from .designs import grid_assignments

@@ -22,8 +22,8 @@ from ..config.trial import HeadSpec, TrainerSpec, TrainSpec, TrialConfig, fields
 
 if TYPE_CHECKING:
     from ..data.real import RealDataSpec
-    from ..data.synthetic import SceneConfig
-    from ..models.resnet import ResNetSpec
+    from ..data.synthetic_spec import SceneConfig
+    from ..models.resnet_spec import ResNetSpec
 
 
 def fmt_value(v: Any) -> str:

@@ -27,6 +27,7 @@ def test_geometry_is_the_built_modules(name):
     spec = asdict(parse_backbone(dict(SPECS[name]), "s.yaml", check_files=False))  # the study's spec, as stored
     model = build_backbone(spec).eval()
     assert isinstance(model, entry.cls)
+    assert entry.stride == entry.cls.stride and (entry.builder is None or callable(entry.builder))
     channels, stride = registry.geometry(spec)
     with torch.no_grad():
         f = model(torch.randn(1, 3, 32, 40))
