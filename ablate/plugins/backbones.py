@@ -11,9 +11,6 @@ import functools
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-from torch import nn
-
 from ..config.errors import StudyError, brief
 from .load import PluginError, check_kind, is_spec, load_object, option_values, options_of, said
 
@@ -73,6 +70,9 @@ def build_backbone(spec: Mapping) -> Any:
 
 @functools.lru_cache(maxsize=16)
 def _geometry(name: str, options: tuple) -> tuple[int, int]:
+    import torch  # here, not at the top: naming a plugin (a study that loads) imports no torch
+    from torch import nn
+
     plugin = f"backbone plugin {brief(name)}"
     side = 32
     with torch.random.fork_rng(devices=[]), torch.no_grad():

@@ -54,9 +54,6 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-from torch import nn
-
 from ..config.vocab import Preset, SchemaError
 from ..config.errors import brief
 from .backbones import BackboneSpec, backbone_geometry, backbone_spec, build_backbone
@@ -118,6 +115,9 @@ def check_block(preset: Preset, plugin: str, channels: int = CHECK_CHANNELS, sid
     """The contract: ``preset.build(channels)`` is an ``nn.Module`` mapping a ``(2, C, side, side)``
     tensor to one of the same shape. Run without gradients; the random generators' state is
     restored afterwards, so a check never moves a trial's draws."""
+    import torch  # here, not at the top: naming a plugin (a study that loads) imports no torch
+    from torch import nn
+
     shape = (2, channels, side, side)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     with torch.random.fork_rng(devices=[]), torch.no_grad():

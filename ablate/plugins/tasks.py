@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import torch
 
 from ..config.vocab import Factor
 from ..config.errors import StudyError, brief
@@ -120,6 +119,8 @@ def task_spec_from_dict(data: Mapping) -> TaskSpec:
 
 @functools.lru_cache(maxsize=4)
 def _splits(spec: TaskSpec):
+    import torch  # here, not at the top: naming a task plugin (a study that loads) imports no torch
+
     make, _, _ = load_task(spec.name)
     out = []
     for split, count in ((0, spec.train_images), (1, spec.val_images)):
