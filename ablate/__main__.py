@@ -101,7 +101,7 @@ def list_mechanisms(out=None, channels: int = DEFAULT_CHANNELS) -> None:
 
 def list_upsamplers(out=None) -> None:
     """The head's upsamplers (``model.head.upsample``; ``head.X`` factors), after the mechanisms."""
-    from .attention.carafe import DESCRIPTIONS, PAPER, SETTINGS
+    from .attention.carafe_spec import DESCRIPTIONS, PAPER, SETTINGS
 
     out = out or sys.stdout
     print("head upsamplers (model.head.upsample; vary them as head.upsample, head.k_up, ... factors):", file=out)

@@ -23,31 +23,18 @@ Xavier-uniform, bias 0; the content encoder normal with std 0.001), and :func:`c
 op's definition, mask channel ``(group * k + dy) * k + dx`` for a channel in contiguous group
 ``group`` (``up_group`` groups; the segmenter uses 1). ``tests/attention/test_carafe.py`` checks both,
 values and gradients in float64, against a transcription of the CUDA kernels and against mmcv's
-own ``CARAFEPack`` Python code running on that transcription.
+own ``CARAFEPack`` Python code running on that transcription. The settings (``model.head.upsample``:
+:class:`UpsampleSpec`) and the counts are in the torch-free :mod:`ablate.attention.carafe_spec`,
+re-exported here.
 """
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SCALE = 2  # sigma: each stage doubles the side, as in the paper's segmentation and FPN uses
-UPSAMPLERS = ("bilinear", "carafe")  # model.head.upsample
-PAPER = "CARAFE: Content-Aware ReAssembly of FEatures (Wang et al., ICCV 2019)"
-# what ``ablate list`` says of each upsampler, and of CARAFE's settings: (key, default, valid, meaning)
-DESCRIPTIONS = {
-    "bilinear": "the head's logits resized bilinearly to the input (the default)",
-    "carafe": "content-aware reassembly: per output pixel, a kernel predicted from the features; x2 stages "
-              "on the features, then the classifier",
-}
-SETTINGS = (
-    ("k_up", 5, "an odd integer >= 1", "reassembly window k_up x k_up around the source pixel"),
-    ("k_enc", 3, "an odd integer >= 1", "content encoder's kernel (predicts sigma^2 k_up^2 channels)"),
-    ("compressed", 64, "an integer >= 1", "channels of the 1x1 compressor before the encoder"),
-)
+from .carafe_spec import (DESCRIPTIONS, PAPER, SCALE, SETTINGS, UPSAMPLERS, UpsampleSpec,  # noqa: F401 (re-exported)
+                          carafe_flops, stages_for)
 
 
 def carafe(features: torch.Tensor, masks: torch.Tensor, kernel_size: int, group_size: int,
@@ -126,44 +113,6 @@ class CARAFEPack(nn.Module):
                 f"encoder_kernel={self.encoder_kernel}, compressed_channels={self.compressed_channels}")
 
 
-@dataclass(frozen=True)
-class UpsampleSpec:
-    """The head's upsampler: ``upsample`` (bilinear | carafe) and CARAFE's ``k_up``, ``k_enc``
-    and ``compressed`` channels (used only by carafe)."""
-
-    upsample: str = "bilinear"
-    k_up: int = 5
-    k_enc: int = 3
-    compressed: int = 64
-
-    @classmethod
-    def of(cls, head) -> "UpsampleSpec":
-        """The upsampler settings of a head record or dict (absent fields at their defaults)."""
-        get = head.get if isinstance(head, dict) else (lambda name, default: getattr(head, name, default))
-        return cls(**{name: get(name, getattr(cls, name)) for name in ("upsample", "k_up", "k_enc", "compressed")})
-
-    def problem(self) -> tuple[str, str] | None:
-        """(the setting, why) these settings cannot build; None: they can."""
-        if self.upsample not in UPSAMPLERS:
-            return "upsample", f"unknown upsampler {self.upsample!r}; valid: {', '.join(UPSAMPLERS)}"
-        if self.k_up < 1 or self.k_up % 2 == 0:
-            return "k_up", f"k_up must be an odd number >= 1 (the reassembly window is centred), got {self.k_up}"
-        if self.k_enc < 1 or self.k_enc % 2 == 0:
-            return "k_enc", f"k_enc must be an odd number >= 1 (the encoder keeps the map's size), got {self.k_enc}"
-        if self.compressed < 1:
-            return "compressed", f"compressed must be >= 1, got {self.compressed}"
-        return None
-
-
-def stages_for(stride: int) -> int:
-    """How many sigma = 2 stages bring features at output stride ``stride`` to the input's."""
-    n = round(math.log2(stride)) if stride >= 1 else -1
-    if n < 1 or SCALE ** n != stride:
-        raise ValueError(f"upsample: carafe needs a backbone whose output stride is a power of 2 (>= 2), "
-                         f"got stride {stride}")
-    return n
-
-
 class CarafeUpsampler(nn.Module):
     """``stages`` CARAFE x2 stages on ``channels``-wide features (one :class:`CARAFEPack` each)."""
 
@@ -187,21 +136,6 @@ def build_upsampler(spec: UpsampleSpec, channels: int, stride: int) -> CarafeUps
     if spec.upsample == "bilinear":
         return None
     return CarafeUpsampler(channels, stages_for(stride), spec.k_up, spec.k_enc, spec.compressed)
-
-
-def carafe_flops(channels: int, h: int, w: int, stages: int, k_up: int = 5, k_enc: int = 3,
-                 compressed: int = 64) -> int:
-    """Multiply-adds x 2 of one image's forward through ``stages`` x2 stages from an h x w map:
-    per stage the compressor (C C_m per source pixel), the encoder (k_enc^2 C_m sigma^2 k_up^2
-    per source pixel) and the reassembly (k_up^2 C per output pixel); the softmax, pixel shuffle
-    and biases are not counted (as FlopCounterMode does not)."""
-    total = 0
-    for _ in range(stages):
-        src, out = h * w, h * w * SCALE ** 2
-        total += 2 * (src * channels * compressed + src * k_enc ** 2 * compressed * SCALE ** 2 * k_up ** 2
-                      + out * k_up ** 2 * channels)
-        h, w = h * SCALE, w * SCALE
-    return total
 
 
 __all__ = ["CARAFEPack", "CarafeUpsampler", "DESCRIPTIONS", "PAPER", "SCALE", "SETTINGS", "UPSAMPLERS", "UpsampleSpec", "build_upsampler", "carafe",

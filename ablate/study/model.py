@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..attention import MECHANISMS, resolve_mechanism
-from ..attention.carafe import UPSAMPLERS, UpsampleSpec
+from ..attention.carafe_spec import UPSAMPLERS, UpsampleSpec
 from ..config.errors import StudyError, brief
 from ..models.registry import BACKBONES, lookup
 from ..plugins.mechanisms import BackboneSpec as PluginBackbone, PluginError, backbone_spec, is_spec
