@@ -178,7 +178,7 @@ class EMABlock(nn.Module):
     FACTORS = (
         nodes("number of bases (paper: 64)"),
         integer("T", 1, "EM iterations in training (paper: 3)"),
-        integer("T_eval", 1, "EM iterations in evaluation"),
+        integer("T_eval", 1, "EM iterations in evaluation", evaluation=True),
         number("momentum", 0.0, "moving average of the bases, in [0, 1] (paper: 0.9)"),
         choice("bases", ("moving_average", "learned"),
                "no-grad EM + moving average (paper), or bases learned by backprop through the EM"),

@@ -68,6 +68,12 @@ class Factor:
     # the block exactly as before) it is left out of a cell's identity, so those results still
     # match their cells. See Preset.identity.
     added: bool = False
+    # A factor that acts only when a trained model is evaluated (EMANet's T_eval): every valid value
+    # builds the block with the same weights (names and shapes) and a different value changes what
+    # it computes in evaluation. A study's eval_factors: takes such a factor on this word, without
+    # building the block (study/evaluations.py; so loading a study imports no torch); any other
+    # factor set there is checked by building the block with each value.
+    evaluation: bool = False
 
     def valid(self) -> str:
         """Say in words which values are valid (used in error messages)."""
@@ -108,22 +114,24 @@ class Factor:
 
 # -- the constructors a block's FACTORS are written with ------------------------------------------
 
-def switch(name: str, help: str = "", added: bool = False) -> Factor:
+def switch(name: str, help: str = "", added: bool = False, *, evaluation: bool = False) -> Factor:
     """An on/off factor."""
-    return Factor(name, BLOCK_DEFAULT, "bool", help=help, added=added)
+    return Factor(name, BLOCK_DEFAULT, "bool", help=help, added=added, evaluation=evaluation)
 
 
-def integer(name: str, minimum: int | None = 1, help: str = "", added: bool = False) -> Factor:
-    return Factor(name, BLOCK_DEFAULT, "int", minimum=minimum, help=help, added=added)
+def integer(name: str, minimum: int | None = 1, help: str = "", added: bool = False, *,
+            evaluation: bool = False) -> Factor:
+    return Factor(name, BLOCK_DEFAULT, "int", minimum=minimum, help=help, added=added, evaluation=evaluation)
 
 
-def number(name: str, minimum: float | None = 0.0, help: str = "", added: bool = False) -> Factor:
+def number(name: str, minimum: float | None = 0.0, help: str = "", added: bool = False, *,
+           evaluation: bool = False) -> Factor:
     """A finite float factor."""
-    return Factor(name, BLOCK_DEFAULT, "float", minimum=minimum, help=help, added=added)
+    return Factor(name, BLOCK_DEFAULT, "float", minimum=minimum, help=help, added=added, evaluation=evaluation)
 
 
-def choice(name: str, choices: tuple, help: str = "", added: bool = False) -> Factor:
-    return Factor(name, BLOCK_DEFAULT, "choice", choices=tuple(choices), help=help, added=added)
+def choice(name: str, choices: tuple, help: str = "", added: bool = False, *, evaluation: bool = False) -> Factor:
+    return Factor(name, BLOCK_DEFAULT, "choice", choices=tuple(choices), help=help, added=added, evaluation=evaluation)
 
 
 def reduction(help: str, added: bool = False) -> Factor:

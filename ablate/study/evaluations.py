@@ -226,7 +226,13 @@ def _baseline(raw, where: str, settings: list) -> dict:
 def _check_block_factor(study, where: str, k: str, values: list) -> None:
     """A block factor set at evaluation time: some cell's mechanism has it, each value is valid for
     it, the trained weights load into the block built with it (same names and shapes), and it
-    changes what the block computes in evaluation (a factor that acts only in training does not)."""
+    changes what the block computes in evaluation (a factor that acts only in training does not).
+
+    A factor its block declares evaluation-only (``Factor.evaluation``: EMANet's ``T_eval``) is
+    taken on that word when its values are not all one: each value is only resolved against the
+    cell's arguments (the block's ``check_args``), without building the block, so that loading the
+    study imports no torch. Any other factor, or such a factor given one value repeated, is checked
+    by building the block (:func:`_check_weights_and_effect`)."""
     owners = {c.mechanism: c for c in study.cells() if k in MECHANISMS[c.mechanism].defaults}
     if not owners:
         raise _err(where, f"{KEY}.{k}", f"is not a factor of {', '.join(sorted({c.mechanism for c in study.cells()}))}"
@@ -240,11 +246,28 @@ def _check_block_factor(study, where: str, k: str, values: list) -> None:
                 coerced.append(preset.factor(k).coerce(v))
             except ValueError as e:
                 raise _err(where, f"{KEY}.{k}", f"{brief(v)} is not a valid value for {mechanism}: {e}") from None
-        _check_weights_and_effect(preset, dict(cell.args), k, coerced, where)
+        if preset.factor(k).evaluation and (len(coerced) == 1 or len(set(coerced)) > 1):
+            _check_resolves(preset, dict(cell.args), k, coerced, where)
+        else:
+            _check_weights_and_effect(preset, dict(cell.args), k, coerced, where)
+
+
+def _unbuildable(preset, k: str, v, e: Exception, where: str) -> StudyError:
+    return _err(where, f"{KEY}.{k}", f"{k}={_show(v)} cannot be built for {preset.name}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
+
+
+def _check_resolves(preset, args: dict, k: str, values: list, where: str) -> None:
+    """Each value with the cell's arguments passes the preset's checks (no block is built)."""
+    for v in values:
+        try:
+            preset.resolve({**args, k: v})
+        except Exception as e:  # noqa: BLE001 - the block refuses the combination
+            raise _unbuildable(preset, k, v, e, where) from None
 
 
 def _check_weights_and_effect(preset, args: dict, k: str, values: list, where: str) -> None:
-    import torch
+    import torch  # builds the block: only for a factor not declared evaluation-only
 
     channels = 16
     outputs, trained = [], None
@@ -255,8 +278,7 @@ def _check_weights_and_effect(preset, args: dict, k: str, values: list, where: s
             torch.manual_seed(0)
             block = preset.build(channels, **merged)
         except Exception as e:  # noqa: BLE001 - the block refuses the combination
-            raise _err(where, f"{KEY}.{k}", f"{k}={_show(v)} cannot be built for {preset.name}: "
-                       f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+            raise _unbuildable(preset, k, v, e, where) from None
         state = block.state_dict()
         if trained is None:
             trained = state

@@ -54,6 +54,7 @@ def test_eval_mode_settings(tmp_path):
     ({"eval_factors": {"eval.mode": ["slide"]}}, "eval_factors.eval.crop", "mode slide needs crop"),
     ({"eval_factors": {"T_eval": 3}}, "eval_factors.T_eval", "non-empty list"),
     ({"eval_factors": {"T_eval": [0]}}, "eval_factors.T_eval", "not a valid value"),
+    ({"eval_factors": {"T_eval": [3, 3]}}, "eval_factors.T_eval", "does not change what emanet computes"),
     ({"eval_baseline": {"T_eval": 9}}, "eval_baseline", "matches 0 evaluation settings"),
     ({"metric": "best_val_miou"}, "eval_factors", "must be val_miou"),
     ({"train": {"epochs": 1, "checkpoint_every": 0}}, "eval_factors", "final weights"),
@@ -63,6 +64,19 @@ def test_bad_eval_factors_are_refused(tmp_path, changes, key, words):
     with pytest.raises(StudyError) as e:
         load_study(_write(tmp_path, **changes))
     assert e.value.key == key and words in e.value.message, e.value.message
+
+
+def test_every_factor_declared_evaluation_only_keeps_the_weights_and_changes_the_output():
+    """Factor.evaluation lets a study's eval_factors skip building the block: the declaration must be
+    what building shows, for every built-in preset at its defaults."""
+    from ablate.attention import MECHANISMS
+    from ablate.study.evaluations import _check_weights_and_effect
+
+    declared = [(p, f) for p in MECHANISMS.values() for f in p.factors if f.evaluation]
+    assert {f.name for _, f in declared} == {"T_eval"}
+    for preset, f in declared:
+        low = f.minimum if f.minimum is not None else 0
+        _check_weights_and_effect(preset, preset.defaults, f.name, [low, low + 2, f.default + 4], "test")
 
 
 def test_command_prints_the_saving_and_exits_2_on_bad_input(tmp_path):
