@@ -9,7 +9,9 @@ system attributes; per-epoch intermediate values), then measures
 * claim latency: W worker processes claim tiny fake trials (no training: a claim, then the
   result recorded at once) through :func:`ablate.storage.claim_next`, each after its first claim
   (which builds its index: reported apart as "first claim"); p50 and p99 over every later claim,
-  the study lock's wait included;
+  the study lock's wait included; the claims per second all workers made; and how long each
+  claim held the study lock (p50, p99): the part of a claim no other worker can overlap, so W
+  workers' claims queue once claims/s x hold nears 1;
 * ``python -m ablate.report`` on the filled storage: wall time, CPU time and peak RSS of that
   process, with empty seeds-advice and figure caches ("cold") and again with them filled ("warm":
   a report rewritten from the same results); its attention-block costs are measured once by an
@@ -173,7 +175,10 @@ def worker(url: str, study_path: str, claims: int, ready: str, go: str, out: str
     """One simulated worker: open, first claim, wait for the start, then ``claims`` claims, each
     followed by its fake trial (``trial_s`` seconds, jittered uniformly by ±50% so that workers
     drift apart as real ones do; 0: none) and its recorded result; writes {"first": s, "claims":
-    [s, ...]} to ``out``."""
+    [s, ...]} to ``out``. With fake trials, a worker's first claim after the start waits a random
+    part of one trial: the workers of a running study are out of phase (each claims when its
+    trial ends), not all at one instant as the benchmark's common start would have them."""
+    import contextlib
     import functools
     import random
 
@@ -191,6 +196,15 @@ def worker(url: str, study_path: str, claims: int, ready: str, go: str, out: str
     w = open_worker(load_study(study_path), url, Path(tempfile.gettempdir()), args)
     rng = random.Random(os.getpid())
     new = hasattr(st, "TrialIndex")  # the code under test may be from before the index
+    held: list[float] = []  # seconds each claim held the study lock: the part that serialises the workers
+
+    @contextlib.contextmanager
+    def timed_lock(*a, lock=st.study_lock, **k):
+        with lock(*a, **k):
+            t0 = time.perf_counter()
+            yield
+            held.append(time.perf_counter() - t0)
+    st.study_lock = timed_lock
 
     def claim():
         t0 = time.perf_counter()
@@ -209,8 +223,11 @@ def worker(url: str, study_path: str, claims: int, ready: str, go: str, out: str
     Path(ready).touch()
     while not os.path.exists(go):
         time.sleep(0.01)
+    if float(trial_s) > 0:
+        time.sleep(float(trial_s) * rng.random())  # out of phase, as a cluster's workers are after their first trials
+    del held[:]
     times = [claim() for _ in range(claims)]
-    Path(out).write_text(json.dumps({"first": first, "claims": times}))
+    Path(out).write_text(json.dumps({"first": first, "claims": times, "held": held}))
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -248,13 +265,17 @@ def claim_latency(url: str, study_path: Path, workers: int, claims: int, folder:
             raise RuntimeError("a benchmark worker failed")
         time.sleep(0.05)
     go.touch()
+    t0 = time.perf_counter()
     for p in procs:
         if p.wait() != 0:
             raise RuntimeError("a benchmark worker failed")
+    wall = time.perf_counter() - t0
     outs = [json.loads((run / f"out{i}.json").read_text()) for i in range(workers)]
-    times = [t for o in outs for t in o["claims"]]
+    times, held = [t for o in outs for t in o["claims"]], [t for o in outs for t in o["held"]]
     return {"p50": quantile(times, 0.5), "p99": quantile(times, 0.99), "n": len(times),
-            "first": max(o["first"] for o in outs), "trial_s": trial_s}
+            "first": max(o["first"] for o in outs), "trial_s": trial_s,
+            "held_p50": quantile(held, 0.5), "held_p99": quantile(held, 0.99), "wall": wall,
+            "per_s": len(times) / wall}
 
 
 def timed(cmd: list[str], code: str | None, env: dict | None = None) -> dict:
@@ -388,15 +409,17 @@ def run(args) -> list[dict]:
 def table(rows: list[dict]) -> str:
     """The Markdown table: one line per storage, N and W (the report and status once per storage and N;
     the report warm, cold in brackets, the larger peak RSS of the two)."""
-    out = ["| storage | trials N | workers W | claims | claim p50 ms | claim p99 ms | first claim ms | "
-           "report wall s (cold) | report CPU s (cold) | report peak RSS MB | status wall s | status CPU s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| storage | trials N | workers W | claims | claims/s | claim p50 ms | claim p99 ms | lock held p50 ms | "
+           "lock held p99 ms | first claim ms | report wall s (cold) | report CPU s (cold) | report peak RSS MB | "
+           "status wall s | status CPU s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rep, stat = r.get("report"), r.get("status")
         for w, c in (r["claims"] or {None: None}).items():
             head = (f"{w} | {c['n']}" + (f" (~{c['trial_s']:g} s trials)" if c.get("trial_s") else "")
-                    + f" | {1000 * c['p50']:.1f} | {1000 * c['p99']:.1f} | {1000 * c['first']:.0f}" if c
-                    else "– | – | – | – | –")
+                    + f" | {c['per_s']:.1f} | {1000 * c['p50']:.1f} | {1000 * c['p99']:.1f} | {1000 * c['held_p50']:.1f}"
+                    f" | {1000 * c['held_p99']:.1f} | {1000 * c['first']:.0f}" if c
+                    else "– | – | – | – | – | – | – | –")
             cold = rep.get("cold") if rep else None
             tail = (f"{rep['wall']:.1f}" + (f" ({cold['wall']:.1f})" if cold else "") + f" | {rep['cpu']:.1f}"
                     + (f" ({cold['cpu']:.1f})" if cold else "")
