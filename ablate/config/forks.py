@@ -1,5 +1,6 @@
 """Side-by-side work on the machine's cores for a command that has several independent pieces (the
-report's power simulations and figures): :func:`fork_map`.
+report's power simulations and figures): :func:`fork_map`; work that several callers hand back
+(:class:`Pending`) runs in one :func:`run_together`, so pieces of different kinds share the cores.
 
 The pieces run in forked processes, so they see this process's memory as it is (closures, drawn
 state) and only their indices and answers cross the pipe. A fork copies the calling thread alone: a
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 _work: tuple[Callable, Sequence] | None = None  # what the forked processes run (inherited by the fork)
@@ -64,3 +66,26 @@ def _map(fn: Callable, items: list, n: int) -> list:
         finally:
             _work = None
     return [fn(x) for x in items]
+
+
+@dataclass
+class Pending:
+    """Work handed back to be run beside other work: ``fn`` of each of ``items``, then
+    ``finish(answers)`` (the answers in the items' order), whose result is the work's."""
+
+    fn: Callable
+    items: list
+    finish: Callable[[list], object]
+
+
+def run_together(pendings: Sequence[Pending], processes: int | None = None) -> list:
+    """Every pending's items in one :func:`fork_map` (the earlier pendings' items first: put the
+    long pieces first, the pool hands them out in order), then each ``finish`` in turn; returns the
+    finishes' results in order."""
+    flat = [(j, x) for j, p in enumerate(pendings) for x in p.items]
+    answers = fork_map(lambda jx: pendings[jx[0]].fn(jx[1]), flat, processes)
+    out, at = [], 0
+    for p in pendings:
+        out.append(p.finish(answers[at:at + len(p.items)]))
+        at += len(p.items)
+    return out

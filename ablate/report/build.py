@@ -69,9 +69,10 @@ def write(study, data: dict, storage_label: str, reports_dir: str = "reports", r
         data["run"] = run_info
     out = Path(reports_dir) / f"{study.name}.md"
     make_folder(out.parent)
-    tab = table(study, data)
+    later: list = []  # the seeds advice's simulations: run beside the figures, on the same cores
+    tab = table(study, data, later)
     want_wandb = wandb if wandb is not None else _wandb_wanted(study, run_info)
-    figs = _figures(study, tab, data, want_wandb)
+    figs = _figures(study, tab, data, want_wandb, later)
     pics, pic_lines, pic_figs = section(study, tab, data)  # from the trials' final weights, if they kept them
     md = render(study, data, storage_label, tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs],
                 health=health, pictures=pic_lines)
@@ -118,13 +119,17 @@ def _notes(path: Path) -> str:
     return f"\n{tail}\n" if tail.strip() else ""
 
 
-def _figures(study, tab: dict, data: dict, png: bool = True) -> list[tuple[str, str, str, bytes | None]]:
+def _figures(study, tab: dict, data: dict, png: bool = True, later: list = ()) -> list[tuple[str, str, str, bytes | None]]:
     """(stem, caption, SVG text, PNG bytes) of each figure the study has (:mod:`ablate.report.figures`);
-    the PNG (for W&B alone) only with ``png``, else None."""
+    the PNG (for W&B alone) only with ``png``, else None. ``later``: other work
+    (:class:`ablate.config.forks.Pending`) run with the figures' drawing, side by side."""
+    from ..config.forks import run_together
     from . import figures
 
     if not png:  # the SVGs alone: drawn once for the same inputs, then read back (figures.svgs)
-        return [(stem, cap, text, None) for stem, cap, text in figures.svgs(study, tab, data)]
+        drawn = run_together([figures.svgs_pending(study, tab, data), *later])[0]
+        return [(stem, cap, text, None) for stem, cap, text in drawn]
+    run_together(later)
     out = []
     for stem, cap, fig in figures.figures(study, tab, data):
         out.append((stem, cap, figures.svg(fig, f"{study.name}-{stem}"), figures.png(fig) if png else None))

@@ -261,13 +261,21 @@ def svgs(study, tab: dict, data: dict) -> list[tuple[str, str, str]]:
     factors), this module's source, matplotlib's version and its settings (:func:`figures_key`);
     a point search's figures are drawn every time. Under ``$ABLATE_CACHE/figures``
     (:mod:`ablate.stats.cache`; ``ABLATE_CACHE=off`` turns it off)."""
-    from ..config.forks import fork_map
+    from ..config.forks import run_together
+
+    return run_together([svgs_pending(study, tab, data)])[0]
+
+
+def svgs_pending(study, tab: dict, data: dict):
+    """:func:`svgs` as work not yet run (:class:`ablate.config.forks.Pending`: one figure an item,
+    none when the cache holds them), for a report that draws them beside other work."""
+    from ..config.forks import Pending
     from ..stats import cache
 
     key = figures_key(study, tab, data)
     hit, found = cache.get(key, "figures") if key else (False, None)
     if hit and isinstance(found, list) and all(isinstance(f, list) and len(f) == 3 for f in found):
-        return [tuple(f) for f in found]
+        return Pending(None, [], lambda _: [tuple(f) for f in found])
     todo = _builders(study, tab, data)
 
     def drawn(piece):  # one figure drawn and written as SVG: the figures are drawn side by side
@@ -275,11 +283,13 @@ def svgs(study, tab: dict, data: dict) -> list[tuple[str, str, str]]:
         fig = _laid_out(build())
         return None if fig is None else svg(fig, f"{study.name}-{stem}")
 
-    texts = fork_map(drawn, todo)
-    out = [(stem, cap, text) for (stem, cap, _), text in zip(todo, texts) if text is not None]
-    if key:
-        cache.put(key, [list(f) for f in out], "figures")
-    return out
+    def finish(texts: list) -> list:
+        out = [(stem, cap, text) for (stem, cap, _), text in zip(todo, texts) if text is not None]
+        if key:
+            cache.put(key, [list(f) for f in out], "figures")
+        return out
+
+    return Pending(drawn, todo, finish)
 
 
 def figures_key(study, tab: dict, data: dict) -> str | None:

@@ -49,13 +49,15 @@ def thresholds(study, data: dict, cells: list) -> dict:
     return out
 
 
-def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[dict, dict]:
+def judge(study, data: dict, pairs: list, cells: list | None = None, later: list | None = None) -> tuple[dict, dict]:
     """Every (cell, baseline) pair with values in both, decided by :func:`ablate.stats.decide.decide_family`:
     the outcome kind (two-valued / learned / floor / unclassified against the group's threshold),
     the test it calls for, p-values adjusted within each family (:meth:`Study.family_of`) with
     ``study.correction``, TOST for unimodal comparisons, the verdict and the seeds that would decide.
     Returns (cell key -> comparison, {"m": tests over all families, "level": the first family's
-    printed level, "alpha", "families": {family: (m, level)}, "thresholds": cell key -> Threshold})."""
+    printed level, "alpha", "families": {family: (m, level)}, "thresholds": cell key -> Threshold}).
+    ``later``: a list to which the seeds advice's simulations are appended instead of being run
+    (:func:`ablate.stats.decide.decide_family`); the verdicts' advice is written when they are."""
     vals, margin = data["values"], study.margin / 100
     alpha = ALPHA
     cells = cells if cells is not None else [c for pair in pairs for c in pair]
@@ -64,7 +66,7 @@ def judge(study, data: dict, pairs: list, cells: list | None = None) -> tuple[di
     comps_in = [Comparison(c.key, b.key, vals[c.key], vals[b.key], study.family_of(c), thr[c.key]) for c, b in live]
     test = (study.analysis or {}).get("two_valued_test", "perm")
     decisions = decide_family(comps_in, margin, alpha, study.correction, two_valued_test=test,
-                              advice=not study.sequential)
+                              advice=False if study.sequential else True if later is None else later)
     seq_info = _sequential(study, data, live, decisions) if study.sequential else None
     flags = {c.key: limited(study, data, c.key, thr.get(c.key)) for c in cells}  # budget-limited, once a cell
     comps, families, every = {}, {}, []
@@ -200,11 +202,12 @@ def verdict_kind(x: dict) -> str:
     return "budget" if label == "worse" and x["limited"] else label
 
 
-def table(study, data: dict) -> dict:
+def table(study, data: dict, later: list | None = None) -> dict:
     """The study's table: ``cells`` in order, ``rows`` (one dict per cell, see :func:`_row`),
     ``comps`` and ``info`` from :func:`judge`, the ``limited`` cell keys, the ``ref_keys`` and
     the seeds ``planned`` per cell. A point search's table is built from its view
-    (:func:`ablate.report.search.view`), which ``search`` and ``view`` hold."""
+    (:func:`ablate.report.search.view`), which ``search`` and ``view`` hold. ``later``: see
+    :func:`judge` (the table's advice is complete once that work has run)."""
     if study.point_search() and "table_cells" not in data:
         data = view(study, data)
     cells = search_cells(study, data) if study.search else study.cells()
@@ -220,7 +223,8 @@ def table(study, data: dict) -> dict:
     from ..study.designs import design_pairs  # the design's pairs: a ladder's rows show the rung before them
 
     pairs, judged = design_pairs(study, cells, pairs)
-    comps, info = judge(study, data, judged, cells)
+    asked = len(later) if later is not None else 0
+    comps, info = judge(study, data, judged, cells, later)
     lim = info["limited"]
     ref_keys = {c.key for c in cells[len(cells) - len(study.references):]} if study.references else set()
     planned = data.get("planned") or (1 if study.search else len(study.seeds))
@@ -230,9 +234,25 @@ def table(study, data: dict) -> dict:
     rows = [_row(study, data, c, b, comps, lim, ref_keys, planned, n_pruned) for c, b in pairs]
     for r in rows:
         r["learned"] = _learned(data, info["thresholds"].get(r["key"]), r["key"])
+    if later is not None and len(later) > asked:  # the advice is written when its simulations have run
+        later[-1] = _reworded(later[-1], rows, comps, study.margin)
     return {"cells": cells, "pairs": pairs, "rows": rows, "comps": comps, "info": info, "limited": lim,
             "ref_keys": ref_keys, "planned": planned, "images": image_intervals(data, cells, pairs),
             "search": data.get("search"), "view": data if study.point_search() else None}
+
+
+def _reworded(job, rows: list, comps: dict, margin: float):
+    """``job`` (the seeds advice's simulations, :func:`judge`'s ``later``) whose finish also writes
+    the compared rows' verdict words again, with the advice it has just given."""
+    from ..config.forks import Pending
+
+    def finish(answers: list) -> None:
+        job.finish(answers)
+        for r in rows:
+            if r["role"] == "compared":
+                r["verdict_text"] = label_text(comps[r["key"]], margin)
+
+    return Pending(job.fn, job.items, finish)
 
 
 def _row(study, data, c, base, comps, lim, ref_keys, planned, n_pruned) -> dict:

@@ -121,6 +121,15 @@ def cached_many(name: str, compute: Callable, calls: list[dict], run_all: Callab
     """:func:`cached` of each keyword set in ``calls``, in order; the misses are computed by
     ``run_all(fn, misses)`` (default: one by one here), e.g. side by side on the cores
     (:func:`ablate.config.forks.fork_map`), then stored."""
+    work = pending_many(name, compute, calls)
+    return work.finish(run_all(work.fn, work.items) if run_all is not None else [work.fn(c) for c in work.items])
+
+
+def pending_many(name: str, compute: Callable, calls: list[dict]):
+    """:func:`cached_many` as work not yet run (:class:`ablate.config.forks.Pending`): its items
+    are the misses' keyword sets, its finish stores their answers and returns every answer in order."""
+    from ..config.forks import Pending
+
     keys, out, todo = [], [None] * len(calls), []
     for i, inputs in enumerate(calls):
         try:
@@ -137,10 +146,11 @@ def cached_many(name: str, compute: Callable, calls: list[dict], run_all: Callab
     def one(inputs: dict):
         return compute(**inputs)
 
-    misses = [calls[i] for i in todo]
-    answers = run_all(one, misses) if run_all is not None else [one(c) for c in misses]
-    for i, answer in zip(todo, answers):
-        out[i] = answer
-        if keys[i]:
-            put(keys[i], answer)
-    return out
+    def finish(answers: list) -> list:
+        for i, answer in zip(todo, answers):
+            out[i] = answer
+            if keys[i]:
+                put(keys[i], answer)
+        return out
+
+    return Pending(one, [calls[i] for i in todo], finish)

@@ -156,8 +156,12 @@ def _pvalues(rows: list[dict]) -> None:
 
 
 def decide_family(comps: Sequence[Comparison], margin: float, alpha: float = 0.05, correction: str = "holm",
-                  two_valued_test: str = "perm", advice: bool = True) -> list[Decision]:
-    """Decide every comparison, families adjusted separately (``margin`` in fractions)."""
+                  two_valued_test: str = "perm", advice: bool | list = True) -> list[Decision]:
+    """Decide every comparison, families adjusted separately (``margin`` in fractions). ``advice``:
+    simulate the seeds that would decide each inconclusive one (True), or not (False), or hand the
+    simulations to the caller: a list, to which they are appended as one
+    :class:`ablate.config.forks.Pending` whose finish writes the advice into the decisions (the
+    report runs it beside its figures)."""
     rows = _first_pass(comps, two_valued_test)
     _pvalues(rows)
     out: list[Decision | None] = [None] * len(rows)
@@ -173,7 +177,7 @@ def decide_family(comps: Sequence[Comparison], margin: float, alpha: float = 0.0
         level = interval_level(alpha, m, correction)
         for j, i in enumerate(idx):
             out[i] = _decision(rows[i], fam, m, p_adj[j], t_adj[j], level, margin, alpha, correction)
-    if advice:
+    if advice is True or isinstance(advice, list):
         from . import power as pw
 
         asks = []
@@ -183,8 +187,19 @@ def decide_family(comps: Sequence[Comparison], margin: float, alpha: float = 0.0
             if call is not None:
                 asks.append((dec, r, m, call))
         # every inconclusive comparison's simulation at once: they run side by side on the cores
-        for (dec, r, m, call), n in zip(asks, pw.seeds_for_power_many([call for *_, call in asks])):
-            _advised(dec, r, m, call["test"], n)
+        from ..config.forks import Pending, run_together
+
+        work = pw.seeds_for_power_pending([call for *_, call in asks])
+
+        def advise(answers: list) -> None:
+            for (dec, r, m, call), n in zip(asks, work.finish(answers)):
+                _advised(dec, r, m, call["test"], n)
+
+        job = Pending(work.fn, work.items, advise)
+        if isinstance(advice, list):
+            advice.append(job)
+        else:
+            run_together([job])
     return out
 
 

@@ -300,18 +300,24 @@ def seeds_for_power_many(calls: list[dict], processes: int | None = None) -> lis
     not hold are simulated side by side in forked processes (one a core, at most ``processes``),
     each the same seeded simulation as alone, so the answers equal the one-by-one answers bit for
     bit (:func:`ablate.config.forks.fork_map`: one by one here when a fork is not safe)."""
+    from ..config.forks import run_together
+
+    return run_together([seeds_for_power_pending(calls)], processes)[0]
+
+
+def seeds_for_power_pending(calls: list[dict]):
+    """:func:`seeds_for_power_many` as work not yet run (:class:`ablate.config.forks.Pending`), for a
+    caller that runs it beside other work; its finish returns the answers in order."""
     import inspect
 
-    from ..config.forks import fork_map
-    from .cache import cached_many
+    from .cache import pending_many
 
     full = []
     for c in calls:  # seeds_for_power's own defaults: the same keys as a call of it
         bound = inspect.signature(seeds_for_power).bind(**c)
         bound.apply_defaults()
         full.append(_power_inputs(**bound.arguments))
-    return cached_many("power.seeds_for_power", _seeds_for_power, full,
-                       lambda fn, misses: fork_map(fn, misses, processes))
+    return pending_many("power.seeds_for_power", _seeds_for_power, full)
 
 
 def _seeds_for_power(test: str, model, alpha: float, target: float, max_seeds: int, reps: int,

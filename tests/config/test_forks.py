@@ -54,3 +54,22 @@ print("ok")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok" and res.stderr == "", res.stderr
 
+
+
+def test_run_together_gives_each_pending_its_own_answers_in_order_from_one_pool():
+    """The report hands its figures and its advice simulations to one run: each finish must get
+    its own items' answers, in order, whatever else ran beside them (an empty one included)."""
+    code = """
+import os
+from ablate.config.forks import Pending, run_together
+seen = []
+jobs = [Pending(lambda x: (x * 10, os.getpid()), [1, 2, 3], lambda a: [v for v, _ in a]),
+        Pending(None, [], lambda a: ("empty", a)),
+        Pending(lambda s: (s.upper(), os.getpid()), ["a", "b"], lambda a: seen.extend(p for _, p in a) or "".join(v for v, _ in a))]
+out = run_together(jobs, processes=2)
+assert out == [[10, 20, 30], ("empty", []), "AB"], out
+assert seen and os.getpid() not in seen, seen
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
