@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 _work: tuple[Callable, Sequence] | None = None  # what the forked processes run (inherited by the fork)
@@ -76,16 +76,17 @@ class Pending:
     fn: Callable
     items: list
     finish: Callable[[list], object]
+    result: object = field(default=None, init=False)  # what finish returned, once run_together has run it
 
 
 def run_together(pendings: Sequence[Pending], processes: int | None = None) -> list:
     """Every pending's items in one :func:`fork_map` (the earlier pendings' items first: put the
     long pieces first, the pool hands them out in order), then each ``finish`` in turn; returns the
-    finishes' results in order."""
+    finishes' results in order (each also kept as its pending's ``result``)."""
     flat = [(j, x) for j, p in enumerate(pendings) for x in p.items]
     answers = fork_map(lambda jx: pendings[jx[0]].fn(jx[1]), flat, processes)
-    out, at = [], 0
+    at = 0
     for p in pendings:
-        out.append(p.finish(answers[at:at + len(p.items)]))
+        p.result = p.finish(answers[at:at + len(p.items)])
         at += len(p.items)
-    return out
+    return [p.result for p in pendings]

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.utils import flop_counter
 
+from .noise import NOISY, is_noisy  # noqa: F401 - part of this module's interface
+
 
 def _cpu_flash_fwd(query, key, value, *args, out_shape=None, **kwargs) -> int:
     return flop_counter.sdpa_flop_count(query, key, value)
@@ -150,7 +152,6 @@ def quiet_native_stderr():
 
 # -- latency by torch.utils.benchmark, and a cache of measured blocks ----------------------------------
 
-NOISY = 0.2  # a latency whose IQR exceeds this share of its median is reported as noisy, with its spread
 MIN_RUN_S = 0.2  # blocked_autorange measures for at least this long (after its own warm-up)
 MIN_BLOCKS = 5  # at least this many timed blocks: one or two slow steps give no spread to judge the load by
 MAX_RUN_S = 20.0  # ... unless that would take longer than this
@@ -178,11 +179,6 @@ def autorange_ms(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, min_run_
         per_block = sum(m.times) * m.number_per_run / len(m.times)
         m = timer.blocked_autorange(min_run_time=min(MAX_RUN_S, 1.2 * MIN_BLOCKS * per_block))
     return float(m.median) * 1e3, float(m.iqr) * 1e3, len(m.times)
-
-
-def is_noisy(median_ms: float, iqr_ms: float, threshold: float = NOISY) -> bool:
-    """True when the spread is large next to the value: IQR / median > ``threshold``."""
-    return not median_ms > 0 or iqr_ms / median_ms > threshold
 
 
 def cache_dir() -> Path:

@@ -1,6 +1,19 @@
 """The health pre-flight: each cell's block built and run one batch forward and backward
 (:mod:`.check`), the softmax recorder (:mod:`.softmax`), the gradient pass (:mod:`.gradients`),
-findings and their thresholds (:mod:`.findings`) and their text (:mod:`.text`)."""
-from .check import check_block, check_study, main, preflight
+findings and their thresholds (:mod:`.findings`) and their text (:mod:`.text`).
+
+The names below are imported on first use (PEP 562): a report whose doctor runs in a piece of its
+own (:func:`ablate.report.command.write_report`) reads the findings' text without importing torch."""
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["check_block", "check_study", "main", "preflight"]
+
+
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(".check", __name__), name)
+    globals()[name] = value
+    return value

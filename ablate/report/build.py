@@ -15,6 +15,7 @@ import datetime as dt
 import math
 from pathlib import Path
 
+from ..config.forks import Pending
 from .markdown import fingerprint_lines, render  # noqa: F401 - the Markdown, and names tests use
 from .rows import COST_REPEATS, COST_WARMUP, block_shape, search_cells, table
 from .rows import describe_setup, judge  # noqa: F401 - names tests use
@@ -38,15 +39,15 @@ def block_costs(cells: list, world_size: int = 1, device: str | None = None, hea
 
 def write(study, data: dict, storage_label: str, reports_dir: str = "reports", run_info: dict | None = None,
           wandb: bool | None = None, run_dir: str | Path | None = None, reuse_costs: bool = False,
-          health: list[str] | None = None) -> Path:
+          health: list[str] | Pending | None = None) -> Path:
     """Write ``<study>.md`` and beside it the figures, HTML, TeX, CSV and JSON
     (:mod:`ablate.report.formats`); with ``wandb`` (default: at the end of a run whose study and
     command line did not turn W&B off) an offline W&B summary run under ``run_dir``
     (:mod:`ablate.report.wandb`); ``reuse_costs``: the latency and memory of the previous
-    ``<study>.json`` there (:mod:`ablate.report.costs`) instead of measuring; ``data``: what
-    :func:`collect` read, if read already; ``findings``: the doctor's, from the run's pre-flight
-    (None: the doctor checks the blocks now; the Markdown renderer never runs it). Returns the
-    Markdown's path.
+    ``<study>.json`` there (:mod:`ablate.report.costs`) instead of measuring; ``health``: the
+    health section's lines, or the doctor's check still to run (a
+    :class:`~ablate.config.forks.Pending`: it runs beside the figures; the Markdown renderer never
+    runs it). Returns the Markdown's path.
 
     Every file is written atomically (:mod:`ablate.config.atomic`): a write that fails (disk full, quota,
     ``ulimit -f``, a folder made read-only) leaves that file as it was, the hand-written notes
@@ -72,7 +73,9 @@ def write(study, data: dict, storage_label: str, reports_dir: str = "reports", r
     later: list = []  # the seeds advice's simulations: run beside the figures, on the same cores
     tab = table(study, data, later)
     want_wandb = wandb if wandb is not None else _wandb_wanted(study, run_info)
-    figs = _figures(study, tab, data, want_wandb, later)
+    doctor = [health] if isinstance(health, Pending) else []  # its check: the longest piece, handed out first
+    figs = _figures(study, tab, data, want_wandb, later, first=doctor)
+    health = doctor[0].result if doctor else health
     pics, pic_lines, pic_figs = section(study, tab, data)  # from the trials' final weights, if they kept them
     md = render(study, data, storage_label, tab, [(f"{study.name}/{stem}.svg", cap) for stem, cap, _, _ in figs],
                 health=health, pictures=pic_lines)
@@ -119,17 +122,19 @@ def _notes(path: Path) -> str:
     return f"\n{tail}\n" if tail.strip() else ""
 
 
-def _figures(study, tab: dict, data: dict, png: bool = True, later: list = ()) -> list[tuple[str, str, str, bytes | None]]:
+def _figures(study, tab: dict, data: dict, png: bool = True, later: list = (),
+             first: list = ()) -> list[tuple[str, str, str, bytes | None]]:
     """(stem, caption, SVG text, PNG bytes) of each figure the study has (:mod:`ablate.report.figures`);
-    the PNG (for W&B alone) only with ``png``, else None. ``later``: other work
-    (:class:`ablate.config.forks.Pending`) run with the figures' drawing, side by side."""
+    the PNG (for W&B alone) only with ``png``, else None. ``first`` and ``later``: other work
+    (:class:`ablate.config.forks.Pending`) run with the figures' drawing, side by side, handed out
+    before and after the figures."""
     from ..config.forks import run_together
     from . import figures
 
     if not png:  # the SVGs alone: drawn once for the same inputs, then read back (figures.svgs)
-        drawn = run_together([figures.svgs_pending(study, tab, data), *later])[0]
+        drawn = run_together([*first, figures.svgs_pending(study, tab, data), *later])[len(first)]
         return [(stem, cap, text, None) for stem, cap, text in drawn]
-    run_together(later)
+    run_together([*first, *later])
     out = []
     for stem, cap, fig in figures.figures(study, tab, data):
         out.append((stem, cap, figures.svg(fig, f"{study.name}-{stem}"), figures.png(fig) if png else None))

@@ -8,7 +8,6 @@ import argparse
 from pathlib import Path
 
 from ..config.errors import RetryableError, StudyError, exit_retry, exit_with
-from ..doctor.check import health_lines
 from ..storage import records as st
 from ..storage.opening import located
 from ..storage.summary import collect, run_totals
@@ -27,7 +26,23 @@ def write_report(study, url: str, reports_dir: str = "reports", run_info: dict |
     if run_info:
         run_info = run_totals(run_info, data["finished"])
     return write(study, data, st.redact(url), reports_dir, run_info, wandb, run_dir or _run_dir_of(study, url),
-                 reuse_costs, health_lines(study, findings))
+                 reuse_costs, _health(study, findings))
+
+
+def _health(study, findings: list | None):
+    """The health section's lines from the run's ``findings``; without them (None), the doctor's
+    check of the blocks as work for the report to run beside its figures
+    (:class:`ablate.config.forks.Pending`): torch is then imported in that piece alone."""
+    from ..config.forks import Pending
+
+    def lines(s, found=findings):
+        from ..doctor.check import health_lines
+
+        return health_lines(s, found)
+
+    if findings is not None:
+        return lines(study)
+    return Pending(lines, [study], lambda out: out[0])
 
 
 def _run_dir_of(study, url: str) -> Path:

@@ -26,7 +26,7 @@ class Reused:
 
     @property
     def noisy(self) -> bool:
-        from ..costs.measure import NOISY, is_noisy
+        from ..costs.noise import NOISY, is_noisy
 
         return not math.isnan(self.latency_iqr_ms) and is_noisy(self.latency_ms, self.latency_iqr_ms, NOISY)
 

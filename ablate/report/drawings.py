@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..attention import maps as attention_maps
 from .figures import FONT
 from .pictures import FAILURES, GRID_IMAGES, QUERIES, CellPictures, cue_box, who
 
@@ -85,6 +84,8 @@ def _row_label(trial, more: str = "") -> str:
 
 def _columns(maps: list) -> list[tuple[int, int | None]]:
     """(map index, query index or None): spatial maps once per query, the others once."""
+    from ..attention import maps as attention_maps  # torch: imported only when pictures are drawn
+
     out = []
     for i, m in enumerate(maps):
         out += [(i, q) for q in range(QUERIES)] if m.kind in attention_maps.SPATIAL else [(i, None)]
@@ -93,6 +94,8 @@ def _columns(maps: list) -> list[tuple[int, int | None]]:
 
 def maps_figure(cell: CellPictures):
     """Rows: drawn trial x map image; columns: the image with its queries, then each map per query."""
+    from ..attention import maps as attention_maps  # torch: imported only when pictures are drawn
+
     trials = [t for t in cell.trials if t.maps]
     if not trials or not cell.map_images:
         return None
@@ -206,6 +209,8 @@ def _failures_caption(cell: CellPictures) -> str:
 
 def lines(study_name: str, cells: list[CellPictures], figs: list[tuple[str, str, object]]) -> list[str]:
     """The report's section: what is drawn, per mechanism and per cell, with the pictures' links."""
+    from ..attention import maps as attention_maps  # torch: imported only when pictures are drawn
+
     stems = {stem: cap for stem, cap, _ in figs}
     out = ["", "## Attention maps, predictions and failures", "",
            "Drawn from the final weights each finished trial kept (`final.pt` in its checkpoint folder), for "

@@ -46,7 +46,7 @@ def class_names(data, n: int) -> list[str]:
     names: tuple = ()
     task = getattr(data, "task", None)
     if type(data).__name__ == "SceneConfig":
-        from ..data.synthetic import CLASS_NAMES
+        from ..data.synthetic_spec import CLASS_NAMES
 
         names = CLASS_NAMES.get(task, ())
     elif getattr(data, "name", None) in ("voc", "cityscapes", "ade20k") and task is None:
