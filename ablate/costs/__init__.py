@@ -7,14 +7,7 @@ The names below are imported on first use (PEP 562): a report that prints stored
 :mod:`.noise` alone, not torch."""
 from __future__ import annotations
 
-import importlib
+from ..config.lazy import lazy_names
 
 __all__ = ["Cost", "cell_costs", "main", "measure", "measure_preset"]
-
-
-def __getattr__(name: str):
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(".blocks", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, ".blocks"))

@@ -8,17 +8,10 @@ The names below are imported on first use (PEP 562), so importing a torch-free m
 (``real_spec``, ``synthetic_spec``: what a study reads when it loads) does not import torch."""
 from __future__ import annotations
 
-import importlib
+from ..config.lazy import lazy_names
 
 _LAZY = {"TASKS": ".synthetic_spec", "SceneConfig": ".synthetic_spec",
          "make_split": ".synthetic", "SyntheticSegmentation": ".synthetic"}
 
 __all__ = ["TASKS", "SceneConfig", "make_split", "SyntheticSegmentation"]
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)

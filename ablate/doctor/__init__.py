@@ -6,14 +6,7 @@ The names below are imported on first use (PEP 562): a report whose doctor runs 
 own (:func:`ablate.report.command.write_report`) reads the findings' text without importing torch."""
 from __future__ import annotations
 
-import importlib
+from ..config.lazy import lazy_names
 
 __all__ = ["check_block", "check_study", "main", "preflight"]
-
-
-def __getattr__(name: str):
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(".check", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, dict.fromkeys(__all__, ".check"))
