@@ -12,16 +12,10 @@ and ``resolve_mechanism``; ``installed_presets`` lists those. The block classes 
 from __future__ import annotations
 
 from .presets import FAMILIES, MECHANISMS, get_preset, installed_presets, resolve_mechanism
+from ..config.lazy import lazy_names
 from ..config.vocab import Factor, Preset
 
 _BLOCKS = {"NoAttention": ".none", "NonLocalBlock": ".non_local", "LowRankBlock": ".glore"}  # they import torch
 
 __all__ = ["FAMILIES", "MECHANISMS", "Factor", "Preset", "get_preset", "installed_presets", "resolve_mechanism", "NoAttention", "NonLocalBlock", "LowRankBlock"]
-
-
-def __getattr__(name: str):
-    if name in _BLOCKS:
-        import importlib
-
-        return getattr(importlib.import_module(_BLOCKS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _BLOCKS)

@@ -1,6 +1,7 @@
 """Names a package exports but imports on first use (PEP 562's module ``__getattr__``): a package
-whose torch modules export names beside torch-free ones (``costs``, ``doctor``, ``data``) can be
-imported for the torch-free ones without importing torch."""
+whose torch modules export names beside torch-free ones (``attention``, ``costs``, ``doctor``,
+``data``) can be imported for the torch-free ones without importing torch; and an object named by
+where it is (``module:attr``, :func:`named`), imported when it is used."""
 from __future__ import annotations
 
 import importlib
@@ -21,3 +22,14 @@ def lazy_names(package: str, where: dict[str, str]) -> Callable[[str], object]:
         return value
 
     return __getattr__
+
+
+def named(ref: str):
+    """The object ``ref`` (``module:attr``, attr possibly dotted) names, importing its module. For
+    the harness's own references (a preset's block, a backbone's class); a user's plugin goes through
+    :func:`ablate.plugins.load.load_object`, which says what is wrong with a bad one."""
+    module, attr = ref.split(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

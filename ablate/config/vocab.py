@@ -17,7 +17,6 @@ constructor instead: :func:`derive_factors` reads each keyword argument's annota
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import math
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ if TYPE_CHECKING:  # a type only: reading a study imports no torch
     from torch import nn
 
 from .errors import brief
+from .lazy import named
 
 
 class FactorConflict(ValueError):
@@ -250,16 +250,12 @@ class BlockRef:
 
     def load(self) -> Callable[..., nn.Module]:
         """The block class (importing its module)."""
-        return getattr(importlib.import_module(self.module), self.name)
+        return named(f"{self.module}:{self.name}")
 
     def check_args(self, args: dict[str, Any]) -> None:
         """The block's ``check_args(args)``, imported from ``check`` alone; nothing when there is none."""
         if self.check:
-            module, qualname = self.check.split(":")
-            check = importlib.import_module(module)
-            for part in qualname.split("."):
-                check = getattr(check, part)
-            check(args)
+            named(self.check)(args)
 
 
 @dataclass(frozen=True)

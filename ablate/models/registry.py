@@ -19,20 +19,14 @@ To add a backbone: its module in ``ablate/models/``, one :class:`Backbone` entry
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
+from ..config.lazy import named
 from .resnet_spec import ResNetSpec, resnet_channels, validate_resnet
 
 if TYPE_CHECKING:  # a type only: the table imports no torch
     from torch import nn
-
-
-def _load(ref: str):
-    """The object ``module:attr`` names (importing its module)."""
-    module, attr = ref.split(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)
@@ -60,12 +54,12 @@ class Backbone:
     @property
     def cls(self) -> Callable[..., nn.Module]:
         """The backbone's class (its module imported on first use)."""
-        return _load(self.source)
+        return named(self.source)
 
     @property
     def builder(self) -> Callable[..., nn.Module] | None:
         """What builds it from its spec's keywords (None: :attr:`cls`)."""
-        return _load(self.build_with) if self.build_with else None
+        return named(self.build_with) if self.build_with else None
 
 
 def _parse_small(raw: dict, where: str, prefix: str, base, check_files: bool):
